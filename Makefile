@@ -1,0 +1,49 @@
+# fapiao-bridge — the two commands a new user needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+VENV := .venv
+PY := $(VENV)/bin/python
+PG_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
+PYTEST_ARGS ?=
+
+.PHONY: install test test-pg test-sqlite lint format services clean
+
+## install: create .venv and install exactly what uv.lock pins (installs uv itself if missing)
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check 'uv>=0.5'
+	$(UV) sync --frozen
+	@touch $@
+
+## services: make sure PostgreSQL and Redis answer on loopback (starts them when installed)
+services:
+	@scripts/ensure-services.sh
+
+## test: the whole suite, once against PostgreSQL and once against the SQLite default
+test: install services test-pg test-sqlite
+
+test-pg:
+	@echo "== pytest on PostgreSQL =="
+	FAPIAO_TEST_DATABASE_URL=$(PG_TEST_URL) FAPIAO_TEST_REDIS_URL=$(REDIS_TEST_URL) \
+		$(PY) -m pytest $(PYTEST_ARGS)
+
+test-sqlite:
+	@echo "== pytest on SQLite =="
+	FAPIAO_TEST_DATABASE_URL=sqlite FAPIAO_TEST_REDIS_URL=$(REDIS_TEST_URL) \
+		$(PY) -m pytest $(PYTEST_ARGS)
+
+## lint: ruff (style, imports, bugs) and mypy (strict types)
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
