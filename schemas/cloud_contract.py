@@ -1,0 +1,463 @@
+"""Every guessed part of the Kingdee Invoice Cloud contract, in one place.
+
+kingdee-api.md tags each fact [C] confirmed in code, [D] seen in docs, [I] inferred, [G] guess.
+Whatever is not [C]/[D] and shapes behaviour lives here, so that when a real tenant (or the
+official error-code list doc-3746910) shows otherwise, ONE edit of this module changes the
+bridge and the simulator together. Nothing here does I/O.
+
+Guess table (§ = kingdee-api.md section; tag = confidence of the fact behind it)
+
+| name here | what it decides | § | tag |
+|---|---|---|---|
+| ``GATEWAY_ERRORS`` | gateway errorCodes, texts, outcome class | 6.3 | [G]; -10001 [D] |
+| ``classify_gateway_failure`` | failure → ``OutcomeClass`` for the worker | 6.3, 5 | [I] |
+| ``classify_http_status`` | non-200 HTTP answers of the gateway | 2.1 | [I] |
+| ``token_failure_body``, ``TOKEN_FAILURE_*`` | getAppToken/login failure shape | 3 | [G] |
+| ``expired_token_body``, ``TOKEN_EXPIRED_*`` | expired access_token on /kapi | 5 | [G] |
+| ``is_auth_failure`` | auth failure detection (HTTP/code/text) | 5 | [I] |
+| ``未进行接口授权`` → auth failure | guide 常见报错2 shows it for an expired token | 6.3 | [D][I] |
+| ``PUSH_SUCCESS_MESSAGE`` | text of an accepted BILL.PUSH | 6.2 | [C] |
+| ``PushResultItem``, ``PUSH_ITEM_OK_MESSAGE`` | ``data`` of a push success (unused) | 6.2 | [G] |
+| ``PUSH_MAX_BILLS`` | BILL.PUSH batch limit (mirrors withdraw) | 6.1 | [G] |
+| ``WITHDRAW_*``, ``WithdrawItemResult`` | per-bill withdraw results and texts | 7 | [G] |
+| ``WITHDRAW_MAX_SERIAL_NOS`` | at most 50 billNos per withdraw | 7 | [D] |
+| ``QUERY_UNKNOWN_BILL_*``, ``is_unknown_bill`` | query of a bill the cloud lacks | 8 | [G] |
+| ``UNKNOWN_INTERFACE_*`` | unknown interfaceCode (-10010) | 12 | [G] |
+| ``BillReturn`` | 5.1.01 回退 payload (BILL.RETURN) | 9.3 | [G] |
+| ``CALLBACK_RETRY_DELAYS_SECONDS``, ``..._TIMEOUT_...`` | cloud re-sends of callbacks | 9.1 | [G] |
+| ``callback_style_for`` | ``3std1`` prefix → per bill, else per invoice | 9 | [D] |
+| ``max_lines_per_invoice``, ``SINGLE_INVOICE_...`` | when the cloud splits a bill | 12 | [G] |
+
+Outcome classes (``OutcomeClass``) — what the worker does with a gateway answer
+
+| class | meaning → worker action |
+|---|---|
+| ``accepted`` | success (开票申请单推送成功) → document pushed |
+| ``rejected`` | the cloud refused the content → rejected, needs corrected data |
+| ``auth_expired`` | token missing/expired → re-login, retry once; a repeat = ``config_error`` |
+| ``config_error`` | businessSystemCode/seller/encryption/permission → failed, tenant paused |
+| ``transient`` | cloud-side exception, nothing created → capped jittered backoff |
+| ``unknown_outcome`` | may or may not have been applied → in_doubt, a query decides |
+| ``duplicate`` | billNo already live in the cloud → query it, never re-push |
+
+Gateway error table (``GATEWAY_ERRORS``; codes are guesses except ``-10001``)
+
+| errorCode | message | class |
+|---|---|---|
+| ``-10001`` | 未知业务系统编码<code> | config_error |
+| ``-10002`` | 未进行接口授权 | auth_expired (see note) |
+| ``401`` | access_token已过期或无效，请重新获取 | auth_expired |
+| ``403`` | 无权访问，请重新获取access_token | auth_expired |
+| ``-10003`` | data解密失败 | config_error (BASE64 vs AES setting) |
+| ``-10004`` | <field>不能为空 | rejected |
+| ``-10005`` | 销方税号<x>未在发票云维护 | config_error |
+| ``-10006`` | <field>不合法 (发票种类/税率/税收分类编码) | rejected |
+| ``-10007`` | 价税合计金额不对 | rejected |
+| ``-10008`` | 第<n>行税额误差超过±0.06 | rejected |
+| ``-10009`` | 单据编号<billNo>已存在 | duplicate |
+| ``-10010`` | 接口编码不存在 | config_error |
+| ``-10011`` | 单据不存在 | rejected (query: see ``is_unknown_bill``) |
+| ``9999`` | 系统异常 | transient |
+
+Unknown codes fall back to the message text (auth markers, 已存在/重复, 系统异常/繁忙/超时),
+else ``rejected``: the cloud answered, so nothing was created.
+
+Note on ``-10002``: kingdee-api.md §6.3 files 未进行接口授权 under configuration, but the vendor's
+integration guide (常见报错2) shows the very same text when the access_token has expired. The
+only safe reading is "refresh the token and retry once"; if it survives a fresh token the
+worker treats it as a configuration error (ARCHITECTURE.md: auth errors that survive one
+refresh → failed, tenant paused).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+__all__ = [
+    "AUTH_FAILURE_ERROR_CODES",
+    "AUTH_FAILURE_MARKERS",
+    "CALLBACK_RETRY_DELAYS_SECONDS",
+    "CALLBACK_TIMEOUT_SECONDS",
+    "DIGITAL_INVOICE_TYPES",
+    "GATEWAY_ERRORS",
+    "MAX_LINES_PER_INVOICE_DIGITAL",
+    "MAX_LINES_PER_INVOICE_TAX_CONTROL",
+    "PER_BILL_CALLBACK_PREFIX",
+    "PUSH_ITEM_OK_MESSAGE",
+    "PUSH_MAX_BILLS",
+    "PUSH_SUCCESS_MESSAGE",
+    "QUERY_UNKNOWN_BILL_ERROR_CODE",
+    "QUERY_UNKNOWN_BILL_MESSAGE",
+    "SINGLE_INVOICE_AMOUNT_LIMIT",
+    "SUCCESS_ERROR_CODES",
+    "TOKEN_EXPIRED_ERROR_CODE",
+    "TOKEN_EXPIRED_MESSAGE",
+    "TOKEN_FAILURE_BAD_ACCOUNT",
+    "TOKEN_FAILURE_BAD_APP",
+    "TOKEN_FAILURE_BAD_LOGIN",
+    "UNKNOWN_INTERFACE_ERROR_CODE",
+    "UNKNOWN_INTERFACE_MESSAGE",
+    "WITHDRAW_ALREADY_ISSUED",
+    "WITHDRAW_ALREADY_WITHDRAWN",
+    "WITHDRAW_BILL_UNKNOWN",
+    "WITHDRAW_ISSUING",
+    "WITHDRAW_MAX_SERIAL_NOS",
+    "WITHDRAW_OK_MESSAGE",
+    "BillReturn",
+    "CallbackStyle",
+    "GatewayError",
+    "OutcomeClass",
+    "PushResultItem",
+    "TokenFailure",
+    "WithdrawItemResult",
+    "callback_style_for",
+    "classify_gateway_failure",
+    "classify_http_status",
+    "expired_token_body",
+    "gateway_error",
+    "is_auth_failure",
+    "is_unknown_bill",
+    "max_lines_per_invoice",
+    "normalise_code",
+    "token_failure_body",
+]
+
+
+class OutcomeClass(StrEnum):
+    """What a gateway answer means for the worker (table in the module docstring)."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    AUTH_EXPIRED = "auth_expired"
+    CONFIG_ERROR = "config_error"
+    TRANSIENT = "transient"
+    UNKNOWN_OUTCOME = "unknown_outcome"
+    DUPLICATE = "duplicate"
+
+
+CallbackStyle = Literal["per_invoice", "per_bill", "return"]
+
+# errorCode values meaning success: "0" on the sim APIs, "0000" on some older pages [D S2,S6].
+SUCCESS_ERROR_CODES: Final[frozenset[str]] = frozenset({"0", "0000"})
+
+
+def normalise_code(code: object) -> str | None:
+    """errorCode/returnCode as a stripped string; numbers arrive as JSON numbers too."""
+    if code is None:
+        return None
+    if isinstance(code, bool):
+        return str(code).lower()
+    text = str(code).strip()
+    return text or None
+
+
+# --------------------------------------------------------------------------- gateway errors
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayError:
+    """One row of the §6.3 table: the simulator sends it, the worker classifies it."""
+
+    code: str
+    message_template: str
+    outcome: OutcomeClass
+    situation: str
+
+    def message(self, **values: object) -> str:
+        """The message text with its placeholders filled (missing ones left empty)."""
+        return self.message_template.format_map(_Blank(values))
+
+
+class _Blank(dict[str, object]):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+GATEWAY_ERRORS: Final[tuple[GatewayError, ...]] = (
+    GatewayError(
+        "-10001", "未知业务系统编码{code}", OutcomeClass.CONFIG_ERROR, "unknown businessSystemCode"
+    ),
+    GatewayError(
+        "-10002",
+        "未进行接口授权",
+        OutcomeClass.AUTH_EXPIRED,
+        "no interface permission — or an expired access_token (vendor guide 常见报错2)",
+    ),
+    GatewayError(
+        "401",
+        "access_token已过期或无效，请重新获取",
+        OutcomeClass.AUTH_EXPIRED,
+        "access_token missing, expired or invalid",
+    ),
+    GatewayError("403", "无权访问，请重新获取access_token", OutcomeClass.AUTH_EXPIRED, "forbidden"),
+    GatewayError(
+        "-10003",
+        "data解密失败",
+        OutcomeClass.CONFIG_ERROR,
+        "data not decodable (BASE64 vs AES setting of the businessSystemCode)",
+    ),
+    GatewayError("-10004", "{field}不能为空", OutcomeClass.REJECTED, "required field missing"),
+    GatewayError(
+        "-10005",
+        "销方税号{tax_id}未在发票云维护",
+        OutcomeClass.CONFIG_ERROR,
+        "seller tax id / org not configured in the cloud",
+    ),
+    GatewayError(
+        "-10006",
+        "{field}不合法",
+        OutcomeClass.REJECTED,
+        "invalid invoiceType / taxRate / revenueCode",
+    ),
+    GatewayError(
+        "-10007", "价税合计金额不对", OutcomeClass.REJECTED, "totalAmount differs from the lines"
+    ),
+    GatewayError(
+        "-10008",
+        "第{row}行税额误差超过±0.06",
+        OutcomeClass.REJECTED,
+        "line tax differs from amount × rate by more than 0.06",
+    ),
+    GatewayError(
+        "-10009",
+        "单据编号{bill_no}已存在",
+        OutcomeClass.DUPLICATE,
+        "billNo already live in the cloud",
+    ),
+    GatewayError("-10010", "接口编码不存在", OutcomeClass.CONFIG_ERROR, "unknown interfaceCode"),
+    GatewayError(
+        "-10011", "单据不存在", OutcomeClass.REJECTED, "bill unknown to the cloud (query/withdraw)"
+    ),
+    GatewayError("9999", "系统异常", OutcomeClass.TRANSIENT, "cloud-side exception"),
+)
+
+_ERRORS_BY_CODE: Final[dict[str, GatewayError]] = {e.code: e for e in GATEWAY_ERRORS}
+
+
+def gateway_error(code: str) -> GatewayError:
+    """The table row for ``code``; KeyError for a code not in the table."""
+    return _ERRORS_BY_CODE[code]
+
+
+UNKNOWN_INTERFACE_ERROR_CODE: Final = "-10010"
+UNKNOWN_INTERFACE_MESSAGE: Final = "接口编码不存在"
+
+# --------------------------------------------------------------------------- auth failures
+
+TOKEN_EXPIRED_ERROR_CODE: Final = "401"
+TOKEN_EXPIRED_MESSAGE: Final = "access_token已过期或无效，请重新获取"
+AUTH_FAILURE_ERROR_CODES: Final[frozenset[str]] = frozenset({"401", "403"})
+# Lower-case substrings; "未进行接口授权" is what the vendor guide shows for an expired token.
+AUTH_FAILURE_MARKERS: Final[tuple[str, ...]] = ("token", "登录", "过期", "失效", "未进行接口授权")
+
+
+def expired_token_body() -> dict[str, Any]:
+    """The §5 proposal: HTTP 200 with a failure envelope naming the token [G]."""
+    return {
+        "success": False,
+        "errorCode": TOKEN_EXPIRED_ERROR_CODE,
+        "message": TOKEN_EXPIRED_MESSAGE,
+        "data": None,
+    }
+
+
+def is_auth_failure(http_status: int | None, errorCode: object, message: str | None) -> bool:
+    """§5 middleware rule: HTTP 401/403, errorCode 401/403, or a message about the token/login."""
+    if http_status in (401, 403):
+        return True
+    if normalise_code(errorCode) in AUTH_FAILURE_ERROR_CODES:
+        return True
+    text = (message or "").lower()
+    return any(marker in text for marker in AUTH_FAILURE_MARKERS)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenFailure:
+    """A getAppToken.do / login.do refusal the simulator sends (codes and texts invented)."""
+
+    code: str
+    text: str
+
+
+TOKEN_FAILURE_BAD_ACCOUNT: Final = TokenFailure("accountId_error", "数据中心不存在")
+TOKEN_FAILURE_BAD_APP: Final = TokenFailure("appSecret_error", "第三方应用校验失败")
+TOKEN_FAILURE_BAD_LOGIN: Final = TokenFailure(
+    "login_error", "参数错误:形式应该为 用户账号、密码、租户代码、登陆类型和accountId。"
+)
+
+
+def token_failure_body(failure: TokenFailure, token_field: str = "app_token") -> dict[str, Any]:
+    """§3 proposed failure shape: every field a real client may read carries the reason [G]."""
+    return {
+        "state": "error",
+        "status": False,
+        "errorCode": failure.code,
+        "errorMsg": failure.text,
+        "message": failure.text,
+        "data": {
+            token_field: "",
+            "success": False,
+            "error_code": failure.code,
+            "error_desc": failure.text,
+            "expire_time": 0,
+        },
+    }
+
+
+# --------------------------------------------------------------------------- classification
+
+_DUPLICATE_MARKERS: Final = ("已存在", "重复")
+_TRANSIENT_MARKERS: Final = ("系统异常", "系统繁忙", "稍后重试", "超时")
+
+
+def classify_gateway_failure(errorCode: object, message: str | None) -> OutcomeClass:
+    """Map a failure answer (HTTP 200, ``success`` not true) to what the worker must do.
+
+    Known codes win; an unknown code falls back to the message, and a plain refusal with
+    nothing recognisable is ``rejected``: the cloud answered, so nothing was created, and an
+    operator can replay once the cause is known.
+    """
+    code = normalise_code(errorCode)
+    if code is not None and code in _ERRORS_BY_CODE:
+        return _ERRORS_BY_CODE[code].outcome
+    text = message or ""
+    if is_auth_failure(None, code, text):
+        return OutcomeClass.AUTH_EXPIRED
+    if any(m in text for m in _DUPLICATE_MARKERS):
+        return OutcomeClass.DUPLICATE
+    if "未知业务系统编码" in text or "未在发票云维护" in text:
+        return OutcomeClass.CONFIG_ERROR
+    if any(m in text for m in _TRANSIENT_MARKERS):
+        return OutcomeClass.TRANSIENT
+    return OutcomeClass.REJECTED
+
+
+def classify_http_status(http_status: int) -> OutcomeClass | None:
+    """Non-200 answers are infrastructure, not the cloud's verdict (§2.1).
+
+    None for 200 (read the envelope). 5xx after the request was sent is ``unknown_outcome``:
+    a proxy may time out while the cloud still creates the bill.
+    """
+    if http_status == 200:
+        return None
+    if http_status in (401, 403):
+        return OutcomeClass.AUTH_EXPIRED
+    if http_status in (408, 425, 429):
+        return OutcomeClass.TRANSIENT
+    if http_status >= 500:
+        return OutcomeClass.UNKNOWN_OUTCOME
+    # 404 (wrong base URL / tenant path), 405, 400 on the envelope itself, redirects.
+    return OutcomeClass.CONFIG_ERROR
+
+
+# --------------------------------------------------------------------------- BILL.PUSH
+
+PUSH_SUCCESS_MESSAGE: Final = "开票申请单推送成功"
+PUSH_ITEM_OK_MESSAGE: Final = "推送成功"
+PUSH_MAX_BILLS: Final = 50
+
+
+def _text(value: object) -> object:
+    return "" if value is None else (str(value) if isinstance(value, int | Decimal) else value)
+
+
+WireText = Annotated[str, BeforeValidator(_text)]
+
+
+class PushResultItem(BaseModel):
+    """One element of a BILL.PUSH success ``data`` [G]; the bridge must not depend on it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    billNo: WireText
+    success: bool
+    message: WireText = ""
+
+
+# --------------------------------------------------------------------------- BILL.WITHDRAW
+
+WITHDRAW_MAX_SERIAL_NOS: Final = 50  # [D S5]
+WITHDRAW_OK_MESSAGE: Final = "撤回成功"
+WITHDRAW_BILL_UNKNOWN: Final = "单据不存在"
+WITHDRAW_ALREADY_ISSUED: Final = "单据已开票，不允许撤回"
+WITHDRAW_ISSUING: Final = "单据开票中，不允许撤回"
+WITHDRAW_ALREADY_WITHDRAWN: Final = "单据已撤回"
+
+
+class WithdrawItemResult(BaseModel):
+    """Per-bill result of BILL.WITHDRAW (§7 [G]); top-level success=false only for the envelope."""
+
+    model_config = ConfigDict(extra="allow")
+
+    serialNo: WireText
+    success: bool
+    message: WireText = ""
+
+    @property
+    def already_withdrawn(self) -> bool:
+        """A refusal that still means the bill is gone from the cloud."""
+        return not self.success and WITHDRAW_ALREADY_WITHDRAWN in self.message
+
+
+# --------------------------------------------------------------------------- BILL.INVOICE.QUERY
+
+QUERY_UNKNOWN_BILL_ERROR_CODE: Final = "-10011"
+QUERY_UNKNOWN_BILL_MESSAGE: Final = "单据不存在"
+
+
+def is_unknown_bill(errorCode: object, message: str | None) -> bool:
+    """A query failure saying the cloud has no such bill (§8: success:false 单据不存在 [G]).
+
+    Matches the text as well as the invented code, because the real code is unknown.
+    """
+    if normalise_code(errorCode) == QUERY_UNKNOWN_BILL_ERROR_CODE:
+        return True
+    return QUERY_UNKNOWN_BILL_MESSAGE in (message or "")
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+class BillReturn(BaseModel):
+    """Payload of the 5.1.01 回退 callback, interfaceCode BILL.RETURN (§9.3 [G])."""
+
+    model_config = ConfigDict(extra="allow")
+
+    billNo: WireText = Field(min_length=1)
+    sellerTaxpayerId: WireText = ""
+    reason: WireText = ""
+
+
+# The cloud's re-send schedule for unacknowledged callbacks is undocumented (§9.1 [G]).
+CALLBACK_RETRY_DELAYS_SECONDS: Final[tuple[int, ...]] = (60, 300, 900, 3600, 21600)
+CALLBACK_TIMEOUT_SECONDS: Final = 5.0
+
+PER_BILL_CALLBACK_PREFIX: Final = "3std1"
+
+
+def callback_style_for(business_system_code: str) -> Literal["per_invoice", "per_bill"]:
+    """5.1.03 按单回调 when the businessSystemCode starts with ``3std1``, else 5.1.02 按票 (§9)."""
+    if business_system_code.strip().startswith(PER_BILL_CALLBACK_PREFIX):
+        return "per_bill"
+    return "per_invoice"
+
+
+# --------------------------------------------------------------------------- splitting
+
+DIGITAL_INVOICE_TYPES: Final[frozenset[str]] = frozenset({"08xdp", "10xdp"})
+MAX_LINES_PER_INVOICE_TAX_CONTROL: Final = 8
+MAX_LINES_PER_INVOICE_DIGITAL: Final = 2000
+# Per-invoice amount limit (限额) is tenant-specific; None = split on line count only.
+SINGLE_INVOICE_AMOUNT_LIMIT: Final[Decimal | None] = None
+
+
+def max_lines_per_invoice(invoice_type: str) -> int:
+    """Line count above which the cloud splits a bill (§12 [G]): 2000 for 数电, else 8."""
+    if invoice_type in DIGITAL_INVOICE_TYPES:
+        return MAX_LINES_PER_INVOICE_DIGITAL
+    return MAX_LINES_PER_INVOICE_TAX_CONTROL
