@@ -1,0 +1,142 @@
+"""Fixtures shared by the whole suite: a fresh database per run, sessions, Redis.
+
+| fixture           | scope    | gives                                                          |
+|-------------------|----------|----------------------------------------------------------------|
+| `db_backend`      | session  | `"postgresql"` or `"sqlite"` (from FAPIAO_TEST_DATABASE_URL)   |
+| `database_url`    | session  | URL of a database created for this run (migrated by `engine`)  |
+| `engine`          | session  | engine on it, schema built by the Alembic migrations (head)    |
+| `session_factory` | function | `sessionmaker`; every table is emptied after the test          |
+| `db_session`      | function | one open Session from `session_factory` (closed, then emptied) |
+| `redis_url`       | function | FAPIAO_TEST_REDIS_URL (default db 15), FLUSHDB before & after  |
+
+FAPIAO_TEST_DATABASE_URL: a `postgresql...` URL -> a fresh database `fapiao_test_<random>`
+is created on that server and dropped at the end; `sqlite` or unset -> a file in a tmp dir.
+
+Isolation: tables are emptied after each test that used `session_factory`/`db_session`
+(TRUNCATE on PostgreSQL, DELETE on SQLite) rather than rolling back one outer transaction,
+because tests commit from several threads and processes. Tests that use `engine` directly
+and write must also request `session_factory` (or clean up themselves).
+
+Marker `postgres_only`: skipped on the SQLite run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from store import migrate
+from store.db import make_engine, make_session_factory
+from store.models import metadata
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def _configured_database_url() -> str:
+    return os.environ.get("FAPIAO_TEST_DATABASE_URL", "").strip() or "sqlite"
+
+
+def _backend() -> str:
+    return "postgresql" if _configured_database_url().startswith("postgresql") else "sqlite"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _backend() == "postgresql":
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL (FAPIAO_TEST_DATABASE_URL=postgresql...)")
+    for item in items:
+        if "postgres_only" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def db_backend() -> str:
+    return _backend()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = _configured_database_url()
+    if not configured.startswith("postgresql"):
+        path: Path = tmp_path_factory.mktemp("db") / "fapiao_test.db"
+        yield f"sqlite:///{path}"
+        return
+
+    name = f"fapiao_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(configured, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(configured).set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    migrate.upgrade(database_url)
+    eng = make_engine(database_url)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+def empty_all_tables(engine: Engine) -> None:
+    """Remove every row of every table (the schema and Alembic's version row stay)."""
+    tables = [t.name for t in reversed(metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Fail loudly instead of hanging if a test leaked an open transaction.
+            conn.execute(text("SET LOCAL lock_timeout = '20s'"))
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture
+def session_factory(engine: Engine) -> Iterator[sessionmaker[Session]]:
+    try:
+        yield make_session_factory(engine)
+    finally:
+        empty_all_tables(engine)
+
+
+@pytest.fixture
+def db_session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    session = session_factory()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("FAPIAO_TEST_REDIS_URL", "").strip() or DEFAULT_REDIS_URL
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+        yield url
+        client.flushdb()
+    finally:
+        client.close()
