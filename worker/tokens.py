@@ -1,0 +1,169 @@
+"""Access tokens per tenant, cached in Redis and refreshed single-flight across all processes.
+
+Flow of ``TokenCache.get(tenant, fetch)``
+
+| step | what                                                  | why                            |
+|------|-------------------------------------------------------|--------------------------------|
+| 1    | read ``fapiao:token:<tenant>`` (hash: token, expiry)  | the common case: one HGETALL   |
+| 2    | fresh ⇔ now < expires − min(margin, lifetime / 2)     | refresh *before* expire_time   |
+| 3    | else take the lock ``fapiao:token-lock:<tenant>``     | one refresh per tenant across  |
+|      | (timeout + blocking_timeout)                          | every worker process           |
+| 4    | re-read the cache under the lock                      | a waiter finds the new token   |
+| 5    | ``fetch()`` (getAppToken + login), store with a TTL   | the key dies with the token    |
+|      | ending at ``expire_time``                             |                                |
+
+``invalidate(tenant, failed_token)`` deletes the cached token only if it is the one that
+failed (a Lua compare-and-delete): when twenty pushes fail with the same expired token, the
+first deletes it and refreshes, the other nineteen find the fresh one — one refresh, not
+twenty. Tenants never share a key or a lock, so one tenant's auth trouble never slows another.
+
+Errors: ``TokenUnavailable`` (the lock could not be had within ``blocking_timeout``; the
+caller treats it as transient). Whatever ``fetch`` raises propagates unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Final
+
+from redis import Redis
+from redis.exceptions import LockError, LockNotOwnedError
+
+from worker import metrics
+
+__all__ = ["AccessToken", "TokenCache", "TokenUnavailable"]
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX: Final = "fapiao:token:"
+LOCK_PREFIX: Final = "fapiao:token-lock:"
+
+# Compare-and-delete: only drop the token that actually failed.
+_INVALIDATE_LUA: Final = """
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class TokenUnavailable(RuntimeError):
+    """No token could be had in time (another process holds the refresh lock too long)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """An access_token and its absolute expiry (epoch ms, as the cloud sends ``expire_time``)."""
+
+    value: str
+    expires_ms: int
+    issued_ms: int
+
+    def __repr__(self) -> str:  # never print the token itself
+        return f"AccessToken(expires_ms={self.expires_ms}, issued_ms={self.issued_ms})"
+
+
+class TokenCache:
+    """Redis-backed, single-flight access-token cache (module docstring)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        refresh_margin: timedelta,
+        lock_timeout: float = 10.0,
+        blocking_timeout: float = 15.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis = redis
+        self._margin_ms = int(refresh_margin.total_seconds() * 1000)
+        self._lock_timeout = lock_timeout
+        self._blocking_timeout = blocking_timeout
+        self._clock = clock
+        self._invalidate = redis.register_script(_INVALIDATE_LUA)
+        self.refreshes = 0  # this process only; the Prometheus counter is the fleet view
+
+    def get(self, tenant: str, fetch: Callable[[], AccessToken]) -> str:
+        """A fresh access_token for ``tenant``; calls ``fetch`` at most once across processes."""
+        cached = self._read(tenant)
+        if cached is not None and self._fresh(cached):
+            return cached.value
+        lock = self._redis.lock(
+            LOCK_PREFIX + tenant,
+            timeout=self._lock_timeout,
+            blocking_timeout=self._blocking_timeout,
+            sleep=0.05,
+        )
+        if not lock.acquire():
+            raise TokenUnavailable(
+                f"token refresh for tenant {tenant!r} is held by another process for more"
+                f" than {self._blocking_timeout:g}s / 令牌刷新超时"
+            )
+        try:
+            cached = self._read(tenant)
+            if cached is not None and self._fresh(cached):
+                return cached.value
+            token = fetch()
+            self._store(tenant, token)
+            self.refreshes += 1
+            metrics.token_refreshes().labels(tenant=tenant).inc()
+            log.info("token refreshed", extra={"tenant": tenant, "expires_ms": token.expires_ms})
+            return token.value
+        finally:
+            try:
+                lock.release()
+            except (LockNotOwnedError, LockError):
+                # The lock timed out while fetching (a slow cloud); the token is stored anyway.
+                log.warning("token lock expired during refresh", extra={"tenant": tenant})
+
+    def peek(self, tenant: str) -> AccessToken | None:
+        """The cached token, fresh or not (None when absent). For tests and ``doctor``."""
+        return self._read(tenant)
+
+    def invalidate(self, tenant: str, failed_token: str) -> bool:
+        """Drop the cached token if it is ``failed_token``; True when something was dropped."""
+        return bool(self._invalidate(keys=[KEY_PREFIX + tenant], args=[failed_token]))
+
+    def _fresh(self, token: AccessToken) -> bool:
+        now_ms = int(self._clock() * 1000)
+        lifetime = max(0, token.expires_ms - token.issued_ms)
+        margin = min(self._margin_ms, lifetime // 2)
+        return now_ms < token.expires_ms - margin
+
+    def _read(self, tenant: str) -> AccessToken | None:
+        raw: dict[Any, Any] = self._redis.hgetall(KEY_PREFIX + tenant)
+        if not raw:
+            return None
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        try:
+            return AccessToken(
+                value=fields["token"],
+                expires_ms=int(fields["expires_ms"]),
+                issued_ms=int(fields.get("issued_ms", "0")),
+            )
+        except (KeyError, ValueError):
+            return None
+
+    def _store(self, tenant: str, token: AccessToken) -> None:
+        key = KEY_PREFIX + tenant
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.hset(
+            key,
+            mapping={
+                "token": token.value,
+                "expires_ms": str(token.expires_ms),
+                "issued_ms": str(token.issued_ms),
+            },
+        )
+        # Relative TTL from our clock: the key dies with the token whatever Redis's clock says.
+        pipe.pexpire(key, max(1000, token.expires_ms - int(self._clock() * 1000)))
+        pipe.execute()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
