@@ -9,25 +9,25 @@ Rule codes
 
 | rule | meaning |
 |---|---|
-| ``type`` | the value has the wrong shape (object where text is expected, non-numeric amount, …) |
-| ``float_number`` | a number arrived as a binary float; money is never float (parse with ``loads_exact``) |
+| ``type`` | wrong shape (object where text is expected, non-numeric amount, …) |
+| ``float_number`` | a number arrived as a binary float: money is never float |
 | ``unknown_field`` | a field the BILL.PUSH bill does not have (typo such as ``totalAmout``) |
 | ``required`` | a required field is missing or empty |
 | ``date_format`` | ``billDate`` is not ``yyyy-MM-dd`` or not a real date |
 | ``invoice_type`` | ``invoiceType`` is not one of 004 007 025 026 028 08xdp 10xdp |
-| ``enum`` | a coded field (includeTaxFlag, buyerProperty, lineProperty, …) has a value outside its code table |
+| ``enum`` | a coded field (includeTaxFlag, lineProperty, …) is outside its code table |
 | ``tax_rate`` | ``taxRate`` is not an accepted rate (§10.6) |
 | ``revenue_code`` | ``revenueCode`` (税收分类编码) is not 19 digits |
-| ``max_length`` | text longer than the field allows, counted in characters |
-| ``max_bytes_gbk`` | text longer than the field allows, counted in GBK bytes (a Chinese character is 2) |
-| ``gbk_encodable`` | text contains a character GBK cannot encode (emoji, rare characters), which the tax system cannot print |
+| ``max_length`` | text longer than allowed, counted in characters |
+| ``max_bytes_gbk`` | text longer than allowed in GBK bytes (a Chinese character is 2) |
+| ``gbk_encodable`` | printed text has a character GBK cannot encode (emoji, rare 字) |
 | ``money_precision`` | an amount has more than 2 decimals or lies outside (14,2) |
 | ``price_precision`` | a unit price has more than 8 decimals or lies outside its range |
 | ``line_tax_tolerance`` | a line's ``taxAmount`` differs from the computed tax by more than 0.06 |
 | ``invoice_tax_tolerance`` | Σ(line tax − round(line excl × rate, 2)) is outside ±1.27 |
 | ``total_mismatch`` | ``totalAmount`` ≠ Σ ``billDetail.amount`` (the cloud says 价税合计金额不对) |
 | ``qty_price`` | abs(amount − round(quantity × price, 2)) > 0.01 |
-| ``discount_line`` | a discount line (lineProperty 1) is misplaced, not negative, has another rate, or exceeds its line |
+| ``discount_line`` | a discount line is misplaced, not negative, of another rate, or too big |
 | ``sign`` | an amount has the wrong sign for a blue (positive) or red (negative) bill |
 | ``red_reference`` | a red bill lacks the original invoice number (and code, for 税控 types) |
 | ``buyer_tax_id_required`` | a 专票 (004, 028, 08xdp) without ``buyerTaxpayerId`` |

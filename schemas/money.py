@@ -240,8 +240,12 @@ class _ExactDecimal:
     def __get_pydantic_core_schema__(
         cls, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        python = core_schema.no_info_plain_validator_function(_number_from_python)
-        json_ = core_schema.no_info_plain_validator_function(_number_from_json)
+        python: core_schema.CoreSchema = core_schema.no_info_plain_validator_function(
+            _number_from_python
+        )
+        json_: core_schema.CoreSchema = core_schema.no_info_plain_validator_function(
+            _number_from_json
+        )
         if cls.money:
             check = core_schema.no_info_plain_validator_function(_money_check)
             python = core_schema.chain_schema([python, check])
@@ -299,4 +303,3 @@ class ExactModel(BaseModel):
         return cls.model_validate(
             data, strict=strict, extra=extra, context=context, by_alias=by_alias, by_name=by_name
         )
-

@@ -2,14 +2,16 @@
 
 Rules (kingdee-api.md §10.6, §11)
 
-| name | rule | source tag |
+| name | rule | source |
 |---|---|---|
-| ``ACCEPTED_TAX_RATES`` | 0, 1 %, 1.5 %, 3 %, 4 %, 5 %, 6 %, 9 %, 10 %, 11 %, 13 %, 16 %, 17 % | [C S18] |
+| ``ACCEPTED_TAX_RATES`` | 0, 1, 1.5, 3, 4, 5, 6, 9, 10, 11, 13, 16, 17 % | [C S18] |
 | ``tax_from_exclusive`` | tax = round(amount × rate, 2) | [D S2,S7] |
-| ``split_inclusive`` | excl = round(incl ÷ (1 + rate), 2), tax = incl − excl (1598.00 @13 % → 1414.16 + 183.84) | [C S10][I] |
-| ``LINE_TAX_TOLERANCE`` | a supplied line taxAmount may differ from the computed one by ≤ 0.06 | [D S2,S7][C S19] |
-| ``INVOICE_TAX_TOLERANCE`` | Σ(line tax − round(line excl × rate, 2)) within ± 1.27 per invoice | [C S19] |
+| ``split_inclusive`` | excl = round(incl ÷ (1 + rate), 2), tax = incl − excl | [C S10][I] |
+| ``LINE_TAX_TOLERANCE`` | supplied line taxAmount vs computed tax: ≤ 0.06 | [D S2,S7][C S19] |
+| ``INVOICE_TAX_TOLERANCE`` | Σ(line tax − round(line excl × rate, 2)) within ±1.27 | [C S19] |
 | ``QTY_PRICE_TOLERANCE`` | abs(amount − round(quantity × price, 2)) ≤ 0.01 | [C S19] |
+
+Worked example (§11): 1598.00 including 13 % → excl 1414.16, tax 183.84.
 
 Rounding is ROUND_HALF_UP (四舍五入), which rounds half away from zero, so a red (negative)
 line is the exact mirror of the blue line it reverses.
@@ -212,4 +214,3 @@ def qty_price_deviation(amount: Decimal, quantity: Decimal, price: Decimal) -> D
     with localcontext() as ctx:
         ctx.prec = _PRECISION
         return abs(amount - quantize_cents(quantity * price))
-
