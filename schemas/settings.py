@@ -1,0 +1,370 @@
+"""``Settings``: every knob of fapiao-bridge, from ``FAPIAO_*`` environment variables.
+
+Read once by a composition root (``Settings.load()``), never at import time, then passed down.
+Nested groups use ``__``: ``FAPIAO_PUSH__MAX_ATTEMPTS=5``. Lists accept a comma-separated
+value or a JSON array: ``FAPIAO_API_KEYS=k1,k2``, ``FAPIAO_POLL__SCHEDULE_SECONDS=5,15,60``.
+
+| variable | default | meaning |
+|---|---|---|
+| ``FAPIAO_DATABASE_URL`` | ``sqlite:///fapiao.db`` | SQLAlchemy URL (sqlite or postgresql) |
+| ``FAPIAO_BROKER_URL`` | ``redis://127.0.0.1:6379/0`` | Celery broker |
+| ``FAPIAO_REDIS_URL`` | ``redis://127.0.0.1:6379/0`` | token cache, locks, rate limits |
+| ``FAPIAO_TENANTS_FILE`` | ``tenants.toml`` | the tenants TOML file (``schemas.tenants``) |
+| ``FAPIAO_API_KEYS`` | (none) | keys accepted by the HTTP API; required in production |
+| ``FAPIAO_CALLBACK_SECRET`` | (none) | secret path part of the callback URL; prod: required |
+| ``FAPIAO_ENVIRONMENT`` | ``production`` | ``development`` / ``production`` / ``test`` |
+| ``FAPIAO_LOG_FORMAT`` / ``_LEVEL`` | ``json`` / ``INFO`` | ``json`` or ``console``; level |
+| ``FAPIAO_TOKENS__REFRESH_MARGIN_SECONDS`` | 600 | refresh this long before expire_time |
+| ``FAPIAO_TOKENS__LOCK_TIMEOUT_SECONDS`` | 10 | single-flight refresh lock lifetime |
+| ``FAPIAO_TOKENS__LOCK_WAIT_SECONDS`` | 15 | how long a waiter blocks for that lock |
+| ``FAPIAO_HTTP__CONNECT_TIMEOUT_SECONDS`` | 5 | toward the cloud and ERP webhooks |
+| ``FAPIAO_HTTP__READ_TIMEOUT_SECONDS`` | 30 | ditto; a read timeout on a push = in_doubt |
+| ``FAPIAO_PUSH__MAX_ATTEMPTS`` | 8 | transient push failures before ``failed`` |
+| ``FAPIAO_PUSH__BACKOFF_BASE_SECONDS`` | 2 | full-jitter backoff: base × 2^attempt … |
+| ``FAPIAO_PUSH__BACKOFF_CAP_SECONDS`` | 300 | … capped; must stay ≤ visibility timeout / 4 |
+| ``FAPIAO_BROKER__VISIBILITY_TIMEOUT_SECONDS`` | 3600 | Redis transport visibility timeout |
+| ``FAPIAO_BROKER__UNACKED_RESTORE_INTERVAL_SECONDS`` | 2 | kombu restore sweep (default 10) |
+| ``FAPIAO_BROKER__UNACKED_RESTORE_THROTTLE_SECONDS`` | 1 | kombu restore throttle (default 10) |
+| ``FAPIAO_IN_DOUBT__MAX_AGE_SECONDS`` | 86400 | in_doubt longer than this → failed + alert |
+| ``FAPIAO_IN_DOUBT__MAX_QUERIES`` | 20 | queries before giving up on in_doubt |
+| ``FAPIAO_POLL__SCHEDULE_SECONDS`` | 5,15,60,300,900,3600,7200,14400,21600 | query delays |
+| ``FAPIAO_POLL__CAP_SECONDS`` | 21600 | after the schedule, poll every this long |
+| ``FAPIAO_POLL__ALERT_AFTER_SECONDS`` | 86400 | pushed without a result this long → alert |
+| ``FAPIAO_STUCK_ALERT__<STATE>`` | see ``StuckAlertSettings`` | age alerts per state |
+| ``FAPIAO_CALLBACKS__MAX_BODY_BYTES`` | 1048576 | larger callback bodies get 413 |
+| ``FAPIAO_CALLBACKS__IP_ALLOWLIST`` | (any) | networks allowed to call back, e.g. ``10.0.0.0/8`` |
+| ``FAPIAO_CALLBACKS__CONFIRM_WITH_QUERY`` | true | query before trusting a callback |
+| ``FAPIAO_ERP_WEBHOOK__MAX_ATTEMPTS`` | 12 | webhook deliveries before giving up |
+| ``FAPIAO_ERP_WEBHOOK__BACKOFF_CAP_SECONDS`` | 600 | cap of the webhook retry backoff |
+
+``Settings.load()`` turns a validation failure into ``SettingsError`` whose lines each start
+with the ``FAPIAO_...`` variable at fault. Placeholder secrets are refused outside
+``development``; production also requires API keys and a callback secret.
+"""
+
+from __future__ import annotations
+
+import json
+from ipaddress import IPv4Network, IPv6Network, ip_address
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.tenants import Environment, TenantsFile, is_placeholder_secret, load_tenants
+
+__all__ = [
+    "ENV_PREFIX",
+    "BrokerSettings",
+    "CallbackSettings",
+    "ErpWebhookSettings",
+    "HttpSettings",
+    "InDoubtSettings",
+    "PollSettings",
+    "PushSettings",
+    "Settings",
+    "SettingsError",
+    "StuckAlertSettings",
+    "TokenSettings",
+    "env_name",
+]
+
+ENV_PREFIX: Final = "FAPIAO_"
+
+
+class SettingsError(ValueError):
+    """Settings refused; every line names the ``FAPIAO_...`` variable at fault."""
+
+
+def env_name(*loc: str | int) -> str:
+    """``("push", "max_attempts")`` → ``FAPIAO_PUSH__MAX_ATTEMPTS`` (list indexes dropped)."""
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc if isinstance(p, str))
+
+
+def _split_list(value: Any) -> Any:
+    """Comma-separated text or a JSON array → list; anything else passes through."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+def _upper(value: Any) -> Any:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+Seconds = Annotated[float, Field(gt=0)]
+# Lists in env vars: "a,b,c" or a JSON array (NoDecode stops pydantic-settings' JSON-only parse).
+IntList = Annotated[list[int], NoDecode, BeforeValidator(_split_list)]
+NetworkList = Annotated[list[IPv4Network | IPv6Network], NoDecode, BeforeValidator(_split_list)]
+SecretList = Annotated[list[SecretStr], NoDecode, BeforeValidator(_split_list)]
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TokenSettings(_Group):
+    refresh_margin_seconds: int = Field(default=600, ge=0, le=3600)
+    lock_timeout_seconds: Seconds = 10.0
+    lock_wait_seconds: Seconds = 15.0
+
+
+class HttpSettings(_Group):
+    connect_timeout_seconds: Seconds = 5.0
+    read_timeout_seconds: Seconds = 30.0
+
+
+class PushSettings(_Group):
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    backoff_base_seconds: Seconds = 2.0
+    backoff_cap_seconds: Seconds = 300.0
+
+    @model_validator(mode="after")
+    def _base_below_cap(self) -> PushSettings:
+        if self.backoff_base_seconds > self.backoff_cap_seconds:
+            raise ValueError(
+                f"{env_name('push', 'backoff_base_seconds')} must not exceed"
+                f" {env_name('push', 'backoff_cap_seconds')} / 退避基数不能大于上限"
+            )
+        return self
+
+    def backoff_ceiling(self, attempt: int) -> float:
+        """Upper bound of the full-jitter delay before retry ``attempt`` (0-based)."""
+        return float(
+            min(self.backoff_cap_seconds, self.backoff_base_seconds * 2 ** max(0, attempt))
+        )
+
+
+class BrokerSettings(_Group):
+    visibility_timeout_seconds: int = Field(default=3600, ge=60)
+    unacked_restore_interval_seconds: Seconds = 2.0
+    unacked_restore_throttle_seconds: Seconds = 1.0
+
+
+class InDoubtSettings(_Group):
+    max_age_seconds: int = Field(default=86400, ge=60)
+    max_queries: int = Field(default=20, ge=1)
+
+
+DEFAULT_POLL_SCHEDULE: Final = (5, 15, 60, 300, 900, 3600, 7200, 14400, 21600)
+
+
+class PollSettings(_Group):
+    schedule_seconds: IntList = Field(
+        default_factory=lambda: list(DEFAULT_POLL_SCHEDULE), min_length=1
+    )
+    cap_seconds: int = Field(default=21600, ge=1)
+    alert_after_seconds: int = Field(default=86400, ge=1)
+
+    @model_validator(mode="after")
+    def _schedule(self) -> PollSettings:
+        name = env_name("poll", "schedule_seconds")
+        if any(s <= 0 for s in self.schedule_seconds):
+            raise ValueError(f"{name}: every delay must be a positive number of seconds")
+        if any(
+            b < a for a, b in zip(self.schedule_seconds, self.schedule_seconds[1:], strict=False)
+        ):
+            raise ValueError(f"{name}: delays must not decrease / 轮询间隔必须递增")
+        if max(self.schedule_seconds) > self.cap_seconds:
+            raise ValueError(
+                f"{name}: no delay may exceed {env_name('poll', 'cap_seconds')}"
+                f" ({self.cap_seconds}) / 轮询间隔不能超过上限"
+            )
+        return self
+
+    def delay_for(self, attempt: int) -> int:
+        """Seconds before poll number ``attempt`` (0-based); the cap once the list runs out."""
+        if attempt < len(self.schedule_seconds):
+            return self.schedule_seconds[max(0, attempt)]
+        return self.cap_seconds
+
+
+class StuckAlertSettings(_Group):
+    """Age (seconds) after which a document still in that state raises an alert."""
+
+    draft: int = Field(default=300, ge=1)
+    pushing: int = Field(default=900, ge=1)
+    in_doubt: int = Field(default=3600, ge=1)
+    pushed: int = Field(default=86400, ge=1)
+    partially_invoiced: int = Field(default=86400, ge=1)
+    withdrawing: int = Field(default=3600, ge=1)
+
+    def for_state(self, state: str) -> int | None:
+        """The alert age of ``state``; None for states that cannot be stuck (terminal ones)."""
+        value = getattr(self, state, None) if state in type(self).model_fields else None
+        return value if isinstance(value, int) else None
+
+
+class CallbackSettings(_Group):
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    ip_allowlist: NetworkList = Field(default_factory=list)
+    confirm_with_query: bool = True
+
+    def allows(self, address: str) -> bool:
+        """Is a caller address allowed? An empty allow-list admits everyone."""
+        if not self.ip_allowlist:
+            return True
+        try:
+            ip = ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.ip_allowlist)
+
+
+class ErpWebhookSettings(_Group):
+    max_attempts: int = Field(default=12, ge=1, le=1000)
+    backoff_cap_seconds: Seconds = 600.0
+
+
+class Settings(BaseSettings):
+    """All settings; build with ``Settings.load()`` in a composition root."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+    )
+
+    database_url: str = "sqlite:///fapiao.db"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    tenants_file: Path = Path("tenants.toml")
+    api_keys: SecretList = Field(default_factory=list)
+    callback_secret: SecretStr | None = None
+    environment: Annotated[Environment, BeforeValidator(_lower)] = "production"
+    log_format: Annotated[Literal["json", "console"], BeforeValidator(_lower)] = "json"
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)
+    ] = "INFO"
+
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    push: PushSettings = Field(default_factory=PushSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    in_doubt: InDoubtSettings = Field(default_factory=InDoubtSettings)
+    poll: PollSettings = Field(default_factory=PollSettings)
+    stuck_alert: StuckAlertSettings = Field(default_factory=StuckAlertSettings)
+    callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
+    erp_webhook: ErpWebhookSettings = Field(default_factory=ErpWebhookSettings)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "sqlite+", "postgresql:", "postgresql+")):
+            raise ValueError(
+                f"{env_name('database_url')} must be an sqlite:// or postgresql:// URL"
+                " / 数据库地址必须是sqlite或postgresql"
+            )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"{env_name('redis_url')} must be a redis://, rediss:// or unix:// URL"
+                " / Redis地址格式错误"
+            )
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError(
+                f"{env_name('broker_url')} must be a URL such as redis://127.0.0.1:6379/0"
+                " / 消息队列地址格式错误"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        visibility = self.broker.visibility_timeout_seconds
+        # A countdown or runtime longer than the visibility timeout makes Redis redeliver the
+        # task while it still waits/runs (STACK-NOTES: 3 tasks ran 12 times); keep a wide margin.
+        for loc, value in (
+            (("push", "backoff_cap_seconds"), self.push.backoff_cap_seconds),
+            (("erp_webhook", "backoff_cap_seconds"), self.erp_webhook.backoff_cap_seconds),
+            (("http", "read_timeout_seconds"), self.http.read_timeout_seconds),
+        ):
+            if value * 4 > visibility:
+                raise ValueError(
+                    f"{env_name(*loc)} ({value:g}) must stay at or below a quarter of"
+                    f" {env_name('broker', 'visibility_timeout_seconds')} ({visibility})"
+                    " / 重试间隔必须远小于可见性超时"
+                )
+        if self.tokens.lock_wait_seconds < self.http.connect_timeout_seconds:
+            raise ValueError(
+                f"{env_name('tokens', 'lock_wait_seconds')} must be at least"
+                f" {env_name('http', 'connect_timeout_seconds')} / 令牌锁等待时间过短"
+            )
+        if self.environment != "development":
+            self._refuse_placeholders()
+        if self.environment == "production":
+            if not self.api_keys:
+                raise ValueError(
+                    f"{env_name('api_keys')} is required in production (comma-separated keys)"
+                    " / 生产环境必须配置API密钥"
+                )
+            if self.callback_secret is None:
+                raise ValueError(
+                    f"{env_name('callback_secret')} is required in production"
+                    " / 生产环境必须配置回调密钥"
+                )
+        return self
+
+    def _refuse_placeholders(self) -> None:
+        for index, key in enumerate(self.api_keys):
+            if is_placeholder_secret(key):
+                raise ValueError(
+                    f"{env_name('api_keys')}: key #{index + 1} is a placeholder or shorter than"
+                    f" 8 characters; refused in {self.environment} / 非开发环境不允许使用占位密钥"
+                )
+        if self.callback_secret is not None and is_placeholder_secret(self.callback_secret):
+            raise ValueError(
+                f"{env_name('callback_secret')} is a placeholder or shorter than 8 characters;"
+                f" refused in {self.environment} / 非开发环境不允许使用占位密钥"
+            )
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Read the environment once; ``SettingsError`` names each bad ``FAPIAO_`` variable."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc)) from exc
+
+    def load_tenants(self) -> TenantsFile:
+        """The tenants file named by ``FAPIAO_TENANTS_FILE``, checked for this environment."""
+        return load_tenants(self.tenants_file, self.environment)
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = ["invalid settings / 配置无效:"]
+    for err in exc.errors():
+        loc = [p for p in err["loc"] if isinstance(p, str | int)]
+        message = err["msg"].removeprefix("Value error, ")
+        if loc:
+            lines.append(f"{env_name(*loc)}: {message}")
+        else:
+            lines.append(message)
+    return "\n".join(lines)

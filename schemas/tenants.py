@@ -1,0 +1,308 @@
+"""The tenants file: one ``[[tenants]]`` table per Kingdee Invoice Cloud account (TOML).
+
+The bridge and the simulator read the same file (``FAPIAO_TENANTS_FILE``), so
+``tenants.example.toml`` works against ``fapiao simulator`` out of the box.
+
+| key | type | meaning (Kingdee console page) |
+|---|---|---|
+| ``name`` | slug | our name for the account (logs, metrics, CLI) |
+| ``base_url`` | URL | tenant base incl. tenant path: ``https://cosmic-sandbox.piaozone.com/x`` |
+| ``app_id`` | str | 第三方应用 appId (开放服务云 → OpenApi → 安全策略 → 第三方应用) |
+| ``app_secret`` | secret | that app's appSecret / appSecuret (same page) |
+| ``account_id`` | str | 数据中心 id (accountId) |
+| ``user`` | str | login user for login.do (user name or phone, see ``usertype``) |
+| ``usertype`` | ``UserName``/``Mobile`` | how ``user`` is to be read |
+| ``business_system_code`` | str | 业务系统编码 (发票云 → 系统管理 → 业务系统列表) |
+| ``seller_tax_ids`` | list | 销方税号 this account issues for (each in ONE tenant only) |
+| ``auto_invoice`` | bool | default ``autoInvoice`` for documents that do not say |
+| ``rate_limit_per_second`` | float > 0 | calls per second we allow toward this tenant |
+| ``erp_webhook_url`` | URL | where outcomes are posted back to the ERP (optional) |
+| ``erp_webhook_secret`` | secret | HMAC key for those posts (optional) |
+| ``paused`` | bool | operator switch: no pushes while true |
+
+A ``business_system_code`` starting with ``3std1`` gets per-bill callbacks (5.1.03), any other
+per-invoice callbacks (5.1.02).
+
+Secrets are ``SecretStr``: ``repr``, ``str`` and ``model_dump_json`` show ``**********``.
+Placeholder secrets (see ``is_placeholder_secret``) are refused unless the environment is
+``development``. Every error names the file, the tenant and the field (English + Chinese).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from schemas.cloud_contract import callback_style_for
+
+__all__ = [
+    "PLACEHOLDER_MARKERS",
+    "TAXPAYER_ID_PATTERN",
+    "Environment",
+    "TenantConfig",
+    "TenantsFile",
+    "TenantsFileError",
+    "is_placeholder_secret",
+    "load_tenants",
+    "normalise_tax_id",
+]
+
+Environment = Literal["development", "production", "test"]
+
+# 统一社会信用代码 is 18 characters; older 税号 are 15, 17 or 20. Letters upper-case.
+TAXPAYER_ID_PATTERN: Final = re.compile(r"^[0-9A-Z]{15,20}$")
+_SLUG: Final = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62})$")
+
+# Lower-case substrings that mark a value someone forgot to replace.
+PLACEHOLDER_MARKERS: Final[tuple[str, ...]] = (
+    "change-me",
+    "changeme",
+    "change_me",
+    "placeholder",
+    "xxx",
+    "todo",
+    "replace",
+    "example",
+    "dummy",
+)
+_PLACEHOLDER_WORDS: Final = frozenset({"secret", "password", "passwd", "changeit", "test", "demo"})
+MIN_SECRET_LENGTH: Final = 8
+
+
+class TenantsFileError(ValueError):
+    """The tenants file is missing, not TOML, or describes an invalid tenant."""
+
+
+def is_placeholder_secret(value: str | SecretStr | None) -> bool:
+    """Empty, short (< 8), ``<...>``, one repeated character, or a well-known stand-in."""
+    raw = value.get_secret_value() if isinstance(value, SecretStr) else (value or "")
+    text = raw.strip()
+    lowered = text.lower()
+    if len(text) < MIN_SECRET_LENGTH:
+        return True
+    if text.startswith("<") and text.endswith(">"):
+        return True
+    if len(set(text)) == 1:
+        return True
+    if lowered in _PLACEHOLDER_WORDS:
+        return True
+    return any(marker in lowered for marker in PLACEHOLDER_MARKERS)
+
+
+def normalise_tax_id(value: str) -> str:
+    """Tax ids compare upper-case without surrounding blanks."""
+    return value.strip().upper()
+
+
+def _strip(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+Stripped = Annotated[str, BeforeValidator(_strip)]
+
+
+class TenantConfig(BaseModel):
+    """One Kingdee account (table in the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Stripped
+    base_url: AnyHttpUrl
+    app_id: Stripped = Field(min_length=1)
+    app_secret: SecretStr
+    account_id: Stripped = Field(min_length=1)
+    user: Stripped = Field(min_length=1)
+    usertype: Literal["UserName", "Mobile"] = "Mobile"
+    business_system_code: Stripped = Field(min_length=1)
+    seller_tax_ids: list[str] = Field(min_length=1)
+    auto_invoice: bool = True
+    rate_limit_per_second: float = Field(default=5.0, gt=0)
+    erp_webhook_url: AnyHttpUrl | None = None
+    erp_webhook_secret: SecretStr | None = None
+    paused: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _SLUG.match(value):
+            raise ValueError(
+                "must be a slug: lower-case letters, digits, '-' or '_', at most 63 characters"
+                " / 名称只能包含小写字母、数字、-、_"
+            )
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _plain_base(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        if value.query or value.fragment:
+            raise ValueError(
+                "must not carry a query string or fragment; give scheme://host[:port]/tenantPath"
+                " / 地址不能包含查询参数或锚点"
+            )
+        return value
+
+    @field_validator("seller_tax_ids")
+    @classmethod
+    def _tax_ids(cls, values: list[str]) -> list[str]:
+        cleaned = [normalise_tax_id(v) for v in values]
+        for tax_id in cleaned:
+            if not TAXPAYER_ID_PATTERN.match(tax_id):
+                raise ValueError(
+                    f"{tax_id!r} is not a taxpayer id (15-20 letters/digits, e.g. an 18-character"
+                    " 统一社会信用代码) / 销方税号格式不正确"
+                )
+        if len(set(cleaned)) != len(cleaned):
+            raise ValueError("lists a seller tax id twice / 销方税号重复")
+        return cleaned
+
+    @property
+    def base(self) -> str:
+        """The base URL without a trailing slash, ready for ``base + "/api/login.do"``."""
+        return str(self.base_url).rstrip("/")
+
+    @property
+    def tenant_path(self) -> str:
+        """The path part of the base URL (``/demo``), "" when the tenant has none."""
+        return (self.base_url.path or "").rstrip("/")
+
+    def url_for(self, path: str) -> str:
+        """Absolute URL of an endpoint path such as ``/kapi/app/sim/openApi``."""
+        return self.base + "/" + path.lstrip("/")
+
+    @property
+    def callback_style(self) -> Literal["per_invoice", "per_bill"]:
+        return callback_style_for(self.business_system_code)
+
+
+class TenantsFile(BaseModel):
+    """All tenants; names unique, and a seller tax id belongs to one tenant only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenants: list[TenantConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> TenantsFile:
+        names: set[str] = set()
+        owner: dict[str, str] = {}
+        for tenant in self.tenants:
+            if tenant.name in names:
+                raise ValueError(f"tenant name {tenant.name!r} is used twice / 租户名称重复")
+            names.add(tenant.name)
+            for tax_id in tenant.seller_tax_ids:
+                if tax_id in owner:
+                    raise ValueError(
+                        f"seller tax id {tax_id} belongs to both {owner[tax_id]!r} and"
+                        f" {tenant.name!r}; a seller may belong to one tenant only"
+                        " / 同一销方税号只能属于一个租户"
+                    )
+                owner[tax_id] = tenant.name
+        return self
+
+    def tenant_for_seller(self, tax_id: str) -> TenantConfig | None:
+        """The tenant issuing for ``tax_id`` (case-insensitive), None when nobody does."""
+        wanted = normalise_tax_id(tax_id)
+        for tenant in self.tenants:
+            if wanted in tenant.seller_tax_ids:
+                return tenant
+        return None
+
+    def by_name(self, name: str) -> TenantConfig | None:
+        for tenant in self.tenants:
+            if tenant.name == name:
+                return tenant
+        return None
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tenants]
+
+
+def _describe(errors: ValidationError, path: Path, raw: Any) -> list[str]:
+    lines: list[str] = []
+    for err in errors.errors():
+        loc = list(err["loc"])
+        where = f"{path}"
+        if len(loc) >= 2 and loc[0] == "tenants" and isinstance(loc[1], int):
+            index = loc[1]
+            label = f"#{index + 1}"
+            try:
+                tenant_name = raw["tenants"][index].get("name")
+            except (KeyError, IndexError, TypeError, AttributeError):
+                tenant_name = None
+            if isinstance(tenant_name, str) and tenant_name:
+                label = f"{tenant_name!r} (#{index + 1})"
+            where += f": tenant {label}"
+            field = ".".join(str(p) for p in loc[2:])
+            if field:
+                where += f", field {field!r}"
+        elif loc:
+            where += f": {'.'.join(str(p) for p in loc)}"
+        message = err["msg"]
+        lines.append(f"{where}: {message}")
+    return lines
+
+
+def _refuse_placeholders(tenants: TenantsFile, path: Path, environment: str) -> None:
+    if environment == "development":
+        return
+    problems: list[str] = []
+    for tenant in tenants.tenants:
+        secrets = {"app_secret": tenant.app_secret}
+        if tenant.erp_webhook_secret is not None:
+            secrets["erp_webhook_secret"] = tenant.erp_webhook_secret
+        for field, secret in secrets.items():
+            if is_placeholder_secret(secret):
+                problems.append(
+                    f"{path}: tenant {tenant.name!r}, field {field!r}: placeholder or too short"
+                    f" secret refused in {environment} (allowed only with"
+                    " FAPIAO_ENVIRONMENT=development) / 非开发环境不允许使用占位密钥"
+                )
+    if problems:
+        raise TenantsFileError("\n".join(problems))
+
+
+def load_tenants(path: str | Path, environment: str = "production") -> TenantsFile:
+    """Read and validate the tenants TOML file; placeholder secrets only in development."""
+    file = Path(path)
+    try:
+        text = file.read_bytes()
+    except FileNotFoundError as exc:
+        raise TenantsFileError(
+            f"{file}: tenants file not found (set FAPIAO_TENANTS_FILE; see tenants.example.toml)"
+            " / 找不到租户配置文件"
+        ) from exc
+    except OSError as exc:
+        raise TenantsFileError(
+            f"{file}: cannot read tenants file ({exc}) / 无法读取租户配置文件"
+        ) from exc
+    try:
+        raw = tomllib.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise TenantsFileError(f"{file}: not UTF-8 ({exc}) / 文件不是UTF-8编码") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise TenantsFileError(f"{file}: not valid TOML ({exc}) / TOML格式错误") from exc
+    if "tenants" not in raw:
+        raise TenantsFileError(f"{file}: no [[tenants]] table / 未定义任何租户 ([[tenants]])")
+    try:
+        tenants = TenantsFile.model_validate(raw)
+    except ValidationError as exc:
+        raise TenantsFileError(
+            "invalid tenants file / 租户配置无效:\n" + "\n".join(_describe(exc, file, raw))
+        ) from exc
+    _refuse_placeholders(tenants, file, environment)
+    return tenants
