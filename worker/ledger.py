@@ -1,0 +1,89 @@
+"""``CallLedger`` on the database: every call to Kingdee becomes one ``cloud_calls`` row.
+
+| call      | when the row is written                                                  |
+|-----------|--------------------------------------------------------------------------|
+| BILL.PUSH | ``begin``: committed BEFORE the request with outcome ``pending``;        |
+|           | ``finish``: the same row completed (status, errorCode, outcome, latency) |
+| others    | ``finish`` alone: one row committed after the answer                     |
+
+A ``pending`` row that never got finished is the evidence of a worker that died mid-call
+(the sweeper's ``in_doubt`` decision can be checked against it). Ledger writes run in their
+own short transactions so they survive whatever the caller's unit of work does next.
+Masking of tokens and secrets happens in ``store.ledger`` on every assignment.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from store.db import unit_of_work
+from store.ledger import MESSAGE_LIMIT, mask_secrets, record_cloud_call
+from store.models import CloudCall
+from worker.kingdee import PENDING_OUTCOME, CallContext
+
+__all__ = ["SqlCallLedger"]
+
+
+class SqlCallLedger:
+    """Writes ``cloud_calls`` rows through ``store.ledger``."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._sessions = session_factory
+
+    def begin(
+        self,
+        *,
+        tenant: str,
+        interface: str,
+        request_id: str | None,
+        context: CallContext,
+    ) -> int | None:
+        with unit_of_work(self._sessions) as session:
+            row = record_cloud_call(
+                session,
+                tenant=tenant,
+                interface=interface,
+                outcome=PENDING_OUTCOME,
+                document_id=context.document_id,
+                request_id=request_id,
+                attempt=context.attempt,
+            )
+            session.flush()
+            return row.id
+
+    def finish(
+        self,
+        entry: int | None,
+        *,
+        tenant: str,
+        interface: str,
+        request_id: str | None,
+        context: CallContext,
+        outcome: str,
+        http_status: int | None,
+        error_code: str | None,
+        message: str | None,
+        latency_ms: int,
+    ) -> None:
+        with unit_of_work(self._sessions) as session:
+            row = session.get(CloudCall, entry) if entry is not None else None
+            if row is None:
+                record_cloud_call(
+                    session,
+                    tenant=tenant,
+                    interface=interface,
+                    outcome=outcome,
+                    document_id=context.document_id,
+                    request_id=request_id,
+                    attempt=context.attempt,
+                    http_status=http_status,
+                    error_code=error_code,
+                    message=message,
+                    latency_ms=latency_ms,
+                )
+                return
+            row.outcome = outcome
+            row.http_status = http_status
+            row.error_code = error_code
+            row.message = None if message is None else mask_secrets(message)[:MESSAGE_LIMIT]
+            row.latency_ms = latency_ms
