@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import re
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler
@@ -100,7 +100,10 @@ def to_decimal(value: object) -> Decimal:
 
 def quantize_cents(d: Decimal) -> Decimal:
     """Round to cents, half away from zero (ROUND_HALF_UP), as Chinese tax rounding does."""
-    return d.quantize(CENT, rounding=ROUND_HALF_UP)
+    with localcontext() as ctx:
+        # quantize needs room for every integer digit plus two decimals.
+        ctx.prec = max(ctx.prec, d.adjusted() + 4)
+        return d.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 def decimal_places(d: Decimal) -> int:
@@ -127,6 +130,8 @@ def loads_exact(text: str | bytes) -> Any:
 def _plain_number(d: Decimal) -> str:
     if not d.is_finite():
         raise ValueError(f"cannot write a non-finite number to JSON: {d!r}")
+    if d.is_zero():
+        d = abs(d)  # no "-0.00" on the wire; JSON readers disagree about negative zero
     # format "f" never uses an exponent and keeps every digit (Decimal("1E+2") -> "100").
     return format(d, "f")
 
