@@ -912,7 +912,9 @@ def parse_callback(
         envelope = _exact(dict(body))
     else:
         try:
-            envelope = loads_exact(body)
+            # Decode ourselves: json.loads(bytes) would guess UTF-16/32 from the first bytes.
+            text = body.decode("utf-8-sig") if isinstance(body, bytes) else body
+            envelope = loads_exact(text)
         except UnicodeDecodeError as exc:
             raise CallbackParseError("callback body is not UTF-8 / 回调报文不是UTF-8编码") from exc
         except ValueError as exc:
@@ -1056,7 +1058,7 @@ def is_ack(body: bytes | str | Mapping[str, Any]) -> bool:
         parsed = body
     else:
         try:
-            parsed = loads_exact(body)
+            parsed = loads_exact(body.decode("utf-8-sig") if isinstance(body, bytes) else body)
         except ValueError:
             return False
     if not isinstance(parsed, Mapping) or parsed.get("success") is not True:
