@@ -1,0 +1,884 @@
+"""The simulated cloud's behaviour, free of HTTP: tokens, the gateway, issuance, operator actions.
+
+``SimulatedCloud`` is driven by the ASGI layer (``simulator.app``), which owns transport
+matters (routing, status codes, latency, 5xx and dropped connections). Everything here runs
+on the event loop thread.
+
+Gateway checks, in the order the cloud is assumed to make them (kingdee-api.md §11 [G]):
+
+| step | refusal (errorCode, message from ``schemas.cloud_contract``) |
+|---|---|
+| envelope fields present | ``-10004`` ``<field>不能为空`` |
+| businessSystemCode registered for the tenant | ``-10001`` ``未知业务系统编码<code>`` |
+| interfaceCode known | ``-10010`` ``接口编码不存在`` |
+| ``data`` base64 → JSON (raw JSON only in lenient mode) | ``-10003`` ``data解密失败`` |
+| BILL.PUSH: each bill passes ``validate_bill`` | ``-10004``/``-10006``/``-10008``/``-10007`` |
+| BILL.PUSH: seller tax id configured for the tenant | ``-10005`` ``销方税号<x>未在发票云维护`` |
+| BILL.PUSH: billNo not live already | ``-10009`` ``单据编号<billNo>已存在`` |
+| BILL.INVOICE.QUERY: bill known and live | ``-10011`` ``单据不存在`` (success:false) |
+
+A BILL.PUSH batch is all-or-nothing: the first refused bill refuses the call and nothing is
+stored. Issue precedence follows §11: required fields, then codes and formats, then per-line
+checks, then the bill total.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.cloud_contract import (
+    PUSH_ITEM_OK_MESSAGE,
+    PUSH_MAX_BILLS,
+    PUSH_SUCCESS_MESSAGE,
+    QUERY_UNKNOWN_BILL_ERROR_CODE,
+    QUERY_UNKNOWN_BILL_MESSAGE,
+    TOKEN_FAILURE_BAD_ACCOUNT,
+    TOKEN_FAILURE_BAD_APP,
+    TOKEN_FAILURE_BAD_LOGIN,
+    UNKNOWN_INTERFACE_ERROR_CODE,
+    WITHDRAW_ALREADY_ISSUED,
+    WITHDRAW_ALREADY_WITHDRAWN,
+    WITHDRAW_BILL_UNKNOWN,
+    WITHDRAW_ISSUING,
+    WITHDRAW_OK_MESSAGE,
+    BillReturn,
+    TokenFailure,
+    callback_style_for,
+    gateway_error,
+    token_failure_body,
+)
+from schemas.erp import Bill, validate_bill
+from schemas.errors import DocumentInvalid, Issue
+from schemas.kingdee import (
+    AppTokenRequest,
+    BizControl,
+    CallbackInterfaceCode,
+    DataDecodeError,
+    InterfaceCode,
+    InvoiceItem,
+    InvoiceQueryRequestData,
+    LoginRequest,
+    WithdrawRequestData,
+    build_callback,
+    decode_data,
+    encode_data,
+    token_success_body,
+)
+from simulator.bills import (
+    WITHDRAWABLE_STATES,
+    BillBook,
+    BillKey,
+    BillState,
+    InvoiceStatus,
+    SimBill,
+    SimInvoice,
+    SimLine,
+)
+from simulator.callbacks import CallbackDelivery, CallbackSender, OutgoingCallback
+from simulator.config import SimulatorConfig
+from simulator.documents import file_url
+from simulator.faults import ISSUE_ERROR_MESSAGES, FaultDice, FaultPlan
+from simulator.issuance import InvoiceNumbers, file_kinds_for, invoice_item, plan_invoices
+from simulator.persistence import StateFile
+from simulator.stats import CallStats
+from simulator.tenancy import SimTenant, TenantDirectory
+from simulator.tokens import TokenBook
+
+__all__ = ["GatewayResult", "OperatorError", "SimulatedCloud"]
+
+_INTERFACES = frozenset(code.value for code in InterfaceCode)
+_ENVELOPE_FIELDS = ("requestId", "businessSystemCode", "interfaceCode", "data")
+_LINE_PATH = re.compile(r"billDetail\[(\d+)\](?:\.(\w+))?")
+
+# Issue rule → (precedence, errorCode); lower precedence is reported first (§11 order).
+_REQUIRED_RULES = {"required", "buyer_tax_id_required", "deduction_required", "red_reference"}
+_LINE_RULES = {
+    "line_tax_tolerance",
+    "qty_price",
+    "discount_line",
+    "sign",
+    "money_precision",
+    "price_precision",
+    "detail_id_unique",
+}
+_FIELD_LABELS = {"invoice_type": "发票种类", "tax_rate": "税率", "revenue_code": "税收分类编码"}
+_REQUIRED_FIELDS = {
+    "buyer_tax_id_required": "buyerTaxpayerId",
+    "deduction_required": "deduction",
+    "red_reference": "originalInvoiceNumber",
+}
+
+
+class OperatorError(Exception):
+    """An admin action that does not apply to the bill in its current state (HTTP 409)."""
+
+
+@dataclass(slots=True)
+class GatewayResult:
+    """What the gateway answered: the interface (for statistics), the body, and whether a
+    BILL.PUSH stored bills (so transport faults after commit know there is an outcome)."""
+
+    interface: str
+    body: dict[str, Any]
+    committed: bool = False
+
+    @property
+    def outcome(self) -> str:
+        return "success" if self.body.get("success") else str(self.body.get("errorCode"))
+
+
+def _failure(error_code: str, **values: object) -> dict[str, Any]:
+    return {
+        "success": False,
+        "errorCode": error_code,
+        "message": gateway_error(error_code).message(**values),
+        "data": None,
+    }
+
+
+class SimulatedCloud:
+    """All state of one simulated Kingdee Invoice Cloud serving several tenants."""
+
+    def __init__(self, tenants: Sequence[SimTenant], config: SimulatorConfig) -> None:
+        self.config = config
+        self.tenants = TenantDirectory(tenants)
+        self.dice = FaultDice(config.faults, config.seed)
+        self.stats = CallStats()
+        self.tokens = TokenBook()
+        self.bills = BillBook()
+        self.numbers = InvoiceNumbers()
+        self.callback_urls: dict[str, str] = {}
+        self.sender = CallbackSender(
+            self.stats,
+            config.callback_retry_schedule,
+            config.callback_timeout,
+            listener=self._on_delivery,
+        )
+        self.state_file: StateFile | None = None
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._flusher: asyncio.Task[None] | None = None
+        self._meta_dirty = False
+        self.started_at = time.time()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self.sender.start()
+        if self.config.state_file is not None:
+            self.state_file = StateFile(self.config.state_file)
+            self._restore(self.state_file)
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_meta_forever())
+
+    async def stop(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.sender.stop()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        if self.state_file is not None:
+            self.flush_meta()
+            self.state_file.close()
+            self.state_file = None
+
+    def _restore(self, state: StateFile) -> None:
+        meta = state.load_meta()
+        self.stats.restore(meta.get("stats", {}))
+        self.numbers.restore(meta.get("numbers", {}))
+        self.callback_urls.update(meta.get("callback_urls", {}))
+        violations = meta.get("violations", {})
+        self.bills.live_twice.extend(violations.get("live_twice", []))
+        self.bills.over_issued.extend(violations.get("over_issued", []))
+        for bill in state.load_bills():
+            self.bills.load(bill)
+            if bill.state is BillState.ISSUING:
+                bill.record("issuance_rescheduled", reason="simulator restarted")
+                self._schedule_issue(bill, self.config.issue_delay)
+
+    def flush_meta(self) -> None:
+        if self.state_file is None:
+            return
+        self.state_file.save_meta(
+            {
+                "stats": self.stats.snapshot(),
+                "numbers": self.numbers.state(),
+                "callback_urls": self.callback_urls,
+                "violations": self.bills.violations(),
+            }
+        )
+        self._meta_dirty = False
+
+    async def _flush_meta_forever(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            self.flush_meta()
+
+    def _save(self, bill: SimBill) -> None:
+        if self.state_file is not None:
+            self.state_file.save_bill(bill)
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def reset(self, *, keep_tokens: bool = False) -> None:
+        """Forget every bill, callback, statistic and override; faults back to the start plan."""
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        self.sender.cancel_all()
+        self.bills.clear()
+        self.stats.reset()
+        self.callback_urls.clear()
+        if not keep_tokens:
+            self.tokens.clear()
+        self.dice.plan = self.config.faults
+        self.dice.reseed(self.config.seed)
+        if self.state_file is not None:
+            self.state_file.clear()
+
+    def set_faults(self, plan: FaultPlan, seed: int | None = None, reseed: bool = False) -> None:
+        self.dice.plan = plan
+        if reseed:
+            self.dice.reseed(seed)
+
+    # ------------------------------------------------------------------ tokens
+
+    def _token_ttl(self) -> float:
+        return self.dice.plan.token_ttl or self.config.token_ttl
+
+    def app_token(self, path: str, body: Any) -> dict[str, Any]:
+        """getAppToken.do: appId + appSecret/appSecuret + accountId → app_token."""
+        try:
+            request = AppTokenRequest.model_validate(body)
+        except ValidationError as exc:
+            missing = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+            failure = (
+                TOKEN_FAILURE_BAD_ACCOUNT if missing == {"accountId"} else TOKEN_FAILURE_BAD_APP
+            )
+            return self._token_refusal("getAppToken", failure, "app_token")
+        tenant = self.tenants.at(path, request.accountId)
+        if tenant is None:
+            return self._token_refusal("getAppToken", TOKEN_FAILURE_BAD_ACCOUNT, "app_token")
+        secret_ok = hmac.compare_digest(
+            request.appSecret.get_secret_value().encode(), tenant.app_secret.encode()
+        )
+        if request.appId != tenant.app_id or not secret_ok:
+            return self._token_refusal("getAppToken", TOKEN_FAILURE_BAD_APP, "app_token")
+        record = self.tokens.issue("app", tenant.name, tenant.account_id, self._token_ttl())
+        self.stats.token(tenant.name, "app")
+        self.stats.call("getAppToken", "success")
+        return token_success_body("app_token", record.token, record.expire_time_ms)
+
+    def login(self, path: str, body: Any) -> dict[str, Any]:
+        """login.do: apptoken + user + accountId + usertype → access_token."""
+        try:
+            request = LoginRequest.model_validate(body)
+        except ValidationError:
+            return self._token_refusal("login", TOKEN_FAILURE_BAD_LOGIN, "access_token")
+        tenant = self.tenants.at(path, request.accountId)
+        if tenant is None:
+            return self._token_refusal("login", TOKEN_FAILURE_BAD_ACCOUNT, "access_token")
+        app = self.tokens.valid(request.apptoken.get_secret_value(), "app")
+        if (
+            app is None
+            or app.tenant != tenant.name
+            or request.user != tenant.user
+            or request.usertype != tenant.usertype
+        ):
+            return self._token_refusal("login", TOKEN_FAILURE_BAD_LOGIN, "access_token")
+        record = self.tokens.issue("access", tenant.name, tenant.account_id, self._token_ttl())
+        self.stats.token(tenant.name, "access")
+        self.stats.call("login", "success")
+        return token_success_body("access_token", record.token, record.expire_time_ms)
+
+    def _token_refusal(self, interface: str, failure: TokenFailure, field: str) -> dict[str, Any]:
+        self.stats.call(interface, failure.code)
+        return token_failure_body(failure, field)
+
+    def authenticate(self, path: str, token: str | None) -> SimTenant | None:
+        """The tenant a live access_token belongs to, if it is served at ``path``."""
+        if not token:
+            return None
+        record = self.tokens.valid(token, "access")
+        if record is None:
+            return None
+        tenant = self.tenants.by_name.get(record.tenant)
+        if tenant is None or tenant.path != path:
+            return None
+        return tenant
+
+    # ------------------------------------------------------------------ gateway
+
+    def read_envelope(
+        self, tenant: SimTenant, envelope: Any
+    ) -> tuple[str, str, Any] | GatewayResult:
+        """``(businessSystemCode, interfaceCode, decoded data)`` or the refusal."""
+        if not isinstance(envelope, dict):
+            return GatewayResult("openApi", _failure("-10004", field="请求报文"))
+        for name in _ENVELOPE_FIELDS:
+            value = envelope.get(name)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                interface = envelope.get("interfaceCode")
+                label = interface if interface in _INTERFACES else "openApi"
+                return GatewayResult(str(label), _failure("-10004", field=name))
+        code = str(envelope["businessSystemCode"]).strip()
+        interface = str(envelope["interfaceCode"]).strip()
+        label = interface if interface in _INTERFACES else "openApi"
+        if code not in tenant.business_system_codes:
+            return GatewayResult(label, _failure("-10001", code=code))
+        if interface not in _INTERFACES:
+            return GatewayResult("openApi", _failure(UNKNOWN_INTERFACE_ERROR_CODE))
+        raw = envelope["data"]
+        if not self.config.lenient_data and (
+            not isinstance(raw, str) or raw.lstrip()[:1] in ("{", "[")
+        ):
+            return GatewayResult(interface, _failure("-10003"))
+        try:
+            payload = decode_data(raw)
+        except DataDecodeError:
+            return GatewayResult(interface, _failure("-10003"))
+        return code, interface, payload
+
+    async def gateway(self, tenant: SimTenant, envelope: Any) -> GatewayResult:
+        read = self.read_envelope(tenant, envelope)
+        if isinstance(read, GatewayResult):
+            return read
+        code, interface, payload = read
+        if interface == InterfaceCode.BILL_PUSH:
+            return await self.push(tenant, code, payload)
+        if interface == InterfaceCode.BILL_WITHDRAW:
+            return self.withdraw(tenant, payload)
+        return self.query(tenant, payload)
+
+    # ------------------------------------------------------------------ BILL.PUSH
+
+    async def push(
+        self, tenant: SimTenant, business_system_code: str, payload: Any
+    ) -> GatewayResult:
+        interface = InterfaceCode.BILL_PUSH.value
+        if not isinstance(payload, list) or not all(isinstance(b, dict) for b in payload):
+            return GatewayResult(interface, _failure("-10003"))
+        if not payload:
+            return GatewayResult(interface, _failure("-10004", field="data"))
+        if len(payload) > PUSH_MAX_BILLS:
+            return GatewayResult(
+                interface, _failure("-10006", field=f"单次推送单据数量(最多{PUSH_MAX_BILLS}张)")
+            )
+        if self.dice.roll("push_system_error"):
+            return GatewayResult(interface, _failure("9999"))
+        bills: list[tuple[Bill, str]] = []
+        for raw in payload:
+            try:
+                bill = validate_bill(raw)
+            except DocumentInvalid as exc:
+                return GatewayResult(interface, _refusal_for(exc.issues))
+            except ValidationError as exc:
+                return GatewayResult(interface, _refusal_for_validation(exc))
+            seller = (bill.sellerTaxpayerId or bill.orgCode or "").strip()
+            if not seller:
+                return GatewayResult(interface, _failure("-10004", field="sellerTaxpayerId"))
+            bills.append((bill, seller))
+        seen: set[BillKey] = set()
+        for bill, seller in bills:
+            if seller not in tenant.seller_tax_ids:
+                return GatewayResult(interface, _failure("-10005", tax_id=seller))
+            key = (tenant.name, seller, bill.billNo)
+            duplicate = key in seen or bool(self.bills.live(key))
+            if duplicate and not self.dice.roll("accept_duplicate_push"):
+                return GatewayResult(interface, _failure("-10009", bill_no=bill.billNo))
+            seen.add(key)
+        accepted = [self._accept(tenant, business_system_code, b, s) for b, s in bills]
+        immediate = any(b.auto_invoice for b in accepted) and self.dice.roll(
+            "callback_before_response"
+        )
+        for sim in accepted:
+            if not sim.auto_invoice:
+                continue
+            if immediate:
+                sim.record("issued_before_push_answer", fault="callback_before_response")
+                deliveries = self._issue(sim, use_faults=True)
+                await asyncio.gather(*(d.first_attempt_done.wait() for d in deliveries))
+            else:
+                self._schedule_issue(sim, self.config.issue_delay)
+        body = {
+            "success": True,
+            "errorCode": "0",
+            "message": PUSH_SUCCESS_MESSAGE,
+            "data": [
+                {"billNo": b.bill_no, "success": True, "message": PUSH_ITEM_OK_MESSAGE}
+                for b in accepted
+            ],
+        }
+        return GatewayResult(interface, body, committed=True)
+
+    def _accept(self, tenant: SimTenant, code: str, bill: Bill, seller: str) -> SimBill:
+        key = (tenant.name, seller, bill.billNo)
+        auto = bill.autoInvoice == "1" if bill.autoInvoice in ("0", "1") else tenant.auto_invoice
+        header = bill.to_wire()
+        header.pop("billDetail", None)
+        sim = SimBill(
+            id=self.bills.next_id(),
+            tenant=tenant.name,
+            seller_tax_id=seller,
+            bill_no=bill.billNo,
+            generation=len(self.bills.generations(key)) + 1,
+            business_system_code=code,
+            invoice_type=str(bill.invoiceType),
+            include_tax_flag=bill.includeTaxFlag == "1",
+            auto_invoice=auto,
+            header=header,
+            lines=[_sim_line(detail) for detail in bill.billDetail],
+            amount_with_tax=bill.total().incl,
+            state=BillState.ISSUING if auto else BillState.ACCEPTED,
+            pushed_at=int(time.time() * 1000),
+        )
+        sim.record("pushed", businessSystemCode=code, autoInvoice=auto, state=sim.state.value)
+        self.bills.add(sim)
+        self.stats.bills["pushed"] += 1
+        self._save(sim)
+        return sim
+
+    # ------------------------------------------------------------------ BILL.WITHDRAW
+
+    def withdraw(self, tenant: SimTenant, payload: Any) -> GatewayResult:
+        interface = InterfaceCode.BILL_WITHDRAW.value
+        try:
+            request = WithdrawRequestData.model_validate(payload)
+        except ValidationError as exc:
+            return GatewayResult(interface, _refusal_for_validation(exc, "serialNos"))
+        scope = request.sellerTaxpayerId or request.orgCode
+        results = [self._withdraw_one(tenant, bill_no, scope) for bill_no in request.serialNos]
+        body = {"success": True, "errorCode": "0", "message": WITHDRAW_OK_MESSAGE, "data": results}
+        return GatewayResult(interface, body)
+
+    def _withdraw_one(self, tenant: SimTenant, bill_no: str, scope: str | None) -> dict[str, Any]:
+        candidates = [
+            bill for bill in self.bills.find(bill_no, tenant=tenant.name, seller_tax_id=scope)
+        ]
+        live = [b for latest in candidates for b in self.bills.live(latest.key)]
+        if not live:
+            known = any(b.state is BillState.WITHDRAWN for b in candidates)
+            message = WITHDRAW_ALREADY_WITHDRAWN if known else WITHDRAW_BILL_UNKNOWN
+            return {"serialNo": bill_no, "success": False, "message": message}
+        refusal = None
+        for bill in live:
+            if bill.state is BillState.ISSUING:
+                refusal = WITHDRAW_ISSUING
+            elif bill.state not in WITHDRAWABLE_STATES:
+                refusal = WITHDRAW_ALREADY_ISSUED
+        if refusal is not None:
+            for bill in live:
+                bill.record("withdraw_refused", message=refusal)
+                self._save(bill)
+            return {"serialNo": bill_no, "success": False, "message": refusal}
+        for bill in live:
+            self._cancel_timer(bill.id)
+            bill.state = BillState.WITHDRAWN
+            bill.record("withdrawn")
+            self.stats.bills["withdrawn"] += 1
+            self._save(bill)
+        return {"serialNo": bill_no, "success": True, "message": WITHDRAW_OK_MESSAGE}
+
+    # ------------------------------------------------------------------ BILL.INVOICE.QUERY
+
+    def query(self, tenant: SimTenant, payload: Any) -> GatewayResult:
+        interface = InterfaceCode.BILL_INVOICE_QUERY.value
+        try:
+            request = InvoiceQueryRequestData.model_validate(payload)
+        except ValidationError as exc:
+            return GatewayResult(interface, _refusal_for_validation(exc, "serialNo"))
+        key = (tenant.name, request.sellerTaxpayerId, request.serialNo)
+        live = self.bills.live(key)
+        if not live:
+            body = {
+                "success": False,
+                "errorCode": QUERY_UNKNOWN_BILL_ERROR_CODE,
+                "message": QUERY_UNKNOWN_BILL_MESSAGE,
+                "data": None,
+            }
+            return GatewayResult(interface, body)
+        items = [
+            invoice_item(bill, invoice)
+            for bill in live
+            for invoice in bill.invoices
+            if invoice.status is not None
+        ]
+        result = [{"billNo": request.serialNo, "invoiceList": items}]
+        data: Any = result if self.config.plain_query_data else encode_data(result)
+        body = {"success": True, "errorCode": "0", "message": "查询成功", "data": data}
+        return GatewayResult(interface, body)
+
+    # ------------------------------------------------------------------ issuance
+
+    def _schedule_issue(self, bill: SimBill, delay: float) -> None:
+        self._cancel_timer(bill.id)
+        loop = asyncio.get_running_loop()
+        self._timers[bill.id] = loop.call_later(delay, self._issue_due, bill.id)
+        bill.record("issuance_scheduled", delaySeconds=str(delay))
+
+    def _issue_due(self, bill_id: int) -> None:
+        self._timers.pop(bill_id, None)
+        bill = self.bills.get(bill_id)
+        if bill is not None:
+            self._issue(bill, use_faults=True)
+
+    def _cancel_timer(self, bill_id: int) -> None:
+        handle = self._timers.pop(bill_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _issue(
+        self, bill: SimBill, *, use_faults: bool, forced_failure: str | None = None
+    ) -> list[CallbackDelivery]:
+        """Issue (or fail) every invoice of ``bill`` not yet issued; send the callbacks."""
+        self._cancel_timer(bill.id)
+        if not bill.invoices:
+            self._plan(bill)
+        pending = [inv for inv in bill.invoices if inv.status is not InvoiceStatus.ISSUED]
+        if not pending:
+            return []
+        failures: dict[int, str] = {}
+        if forced_failure is not None:
+            failures = {inv.index: forced_failure for inv in pending}
+        elif use_faults and self.dice.roll("issue_fail"):
+            message = self.dice.choice(ISSUE_ERROR_MESSAGES)
+            failures = {inv.index: message for inv in pending}
+        elif use_faults and len(pending) >= 2 and self.dice.roll("issue_partial"):
+            count = self.dice.randint(1, len(pending) - 1)
+            for position in self.dice.sample_indices(len(pending), count):
+                failures[pending[position].index] = self.dice.choice(ISSUE_ERROR_MESSAGES)
+        tenant = self.tenants.by_name[bill.tenant]
+        today = date.today().isoformat()
+        for invoice in pending:
+            if invoice.index in failures:
+                invoice.status = InvoiceStatus.FAILED
+                invoice.issue_error_message = failures[invoice.index]
+                self.stats.invoices["failed"] += 1
+                bill.record(
+                    "invoice_failed", orderNo=invoice.order_no, message=failures[invoice.index]
+                )
+                continue
+            code, number = self.numbers.invoice_number(bill.invoice_type)
+            invoice.status = InvoiceStatus.ISSUED
+            invoice.invoice_code = code
+            invoice.invoice_num = number
+            invoice.invoice_date = today
+            invoice.issue_error_message = ""
+            invoice.check_code = f"{secrets.randbelow(10**20):020d}"
+            invoice.file_urls = {
+                field: file_url(tenant.origin, invoice.order_no, kind)
+                for field, kind in file_kinds_for(bill.invoice_type).items()
+            }
+            self.stats.invoices["issued"] += 1
+            bill.record(
+                "invoice_issued",
+                orderNo=invoice.order_no,
+                invoiceCode=code,
+                invoiceNum=number,
+                includeTaxAmount=str(invoice.include_tax_amount),
+            )
+        issued = sum(1 for inv in bill.invoices if inv.status is InvoiceStatus.ISSUED)
+        if issued == len(bill.invoices):
+            bill.state = BillState.INVOICED
+        elif issued:
+            bill.state = BillState.PARTIALLY_INVOICED
+        else:
+            bill.state = BillState.FAILED
+        bill.record("state", state=bill.state.value)
+        self.bills.check_issued_amount(bill)
+        self._save(bill)
+        self._meta_dirty = True
+        return self._send_issue_callbacks(bill, pending)
+
+    def _plan(self, bill: SimBill) -> None:
+        plan = plan_invoices(
+            bill, self.config.invoice_amount_limit, self.config.max_lines_per_invoice
+        )
+        bill.invoices = [
+            SimInvoice(
+                index=index,
+                order_no=self.numbers.order_no(),
+                serial_no=self.numbers.order_no(),
+                lines=lines,
+            )
+            for index, lines in enumerate(plan, start=1)
+        ]
+        self.bills.index_invoices(bill)
+        bill.record("split", invoices=len(bill.invoices))
+
+    def _callback_url(self, bill: SimBill) -> str | None:
+        return self.callback_urls.get(bill.business_system_code) or self.config.callback_url
+
+    def _outgoing(
+        self, bill: SimBill, url: str, body: dict[str, Any], kind: str
+    ) -> OutgoingCallback:
+        dice = self.dice
+        delay = dice.plan.callback_delay_s if dice.roll("callback_delay") else 0.0
+        return OutgoingCallback(
+            url=url,
+            body=body,
+            tenant=bill.tenant,
+            bill_no=bill.bill_no,
+            bill_id=bill.id,
+            kind=kind,
+            delay_s=delay,
+            duplicate=dice.roll("callback_duplicate"),
+            drop=dice.roll("callback_drop"),
+        )
+
+    def _send_issue_callbacks(
+        self, bill: SimBill, touched: list[SimInvoice]
+    ) -> list[CallbackDelivery]:
+        url = self._callback_url(bill)
+        if url is None:
+            self.stats.callbacks["skipped"] += 1
+            bill.record("callback_skipped", reason="no callback URL configured")
+            return []
+        style = callback_style_for(bill.business_system_code)
+        outgoing: list[OutgoingCallback] = []
+        if style == "per_bill":
+            items = [
+                InvoiceItem.model_validate(invoice_item(bill, inv))
+                for inv in bill.invoices
+                if inv.status is not None
+            ]
+            body = build_callback(
+                CallbackInterfaceCode.INVOICE_OPEN, items, "per_bill", self._biz_control()
+            )
+            outgoing.append(self._outgoing(bill, url, body, "INVOICE.OPEN per_bill"))
+        else:
+            for invoice in touched:
+                item = InvoiceItem.model_validate(invoice_item(bill, invoice))
+                body = build_callback(CallbackInterfaceCode.INVOICE_OPEN, [item], "per_invoice")
+                outgoing.append(self._outgoing(bill, url, body, "INVOICE.OPEN per_invoice"))
+        reverse = len(outgoing) > 1 and self.dice.roll("callback_reorder")
+        if reverse:
+            bill.record("callbacks_reordered")
+        return self.sender.send_batch(outgoing, reverse=reverse)
+
+    def _biz_control(self) -> BizControl:
+        if self.dice.roll("quota_warning"):
+            return BizControl(
+                issueBizType="1",
+                bizType="0",
+                monthSurplusLimit=Decimal("1234.56"),
+                daySurplusLimit=Decimal("234.56"),
+                isWarning=True,
+            )
+        return BizControl(
+            issueBizType="1",
+            bizType="0",
+            monthSurplusLimit=Decimal("9999999.00"),
+            daySurplusLimit=Decimal("999999.00"),
+            isWarning=False,
+        )
+
+    def _on_delivery(self, delivery: CallbackDelivery, detail: dict[str, Any]) -> None:
+        bill = self.bills.get(delivery.bill_id)
+        if bill is None:
+            return
+        bill.record(str(detail.pop("event")), delivery=delivery.id, kind=delivery.kind, **detail)
+        self._save(bill)
+        self._meta_dirty = True
+
+    # ------------------------------------------------------------------ operator actions
+
+    def find_bill(
+        self, bill_no: str, tenant: str | None = None, seller_tax_id: str | None = None
+    ) -> list[SimBill]:
+        return self.bills.find(bill_no, tenant, seller_tax_id)
+
+    async def operator_issue(self, bill: SimBill) -> list[CallbackDelivery]:
+        """Issue now whatever is not issued (an operator's 一键开票); faults do not apply."""
+        if bill.state not in {
+            BillState.ACCEPTED,
+            BillState.ISSUING,
+            BillState.FAILED,
+            BillState.PARTIALLY_INVOICED,
+        }:
+            raise OperatorError(f"bill {bill.bill_no} is {bill.state.value}; nothing to issue")
+        bill.record("operator_issue")
+        return self._issue(bill, use_faults=False)
+
+    async def operator_fail(self, bill: SimBill, message: str) -> list[CallbackDelivery]:
+        """Fail issuance of every invoice not yet issued, with ``message`` as the reason."""
+        if bill.state not in {BillState.ACCEPTED, BillState.ISSUING, BillState.FAILED}:
+            raise OperatorError(f"bill {bill.bill_no} is {bill.state.value}; cannot fail issuance")
+        bill.record("operator_fail", message=message)
+        return self._issue(bill, use_faults=False, forced_failure=message)
+
+    async def operator_return(self, bill: SimBill, reason: str) -> list[CallbackDelivery]:
+        """回退上游单据: the bill leaves the live set and a BILL.RETURN callback is sent."""
+        if bill.state not in {BillState.ACCEPTED, BillState.ISSUING, BillState.FAILED}:
+            raise OperatorError(
+                f"bill {bill.bill_no} is {bill.state.value}; only a bill with nothing issued"
+                " can be returned"
+            )
+        self._cancel_timer(bill.id)
+        bill.state = BillState.RETURNED
+        bill.record("returned", reason=reason)
+        self.stats.bills["returned"] += 1
+        self._save(bill)
+        url = self._callback_url(bill)
+        if url is None:
+            self.stats.callbacks["skipped"] += 1
+            bill.record("callback_skipped", reason="no callback URL configured")
+            return []
+        returned = BillReturn(
+            billNo=bill.bill_no, sellerTaxpayerId=bill.seller_tax_id, reason=reason
+        )
+        body = build_callback(CallbackInterfaceCode.BILL_RETURN, [], "return", returned=returned)
+        return self.sender.send_batch([self._outgoing(bill, url, body, "BILL.RETURN")])
+
+    def invoice_file(self, order_no: str) -> tuple[SimBill, SimInvoice] | None:
+        found = self.bills.by_order_no(order_no)
+        if found is None or found[1].status is not InvoiceStatus.ISSUED:
+            return None
+        return found
+
+    # ------------------------------------------------------------------ admin views
+
+    def bill_summary(self, bill: SimBill) -> dict[str, Any]:
+        issued = sum(1 for inv in bill.invoices if inv.status is InvoiceStatus.ISSUED)
+        failed = sum(1 for inv in bill.invoices if inv.status is InvoiceStatus.FAILED)
+        return {
+            "id": bill.id,
+            "tenant": bill.tenant,
+            "sellerTaxpayerId": bill.seller_tax_id,
+            "billNo": bill.bill_no,
+            "generation": bill.generation,
+            "businessSystemCode": bill.business_system_code,
+            "invoiceType": bill.invoice_type,
+            "autoInvoice": bill.auto_invoice,
+            "state": bill.state.value,
+            "live": bill.live,
+            "amountWithTax": bill.amount_with_tax,
+            "issuedAmount": bill.issued_amount,
+            "invoices": len(bill.invoices),
+            "issued": issued,
+            "failed": failed,
+            "pushedAt": bill.pushed_at,
+        }
+
+    def bill_detail(self, bill: SimBill) -> dict[str, Any]:
+        detail = self.bill_summary(bill)
+        detail["invoiceList"] = [
+            {**invoice_item(bill, inv), "status": inv.status.value if inv.status else "planned"}
+            for inv in bill.invoices
+        ]
+        detail["history"] = list(bill.events)
+        detail["generations"] = [
+            self.bill_summary(b) for b in self.bills.generations(bill.key) if b.id != bill.id
+        ]
+        detail["callbacks"] = [d.summary() for d in self.sender.recent if d.bill_id == bill.id]
+        return detail
+
+    def statistics(self) -> dict[str, Any]:
+        snapshot = self.stats.snapshot()
+        snapshot["doubleIssue"] = self.bills.violations()
+        snapshot["billsByState"] = _count_states(self.bills)
+        snapshot["callbacksInFlight"] = self.sender.in_flight
+        snapshot["faults"] = self.dice.plan.active()
+        snapshot["uptimeSeconds"] = int(time.time() - self.started_at)
+        return snapshot
+
+
+def _count_states(book: BillBook) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for bill in book:
+        counts[bill.state.value] = counts.get(bill.state.value, 0) + 1
+    return counts
+
+
+def _sim_line(detail: Any) -> SimLine:
+    return SimLine(
+        detail_id=str(detail.detailId),
+        goods_name=detail.goodsName or "",
+        revenue_code=detail.revenueCode or "",
+        tax_rate=detail.taxRate,
+        amount=detail.amount,
+        tax_amount=detail.taxAmount,
+        quantity=detail.quantity,
+        price=detail.price,
+        units=detail.units or "",
+        specification=detail.specification or "",
+        is_discount=detail.lineProperty == 1,
+        zero_tax_rate_flag=detail.zeroTaxRateFlag or "",
+        privilege_flag=detail.privilegeFlag or "",
+        privilege_content=detail.privilegeContent or "",
+    )
+
+
+# ---------------------------------------------------------------------- issue → error mapping
+
+
+def _precedence(issue: Issue) -> int:
+    if issue.rule in _REQUIRED_RULES:
+        return 0
+    if issue.rule == "total_mismatch":
+        return 3
+    if issue.rule == "invoice_tax_tolerance":
+        return 4
+    if issue.rule in _LINE_RULES:
+        return 2
+    return 1
+
+
+def _field_label(issue: Issue) -> tuple[int | None, str]:
+    """(1-based line number or None, field name) from an issue path."""
+    match = _LINE_PATH.match(issue.path)
+    leaf = issue.path.rsplit(".", 1)[-1] if issue.path else "billDetail"
+    if match:
+        return int(match.group(1)) + 1, match.group(2) or "billDetail"
+    return None, leaf
+
+
+def _refusal_for(issues: Sequence[Issue]) -> dict[str, Any]:
+    """The §6.3 failure for the most important of ``issues``."""
+    if not issues:
+        return _failure("-10006", field="单据")
+    issue = min(issues, key=_precedence)
+    row, leaf = _field_label(issue)
+    where = f"第{row}行" if row is not None else ""
+    if issue.rule in _REQUIRED_RULES:
+        return _failure("-10004", field=where + _REQUIRED_FIELDS.get(issue.rule, leaf))
+    if issue.rule == "total_mismatch":
+        return _failure("-10007")
+    if issue.rule == "line_tax_tolerance":
+        return _failure("-10008", row=row if row is not None else 1)
+    return _failure("-10006", field=where + _FIELD_LABELS.get(issue.rule, leaf))
+
+
+def _refusal_for_validation(exc: ValidationError, default_field: str = "data") -> dict[str, Any]:
+    """A pydantic error on a payload the schemas did not turn into issues."""
+    errors = exc.errors()
+    if not errors:
+        return _failure("-10006", field=default_field)
+    first = min(errors, key=lambda e: 0 if e["type"] == "missing" else 1)
+    loc = [str(part) for part in first["loc"]]
+    name = next((p for p in reversed(loc) if not p.isdigit()), default_field)
+    if first["type"] in {"missing", "too_short", "string_too_short"}:
+        return _failure("-10004", field=name)
+    return _failure("-10006", field=name)
