@@ -1,1 +1,58 @@
-"""store."""
+"""store: the database side of fapiao-bridge (SQLAlchemy 2.x). Imports `schemas` only.
+
+| module             | holds                                                               |
+|--------------------|---------------------------------------------------------------------|
+| `store.db`         | `make_engine`, `make_session_factory`, `unit_of_work`, `is_postgres` |
+| `store.models`     | the tables (documents, document_events, invoices, cloud_calls, ...) |
+| `store.states`     | `DocumentStatus`, `Event`, inbox/outbox states, `POLLED_STATUSES`   |
+| `store.lifecycle`  | `TRANSITIONS`, `transition`, `claim_for_push`, `accept_document`    |
+| `store.queries`    | batch claims for sweeps/polls, lookups, counts                      |
+| `store.ledger`     | `mask_secrets`, `record_cloud_call`                                 |
+| `store.tenants`    | `pause_tenant`, `resume_tenant`, `is_paused`                        |
+| `store.migrate`    | `upgrade(url)`, `current(url)` (Alembic from Python)                |
+| `store.columns`    | `UTCDateTime`, `Money`, `JSONValue`, `utcnow`                       |
+
+Nothing here builds an engine or reads settings at import time.
+"""
+
+from store.db import is_postgres, make_engine, make_session_factory, unit_of_work
+from store.lifecycle import (
+    TRANSITIONS,
+    Acceptance,
+    AcceptanceOutcome,
+    Claimed,
+    LifecycleError,
+    LostRace,
+    RevisionConflict,
+    TransitionNotAllowed,
+    TransitionOutcome,
+    TransitionResult,
+    accept_document,
+    claim_for_push,
+    transition,
+    update_fields,
+)
+from store.states import DocumentStatus, Event
+
+__all__ = [
+    "TRANSITIONS",
+    "Acceptance",
+    "AcceptanceOutcome",
+    "Claimed",
+    "DocumentStatus",
+    "Event",
+    "LifecycleError",
+    "LostRace",
+    "RevisionConflict",
+    "TransitionNotAllowed",
+    "TransitionOutcome",
+    "TransitionResult",
+    "accept_document",
+    "claim_for_push",
+    "is_postgres",
+    "make_engine",
+    "make_session_factory",
+    "transition",
+    "unit_of_work",
+    "update_fields",
+]

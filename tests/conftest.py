@@ -7,6 +7,7 @@
 | `engine`          | session  | engine on it, schema built by the Alembic migrations (head)    |
 | `session_factory` | function | `sessionmaker`; every table is emptied after the test          |
 | `db_session`      | function | one open Session from `session_factory` (closed, then emptied) |
+| `make_document`   | function | `make_document(status=..., **columns)`: a committed Document   |
 | `redis_url`       | function | FAPIAO_TEST_REDIS_URL (default db 15), FLUSHDB before & after  |
 
 FAPIAO_TEST_DATABASE_URL: a `postgresql...` URL -> a fresh database `fapiao_test_<random>`
@@ -22,10 +23,13 @@ Marker `postgres_only`: skipped on the SQLite run.
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -34,8 +38,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from store import migrate
+from store.columns import utcnow
 from store.db import make_engine, make_session_factory
-from store.models import metadata
+from store.models import Document, metadata
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -128,6 +133,38 @@ def db_session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
     finally:
         session.rollback()
         session.close()
+
+
+_bill_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def make_document(session_factory: sessionmaker[Session]) -> Callable[..., Document]:
+    """Insert a document directly in any state (test set-up only; code uses the lifecycle)."""
+
+    def make(status: str = "draft", **columns: Any) -> Document:
+        now = utcnow()
+        bill_no = columns.pop("bill_no", f"TEST-{next(_bill_numbers):06d}")
+        fields: dict[str, Any] = {
+            "tenant": "acme",
+            "seller_tax_id": "91330100MA27XXXX0X",
+            "bill_no": bill_no,
+            "content_hash": f"hash-{bill_no}",
+            "total_amount": Decimal("113.00"),
+            "payload": {"billNo": bill_no, "totalAmount": "113.00"},
+            "next_attempt_at": now if status == "draft" else None,
+            "created_at": now,
+            "updated_at": now,
+            "status_changed_at": now,
+        }
+        fields.update(columns)
+        document = Document(status=status, **fields)
+        with session_factory() as session:
+            session.add(document)
+            session.commit()
+        return document
+
+    return make
 
 
 @pytest.fixture

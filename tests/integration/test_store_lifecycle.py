@@ -1,0 +1,494 @@
+"""transition() and claim_for_push() against the real database (PostgreSQL or SQLite)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from store.lifecycle import (
+    TRANSITIONS,
+    LostRace,
+    TransitionNotAllowed,
+    TransitionOutcome,
+    claim_for_push,
+    transition,
+    update_fields,
+)
+from store.models import Document, DocumentEvent
+from store.states import DocumentStatus, Event
+
+MakeDocument = Callable[..., Document]
+NOW = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+
+# Pairs applied through their own entry point (claim_for_push / accept_document).
+DEDICATED = {Event.claim, Event.resubmit}
+REAL = sorted(
+    ((s, e, t) for (s, e), t in TRANSITIONS.items() if s != t and e not in DEDICATED),
+    key=str,
+)
+NO_OP = sorted(((s, e) for (s, e), t in TRANSITIONS.items() if s == t), key=str)
+FORBIDDEN = sorted(
+    ((s, e) for s in DocumentStatus for e in Event if (s, e) not in TRANSITIONS), key=str
+)
+
+
+def reload(session_factory: sessionmaker[Session], document_id: int) -> Document:
+    with session_factory() as session:
+        document = session.get(Document, document_id)
+        assert document is not None
+        return document
+
+
+def events_of(session_factory: sessionmaker[Session], document_id: int) -> list[DocumentEvent]:
+    with session_factory() as session:
+        return list(
+            session.scalars(
+                select(DocumentEvent)
+                .where(DocumentEvent.document_id == document_id)
+                .order_by(DocumentEvent.id)
+            )
+        )
+
+
+@pytest.mark.parametrize(("state", "event", "target"), REAL, ids=lambda v: str(v))
+def test_every_real_transition_moves_state_bumps_version_and_logs_one_event(
+    session_factory: sessionmaker[Session],
+    make_document: MakeDocument,
+    state: DocumentStatus,
+    event: Event,
+    target: DocumentStatus,
+) -> None:
+    document = make_document(state.value, version=3, push_attempt=2)
+    with session_factory() as session:
+        result = transition(
+            session,
+            document.id,
+            event,
+            actor="test",
+            expected_status=state,
+            expected_version=3,
+            attempt=2,
+            reason="because",
+            now=NOW,
+        )
+        session.commit()
+
+    assert result.outcome is TransitionOutcome.applied
+    assert (result.from_status, result.to_status, result.version) == (state, target, 4)
+    after = reload(session_factory, document.id)
+    assert after.status == target.value
+    assert after.version == 4
+    assert after.status_changed_at == NOW
+    [logged] = events_of(session_factory, document.id)
+    assert (logged.from_status, logged.to_status, logged.event) == (state, target, event)
+    assert (logged.actor, logged.reason, logged.attempt, logged.outcome) == (
+        "test",
+        "because",
+        2,
+        "applied",
+    )
+
+
+@pytest.mark.parametrize(("state", "event"), NO_OP, ids=lambda v: str(v))
+def test_no_op_rows_change_nothing_and_log_nothing(
+    session_factory: sessionmaker[Session],
+    make_document: MakeDocument,
+    state: DocumentStatus,
+    event: Event,
+) -> None:
+    document = make_document(state.value, version=5, last_error_message="kept")
+    with session_factory() as session:
+        result = transition(
+            session,
+            document.id,
+            event,
+            actor="test",
+            changes={"last_error_message": "ignored on a no-op"},
+            now=NOW,
+        )
+        session.commit()
+    assert result.outcome is TransitionOutcome.noop
+    assert result.to_status == state
+    after = reload(session_factory, document.id)
+    assert (after.status, after.version, after.last_error_message) == (state.value, 5, "kept")
+    assert after.updated_at == document.updated_at
+    assert events_of(session_factory, document.id) == []
+
+
+@pytest.mark.parametrize("state", list(DocumentStatus), ids=str)
+def test_every_forbidden_pair_raises_naming_state_and_event(
+    session_factory: sessionmaker[Session], make_document: MakeDocument, state: DocumentStatus
+) -> None:
+    document = make_document(state.value)
+    forbidden = [e for s, e in FORBIDDEN if s == state]
+    assert forbidden, "every state forbids something"
+    with session_factory() as session:
+        for event in forbidden:
+            with pytest.raises(TransitionNotAllowed) as caught:
+                transition(session, document.id, event, actor="test")
+            assert caught.value.status is state
+            assert caught.value.event is event
+            assert f"'{state.value}'" in str(caught.value)
+            assert f"'{event.value}'" in str(caught.value)
+            assert document.bill_no in str(caught.value)
+        session.commit()
+    after = reload(session_factory, document.id)
+    assert (after.status, after.version) == (state.value, document.version)
+    assert events_of(session_factory, document.id) == []
+
+
+@pytest.mark.parametrize("event", sorted(DEDICATED, key=str), ids=str)
+def test_claim_and_resubmit_go_through_their_own_functions(
+    db_session: Session, make_document: MakeDocument, event: Event
+) -> None:
+    state = next(s for (s, e) in TRANSITIONS if e is event)
+    document = make_document(state.value)
+    with pytest.raises(ValueError, match=event.value):
+        transition(db_session, document.id, event, actor="test")
+
+
+def test_stale_attempt_is_recorded_but_never_applied(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    # Attempt 1 timed out, the query proved it absent, attempt 2 is pushing now.
+    document = make_document("pushing", push_attempt=2, version=7)
+    with session_factory() as session:
+        result = transition(
+            session, document.id, Event.accepted, actor="worker", attempt=1, reason="late"
+        )
+        session.commit()
+    assert result.outcome is TransitionOutcome.stale
+    after = reload(session_factory, document.id)
+    assert (after.status, after.version) == ("pushing", 7)
+    [logged] = events_of(session_factory, document.id)
+    assert (logged.event, logged.outcome, logged.attempt) == ("accepted", "stale", 1)
+    assert (logged.from_status, logged.to_status) == ("pushing", "pushing")
+    assert logged.reason is not None
+    assert "attempt 1" in logged.reason and "late" in logged.reason
+
+
+def test_stale_answer_even_for_a_pair_the_table_forbids_is_only_recorded(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    document = make_document("draft", push_attempt=3)
+    with session_factory() as session:
+        result = transition(session, document.id, Event.refused, actor="worker", attempt=2)
+        session.commit()
+    assert result.outcome is TransitionOutcome.stale
+    assert reload(session_factory, document.id).status == "draft"
+    assert [e.outcome for e in events_of(session_factory, document.id)] == ["stale"]
+
+
+def test_current_attempt_is_applied(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    document = make_document("pushing", push_attempt=2)
+    with session_factory() as session:
+        transition(session, document.id, Event.accepted, actor="worker", attempt=2)
+        session.commit()
+    assert reload(session_factory, document.id).status == "pushed"
+
+
+def test_an_attempt_from_the_future_is_a_bug(
+    db_session: Session, make_document: MakeDocument
+) -> None:
+    document = make_document("pushing", push_attempt=1)
+    with pytest.raises(ValueError, match="newer"):
+        transition(db_session, document.id, Event.accepted, actor="worker", attempt=2)
+
+
+def test_expected_version_mismatch_is_a_lost_race_and_writes_nothing(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    document = make_document("pushed", version=4)
+    with session_factory() as session:
+        with pytest.raises(LostRace) as caught:
+            transition(session, document.id, Event.issued_all, actor="worker", expected_version=3)
+        session.commit()
+    assert (caught.value.actual_status, caught.value.actual_version) == ("pushed", 4)
+    assert reload(session_factory, document.id).status == "pushed"
+    assert events_of(session_factory, document.id) == []
+
+
+def test_expected_status_mismatch_is_a_lost_race(
+    db_session: Session, make_document: MakeDocument
+) -> None:
+    document = make_document("pushed")
+    with pytest.raises(LostRace):
+        transition(
+            db_session,
+            document.id,
+            Event.unsure,
+            actor="sweeper",
+            expected_status=DocumentStatus.pushing,
+        )
+
+
+def test_entering_states_sets_their_due_columns(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    lease = NOW + timedelta(minutes=5)
+    document = make_document("pushing", lease_expires_at=lease, push_attempt=1)
+    with session_factory() as session:
+        transition(session, document.id, Event.unsure, actor="sweeper", now=NOW)
+        session.commit()
+    in_doubt = reload(session_factory, document.id)
+    assert in_doubt.lease_expires_at is None
+    assert in_doubt.in_doubt_since == NOW
+    assert in_doubt.next_poll_at == NOW
+
+    later = NOW + timedelta(minutes=1)
+    with session_factory() as session:
+        transition(session, document.id, Event.absent, actor="poller", now=later)
+        session.commit()
+    draft = reload(session_factory, document.id)
+    assert (draft.status, draft.in_doubt_since, draft.next_poll_at) == ("draft", None, None)
+    assert draft.next_attempt_at == later
+
+
+def test_polled_states_keep_their_schedule_and_changes_override(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    scheduled = NOW + timedelta(minutes=10)
+    document = make_document("pushed", next_poll_at=scheduled)
+    with session_factory() as session:
+        transition(session, document.id, Event.issued_some, actor="poller", now=NOW)
+        session.commit()
+    assert reload(session_factory, document.id).next_poll_at == scheduled
+
+    other = make_document("pushing", push_attempt=1)
+    retry_at = NOW + timedelta(seconds=30)
+    with session_factory() as session:
+        transition(
+            session,
+            other.id,
+            Event.retry,
+            actor="worker",
+            attempt=1,
+            now=NOW,
+            changes={
+                "next_attempt_at": retry_at,
+                "last_error_code": "9999",
+                "last_error_message": "系统繁忙",
+            },
+        )
+        session.commit()
+    retried = reload(session_factory, other.id)
+    assert (retried.status, retried.next_attempt_at) == ("draft", retry_at)
+    assert (retried.last_error_code, retried.last_error_message) == ("9999", "系统繁忙")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"status": "invoiced"}, {"version": 1}, {"push_attempt": 9}, {"bill_no": "X"}, {"nope": 1}],
+)
+def test_changes_cannot_touch_what_the_lifecycle_owns(
+    db_session: Session, make_document: MakeDocument, changes: dict[str, Any]
+) -> None:
+    document = make_document("pushed")
+    with pytest.raises(ValueError):
+        transition(db_session, document.id, Event.issued_all, actor="x", changes=changes)
+
+
+def test_transition_refreshes_a_document_already_loaded_in_the_session(
+    db_session: Session, make_document: MakeDocument
+) -> None:
+    document = make_document("pushed")
+    loaded = db_session.get(Document, document.id)
+    assert loaded is not None and loaded.status == "pushed"
+    transition(
+        db_session,
+        document.id,
+        Event.issued_all,
+        actor="x",
+        changes={"issued_amount": Decimal("113.00")},
+    )
+    assert loaded.status == "invoiced"
+    assert loaded.issued_amount == Decimal("113.00")
+
+
+def test_transition_does_not_commit(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    document = make_document("pushed")
+    with session_factory() as session:
+        transition(session, document.id, Event.issued_all, actor="x")
+        session.rollback()
+    assert reload(session_factory, document.id).status == "pushed"
+    assert events_of(session_factory, document.id) == []
+
+
+def test_update_fields_bumps_version_and_compares_and_sets(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    document = make_document("pushed", version=2)
+    with session_factory() as session:
+        assert update_fields(session, document.id, {"poll_count": 4}, expected_version=2) == 3
+        with pytest.raises(LostRace):
+            update_fields(session, document.id, {"poll_count": 5}, expected_version=2)
+        with pytest.raises(ValueError):
+            update_fields(session, document.id, {"status": "invoiced"})
+        session.commit()
+    after = reload(session_factory, document.id)
+    assert (after.poll_count, after.version, after.status) == (4, 3, "pushed")
+
+
+# --- claims and races ---------------------------------------------------------------------
+
+
+def test_claim_moves_draft_to_pushing_with_a_new_attempt_and_lease(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    document = make_document("draft", push_attempt=1, version=2)
+    with session_factory() as session:
+        claimed = claim_for_push(session, document.id, lease_seconds=90, now=NOW)
+        session.commit()
+    assert claimed is not None
+    assert (claimed.push_attempt, claimed.version) == (2, 3)
+    assert claimed.lease_expires_at == NOW + timedelta(seconds=90)
+    assert claimed.bill_no == document.bill_no
+    after = reload(session_factory, document.id)
+    assert (after.status, after.push_attempt, after.next_attempt_at) == ("pushing", 2, None)
+    [logged] = events_of(session_factory, document.id)
+    assert (logged.from_status, logged.to_status, logged.event, logged.attempt) == (
+        "draft",
+        "pushing",
+        "claim",
+        2,
+    )
+
+
+@pytest.mark.parametrize("state", [s for s in DocumentStatus if s is not DocumentStatus.draft])
+def test_claim_of_anything_but_a_draft_is_none(
+    session_factory: sessionmaker[Session], make_document: MakeDocument, state: DocumentStatus
+) -> None:
+    document = make_document(state.value)
+    with session_factory() as session:
+        assert claim_for_push(session, document.id, lease_seconds=60, now=NOW) is None
+        session.commit()
+    assert reload(session_factory, document.id).status == state.value
+    assert events_of(session_factory, document.id) == []
+
+
+def race(workers: int, work: Callable[[int], object]) -> list[object]:
+    """Run `work(i)` in `workers` threads released together by a barrier."""
+    barrier = threading.Barrier(workers)
+    results: list[object] = [None] * workers
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = work(i)
+        except Exception as error:  # the test inspects what each thread got
+            results[i] = error
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    return results
+
+
+@pytest.mark.postgres_only
+def test_two_threads_racing_one_claim_on_postgres_exactly_one_wins(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    document = make_document("draft")
+
+    def claim(_: int) -> object:
+        with session_factory() as session:
+            claimed = claim_for_push(session, document.id, lease_seconds=60)
+            session.commit()
+            return claimed
+
+    for _ in range(5):  # a few rounds: each must have one winner
+        results = race(2, claim)
+        winners = [r for r in results if r is not None]
+        assert len(winners) == 1, results
+        assert all(not isinstance(r, Exception) for r in results), results
+        with session_factory() as session:
+            pushing = session.get(Document, document.id)
+            assert pushing is not None and pushing.status == "pushing"
+            transition(session, document.id, Event.retry, actor="test")
+            session.commit()
+
+    claims = [e for e in events_of(session_factory, document.id) if e.event == "claim"]
+    assert [e.attempt for e in claims] == [1, 2, 3, 4, 5]
+
+
+def test_threads_racing_one_claim_exactly_one_wins(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    # The same race on whichever database is configured (SQLite: BEGIN IMMEDIATE).
+    document = make_document("draft")
+
+    def claim(_: int) -> object:
+        with session_factory() as session:
+            claimed = claim_for_push(session, document.id, lease_seconds=60)
+            session.commit()
+            return claimed
+
+    results = race(4, claim)
+    assert sum(r is not None for r in results) == 1, results
+    assert [e.event for e in events_of(session_factory, document.id)] == ["claim"]
+
+
+def test_racing_transitions_one_wins_the_other_loses_cleanly(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    document = make_document("pushed", version=1)
+    events = [Event.issued_all, Event.withdraw]
+
+    def apply(i: int) -> object:
+        with session_factory() as session:
+            result = transition(session, document.id, events[i], actor=f"t{i}", expected_version=1)
+            session.commit()
+            return result
+
+    results = race(2, apply)
+    won = [r for r in results if not isinstance(r, Exception)]
+    lost = [r for r in results if isinstance(r, Exception)]
+    assert len(won) == 1 and len(lost) == 1, results
+    assert isinstance(lost[0], LostRace)
+    logged = events_of(session_factory, document.id)
+    assert len(logged) == 1
+    after = reload(session_factory, document.id)
+    assert after.status == logged[0].to_status
+    assert after.version == 2
+
+
+def test_event_log_is_append_only_history(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    document = make_document("draft")
+    with session_factory() as session:
+        claimed = claim_for_push(session, document.id, lease_seconds=60)
+        assert claimed is not None
+        transition(session, document.id, Event.accepted, actor="w", attempt=1)
+        transition(session, document.id, Event.issued_some, actor="w")
+        transition(session, document.id, Event.issued_all, actor="w")
+        transition(session, document.id, Event.issued_all, actor="w")  # duplicate: no-op
+        session.commit()
+    trail = [(e.from_status, e.to_status) for e in events_of(session_factory, document.id)]
+    assert trail == [
+        ("draft", "pushing"),
+        ("pushing", "pushed"),
+        ("pushed", "partially_invoiced"),
+        ("partially_invoiced", "invoiced"),
+    ]
+    with session_factory() as session:
+        count = session.scalar(
+            select(func.count())
+            .select_from(DocumentEvent)
+            .where(DocumentEvent.document_id == document.id)
+        )
+    assert count == 4
