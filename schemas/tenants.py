@@ -252,7 +252,7 @@ def _describe(errors: ValidationError, path: Path, raw: Any) -> list[str]:
                 where += f", field {field!r}"
         elif loc:
             where += f": {'.'.join(str(p) for p in loc)}"
-        message = err["msg"]
+        message = err["msg"].removeprefix("Value error, ")
         lines.append(f"{where}: {message}")
     return lines
 
