@@ -61,6 +61,7 @@ from schemas.cloud_contract import (
     PUSH_MAX_BILLS,
     PUSH_SUCCESS_MESSAGE,
     SUCCESS_ERROR_CODES,
+    WITHDRAW_MAX_SERIAL_NOS,
     BillReturn,
     CallbackStyle,
     OutcomeClass,
@@ -289,8 +290,14 @@ def _as_decimal(value: Any) -> Decimal | None:
 def _as_int(value: Any) -> Any:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, str):
-        return value.strip()
+    if isinstance(value, str | Decimal) and not isinstance(value, bool):
+        # Codes arrive as "1", 1, 1.0 or "1.0" depending on the sender; keep integral ones.
+        try:
+            number = Decimal(value.strip() if isinstance(value, str) else value)
+        except InvalidOperation:
+            return value  # let pydantic report "not a valid integer"
+        if number.is_finite() and number == number.to_integral_value():
+            return int(number)
     return value
 
 
@@ -783,7 +790,7 @@ class WithdrawRequestData(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    serialNos: list[Text] = Field(min_length=1, max_length=50)
+    serialNos: list[Text] = Field(min_length=1, max_length=WITHDRAW_MAX_SERIAL_NOS)
     sellerTaxpayerId: OptText = None
     orgCode: OptText = None
 

@@ -502,7 +502,13 @@ def test_invoice_item_requires_bill_no_and_numeric_amounts() -> None:
         InvoiceItem.model_validate({"invoiceNum": "1"})
     with pytest.raises(ValidationError):
         InvoiceItem.model_validate({"billNo": "B", "totalAmount": "abc"})
-    item = InvoiceItem.model_validate({"billNo": 123, "totalAmount": "", "printFlag": 0})
+    with pytest.raises(ValidationError):
+        InvoiceItem.model_validate({"billNo": "B", "invoiceProperty": "0.5"})
+    item = InvoiceItem.model_validate(
+        {"billNo": 123, "totalAmount": "", "printFlag": 0, "invoiceProperty": Decimal("1.0")}
+    )
+    assert item.invoiceProperty == 1
+    assert InvoiceItem.model_validate({"billNo": "B", "buyerProperty": " 1 "}).buyerProperty == 1
     assert item.billNo == "123"
     assert item.totalAmount is None
     assert item.printFlag == "0"
