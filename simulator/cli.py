@@ -1,0 +1,140 @@
+"""``fapiao simulator``: run the simulated Kingdee Invoice Cloud (uvicorn, uvloop, httptools).
+
+Mount it in the ``fapiao`` CLI with ``app.command("simulator")(simulator.cli.simulator)``;
+``python -m simulator`` runs it alone. The tenants file is the bridge's own
+(``--tenants-file``, else ``FAPIAO_TENANTS_FILE``, else ``tenants.toml``); it is read as in
+development, so the simulator-only placeholder secrets of ``tenants.example.toml`` are fine.
+
+Examples::
+
+    fapiao simulator --tenants-file tenants.example.toml --callback-url \\
+        http://127.0.0.1:8000/callbacks/kingdee/<secret>
+    fapiao simulator --faults push_5xx_before=0.1 --faults drop_after_commit=0.05 --seed 7
+    fapiao simulator --issue-delay 0.2 --token-ttl 30 --callback-retry-schedule 0.05,0.1,0.2
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["main", "simulator"]
+
+
+def simulator(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    tenants_file: Annotated[
+        Path,
+        typer.Option(
+            envvar="FAPIAO_TENANTS_FILE",
+            help="Tenants TOML (the bridge's own); each tenant is served on its base URL path.",
+        ),
+    ] = Path("tenants.toml"),
+    callback_url: Annotated[
+        str | None,
+        typer.Option(help="Where callbacks go (overridable per businessSystemCode via /_sim/)."),
+    ] = None,
+    issue_delay: Annotated[
+        float, typer.Option(help="Seconds from acceptance to issuance of auto-issued bills.")
+    ] = 2.0,
+    token_ttl: Annotated[
+        float, typer.Option(help="Lifetime of app_token and access_token, seconds.")
+    ] = 7200.0,
+    faults: Annotated[
+        list[str] | None,
+        typer.Option(help="Fault NAME=VALUE (repeatable); see GET /_sim/faults for names."),
+    ] = None,
+    state_file: Annotated[
+        Path | None, typer.Option(help="SQLite file keeping bills and statistics across restarts.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the fault dice.")] = None,
+    callback_retry_schedule: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated seconds between callback attempts, e.g. 60,300,900."),
+    ] = None,
+    callback_timeout: Annotated[
+        float | None, typer.Option(help="Seconds one callback attempt may take.")
+    ] = None,
+    invoice_amount_limit: Annotated[
+        str | None,
+        typer.Option(help="Per-invoice limit (限额, excluding tax); larger bills are split."),
+    ] = None,
+    max_lines_per_invoice: Annotated[
+        int | None, typer.Option(help="Lines per invoice before a split (default 8 / 2000 数电).")
+    ] = None,
+    lenient_data: Annotated[
+        bool, typer.Option(help="Accept a raw JSON `data` instead of base64.")
+    ] = False,
+    plain_query_data: Annotated[
+        bool, typer.Option(help="Answer BILL.INVOICE.QUERY with plain JSON `data`.")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run a faithful, fault-injecting Kingdee Invoice Cloud for development and tests."""
+    import uvicorn
+
+    from schemas.tenants import TenantsFileError, load_tenants
+    from simulator.app import create_app
+    from simulator.config import SimulatorConfig, parse_schedule
+    from simulator.faults import FaultPlan, FaultSpecError
+
+    try:
+        tenants = load_tenants(tenants_file, "development")
+    except TenantsFileError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tenants-file") from exc
+    try:
+        plan = FaultPlan.from_specs(faults or [])
+    except FaultSpecError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--faults") from exc
+    defaults = SimulatorConfig()
+    try:
+        limit = Decimal(invoice_amount_limit) if invoice_amount_limit else None
+        schedule = (
+            parse_schedule(callback_retry_schedule)
+            if callback_retry_schedule is not None
+            else defaults.callback_retry_schedule
+        )
+        config = SimulatorConfig(
+            issue_delay=issue_delay,
+            token_ttl=token_ttl,
+            callback_url=callback_url,
+            callback_retry_schedule=schedule,
+            callback_timeout=callback_timeout or defaults.callback_timeout,
+            invoice_amount_limit=limit,
+            max_lines_per_invoice=max_lines_per_invoice,
+            lenient_data=lenient_data,
+            plain_query_data=plain_query_data,
+            faults=plan,
+            seed=seed,
+            state_file=state_file,
+        )
+    except (ValueError, InvalidOperation) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    app = create_app(tenants, config)
+    for tenant in app.cloud.tenants:
+        typer.echo(
+            f"tenant {tenant.name}: http://{host}:{port}{tenant.path}"
+            f" (businessSystemCode {', '.join(sorted(tenant.business_system_codes))})"
+        )
+    if plan.active():
+        typer.echo(f"faults: {plan.active()}")
+    typer.echo(f"admin: http://{host}:{port}/_sim/stats")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        http="httptools",
+        loop="uvloop",
+        access_log=False,
+        log_level=log_level,
+        lifespan="on",
+    )
+
+
+def main() -> None:
+    """``python -m simulator``."""
+    typer.run(simulator)
