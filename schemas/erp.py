@@ -171,9 +171,10 @@ def _line_property(value: Any) -> Any:
 
 
 def _tax_rate(value: Any) -> Any:
-    if isinstance(value, float):
-        return value  # refused by the Decimal schema below with its own message
-    return parse_tax_rate(value)
+    try:
+        return parse_tax_rate(value)
+    except TypeError as exc:  # pydantic reports ValueError, lets TypeError escape
+        raise ValueError(str(exc)) from None
 
 
 def _invoice_type(value: Any) -> Any:
@@ -1062,7 +1063,7 @@ def _check_line(
                 line.path("amount"),
                 "sign",
                 f"line amount {_money_text(amount)} on a red bill; red bill lines are negative",
-                f"红票明细金额为{_money_text(amount)}，红票明细金额应为负数",
+                f"红票明细金额(amount)为{_money_text(amount)}，红票明细金额应为负数",
                 "Send the lines of a red bill with negative amounts.",
                 "红字开票申请单的明细金额请填写负数。",
             )
@@ -1072,7 +1073,7 @@ def _check_line(
                 "sign",
                 f"line amount {_money_text(amount)} on a blue bill; a goods line is positive "
                 "(discounts go on a discount line, lineProperty 1)",
-                f"蓝票明细金额为{_money_text(amount)}，商品行金额应大于0"
+                f"蓝票明细金额(amount)为{_money_text(amount)}，商品行金额应大于0"
                 "（折扣请使用折扣行 lineProperty=1）",
                 "Send a positive amount; put a discount on its own discount line right after "
                 "the goods line.",
@@ -1091,7 +1092,7 @@ def _check_line(
                 f"amount {_money_text(amount)} differs from quantity × price "
                 f"({_money_text(quantity)} × {_money_text(price)} = {product}) by more than "
                 f"{QTY_PRICE_TOLERANCE}",
-                f"金额{_money_text(amount)}与数量×单价({_money_text(quantity)}×"
+                f"金额(amount){_money_text(amount)}与数量×单价({_money_text(quantity)}×"
                 f"{_money_text(price)}={product})相差超过{QTY_PRICE_TOLERANCE}",
                 "Make amount equal round(quantity × price, 2) on the same tax basis, or leave "
                 "quantity/price out.",
@@ -1116,7 +1117,7 @@ def _check_line(
                 "line_tax_tolerance",
                 f"taxAmount {_money_text(tax_amount)} differs from {basis} = "
                 f"{_money_text(expected)} by more than {LINE_TAX_TOLERANCE}",
-                f"税额{_money_text(tax_amount)}与{basis_zh}={_money_text(expected)}"
+                f"税额(taxAmount){_money_text(tax_amount)}与{basis_zh}={_money_text(expected)}"
                 f"的误差超过±{LINE_TAX_TOLERANCE}",
                 f"Send taxAmount {_money_text(expected)}, or leave taxAmount out and the "
                 "cloud computes it; check includeTaxFlag matches the amounts' basis.",
@@ -1131,8 +1132,8 @@ def _check_discount(line: _Line, previous: _Line | None, red: bool, issues: _Iss
         issues.add(
             line.path("lineProperty"),
             "discount_line",
-            "a red bill cannot carry discount lines (负数发票不能含折扣行)",
-            "红字开票申请单不能包含折扣行",
+            "a red bill cannot carry discount lines (lineProperty 1)",
+            "红字开票申请单不能包含折扣行(lineProperty=1)",
             "Net each discount into its goods line's amount on the red bill.",
             "请将折扣金额合并到对应商品行后再提交红票。",
         )
@@ -1154,7 +1155,7 @@ def _check_discount(line: _Line, previous: _Line | None, red: bool, issues: _Iss
             line.path("amount"),
             "discount_line",
             f"discount line amount {_money_text(amount)} must be negative",
-            f"折扣行金额为{_money_text(amount)}，折扣行金额应为负数",
+            f"折扣行金额(amount)为{_money_text(amount)}，折扣行金额应为负数",
             "Send the discount as a negative amount.",
             "请以负数填写折扣金额。",
         )
@@ -1166,7 +1167,8 @@ def _check_discount(line: _Line, previous: _Line | None, red: bool, issues: _Iss
             "discount_line",
             f"discount line taxRate {format_tax_rate(rate)} differs from the discounted "
             f"line's {format_tax_rate(previous_rate)}",
-            f"折扣行税率{format_tax_rate(rate)}与被折扣行税率{format_tax_rate(previous_rate)}不一致",
+            f"折扣行税率(taxRate){format_tax_rate(rate)}与被折扣行税率"
+            f"{format_tax_rate(previous_rate)}不一致",
             "Use the discounted line's tax rate on its discount line.",
             "折扣行税率须与被折扣商品行一致。",
         )
@@ -1177,7 +1179,7 @@ def _check_discount(line: _Line, previous: _Line | None, red: bool, issues: _Iss
             "discount_line",
             f"discount {_money_text(amount)} exceeds the discounted line's amount "
             f"{_money_text(discounted)} ({previous.path()})",
-            f"折扣金额{_money_text(amount)}超过被折扣行金额{_money_text(discounted)}",
+            f"折扣金额(amount){_money_text(amount)}超过被折扣行金额{_money_text(discounted)}",
             "A discount can at most cancel its own line; lower it or spread it over lines.",
             "折扣金额不能超过被折扣行金额，请调小或分摊到多行。",
         )
@@ -1236,14 +1238,14 @@ def _check_bill_amounts(header: Mapping[str, Any], lines: Sequence[_Line], issue
 # --- entry points -----------------------------------------------------------------------------
 
 
-def check_bill(data: Mapping[str, Any]) -> list[Issue]:
+def check_bill(data: Mapping[str, Any] | Bill) -> list[Issue]:
     """Every issue of ``data`` (a bill as parsed by ``loads_exact``); empty when valid."""
     if isinstance(data, Bill):
         data = data.to_wire()
     return _inspect(data)[0]
 
 
-def validate_bill(data: Mapping[str, Any]) -> Bill:
+def validate_bill(data: Mapping[str, Any] | Bill) -> Bill:
     """Run every rule; return the normalised ``Bill`` or raise ``DocumentInvalid``."""
     if isinstance(data, Bill):
         data = data.to_wire()
