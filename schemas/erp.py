@@ -36,6 +36,19 @@ Length rules: characters where §6.1 gives characters, GBK bytes where it gives 
 
 Guessed limits ([G]) live together in the constants below ``_GUESSED``; replace them when the
 real tenant documentation is available.
+
+Judgement calls (where §6.1/§11 leave room)
+
+| question | decision |
+|---|---|
+| unit price (14,8) | at most 8 decimals, integer part as money (12 digits) [I] |
+| ``detailId`` 32 or 50 | 32, the API's limit |
+| discount line on a red bill | refused: 负数发票不能含折扣行; net the discount into its line [I] |
+| ±1.27 is per invoice, the cloud may split | checked over the whole bill |
+| exclusive-basis line tax | measured against the unrounded amount × rate (§11 literally) |
+| taxpayer id | format only (15/18/20 upper-case alphanumerics), no check digit |
+| GBK encodability | checked on text the tax system prints (names, addresses, goods, remark) |
+| floats | refused everywhere (``float_number``): parse JSON with ``loads_exact`` |
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ Rule codes
 | ``invoice_tax_tolerance`` | Σ(line tax − round(line excl × rate, 2)) is outside ±1.27 |
 | ``total_mismatch`` | ``totalAmount`` ≠ Σ ``billDetail.amount`` (the cloud says 价税合计金额不对) |
 | ``qty_price`` | abs(amount − round(quantity × price, 2)) > 0.01 |
-| ``discount_line`` | a discount line is misplaced, not negative, of another rate, or too big |
+| ``discount_line`` | a discount line misplaced, not negative, of another rate, too big, or red |
 | ``sign`` | an amount has the wrong sign for a blue (positive) or red (negative) bill |
 | ``red_reference`` | a red bill lacks the original invoice number (and code, for 税控 types) |
 | ``buyer_tax_id_required`` | a 专票 (004, 028, 08xdp) without ``buyerTaxpayerId`` |
