@@ -70,7 +70,10 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Money(TypeDecorator[Decimal]):
-    """`numeric(16,2)` that only ever takes and gives `Decimal` (quantised to cents)."""
+    """`numeric(16,2)` that only takes and gives `Decimal` with exactly two places.
+
+    Values with sub-cent digits are refused rather than rounded: rounding is a tax rule.
+    """
 
     impl = Numeric(16, 2, asdecimal=True)
     cache_ok = True
@@ -87,7 +90,11 @@ class Money(TypeDecorator[Decimal]):
             return None
         if isinstance(value, float) or not isinstance(value, Decimal | int):
             raise TypeError(f"money must be Decimal, not {type(value).__name__}: {value!r}")
-        amount = Decimal(value).quantize(CENT)
+        amount = Decimal(value)
+        if amount != amount.quantize(CENT):
+            # Rounding is a tax rule (schemas owns it), never a side effect of storage.
+            raise ValueError(f"money {amount} has more than two decimals: quantise it first")
+        amount = amount.quantize(CENT)
         if dialect.name == "sqlite":
             return str(amount)
         return amount

@@ -41,7 +41,10 @@ _KEYS = (
 # "key": "value"  (JSON; the value is a string)
 _JSON_MEMBER = re.compile(rf'(?i)("(?:[\w-]*?)(?:{_KEYS})"\s*:\s*")((?:[^"\\]|\\.)*)(")')
 # key=value  /  key: value  (query strings, forms, headers, log lines)
-_ASSIGNMENT = re.compile(rf"(?i)(\b[\w-]*?(?:{_KEYS})\b\s*[=:]\s*)(?!\*\*\*)([^\s&,;\"'}}]+)")
+_ASSIGNMENT = re.compile(
+    rf"(?i)(\b[\w-]*?(?:{_KEYS})\b\s*[=:]\s*)(?!\*\*\*)"
+    rf"((?:(?:bearer|basic|token)\s+)?[^\s&,;\"'}}]+)"
+)
 _BEARER = re.compile(r"(?i)(\bbearer\s+)([^\s\"',;]+)")
 _CALLBACK_PATH = re.compile(r"(/callbacks/kingdee/)([^/\s?\"'#]+)")
 
