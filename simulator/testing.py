@@ -13,6 +13,9 @@
 | ``SimulatorHandle`` | the running server: URLs, admin client, faults, stats (a) |
 | ``sim_tenant_specs()`` | ``demo`` (3std1…, per-bill callbacks) and ``shop`` (per-invoice) |
 | ``write_tenants_toml(path, origin, specs)`` | a tenants TOML, every base URL on ``origin`` |
+| ``CloudSession(handle, tenant)`` | raw calls to the cloud: tokens, push, withdraw, query |
+| ``make_bill(bill_no, seller, ...)`` | a valid BILL.PUSH bill (dict) with as many lines as asked |
+| ``recording_callback_receiver()`` | a real listener recording callbacks (``CallbackRecorder``) |
 
 (a) ``base_url``, ``base_url_for(tenant)``, ``admin`` (httpx.Client), ``set_faults``,
 ``stats``, ``bill``, ``bills``, ``expire_tokens``, ``reset``, ``set_callback_url``,
@@ -31,16 +34,19 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
 
+from schemas.kingdee import CALLBACK_ACK, encode_data, new_request_id
+from schemas.money import dumps_exact, loads_exact
 from schemas.tenants import load_tenants
 from simulator.app import SimulatorApp, create_app
 from simulator.config import SimulatorConfig
@@ -48,7 +54,12 @@ from simulator.faults import FaultPlan
 from simulator.tenancy import SimTenant, tenants_from_config
 
 __all__ = [
+    "CallbackRecorder",
+    "CloudSession",
+    "ReceivedCallback",
     "SimulatorHandle",
+    "make_bill",
+    "recording_callback_receiver",
     "running_simulator",
     "sim_tenant_specs",
     "write_tenants_toml",
@@ -358,3 +369,290 @@ def running_simulator(
     finally:
         handle.stop()
         sock.close()
+
+
+# ---------------------------------------------------------------------- callback receiver
+
+Answer = Callable[[int, bytes], tuple[int, bytes]]
+_ACK_BODY = json.dumps(CALLBACK_ACK).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedCallback:
+    """One POST the receiver got: its 0-based arrival index, path, raw body, and our answer."""
+
+    index: int
+    path: str
+    body: bytes
+    status: int
+    answer: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class CallbackRecorder:
+    """A real HTTP server (stdlib, threaded) that records callbacks and answers them.
+
+    By default every callback gets HTTP 200 with ``CALLBACK_ACK``; ``answer_with`` replaces
+    the answer (``fn(index, body) -> (status, body)``), ``refuse_first(n)`` answers the first
+    ``n`` callbacks with a non-ACK body to make the simulator retry.
+    """
+
+    def __init__(self, path: str = "/callbacks/kingdee/test") -> None:
+        self.path = path
+        self.received: list[ReceivedCallback] = []
+        self.events: list[str] = []  # arrival markers tests may interleave with their own
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._answer: Answer = lambda index, body: (200, _ACK_BODY)
+        recorder = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                recorder._record(self, body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"callback-receiver:{self.port}", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+    def answer_with(self, answer: Answer) -> None:
+        self._answer = answer
+
+    def refuse_first(self, count: int, status: int = 200) -> None:
+        """Answer the first ``count`` callbacks with a non-ACK (or ``status``), then ACK."""
+        refusal = json.dumps({"success": False, "code": "500", "message": "busy"}).encode()
+
+        def answer(index: int, body: bytes) -> tuple[int, bytes]:
+            if index < count:
+                return status, refusal
+            return 200, _ACK_BODY
+
+        self._answer = answer
+
+    def _record(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        with self._lock:
+            index = len(self.received)
+            status, answer = self._answer(index, body)
+            self.received.append(ReceivedCallback(index, handler.path, body, status, answer))
+            self.events.append("callback")
+            self._arrived.notify_all()
+        handler.send_response(status)
+        handler.send_header("content-type", "application/json")
+        handler.send_header("content-length", str(len(answer)))
+        handler.end_headers()
+        handler.wfile.write(answer)
+
+    def mark(self, event: str) -> None:
+        """Append a test's own marker to ``events`` (ordering checks)."""
+        with self._lock:
+            self.events.append(event)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedCallback]:
+        """Block until at least ``count`` callbacks arrived; returns all received so far."""
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while len(self.received) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{len(self.received)} callbacks arrived, {count} expected")
+                self._arrived.wait(remaining)
+            return list(self.received)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@contextmanager
+def recording_callback_receiver(
+    path: str = "/callbacks/kingdee/test",
+) -> Iterator[CallbackRecorder]:
+    """Run a ``CallbackRecorder`` on a free loopback port for the duration of the block."""
+    recorder = CallbackRecorder(path)
+    recorder.start()
+    try:
+        yield recorder
+    finally:
+        recorder.stop()
+
+
+# ---------------------------------------------------------------------- cloud calls
+
+
+def make_bill(
+    bill_no: str,
+    seller: str,
+    *,
+    invoice_type: str = "10xdp",
+    lines: int = 1,
+    amount: str = "100.00",
+    tax_rate: str = "0.13",
+    include_tax: bool = False,
+    auto_invoice: bool | None = None,
+    buyer_tax_id: str = "91310000MA1FL0BENC",
+    **header: Any,
+) -> dict[str, Any]:
+    """A valid bill: ``lines`` goods lines of ``amount`` each, tax computed like the cloud."""
+    from schemas.tax import format_tax_rate, line_amounts, parse_tax_rate
+
+    rate = parse_tax_rate(tax_rate)
+    details: list[dict[str, Any]] = []
+    total = Decimal("0.00")
+    for index in range(1, lines + 1):
+        value = Decimal(amount)
+        amounts = line_amounts(value, rate, include_tax, None)
+        details.append(
+            {
+                "detailId": f"{bill_no}-{index}",
+                "lineProperty": 2,
+                "goodsName": f"测试商品{index}",
+                "revenueCode": "1090511010000000000",
+                "taxRate": format_tax_rate(rate),
+                "amount": value,
+                "taxAmount": amounts.tax,
+                "quantity": Decimal("1"),
+                "price": value,
+                "units": "个",
+            }
+        )
+        total += value
+    bill: dict[str, Any] = {
+        "billNo": bill_no,
+        "billDate": "2025-11-24",
+        "invoiceType": invoice_type,
+        "includeTaxFlag": "1" if include_tax else "0",
+        "totalAmount": total,
+        "buyerName": "上海示例贸易有限公司",
+        "buyerTaxpayerId": buyer_tax_id,
+        "sellerTaxpayerId": seller,
+        "sellerName": "上海模拟科技有限公司",
+        "drawer": "张三",
+        "billDetail": details,
+    }
+    if auto_invoice is not None:
+        bill["autoInvoice"] = "1" if auto_invoice else "0"
+    bill.update(header)
+    return bill
+
+
+class CloudSession:
+    """Raw HTTP calls to one tenant of a running simulator (tests send malformed ones too).
+
+    ``token_in`` says where the access_token travels: ``"both"`` (query and header
+    ``access_token``, as the doc's curl), ``"query"``, ``"header"``, ``"camel"`` (header
+    ``accessToken`` only, which the cloud does not read) or ``"none"``.
+    """
+
+    def __init__(self, handle: SimulatorHandle, tenant: str) -> None:
+        self.handle = handle
+        self.spec = handle.spec(tenant)
+        self.base = handle.base_url_for(tenant)
+        self.client = httpx.Client(timeout=10.0)
+        self.access_token: str | None = None
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> CloudSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def app_token_response(self, **overrides: Any) -> httpx.Response:
+        body: dict[str, Any] = {
+            "appId": self.spec["app_id"],
+            "appSecuret": self.spec["app_secret"],
+            "accountId": self.spec["account_id"],
+        }
+        body.update(overrides)
+        body = {k: v for k, v in body.items() if v is not None}
+        return self.client.post(self.base + "/api/getAppToken.do", json=body)
+
+    def login_response(self, app_token: str, **overrides: Any) -> httpx.Response:
+        body: dict[str, Any] = {
+            "user": self.spec["user"],
+            "apptoken": app_token,
+            "accountId": self.spec["account_id"],
+            "usertype": self.spec["usertype"],
+        }
+        body.update(overrides)
+        body = {k: v for k, v in body.items() if v is not None}
+        return self.client.post(self.base + "/api/login.do", json=body)
+
+    def login(self) -> str:
+        """getAppToken + login; remembers and returns the access_token."""
+        app = self.app_token_response().json()
+        token = str(self.login_response(app["data"]["app_token"]).json()["data"]["access_token"])
+        self.access_token = token
+        return token
+
+    def gateway(
+        self,
+        interface: str,
+        data: Any,
+        *,
+        token_in: str = "both",
+        token: str | None = None,
+        business_system_code: str | None = None,
+        encode: bool = True,
+        envelope: Mapping[str, Any] | None = None,
+    ) -> httpx.Response:
+        """POST openApi; ``envelope`` (if given) is sent as is, else one is built."""
+        value = token if token is not None else (self.access_token or self.login())
+        if envelope is None:
+            envelope = {
+                "requestId": new_request_id(),
+                "businessSystemCode": business_system_code or self.spec["business_system_code"],
+                "interfaceCode": interface,
+                "data": encode_data(data) if encode else data,
+            }
+        params: dict[str, str] = {}
+        headers = {"content-type": "application/json"}
+        if token_in in ("both", "query"):
+            params["access_token"] = value
+        if token_in in ("both", "header"):
+            headers["access_token"] = value
+        if token_in == "camel":
+            headers["accessToken"] = value
+        return self.client.post(
+            self.base + "/kapi/app/sim/openApi",
+            params=params,
+            headers=headers,
+            content=dumps_exact(dict(envelope)).encode("utf-8"),
+        )
+
+    def push(self, *bills: Mapping[str, Any], **options: Any) -> dict[str, Any]:
+        return _json(self.gateway("BILL.PUSH", [dict(b) for b in bills], **options))
+
+    def withdraw(self, *bill_nos: str, seller: str | None = None) -> dict[str, Any]:
+        data: dict[str, Any] = {"serialNos": list(bill_nos)}
+        if seller:
+            data["sellerTaxpayerId"] = seller
+        return _json(self.gateway("BILL.WITHDRAW", data))
+
+    def query(self, seller: str, bill_no: str) -> dict[str, Any]:
+        data = {"sellerTaxpayerId": seller, "serialNo": bill_no}
+        return _json(self.gateway("BILL.INVOICE.QUERY", data))
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    response.raise_for_status()
+    result: dict[str, Any] = loads_exact(response.content)
+    return result
