@@ -7,6 +7,7 @@
 | `store.states`     | `DocumentStatus`, `Event`, inbox/outbox states, `POLLED_STATUSES`   |
 | `store.lifecycle`  | `TRANSITIONS`, `transition`, `claim_for_push`, `accept_document`    |
 | `store.queries`    | batch claims for sweeps/polls, lookups, counts                      |
+| `store.invoices`   | `record_invoice` (idempotent), `invoices_of`                        |
 | `store.ledger`     | `mask_secrets`, `record_cloud_call`                                 |
 | `store.tenants`    | `pause_tenant`, `resume_tenant`, `is_paused`                        |
 | `store.migrate`    | `upgrade(url)`, `current(url)` (Alembic from Python)                |

@@ -56,6 +56,9 @@ How a transition is written (`transition()`):
   status=:from AND version=:version` plus ONE `document_events` row, in the CALLER's session
   and transaction. Nothing here commits: wrap calls in `store.db.unit_of_work` (or commit
   yourself) so the state change and whatever caused it land together.
+- A pair not in the table raises `TransitionNotAllowed` (for every event). The allowed
+  `claim` and `resubmit` rows have their own entry points (`claim_for_push`,
+  `accept_document`); passing them to transition() is a ValueError.
 - 0 rows updated raises `LostRace`. Losing is normal: another worker moved the document
   first; re-read and decide again. Nothing was written.
 - No-op rows write nothing at all (no UPDATE, no event row, `changes` ignored) and return

@@ -1,0 +1,184 @@
+"""Recording the invoices the cloud reports (callbacks and BILL.INVOICE.QUERY), idempotently.
+
+The same invoice arrives many times (per-invoice and per-bill callbacks, retries, polls).
+`record_invoice` finds the row it already has, in this order, and fills in what is new:
+
+| the report carries                 | matched on                                             |
+|------------------------------------|--------------------------------------------------------|
+| `orderNo`                          | `order_no` (unique)                                    |
+| `invoiceNum` (and maybe a code)    | (`invoice_code`, `invoice_num`) (unique; code `''` 数电) |
+| neither (a failed issuance)        | same document, push attempt and `issueErrorMessage`    |
+
+Known values are never erased by a later report that lacks them (None means "not said").
+An invoice already recorded for ANOTHER document raises `InvoiceBelongsElsewhere`: the
+cloud or our matching is wrong and an operator must look. Concurrent reports of the same
+invoice are safe: the loser of the unique-index race re-reads and updates. Nothing here
+commits; nothing here moves a document's state (the reconciler decides with
+`store.lifecycle.transition`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from store.columns import jsonable, utcnow
+from store.models import Invoice
+
+__all__ = [
+    "InvoiceBelongsElsewhere",
+    "InvoiceRecord",
+    "RecordOutcome",
+    "invoices_of",
+    "record_invoice",
+]
+
+
+class InvoiceBelongsElsewhere(Exception):
+    def __init__(self, invoice: Invoice, document_id: int) -> None:
+        self.invoice_id = invoice.id
+        self.document_id = document_id
+        super().__init__(
+            f"invoice {invoice.invoice_code}{invoice.invoice_num or ''} (orderNo"
+            f" {invoice.order_no}) is recorded for document #{invoice.document_id}, not"
+            f" #{document_id}: check the callback / 发票已关联到其他单据，请人工核对"
+        )
+
+
+class RecordOutcome(StrEnum):
+    created = "created"
+    updated = "updated"
+    unchanged = "unchanged"
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceRecord:
+    invoice: Invoice
+    outcome: RecordOutcome
+
+
+def record_invoice(
+    session: Session,
+    *,
+    document_id: int,
+    push_attempt: int | None = None,
+    order_no: str | None = None,
+    invoice_code: str | None = None,
+    invoice_num: str | None = None,
+    invoice_type: str | None = None,
+    invoice_status: str | None = None,
+    total_amount: Decimal | None = None,
+    total_tax_amount: Decimal | None = None,
+    include_tax_amount: Decimal | None = None,
+    invoice_date: date | None = None,
+    invoice_file_url: str | None = None,
+    invoice_pdf_file_url: str | None = None,
+    invoice_xml_file_url: str | None = None,
+    invoice_image_url: str | None = None,
+    issue_error_message: str | None = None,
+    raw: Any = None,
+    now: datetime | None = None,
+) -> InvoiceRecord:
+    """Insert or update one reported invoice (module docstring). Does not commit."""
+    now = now or utcnow()
+    reported: dict[str, Any] = {
+        "push_attempt": push_attempt,
+        "order_no": order_no or None,
+        "invoice_code": invoice_code or None,
+        "invoice_num": invoice_num or None,
+        "invoice_type": invoice_type,
+        "invoice_status": invoice_status,
+        "total_amount": total_amount,
+        "total_tax_amount": total_tax_amount,
+        "include_tax_amount": include_tax_amount,
+        "invoice_date": invoice_date,
+        "invoice_file_url": invoice_file_url,
+        "invoice_pdf_file_url": invoice_pdf_file_url,
+        "invoice_xml_file_url": invoice_xml_file_url,
+        "invoice_image_url": invoice_image_url,
+        "issue_error_message": issue_error_message,
+        "raw": raw,
+    }
+    existing = _find(session, document_id, reported)
+    if existing is None:
+        invoice = Invoice(document_id=document_id, created_at=now, updated_at=now)
+        _fill(invoice, reported)
+        try:
+            with session.begin_nested():
+                session.add(invoice)
+                session.flush()
+        except IntegrityError:
+            # Someone recorded the same invoice meanwhile: update theirs.
+            existing = _find(session, document_id, reported)
+            if existing is None:
+                raise
+        else:
+            return InvoiceRecord(invoice, RecordOutcome.created)
+    if existing.document_id != document_id:
+        raise InvoiceBelongsElsewhere(existing, document_id)
+    changed = _fill(existing, reported)
+    if not changed:
+        return InvoiceRecord(existing, RecordOutcome.unchanged)
+    existing.updated_at = now
+    session.flush()
+    return InvoiceRecord(existing, RecordOutcome.updated)
+
+
+def invoices_of(session: Session, document_id: int) -> list[Invoice]:
+    return list(
+        session.scalars(
+            select(Invoice).where(Invoice.document_id == document_id).order_by(Invoice.id)
+        ).all()
+    )
+
+
+def _find(session: Session, document_id: int, reported: Mapping[str, Any]) -> Invoice | None:
+    base = select(Invoice).execution_options(populate_existing=True)
+    if reported["order_no"]:
+        found = session.scalars(base.where(Invoice.order_no == reported["order_no"])).first()
+        if found is not None:
+            return found
+    if reported["invoice_num"]:
+        return session.scalars(
+            base.where(
+                Invoice.invoice_code == (reported["invoice_code"] or ""),
+                Invoice.invoice_num == reported["invoice_num"],
+            )
+        ).first()
+    if reported["order_no"]:
+        return None
+    return session.scalars(
+        base.where(
+            Invoice.document_id == document_id,
+            Invoice.invoice_num.is_(None),
+            Invoice.order_no.is_(None),
+            Invoice.push_attempt.is_(None)
+            if reported["push_attempt"] is None
+            else Invoice.push_attempt == reported["push_attempt"],
+            Invoice.issue_error_message.is_(None)
+            if reported["issue_error_message"] is None
+            else Invoice.issue_error_message == reported["issue_error_message"],
+        )
+    ).first()
+
+
+def _fill(invoice: Invoice, reported: Mapping[str, Any]) -> bool:
+    """Copy the reported values that are known; True when something changed."""
+    changed = False
+    for name, value in reported.items():
+        if value is None:
+            continue
+        if name == "raw":
+            value = jsonable(value)  # compare as stored: decimals are strings there
+        if getattr(invoice, name) != value:
+            setattr(invoice, name, value)
+            changed = True
+    return changed
