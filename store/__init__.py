@@ -8,6 +8,8 @@
 | `store.lifecycle`  | `TRANSITIONS`, `transition`, `claim_for_push`, `accept_document`    |
 | `store.queries`    | batch claims for sweeps/polls, lookups, counts                      |
 | `store.invoices`   | `record_invoice` (idempotent), `invoices_of`                        |
+| `store.inbox`      | `receive_callback` (dedupe), `settle_callback`                      |
+| `store.outbox`     | `add_notification`, `mark_delivered`, `mark_attempt_failed`         |
 | `store.ledger`     | `mask_secrets`, `record_cloud_call`                                 |
 | `store.tenants`    | `pause_tenant`, `resume_tenant`, `is_paused`                        |
 | `store.migrate`    | `upgrade(url)`, `current(url)` (Alembic from Python)                |
