@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -53,7 +52,7 @@ from simulator.bills import SimBill
 from simulator.cloud import OperatorError, SimulatedCloud
 from simulator.config import SimulatorConfig
 from simulator.documents import CONTENT_TYPES, FILE_PATH, render_file
-from simulator.faults import FAULT_NAMES, FaultSpecError
+from simulator.faults import FAULT_NAMES, FaultPlan, FaultSpecError
 from simulator.issuance import file_kinds_for
 from simulator.tenancy import SimTenant, tenants_from_config
 
@@ -422,12 +421,15 @@ def _admin_router(cloud: SimulatedCloud) -> Router:
                 return ExactJSONResponse({"error": "faults must be an object"}, status_code=400)
             try:
                 values = {k: _number(v) for k, v in changes.items()}
-                base = cloud.dice.plan if request.method == "PATCH" else type(cloud.dice.plan)()
+                base = cloud.dice.plan if request.method == "PATCH" else FaultPlan()
                 plan = base.updated(values)
             except (FaultSpecError, TypeError, ValueError) as exc:
                 return ExactJSONResponse({"error": str(exc), "known": FAULT_NAMES}, status_code=400)
             cloud.set_faults(plan, seed=_opt_int(seed), reseed=seed is not None)
-        return ExactJSONResponse({"faults": _plan_dict(cloud), "active": _active(cloud)})
+        plan = cloud.dice.plan
+        return ExactJSONResponse(
+            {"faults": plan.as_json(), "active": plan.as_json(active_only=True)}
+        )
 
     async def expire_tokens(request: Request) -> Response:
         body = {**dict(request.query_params), **(await _json_object(request))}
@@ -510,19 +512,6 @@ def _number(value: Any) -> float:
 
 def _opt_int(value: Any) -> int | None:
     return None if value is None else int(value)
-
-
-def _plan_dict(cloud: SimulatedCloud) -> dict[str, Any]:
-    return {name: _exact(value) for name, value in cloud.dice.plan.as_dict().items()}
-
-
-def _active(cloud: SimulatedCloud) -> dict[str, Any]:
-    return {name: _exact(value) for name, value in cloud.dice.plan.active().items()}
-
-
-def _exact(value: float) -> Decimal:
-    # dumps_exact refuses floats (money rule); fault values are written via their repr.
-    return Decimal(repr(value))
 
 
 def create_app(tenants: Any, config: SimulatorConfig | None = None) -> SimulatorApp:

@@ -800,7 +800,7 @@ class SimulatedCloud:
         snapshot["doubleIssue"] = self.bills.violations()
         snapshot["billsByState"] = _count_states(self.bills)
         snapshot["callbacksInFlight"] = self.sender.in_flight
-        snapshot["faults"] = self.dice.plan.active()
+        snapshot["faults"] = self.dice.plan.as_json(active_only=True)
         snapshot["uptimeSeconds"] = int(time.time() - self.started_at)
         return snapshot
 

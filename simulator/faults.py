@@ -40,6 +40,7 @@ import dataclasses
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
+from decimal import Decimal
 from typing import Any
 
 __all__ = [
@@ -125,6 +126,11 @@ class FaultPlan:
     def active(self) -> dict[str, float]:
         """Only the faults that are switched on."""
         return {name: value for name, value in self.as_dict().items() if value}
+
+    def as_json(self, *, active_only: bool = False) -> dict[str, Decimal]:
+        """Values as exact Decimals (``dumps_exact`` writes no floats): 0.1 → ``0.1``."""
+        values = self.active() if active_only else self.as_dict()
+        return {name: Decimal(repr(value)) for name, value in values.items()}
 
 
 FAULT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(FaultPlan))

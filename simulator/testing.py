@@ -386,6 +386,7 @@ class ReceivedCallback:
     body: bytes
     status: int
     answer: bytes
+    at: float  # time.monotonic() on arrival
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -403,6 +404,7 @@ class CallbackRecorder:
         self.path = path
         self.received: list[ReceivedCallback] = []
         self.events: list[str] = []  # arrival markers tests may interleave with their own
+        self._count = 0
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._answer: Answer = lambda index, body: (200, _ACK_BODY)
@@ -444,16 +446,34 @@ class CallbackRecorder:
 
     def _record(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         with self._lock:
-            index = len(self.received)
-            status, answer = self._answer(index, body)
-            self.received.append(ReceivedCallback(index, handler.path, body, status, answer))
+            index = self._count
+            self._count += 1
+            arrived = time.monotonic()
             self.events.append("callback")
+        # The answer may take its time (timeout tests): never while holding the lock.
+        status, answer = self._answer(index, body)
+        with self._lock:
+            self.received.append(
+                ReceivedCallback(index, handler.path, body, status, answer, arrived)
+            )
+            self.received.sort(key=lambda r: r.index)
             self._arrived.notify_all()
-        handler.send_response(status)
-        handler.send_header("content-type", "application/json")
-        handler.send_header("content-length", str(len(answer)))
-        handler.end_headers()
-        handler.wfile.write(answer)
+        try:
+            handler.send_response(status)
+            handler.send_header("content-type", "application/json")
+            handler.send_header("content-length", str(len(answer)))
+            handler.end_headers()
+            handler.wfile.write(answer)
+        except OSError:  # the simulator gave up waiting (timeout tests)
+            pass
+
+    def clear(self) -> None:
+        """Forget what arrived and answer with the ACK again (between tests)."""
+        with self._lock:
+            self.received.clear()
+            self.events.clear()
+            self._count = 0
+        self._answer = lambda index, body: (200, _ACK_BODY)
 
     def mark(self, event: str) -> None:
         """Append a test's own marker to ``events`` (ordering checks)."""
