@@ -214,7 +214,6 @@ class SimInvoice:
     invoice_num: str = ""
     invoice_date: str = ""
     issue_error_message: str = ""
-    file_urls: dict[str, str] = field(default_factory=dict)
     check_code: str = ""
 
     @property
@@ -240,7 +239,6 @@ class SimInvoice:
             "invoice_num": self.invoice_num,
             "invoice_date": self.invoice_date,
             "issue_error_message": self.issue_error_message,
-            "file_urls": dict(self.file_urls),
             "check_code": self.check_code,
         }
 
@@ -257,7 +255,6 @@ class SimInvoice:
             invoice_num=data.get("invoice_num", ""),
             invoice_date=data.get("invoice_date", ""),
             issue_error_message=data.get("issue_error_message", ""),
-            file_urls=dict(data.get("file_urls", {})),
             check_code=data.get("check_code", ""),
         )
 

@@ -87,9 +87,8 @@ from simulator.bills import (
 )
 from simulator.callbacks import CallbackDelivery, CallbackSender, OutgoingCallback
 from simulator.config import SimulatorConfig
-from simulator.documents import file_url
 from simulator.faults import ISSUE_ERROR_MESSAGES, FaultDice, FaultPlan
-from simulator.issuance import InvoiceNumbers, file_kinds_for, invoice_item, plan_invoices
+from simulator.issuance import InvoiceNumbers, invoice_item, plan_invoices
 from simulator.persistence import StateFile
 from simulator.stats import CallStats
 from simulator.tenancy import SimTenant, TenantDirectory
@@ -520,7 +519,7 @@ class SimulatedCloud:
             }
             return GatewayResult(interface, body)
         items = [
-            invoice_item(bill, invoice)
+            invoice_item(bill, invoice, self._origin(bill))
             for bill in live
             for invoice in bill.invoices
             if invoice.status is not None
@@ -569,7 +568,6 @@ class SimulatedCloud:
             count = self.dice.randint(1, len(pending) - 1)
             for position in self.dice.sample_indices(len(pending), count):
                 failures[pending[position].index] = self.dice.choice(ISSUE_ERROR_MESSAGES)
-        tenant = self.tenants.by_name[bill.tenant]
         today = date.today().isoformat()
         for invoice in pending:
             if invoice.index in failures:
@@ -587,10 +585,6 @@ class SimulatedCloud:
             invoice.invoice_date = today
             invoice.issue_error_message = ""
             invoice.check_code = f"{secrets.randbelow(10**20):020d}"
-            invoice.file_urls = {
-                field: file_url(tenant.origin, invoice.order_no, kind)
-                for field, kind in file_kinds_for(bill.invoice_type).items()
-            }
             self.stats.invoices["issued"] += 1
             bill.record(
                 "invoice_issued",
@@ -628,6 +622,9 @@ class SimulatedCloud:
         self.bills.index_invoices(bill)
         bill.record("split", invoices=len(bill.invoices))
 
+    def _origin(self, bill: SimBill) -> str:
+        return self.tenants.by_name[bill.tenant].origin
+
     def _callback_url(self, bill: SimBill) -> str | None:
         return self.callback_urls.get(bill.business_system_code) or self.config.callback_url
 
@@ -660,7 +657,7 @@ class SimulatedCloud:
         outgoing: list[OutgoingCallback] = []
         if style == "per_bill":
             items = [
-                InvoiceItem.model_validate(invoice_item(bill, inv))
+                InvoiceItem.model_validate(invoice_item(bill, inv, self._origin(bill)))
                 for inv in bill.invoices
                 if inv.status is not None
             ]
@@ -670,7 +667,7 @@ class SimulatedCloud:
             outgoing.append(self._outgoing(bill, url, body, "INVOICE.OPEN per_bill"))
         else:
             for invoice in touched:
-                item = InvoiceItem.model_validate(invoice_item(bill, invoice))
+                item = InvoiceItem.model_validate(invoice_item(bill, invoice, self._origin(bill)))
                 body = build_callback(CallbackInterfaceCode.INVOICE_OPEN, [item], "per_invoice")
                 outgoing.append(self._outgoing(bill, url, body, "INVOICE.OPEN per_invoice"))
         reverse = len(outgoing) > 1 and self.dice.roll("callback_reorder")
@@ -785,7 +782,10 @@ class SimulatedCloud:
     def bill_detail(self, bill: SimBill) -> dict[str, Any]:
         detail = self.bill_summary(bill)
         detail["invoiceList"] = [
-            {**invoice_item(bill, inv), "status": inv.status.value if inv.status else "planned"}
+            {
+                **invoice_item(bill, inv, self._origin(bill)),
+                "status": inv.status.value if inv.status else "planned",
+            }
             for inv in bill.invoices
         ]
         detail["history"] = list(bill.events)

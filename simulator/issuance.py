@@ -32,6 +32,7 @@ from typing import Any
 from schemas.cloud_contract import DIGITAL_INVOICE_TYPES, max_lines_per_invoice
 from schemas.tax import format_tax_rate, line_amounts
 from simulator.bills import InvoiceLine, SimBill, SimInvoice, SimLine
+from simulator.documents import file_url
 
 __all__ = [
     "InvoiceNumbers",
@@ -297,8 +298,11 @@ def bill_item_fields(bill: SimBill) -> dict[str, Any]:
     }
 
 
-def invoice_item(bill: SimBill, invoice: SimInvoice) -> dict[str, Any]:
+def invoice_item(bill: SimBill, invoice: SimInvoice, origin: str) -> dict[str, Any]:
     """The §9.1 item (callback ``data`` element / query ``invoiceList`` element).
+
+    File URLs are built from ``origin`` (the tenant's base URL) when the item is written, so
+    a simulator restarted on another port hands out working URLs for old invoices.
 
     A failed invoice has empty ``invoiceCode``/``invoiceNum``/``invoiceStatus`` and the reason
     in ``issueErrorMessage``; money is Decimal (write it with ``dumps_exact``).
@@ -335,7 +339,8 @@ def invoice_item(bill: SimBill, invoice: SimInvoice) -> dict[str, Any]:
         }
     )
     if issued:
-        item.update(invoice.file_urls)
+        for name, kind in file_kinds_for(bill.invoice_type).items():
+            item[name] = file_url(origin, invoice.order_no, kind)
     return item
 
 
