@@ -35,7 +35,7 @@ Schedules (all compressible through settings for tests)
 | schedule         | shape                                               | default            |
 |------------------|-----------------------------------------------------|--------------------|
 | push retry       | full jitter: uniform(0, min(cap, base·2^(n−1)))     | 2 s, cap 300 s, 8  |
-| poll             | first, ×factor each time, capped; alert when old    | 5 s, ×2, cap 6 h   |
+| poll             | configured delays in turn, then the cap; alert late | 5 s … 4 h, cap 6 h |
 | in-doubt         | poll schedule, bounded by tries and age → failed    | 20 tries / 1 day   |
 | ERP webhook      | full jitter, capped; parked after max attempts      | 5 s, cap 1 h, 12   |
 
@@ -133,20 +133,22 @@ class Backoff:
 
 @dataclass(frozen=True, slots=True)
 class PollSchedule:
-    """When to ask BILL.INVOICE.QUERY again: seconds at first, hours later, capped.
+    """When to ask BILL.INVOICE.QUERY again: the configured delays in turn, then the cap.
 
-    ``poll_count`` is how many queries were already made for the current state.
+    ``poll_count`` is how many queries were already made in the current state; the
+    default (settings) goes 5 s, 15 s, 1 min, 5 min, 15 min, 1 h, 2 h, 4 h, then every 6 h.
     """
 
-    first_seconds: float
-    factor: float
+    delays_seconds: tuple[float, ...]
     cap_seconds: float
     alert_after: timedelta
 
     def delay(self, poll_count: int) -> timedelta:
-        exponent = max(0, min(poll_count, 64))
-        seconds = min(self.cap_seconds, self.first_seconds * (self.factor**exponent))
-        return timedelta(seconds=seconds)
+        index = max(0, poll_count)
+        seconds = (
+            self.delays_seconds[index] if index < len(self.delays_seconds) else self.cap_seconds
+        )
+        return timedelta(seconds=min(seconds, self.cap_seconds))
 
     def overdue(self, age: timedelta) -> bool:
         """A document waiting this long for its invoices deserves an operator's eyes."""

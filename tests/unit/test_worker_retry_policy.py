@@ -100,16 +100,23 @@ def test_query_table_row(outcome: OutcomeClass, action: Action) -> None:
 
 def test_poll_schedule_grows_from_seconds_to_hours_and_caps() -> None:
     schedule = PollSchedule(
-        first_seconds=5, factor=2, cap_seconds=6 * 3600, alert_after=timedelta(days=3)
+        delays_seconds=(5, 15, 60, 300, 900, 3600, 7200, 14400),
+        cap_seconds=6 * 3600,
+        alert_after=timedelta(days=3),
     )
     delays = [schedule.delay(n) for n in range(20)]
     assert delays[0] == timedelta(seconds=5)
-    assert delays[1] == timedelta(seconds=10)
+    assert delays[1] == timedelta(seconds=15)
     assert delays == sorted(delays)
-    assert delays[-1] == timedelta(hours=6)
-    assert any(timedelta(hours=1) <= d < timedelta(hours=6) for d in delays)
+    assert delays[7] == timedelta(hours=4)
+    assert delays[8:] == [timedelta(hours=6)] * 12
     assert not schedule.overdue(timedelta(days=2))
     assert schedule.overdue(timedelta(days=3))
+
+
+def test_poll_schedule_never_exceeds_its_cap() -> None:
+    schedule = PollSchedule(delays_seconds=(1, 100), cap_seconds=10, alert_after=timedelta(1))
+    assert schedule.delay(1) == timedelta(seconds=10)
 
 
 def test_policy_drives_a_dummy_task_without_a_broker() -> None:

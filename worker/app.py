@@ -1,0 +1,141 @@
+"""The Celery application factory: ``create_app(settings)``; ``celery -A worker …`` uses it.
+
+Configuration (why each knob is set; STACK-NOTES.md has the measurements)
+
+| setting                         | value                       | why                          |
+|---------------------------------|-----------------------------|------------------------------|
+| serializer, accept_content      | json only                   | messages are ids; no pickle  |
+| ``task_ignore_result``          | true, no result backend     | state lives in the database  |
+| ``task_acks_late``              | true                        | ack after the work is done   |
+| ``task_reject_on_worker_lost``  | true                        | a killed child's task is     |
+|                                 |                             | re-queued                    |
+| ``worker_prefetch_multiplier``  | 1                           | no hoarding by a busy worker |
+| ``broker_transport_options``    | explicit visibility timeout;| a dead worker's unacked      |
+|                                 | restore interval 2 s,       | messages come back within    |
+|                                 | throttle 1 (settings)       | seconds, not ~100 s          |
+| ``task_queues``/``task_routes`` | ``worker.queues``           | a flood of one kind cannot   |
+|                                 |                             | starve another               |
+| ``worker_send_task_events``,    | true                        | Flower sees every task,      |
+| ``task_send_sent_event``        |                             | including "sent"             |
+| ``task_soft_time_limit`` /      | push lease / + 15 s, below  | a hung task ends before it   |
+| ``task_time_limit``             | half the visibility timeout | is redelivered elsewhere     |
+| ``beat_schedule``               | ``beat_schedule(settings)`` | sweeps, due polls (with      |
+|                                 |                             | in-doubt), token refresh     |
+
+Beat intervals: ``fapiao.poll_due`` every min(5 s, first poll delay), ``fapiao.sweep``
+every 10 s, ``fapiao.refresh_tokens`` every max(30 s, refresh margin / 2). Each beat
+message expires after one interval, so a stopped worker does not come back to a pile of them.
+
+Broker countdowns are capped far below the visibility timeout (``Runtime.dispatch``); every
+long wait is a due time in the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery
+from kombu.entity import Queue
+
+from schemas.settings import Settings
+from worker import queues
+from worker.runtime import policy_from_settings
+
+if TYPE_CHECKING:
+    from worker.runtime import Runtime
+
+__all__ = ["BeatIntervals", "FapiaoCelery", "beat_intervals", "celery_config", "create_app"]
+
+
+class FapiaoCelery(Celery):  # type: ignore[misc]
+    """A Celery app that knows its ``Settings`` and builds one ``Runtime`` per process."""
+
+    settings: Settings
+
+    def runtime(self) -> Runtime:
+        from worker.tasks import runtime_for
+
+        return runtime_for(self)
+
+
+@dataclass(frozen=True, slots=True)
+class BeatIntervals:
+    poll_due: float
+    sweep: float
+    refresh_tokens: float
+
+
+def beat_intervals(settings: Settings) -> BeatIntervals:
+    return BeatIntervals(
+        poll_due=float(max(1, min(5, settings.poll.schedule_seconds[0]))),
+        sweep=10.0,
+        refresh_tokens=float(max(30, settings.tokens.refresh_margin_seconds // 2)),
+    )
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    every = beat_intervals(settings)
+
+    def entry(task: str, seconds: float) -> dict[str, Any]:
+        return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
+
+    return {
+        "poll-due": entry(queues.POLL_DUE, every.poll_due),
+        "sweep": entry(queues.SWEEP, every.sweep),
+        "refresh-tokens": entry(queues.REFRESH_TOKENS, every.refresh_tokens),
+    }
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Every Celery setting the module docstring lists, from ``settings``."""
+    policy = policy_from_settings(settings)
+    visibility = settings.broker.visibility_timeout_seconds
+    soft_limit = min(policy.push_lease.total_seconds(), visibility / 2 - 15)
+    return {
+        "broker_url": settings.broker_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": visibility,
+            "unacked_restore_interval": settings.broker.unacked_restore_interval_seconds,
+            "unacked_restore_throttle": max(
+                1, int(settings.broker.unacked_restore_throttle_seconds)
+            ),
+            # Publishing must not hang a request when Redis is away: fail fast, the
+            # sweeper re-enqueues from the database.
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+        },
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_queues": [Queue(name) for name in queues.QUEUES],  # type: ignore[no-untyped-call]
+        "task_default_queue": "maintenance",
+        "task_routes": {task: {"queue": queue} for task, queue in queues.ROUTES.items()},
+        "task_create_missing_queues": False,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_soft_time_limit": soft_limit,
+        "task_time_limit": soft_limit + 15,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "beat_schedule": beat_schedule(settings),
+    }
+
+
+def create_app(settings: Settings | None = None, *, main: str = "fapiao") -> FapiaoCelery:
+    """A configured app with every ``fapiao.*`` task registered; connects to nothing yet."""
+    from worker.tasks import register_tasks
+
+    settings = settings if settings is not None else Settings.load()
+    app = FapiaoCelery(main, set_as_current=False)
+    app.settings = settings
+    app.conf.update(celery_config(settings))
+    register_tasks(app)
+    return app

@@ -1,0 +1,194 @@
+"""Decide an ``in_doubt`` document with BILL.INVOICE.QUERY — never by pushing again blind.
+
+| query says                  | transition          | then                                      |
+|-----------------------------|---------------------|-------------------------------------------|
+| the bill is there           | accepted → pushed   | its invoices applied at once (may go      |
+|                             |                     | straight on to (partially_)invoiced)      |
+| absent (单据不存在)         | absent → draft      | ``fapiao.push`` again, same billNo        |
+| don't know (network, 9999…) | none                | next query after the poll schedule        |
+| config/auth after refresh   | none; tenant paused | stays in_doubt until resumed              |
+| don't know for too long     | give_up → failed    | reason says what to check and do          |
+
+"Too long" is ``in_doubt.max_queries`` queries (counted by the poll sweep) or
+``in_doubt.max_age_seconds`` since the document became in_doubt, whichever comes first.
+Answers are applied with the document's current ``push_attempt``: an answer about an older
+attempt can never override a newer decision (``store.lifecycle``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from store.db import unit_of_work
+from store.lifecycle import LostRace, TransitionResult, transition, update_fields
+from store.models import Document
+from store.states import DocumentStatus, Event
+from worker import queues
+from worker.runtime import Followup, Runtime
+from worker.services.common import is_tenant_paused, owe_notification, pause_tenant
+from worker.services.invoices import apply_invoices
+from worker.services.query import query_bill
+
+__all__ = ["ResolveOutcome", "resolve_in_doubt"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveOutcome:
+    status: str
+    detail: str = ""
+    followups: list[Followup] = field(default_factory=list)
+
+
+def resolve_in_doubt(rt: Runtime, document_id: int) -> ResolveOutcome:
+    """Query once and apply what the cloud says (module docstring)."""
+    with unit_of_work(rt.sessions) as session:
+        document = session.get(Document, document_id)
+        if document is None:
+            return ResolveOutcome("skipped", "no such document")
+        if document.status != DocumentStatus.in_doubt:
+            return ResolveOutcome("skipped", f"document is {document.status}, not in_doubt")
+        tenant = rt.tenant(document.tenant)
+        if tenant is None:
+            return ResolveOutcome("skipped", f"tenant {document.tenant!r} is not configured")
+        if is_tenant_paused(rt, session, tenant):
+            return ResolveOutcome("paused", f"tenant {tenant.name} is paused")
+        snapshot = _Snapshot(
+            bill_no=document.bill_no,
+            seller_tax_id=document.seller_tax_id,
+            attempt=document.push_attempt,
+            poll_count=document.poll_count,
+            since=document.in_doubt_since or document.status_changed_at,
+        )
+
+    answer = query_bill(
+        rt,
+        tenant,
+        bill_no=snapshot.bill_no,
+        seller_tax_id=snapshot.seller_tax_id,
+        document_id=document_id,
+        attempt=snapshot.attempt,
+    )
+    now = rt.clock()
+    kwargs = {"document_id": document_id, "bill_no": snapshot.bill_no, "tenant": tenant.name}
+    with unit_of_work(rt.sessions) as session:
+        document = session.get(Document, document_id, populate_existing=True)
+        if document is None or document.status != DocumentStatus.in_doubt:
+            return ResolveOutcome("skipped", "document moved on while querying")
+        if document.push_attempt != snapshot.attempt:
+            return ResolveOutcome("skipped", "a newer push attempt exists")
+        results: list[TransitionResult] = []
+        followups: list[Followup] = []
+        try:
+            if answer.kind == "present":
+                results.append(
+                    transition(
+                        session,
+                        document_id,
+                        Event.accepted,
+                        actor=rt.actor,
+                        expected_status=DocumentStatus.in_doubt,
+                        expected_version=document.version,
+                        attempt=snapshot.attempt,
+                        reason="BILL.INVOICE.QUERY found the bill in the cloud / 查询到单据",
+                        changes={
+                            "poll_count": 0,
+                            "next_poll_at": now + rt.policy.poll_schedule.delay(0),
+                            "last_error_code": None,
+                            "last_error_message": None,
+                        },
+                        now=now,
+                    )
+                )
+                session.refresh(document)
+                more, _ = apply_invoices(
+                    rt, session, document, answer.items, reason="BILL.INVOICE.QUERY"
+                )
+                results += more
+            elif answer.kind == "absent":
+                results.append(
+                    transition(
+                        session,
+                        document_id,
+                        Event.absent,
+                        actor=rt.actor,
+                        expected_status=DocumentStatus.in_doubt,
+                        expected_version=document.version,
+                        attempt=snapshot.attempt,
+                        reason=f"the cloud does not have the bill, safe to push again: "
+                        f"{answer.reason} / 单据不存在，可重新推送",
+                        changes={"next_attempt_at": now},
+                        now=now,
+                    )
+                )
+                followups.append(Followup(queues.PUSH, kwargs))
+            else:
+                if answer.kind == "config":
+                    pause_tenant(rt, session, tenant.name, answer.reason)
+                    return ResolveOutcome("paused", answer.reason)
+                given_up = _give_up_if_too_long(rt, session, document, snapshot, answer.reason)
+                if given_up is None:
+                    update_fields(
+                        session,
+                        document_id,
+                        {
+                            "next_poll_at": now
+                            + rt.policy.poll_schedule.delay(snapshot.poll_count),
+                            "last_error_message": answer.reason,
+                        },
+                        now=now,
+                    )
+                    return ResolveOutcome("in_doubt", answer.reason)
+                results.append(given_up)
+        except LostRace as exc:
+            return ResolveOutcome("skipped", str(exc))
+        followups += owe_notification(rt, session, document_id, results, now=now)
+        final = results[-1].to_status.value if results else DocumentStatus.in_doubt.value
+    log.info(
+        "in-doubt resolved",
+        extra={"document_id": document_id, "bill_no": snapshot.bill_no, "status": final},
+    )
+    return ResolveOutcome(final, answer.reason, followups)
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    bill_no: str
+    seller_tax_id: str
+    attempt: int
+    poll_count: int
+    since: Any
+
+
+def _give_up_if_too_long(
+    rt: Runtime, session: Any, document: Document, snapshot: _Snapshot, last: str
+) -> TransitionResult | None:
+    now = rt.clock()
+    age = now - snapshot.since
+    too_many = snapshot.poll_count >= rt.policy.in_doubt_max_queries
+    too_old = age >= rt.policy.in_doubt_max_age
+    if not (too_many or too_old):
+        return None
+    reason = (
+        f"could not learn whether BILL.PUSH of {snapshot.bill_no} reached the cloud"
+        f" ({snapshot.poll_count} queries over {age}); last answer: {last}. Check the bill in"
+        " the cloud console (开票管理 → 开票申请单): if it is there, replay is refused as a"
+        " duplicate and a query settles it; if not, replay"
+        " / 无法确认单据是否已推送，请在发票云核对后重新推送"
+    )
+    result: TransitionResult = transition(
+        session,
+        document.id,
+        Event.give_up,
+        actor=rt.actor,
+        expected_status=DocumentStatus.in_doubt,
+        expected_version=document.version,
+        attempt=snapshot.attempt,
+        reason=reason,
+        changes={"last_error_message": reason},
+        now=now,
+    )
+    return result

@@ -1,0 +1,239 @@
+"""Invoices the cloud reports (callback or query) → ``invoices`` rows → one lifecycle event.
+
+Recording is ``store.invoices.record_invoice`` (idempotent: by ``orderNo``, then
+``invoiceCode`` + ``invoiceNum``, then — for a failed issuance with neither — the document,
+attempt and ``issueErrorMessage``). An invoice already recorded for another document is
+logged and skipped (``InvoiceBelongsElsewhere``): an operator must look.
+
+Verdict (from every invoice stored for the document)
+
+| issued amount vs the document total (± 0.01 per invoice) | event          |
+|----------------------------------------------------------|----------------|
+| covers it                                                | ``issued_all`` |
+| some, not all                                            | ``issued_some``|
+| nothing issued, failures, nothing pending                | ``issue_failed``|
+| nothing issued yet                                       | none (wait)    |
+
+Amounts compared: 价税合计 (``includeTaxAmount``) with the document's ``total_incl_tax``
+when known; otherwise on the bill's own basis (``includeTaxFlag`` 1 → 价税合计, 0 → 合计金额).
+Red bills compare absolute values and count red invoices (``invoiceProperty`` 1).
+A cancelled (作废, status 6) or reversed (红冲, 3) invoice was still issued: those callbacks
+are recorded on the invoice row and never move a document backwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from schemas.kingdee import InvoiceItem
+from store.invoices import InvoiceBelongsElsewhere, invoices_of, record_invoice
+from store.lifecycle import TransitionResult, transition, update_fields
+from store.models import Document, Invoice
+from store.states import DocumentStatus, Event
+from worker.runtime import Runtime
+
+__all__ = ["InvoiceVerdict", "apply_invoices", "upsert_invoices", "verdict_for"]
+
+log = logging.getLogger(__name__)
+
+CENT = Decimal("0.01")
+
+# States in which invoice news can move the document (anything else records only).
+_MOVABLE = frozenset(
+    {
+        DocumentStatus.pushed,
+        DocumentStatus.partially_invoiced,
+        DocumentStatus.invoice_failed,
+        DocumentStatus.invoiced,
+        DocumentStatus.withdrawing,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceVerdict:
+    event: Event | None
+    issued_amount: Decimal
+    target: Decimal
+    issued: int
+    failed: int
+    pending: int
+    failure: str | None
+
+
+def upsert_invoices(
+    session: Session,
+    document: Document,
+    items: Sequence[InvoiceItem],
+    *,
+    now: dt.datetime,
+) -> int:
+    """Record every item of ``document``'s bill; returns how many pending items had no key.
+
+    A pending item (neither issued nor failed) without ``orderNo`` has nothing to be matched
+    by later, so it is counted for this verdict but not stored.
+    """
+    unrecorded = 0
+    for item in items:
+        if item.billNo != document.bill_no:
+            continue
+        if item.is_pending and not (item.orderNo or "").strip():
+            unrecorded += 1
+            continue
+        try:
+            record_invoice(
+                session,
+                document_id=document.id,
+                push_attempt=document.push_attempt,
+                order_no=(item.orderNo or "").strip() or None,
+                invoice_code=(item.invoiceCode or "").strip() or None,
+                invoice_num=(item.invoiceNum or "").strip() or None,
+                invoice_type=item.invoiceType,
+                invoice_status=item.invoiceStatus,
+                total_amount=item.totalAmount,
+                total_tax_amount=item.totalTaxAmount,
+                include_tax_amount=_incl(item),
+                invoice_date=_date(item.invoiceDate),
+                invoice_file_url=item.invoiceFileUrl,
+                invoice_pdf_file_url=item.invoicePdfFileUrl,
+                invoice_xml_file_url=item.invoiceXmlFileUrl,
+                invoice_image_url=item.invoiceImageUrl,
+                issue_error_message=None if item.is_issued else item.issueErrorMessage,
+                raw=item.to_wire(),
+                now=now,
+            )
+        except InvoiceBelongsElsewhere as exc:
+            log.error(str(exc), extra={"document_id": document.id, "bill_no": item.billNo})
+    return unrecorded
+
+
+def _incl(item: InvoiceItem) -> Decimal | None:
+    if item.includeTaxAmount is not None:
+        return item.includeTaxAmount
+    if item.totalAmount is not None and item.totalTaxAmount is not None:
+        return item.totalAmount + item.totalTaxAmount
+    return None
+
+
+def _date(text: str | None) -> dt.date | None:
+    """``yyyy-MM-dd`` (observed), ``yyyy-MM-dd HH:mm:ss`` or ``yyyyMMdd``; None otherwise."""
+    if not text:
+        return None
+    value = text.strip()
+    for candidate, fmt in ((value[:10], "%Y-%m-%d"), (value[:8], "%Y%m%d")):
+        try:
+            return dt.datetime.strptime(candidate, fmt).date()
+        except ValueError:
+            continue
+    return None
+
+
+def _basis(document: Document) -> tuple[Decimal, str]:
+    if document.total_incl_tax is not None:
+        return abs(document.total_incl_tax), "incl"
+    flag = str((document.payload or {}).get("includeTaxFlag", "0"))
+    return abs(document.total_amount), "incl" if flag == "1" else "excl"
+
+
+def verdict_for(
+    document: Document, invoices: Sequence[Invoice], *, unrecorded_pending: int = 0
+) -> InvoiceVerdict:
+    """The event the stored invoices justify (module docstring table)."""
+    target, basis = _basis(document)
+    red = str((document.payload or {}).get("invoiceProperty", "0")) == "1"
+    issued_amount = Decimal("0.00")
+    issued = failed = 0
+    pending = unrecorded_pending
+    failure: str | None = None
+    for inv in invoices:
+        if inv.invoice_num:
+            is_red_invoice = str((inv.raw or {}).get("invoiceProperty", "0")) == "1"
+            if is_red_invoice != red:
+                continue
+            issued += 1
+            amount = inv.include_tax_amount if basis == "incl" else inv.total_amount
+            issued_amount += abs(amount or Decimal("0"))
+        elif inv.issue_error_message:
+            failed += 1
+            failure = failure or inv.issue_error_message
+        else:
+            pending += 1
+    tolerance = CENT * max(1, issued)
+    if issued and issued_amount >= target - tolerance:
+        event: Event | None = Event.issued_all
+    elif issued:
+        event = Event.issued_some
+    elif failed and not pending:
+        event = Event.issue_failed
+    else:
+        event = None
+    return InvoiceVerdict(event, issued_amount, target, issued, failed, pending, failure)
+
+
+def apply_invoices(
+    rt: Runtime,
+    session: Session,
+    document: Document,
+    items: Sequence[InvoiceItem],
+    *,
+    reason: str,
+) -> tuple[list[TransitionResult], InvoiceVerdict]:
+    """Upsert ``items`` and apply the verdict's event (if the document's state allows it).
+
+    Returns the transitions made (for ERP notifications) and the verdict. Runs in the
+    caller's transaction; raises ``LostRace`` when the document moved meanwhile.
+    """
+    now = rt.clock()
+    unrecorded = upsert_invoices(session, document, items, now=now)
+    verdict = verdict_for(
+        document, invoices_of(session, document.id), unrecorded_pending=unrecorded
+    )
+    status = DocumentStatus(document.status)
+    results: list[TransitionResult] = []
+    if verdict.issued_amount > verdict.target + CENT * max(1, verdict.issued):
+        log.error(
+            "issued more than the document total",
+            extra={
+                "document_id": document.id,
+                "bill_no": document.bill_no,
+                "issued": str(verdict.issued_amount),
+                "total": str(verdict.target),
+            },
+        )
+    changes: dict[str, Any] = {}
+    if verdict.issued_amount != document.issued_amount:
+        changes["issued_amount"] = verdict.issued_amount
+    if verdict.failure and verdict.event in (Event.issue_failed, Event.issued_some):
+        changes["last_error_message"] = verdict.failure
+    if verdict.event is None or status not in _MOVABLE:
+        if changes and status in _MOVABLE:
+            update_fields(session, document.id, changes, now=now)
+        return results, verdict
+    detail = (
+        f"{reason}: {verdict.issued} issued ({verdict.issued_amount} of {verdict.target}),"
+        f" {verdict.failed} failed, {verdict.pending} pending"
+    )
+    if verdict.failure:
+        detail += f"; {verdict.failure}"
+    result = transition(
+        session,
+        document.id,
+        verdict.event,
+        actor=rt.actor,
+        expected_status=status,
+        expected_version=document.version,
+        reason=detail,
+        changes=changes,
+        now=now,
+    )
+    if not result.applied and changes:
+        update_fields(session, document.id, changes, now=now)
+    results.append(result)
+    return results, verdict

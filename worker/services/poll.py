@@ -1,0 +1,140 @@
+"""Polling: find the invoices of accepted documents when callbacks are late or lost.
+
+``poll_due(rt)`` (beat, ``fapiao.poll_due``) claims due documents in batches with
+``store.queries.due_for_poll`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, an atomic
+``UPDATE … RETURNING`` on SQLite) and sends one task each: ``fapiao.resolve_in_doubt`` for
+``in_doubt``, ``fapiao.poll`` for ``pushed`` / ``partially_invoiced`` / ``invoice_failed``.
+
+``poll_document(rt, id)`` queries one document and applies its invoices
+(``worker.services.invoices``); the next query is due after ``poll_schedule.delay(poll_count)``
+— seconds at first, hours later, capped. A document waiting longer than
+``poll.alert_after_seconds`` in its state raises an alert (structured log + counter) on each
+poll; polling goes on.
+
+| query says          | what happens                                                    |
+|---------------------|-----------------------------------------------------------------|
+| invoices            | upsert, verdict → issued_all / issued_some / issue_failed        |
+| nothing issued yet  | next poll scheduled                                             |
+| bill absent         | alert (someone withdrew it in the console?); polling goes on    |
+| don't know          | next poll scheduled                                             |
+| config/auth         | tenant paused; polls resume when it is                          |
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Final
+
+from store.db import unit_of_work
+from store.lifecycle import LostRace, update_fields
+from store.models import Document
+from store.queries import due_for_poll
+from store.states import DocumentStatus
+from worker import metrics, queues
+from worker.runtime import Followup, Runtime
+from worker.services.common import is_tenant_paused, owe_notification, pause_tenant
+from worker.services.invoices import apply_invoices
+from worker.services.query import query_bill
+
+__all__ = ["POLL_BATCH", "PollOutcome", "poll_document", "poll_due"]
+
+log = logging.getLogger(__name__)
+
+POLL_BATCH: Final = 200
+_POLLABLE: Final = frozenset(
+    {DocumentStatus.pushed, DocumentStatus.partially_invoiced, DocumentStatus.invoice_failed}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PollOutcome:
+    status: str
+    detail: str = ""
+    followups: list[Followup] = field(default_factory=list)
+
+
+def poll_due(rt: Runtime, *, limit: int = POLL_BATCH) -> list[Followup]:
+    """Claim due documents and return one task each (send after this returns: committed)."""
+    now = rt.clock()
+    # If a poll task is lost, the row is due again after this (well below any broker limit).
+    lost_cover = timedelta(seconds=max(30.0, rt.policy.push_lease.total_seconds()))
+    with unit_of_work(rt.sessions) as session:
+        due = due_for_poll(session, now, limit, reschedule_after=lost_cover)
+    followups: list[Followup] = []
+    for doc in due:
+        task = queues.RESOLVE_IN_DOUBT if doc.status is DocumentStatus.in_doubt else queues.POLL
+        followups.append(
+            Followup(task, {"document_id": doc.id, "bill_no": doc.bill_no, "tenant": doc.tenant})
+        )
+    return followups
+
+
+def poll_document(rt: Runtime, document_id: int) -> PollOutcome:
+    """Query one accepted document and apply what the cloud shows (module docstring)."""
+    with unit_of_work(rt.sessions) as session:
+        document = session.get(Document, document_id)
+        if document is None:
+            return PollOutcome("skipped", "no such document")
+        status = DocumentStatus(document.status)
+        if status not in _POLLABLE:
+            return PollOutcome("skipped", f"document is {status}, nothing to poll")
+        tenant = rt.tenant(document.tenant)
+        if tenant is None:
+            return PollOutcome("skipped", f"tenant {document.tenant!r} is not configured")
+        if is_tenant_paused(rt, session, tenant):
+            return PollOutcome("paused", f"tenant {tenant.name} is paused")
+        bill_no, seller = document.bill_no, document.seller_tax_id
+        attempt, poll_count = document.push_attempt, document.poll_count
+        waiting = rt.clock() - document.status_changed_at
+
+    answer = query_bill(
+        rt, tenant, bill_no=bill_no, seller_tax_id=seller, document_id=document_id, attempt=attempt
+    )
+    now = rt.clock()
+    next_poll = now + rt.policy.poll_schedule.delay(poll_count)
+    with unit_of_work(rt.sessions) as session:
+        document = session.get(Document, document_id, populate_existing=True)
+        if document is None or DocumentStatus(document.status) not in _POLLABLE:
+            return PollOutcome("skipped", "document moved on while querying")
+        if answer.kind == "config":
+            pause_tenant(rt, session, tenant.name, answer.reason)
+            return PollOutcome("paused", answer.reason)
+        followups: list[Followup] = []
+        before = final = document.status
+        try:
+            if answer.kind == "present":
+                results, _ = apply_invoices(
+                    rt, session, document, answer.items, reason="BILL.INVOICE.QUERY"
+                )
+                followups += owe_notification(rt, session, document_id, results, now=now)
+                moved = [r for r in results if r.applied]
+                if moved:
+                    final = moved[-1].to_status.value
+                    # A state change means news is flowing: poll quickly again.
+                    next_poll = now + rt.policy.poll_schedule.delay(0)
+            if final != DocumentStatus.invoiced:
+                changes: dict[str, Any] = {"next_poll_at": next_poll}
+                if final != before:
+                    changes["poll_count"] = 0
+                update_fields(session, document_id, changes, now=now)
+        except LostRace as exc:
+            return PollOutcome("skipped", str(exc))
+    if answer.kind == "absent":
+        log.error(
+            "accepted bill not found in the cloud",
+            extra={"document_id": document_id, "bill_no": bill_no, "answer": answer.reason},
+        )
+    if final != DocumentStatus.invoiced and rt.policy.poll_schedule.overdue(waiting):
+        metrics.stuck_documents().labels(status=final).inc()
+        log.warning(
+            "document waiting too long for invoices",
+            extra={
+                "document_id": document_id,
+                "bill_no": bill_no,
+                "status": final,
+                "waiting_seconds": int(waiting.total_seconds()),
+            },
+        )
+    return PollOutcome(final, answer.reason, followups)

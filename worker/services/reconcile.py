@@ -1,0 +1,266 @@
+"""Reconcile a stored callback (``callback_inbox``) with the documents it is about.
+
+The receiver stored the raw body, deduplicated and acknowledged it; this runs afterwards.
+
+| step | what                                                                          |
+|------|-------------------------------------------------------------------------------|
+| 1    | the inbox row is still ``received`` (else: duplicate task, nothing to do)      |
+| 2    | ``parse_callback`` (按票 one object, 按单 array, or BILL.RETURN) — a body that  |
+|      | cannot be used → row ``failed`` with the reason                                |
+| 3    | per billNo: the current document (``sellerTaxpayerId`` narrows it); none →    |
+|      | row ``orphan``                                                                 |
+| 4    | BILL.RETURN → ``returned``; invoice callbacks → the invoices, either from a    |
+|      | confirming BILL.INVOICE.QUERY (``callbacks.confirm_with_query``, default) or   |
+|      | from the callback itself → verdict → transition (``worker.services.invoices``) |
+| 5    | row ``processed`` (linked to the document), ERP notifications owed             |
+
+Confirming with a query means a forged callback (the endpoint has no signature) can only
+cause a query, never a wrong state: the cloud's own answer is applied, the callback is just
+the trigger. Duplicates and out-of-order callbacks change nothing because the verdict is
+computed from every invoice known and the state table only moves forward.
+
+Deferred (row stays ``received``, ``attempts`` + 1, task sent again shortly; after
+``MAX_ATTEMPTS`` the row is ``failed``): the confirming query could not be made, the tenant
+is paused, or the document is still ``pushing``/``draft`` (the callback overtook the push
+answer).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Final
+
+from sqlalchemy.orm import Session
+
+from schemas.kingdee import CallbackParseError, InvoiceItem, ParsedCallback, parse_callback
+from store.db import unit_of_work
+from store.inbox import settle_callback
+from store.lifecycle import LostRace, TransitionResult, transition
+from store.models import CallbackInbox, Document
+from store.queries import documents_by_bill_no
+from store.states import DocumentStatus, Event, InboxState
+from worker import queues
+from worker.runtime import Followup, Runtime
+from worker.services.common import is_tenant_paused, owe_notification
+from worker.services.invoices import apply_invoices
+from worker.services.query import query_bill
+
+__all__ = ["MAX_ATTEMPTS", "ReconcileOutcome", "reconcile_callback"]
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS: Final = 30
+DEFER_SECONDS: Final = 2.0
+
+_WAITING_FOR_PUSH: Final = frozenset(
+    {DocumentStatus.draft, DocumentStatus.pushing, DocumentStatus.in_doubt}
+)
+_RETURNABLE: Final = frozenset(
+    {DocumentStatus.pushed, DocumentStatus.invoice_failed, DocumentStatus.withdrawing}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileOutcome:
+    state: str  # the inbox row's state afterwards (or "skipped")
+    detail: str = ""
+    followups: list[Followup] = field(default_factory=list)
+
+
+class _Defer(Exception):
+    """Not now: leave the row received and try again shortly."""
+
+
+def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
+    """Apply one stored callback (module docstring)."""
+    with unit_of_work(rt.sessions) as session:
+        row = session.get(CallbackInbox, inbox_id)
+        if row is None:
+            return ReconcileOutcome("skipped", "no such callback")
+        if row.state != InboxState.received:
+            return ReconcileOutcome("skipped", f"callback already {row.state}")
+        raw = bytes(row.raw_body)
+    try:
+        parsed = parse_callback(raw)
+    except CallbackParseError as exc:
+        return _finish(rt, inbox_id, InboxState.failed, str(exc), None)
+
+    by_bill = _items_by_bill(parsed)
+    followups: list[Followup] = []
+    document_ids: list[int] = []
+    try:
+        for bill_no, (seller, items) in by_bill.items():
+            document = _find_document(rt, bill_no, seller)
+            if document is None:
+                continue
+            document_ids.append(document.id)
+            if parsed.style == "return":
+                followups += _apply_return(rt, document.id, parsed)
+            else:
+                followups += _apply_invoice_callback(rt, document.id, items, parsed)
+    except _Defer as exc:
+        return _defer(rt, inbox_id, str(exc))
+    if not document_ids:
+        bills = ", ".join(sorted(by_bill)) or "(none)"
+        return _finish(rt, inbox_id, InboxState.orphan, f"no document for billNo {bills}", None)
+    outcome = _finish(rt, inbox_id, InboxState.processed, None, document_ids[0])
+    return ReconcileOutcome(outcome.state, outcome.detail, followups)
+
+
+def _items_by_bill(parsed: ParsedCallback) -> dict[str, tuple[str | None, list[InvoiceItem]]]:
+    grouped: dict[str, tuple[str | None, list[InvoiceItem]]] = {}
+    if parsed.returned is not None:
+        seller = parsed.returned.sellerTaxpayerId or None
+        grouped[parsed.returned.billNo] = (seller, [])
+    for item in parsed.items:
+        seller, items = grouped.setdefault(item.billNo, (item.sellerTaxpayerId or None, []))
+        items.append(item)
+    return grouped
+
+
+def _find_document(rt: Runtime, bill_no: str, seller: str | None) -> Document | None:
+    with unit_of_work(rt.sessions) as session:
+        candidates = documents_by_bill_no(session, bill_no)
+        if seller:
+            wanted = seller.strip().upper()
+            candidates = [d for d in candidates if d.seller_tax_id.upper() == wanted]
+        if len(candidates) > 1:
+            log.error(
+                "callback matches several documents",
+                extra={"bill_no": bill_no, "document_ids": [d.id for d in candidates]},
+            )
+            return None
+        return candidates[0] if candidates else None
+
+
+def _apply_return(rt: Runtime, document_id: int, parsed: ParsedCallback) -> list[Followup]:
+    reason = (parsed.returned.reason if parsed.returned else "") or "no reason given"
+    with unit_of_work(rt.sessions) as session:
+        document = session.get(Document, document_id)
+        assert document is not None
+        status = DocumentStatus(document.status)
+        if status in _WAITING_FOR_PUSH:
+            raise _Defer(f"document is {status}; waiting for the push answer")
+        if status not in _RETURNABLE and status is not DocumentStatus.returned:
+            log.warning(
+                "return callback for a document that cannot be returned",
+                extra={"document_id": document_id, "status": status.value},
+            )
+            return []
+        try:
+            result = transition(
+                session,
+                document_id,
+                Event.returned,
+                actor=rt.actor,
+                expected_status=status,
+                expected_version=document.version,
+                reason=f"the cloud handed the bill back (回退): {reason}",
+                changes={"last_error_message": reason},
+            )
+        except LostRace as exc:
+            raise _Defer(str(exc)) from exc
+        return owe_notification(rt, session, document_id, [result], reason=reason)
+
+
+def _apply_invoice_callback(
+    rt: Runtime, document_id: int, items: list[InvoiceItem], parsed: ParsedCallback
+) -> list[Followup]:
+    with unit_of_work(rt.sessions) as session:
+        document = session.get(Document, document_id)
+        assert document is not None
+        status = DocumentStatus(document.status)
+        tenant = rt.tenant(document.tenant)
+        if status in (DocumentStatus.draft, DocumentStatus.pushing):
+            raise _Defer(f"document is {status}; waiting for the push answer")
+        if tenant is None:
+            raise _Defer(f"tenant {document.tenant!r} is not configured")
+        if is_tenant_paused(rt, session, tenant):
+            raise _Defer(f"tenant {tenant.name} is paused")
+        bill_no, seller, attempt = document.bill_no, document.seller_tax_id, document.push_attempt
+
+    source = f"callback {parsed.interfaceCode} ({parsed.style})"
+    if rt.settings.callbacks.confirm_with_query:
+        answer = query_bill(
+            rt, tenant, bill_no=bill_no, seller_tax_id=seller, document_id=document_id,
+            attempt=attempt,
+        )  # fmt: skip
+        if answer.kind == "absent":
+            log.warning(
+                "callback not confirmed: the cloud does not know the bill",
+                extra={"document_id": document_id, "bill_no": bill_no},
+            )
+            return []
+        if answer.kind != "present":
+            raise _Defer(f"confirming query failed: {answer.reason}")
+        items = answer.items
+        source += " confirmed by BILL.INVOICE.QUERY"
+
+    with unit_of_work(rt.sessions) as session:
+        document = session.get(Document, document_id, populate_existing=True)
+        assert document is not None
+        results: list[TransitionResult] = []
+        try:
+            if document.status == DocumentStatus.in_doubt:
+                # An invoice for the bill proves the push landed.
+                results.append(
+                    transition(
+                        session,
+                        document_id,
+                        Event.accepted,
+                        actor=rt.actor,
+                        expected_status=DocumentStatus.in_doubt,
+                        expected_version=document.version,
+                        attempt=document.push_attempt,
+                        reason=f"{source} shows the bill in the cloud",
+                        changes={"next_poll_at": rt.clock()},
+                    )
+                )
+                session.refresh(document)
+            more, _ = apply_invoices(rt, session, document, items, reason=source)
+        except LostRace as exc:
+            raise _Defer(str(exc)) from exc
+        results += more
+        return owe_notification(rt, session, document_id, results)
+
+
+def _finish(
+    rt: Runtime,
+    inbox_id: int,
+    state: InboxState,
+    error: str | None,
+    document_id: int | None,
+) -> ReconcileOutcome:
+    with unit_of_work(rt.sessions) as session:
+        try:
+            settle_callback(
+                session, inbox_id, state, document_id=document_id, error=error, now=rt.clock()
+            )
+        except LookupError:
+            return ReconcileOutcome("skipped", "callback row vanished")
+    if state is not InboxState.processed:
+        log.warning(
+            "callback not applied",
+            extra={"inbox_id": inbox_id, "state": state.value, "error": error},
+        )
+    return ReconcileOutcome(state.value, error or "")
+
+
+def _defer(rt: Runtime, inbox_id: int, why: str) -> ReconcileOutcome:
+    with unit_of_work(rt.sessions) as session:
+        row = _locked_row(session, inbox_id)
+        if row is None:
+            return ReconcileOutcome("skipped", "callback row vanished")
+        row.attempts = (row.attempts or 0) + 1
+        row.error = why
+        attempts = row.attempts
+    if attempts >= MAX_ATTEMPTS:
+        return _finish(rt, inbox_id, InboxState.failed, f"gave up after {attempts} tries: {why}",
+                       None)  # fmt: skip
+    followup = Followup(queues.RECONCILE, {"inbox_id": inbox_id}, DEFER_SECONDS * attempts)
+    return ReconcileOutcome(InboxState.received.value, why, [followup])
+
+
+def _locked_row(session: Session, inbox_id: int) -> CallbackInbox | None:
+    return session.get(CallbackInbox, inbox_id, with_for_update=True)
