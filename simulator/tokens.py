@@ -48,6 +48,9 @@ class TokenBook:
         self._tokens: dict[str, TokenRecord] = {}
         self._next_prune = 0.0
 
+    def __len__(self) -> int:
+        return len(self._tokens)
+
     def issue(self, kind: TokenKind, tenant: str, account_id: str, ttl_s: float) -> TokenRecord:
         now = self._clock()
         if kind == "app":
