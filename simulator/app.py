@@ -375,12 +375,13 @@ def _admin_router(cloud: SimulatedCloud) -> Router:
             params.update(await _json_object(request))
         bills = cloud.find_bill(bill_no, params.get("tenant"), params.get("sellerTaxpayerId"))
         if not bills:
-            return ExactJSONResponse({"error": f"no bill {bill_no}"}, status_code=404)
+            return ExactJSONResponse({"error": f"no bill {bill_no} / 单据不存在"}, status_code=404)
         if len(bills) > 1:
             return ExactJSONResponse(
                 {
-                    "error": f"bill {bill_no} exists for several tenants/sellers; "
-                    "pass tenant and sellerTaxpayerId",
+                    "error": f"bill {bill_no} exists for several tenants/sellers; pass tenant"
+                    " and sellerTaxpayerId / 多个租户或销方存在该单据编号，请指定tenant和"
+                    "sellerTaxpayerId",
                     "candidates": [cloud.bill_summary(b) for b in bills],
                 },
                 status_code=409,
@@ -418,7 +419,8 @@ def _admin_router(cloud: SimulatedCloud) -> Router:
             seed = body.pop("seed", None)
             changes = body.pop("faults", body)
             if not isinstance(changes, dict):
-                return ExactJSONResponse({"error": "faults must be an object"}, status_code=400)
+                message = "faults must be an object / faults必须是对象"
+                return ExactJSONResponse({"error": message}, status_code=400)
             try:
                 values = {k: _number(v) for k, v in changes.items()}
                 base = cloud.dice.plan if request.method == "PATCH" else FaultPlan()
@@ -435,7 +437,8 @@ def _admin_router(cloud: SimulatedCloud) -> Router:
         body = {**dict(request.query_params), **(await _json_object(request))}
         tenant = body.get("tenant")
         if tenant is not None and tenant not in cloud.tenants.by_name:
-            return ExactJSONResponse({"error": f"unknown tenant {tenant}"}, status_code=404)
+            message = f"unknown tenant {tenant} / 租户不存在"
+            return ExactJSONResponse({"error": message}, status_code=404)
         return ExactJSONResponse({"expired": cloud.tokens.expire_all(tenant)})
 
     async def stats(request: Request) -> Response:
@@ -456,9 +459,8 @@ def _admin_router(cloud: SimulatedCloud) -> Router:
             body = await _json_object(request)
             code = body.get("businessSystemCode")
             if not isinstance(code, str) or not code:
-                return ExactJSONResponse(
-                    {"error": "businessSystemCode is required"}, status_code=400
-                )
+                message = "businessSystemCode is required / businessSystemCode不能为空"
+                return ExactJSONResponse({"error": message}, status_code=400)
             url = body.get("url")
             if url:
                 cloud.callback_urls[code] = str(url)

@@ -120,6 +120,9 @@ class CallbackSender:
     def cancel_all(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        for delivery in self.recent:
+            # Nobody may wait forever for a delivery that will not happen any more.
+            delivery.first_attempt_done.set()
         self.recent.clear()
 
     @property

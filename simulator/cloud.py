@@ -168,7 +168,6 @@ class SimulatedCloud:
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[None] | None = None
-        self._meta_dirty = False
         self.started_at = time.time()
 
     # ------------------------------------------------------------------ lifecycle
@@ -222,7 +221,6 @@ class SimulatedCloud:
                 "violations": self.bills.violations(),
             }
         )
-        self._meta_dirty = False
 
     async def _flush_meta_forever(self) -> None:
         while True:
@@ -603,7 +601,6 @@ class SimulatedCloud:
         bill.record("state", state=bill.state.value)
         self.bills.check_issued_amount(bill)
         self._save(bill)
-        self._meta_dirty = True
         return self._send_issue_callbacks(bill, pending)
 
     def _plan(self, bill: SimBill) -> None:
@@ -698,7 +695,6 @@ class SimulatedCloud:
             return
         bill.record(str(detail.pop("event")), delivery=delivery.id, kind=delivery.kind, **detail)
         self._save(bill)
-        self._meta_dirty = True
 
     # ------------------------------------------------------------------ operator actions
 
@@ -715,14 +711,19 @@ class SimulatedCloud:
             BillState.FAILED,
             BillState.PARTIALLY_INVOICED,
         }:
-            raise OperatorError(f"bill {bill.bill_no} is {bill.state.value}; nothing to issue")
+            raise OperatorError(
+                f"bill {bill.bill_no} is {bill.state.value}; nothing to issue / 单据无可开票内容"
+            )
         bill.record("operator_issue")
         return self._issue(bill, use_faults=False)
 
     async def operator_fail(self, bill: SimBill, message: str) -> list[CallbackDelivery]:
         """Fail issuance of every invoice not yet issued, with ``message`` as the reason."""
         if bill.state not in {BillState.ACCEPTED, BillState.ISSUING, BillState.FAILED}:
-            raise OperatorError(f"bill {bill.bill_no} is {bill.state.value}; cannot fail issuance")
+            raise OperatorError(
+                f"bill {bill.bill_no} is {bill.state.value}; cannot fail issuance"
+                " / 单据当前状态不能置为开票失败"
+            )
         bill.record("operator_fail", message=message)
         return self._issue(bill, use_faults=False, forced_failure=message)
 
@@ -731,7 +732,7 @@ class SimulatedCloud:
         if bill.state not in {BillState.ACCEPTED, BillState.ISSUING, BillState.FAILED}:
             raise OperatorError(
                 f"bill {bill.bill_no} is {bill.state.value}; only a bill with nothing issued"
-                " can be returned"
+                " can be returned / 已开票的单据不能回退"
             )
         self._cancel_timer(bill.id)
         bill.state = BillState.RETURNED
