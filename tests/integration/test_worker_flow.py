@@ -6,155 +6,16 @@ Celery tasks); the tests with real worker processes are in ``test_worker_celery.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
-from typing import Any
 
-import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
-from store.db import unit_of_work
-from store.inbox import receive_callback
-from store.models import CallbackInbox, CloudCall, Document, DocumentEvent, Invoice
-from simulator.testing import (
-    CallbackRecorder,
-    SimulatorHandle,
-    make_bill,
-    recording_callback_receiver,
-    running_simulator,
-)
-from worker import queues
-from worker.runtime import Runtime, build_runtime
-from worker.tasks import run
-from worker.testing import RecordingEnqueuer, drain, fast_settings, store_bill
+from simulator.testing import CloudSession, make_bill
+from store.models import CallbackInbox, CloudCall
+from tests.integration.test_worker_world import DEMO_SELLER, SHOP_SELLER, World
+from worker.testing import store_bill
 
-DEMO_SELLER = "91310000SIM0000001"  # tenant "demo": 3std1… code, per-bill callbacks
-SHOP_SELLER = "91440300SIM0000003"  # tenant "shop": per-invoice callbacks
-
-
-@pytest.fixture
-def callbacks() -> Iterator[CallbackRecorder]:
-    with recording_callback_receiver() as recorder:
-        yield recorder
-
-
-@pytest.fixture
-def sim(callbacks: CallbackRecorder) -> Iterator[SimulatorHandle]:
-    with running_simulator(
-        issue_delay=0.05, callback_url=callbacks.url, max_lines_per_invoice=2, seed=11
-    ) as handle:
-        yield handle
-
-
-class World:
-    """A runtime wired to the simulator, plus helpers to look at the database."""
-
-    def __init__(
-        self,
-        rt: Runtime,
-        enqueuer: RecordingEnqueuer,
-        sim: SimulatorHandle,
-        callbacks: CallbackRecorder,
-    ) -> None:
-        self.rt, self.enqueuer, self.sim, self.callbacks = rt, enqueuer, sim, callbacks
-
-    @property
-    def sessions(self) -> sessionmaker[Session]:
-        return self.rt.sessions
-
-    def doc(self, document_id: int) -> Document:
-        with self.sessions() as session:
-            document = session.get(Document, document_id)
-            assert document is not None
-            return document
-
-    def events(self, document_id: int) -> list[DocumentEvent]:
-        with self.sessions() as session:
-            return list(
-                session.scalars(
-                    select(DocumentEvent)
-                    .where(DocumentEvent.document_id == document_id)
-                    .order_by(DocumentEvent.id)
-                )
-            )
-
-    def invoices(self, document_id: int) -> list[Invoice]:
-        with self.sessions() as session:
-            return list(
-                session.scalars(
-                    select(Invoice).where(Invoice.document_id == document_id).order_by(Invoice.id)
-                )
-            )
-
-    def push(self, document_id: int) -> str:
-        status, followups = run(self.rt, queues.PUSH, {"document_id": document_id})
-        self.rt.dispatch(followups)
-        return status
-
-    def receive(self, body: bytes) -> int:
-        """What the callback receiver does: store the raw body (deduplicated), commit."""
-        with unit_of_work(self.sessions) as session:
-            received = receive_callback(
-                session, dedupe_key=hashlib.sha256(body).hexdigest(), raw_body=body
-            )
-            return received.inbox_id
-
-    def reconcile(self, body: bytes) -> str:
-        status, followups = run(self.rt, queues.RECONCILE, {"inbox_id": self.receive(body)})
-        self.rt.dispatch(followups)
-        return status
-
-
-def make_world(
-    sim: SimulatorHandle,
-    callbacks: CallbackRecorder,
-    session_factory: sessionmaker[Session],
-    database_url: str,
-    redis_url: str,
-    tmp_path: Path,
-    overrides: dict[str, Any] | None = None,
-) -> Iterator[World]:
-    path = sim.write_tenants_file(tmp_path / "tenants.toml")
-    settings = fast_settings(
-        database_url=database_url, redis_url=redis_url, tenants_file=path, **(overrides or {})
-    )
-    enqueuer = RecordingEnqueuer()
-    rt = build_runtime(settings, enqueuer=enqueuer, sessions=session_factory)
-    try:
-        yield World(rt, enqueuer, sim, callbacks)
-    finally:
-        rt.close()
-
-
-@pytest.fixture
-def world(
-    sim: SimulatorHandle,
-    callbacks: CallbackRecorder,
-    session_factory: sessionmaker[Session],
-    database_url: str,
-    redis_url: str,
-    tmp_path: Path,
-) -> Iterator[World]:
-    yield from make_world(sim, callbacks, session_factory, database_url, redis_url, tmp_path)
-
-
-@pytest.fixture
-def trusting_world(
-    sim: SimulatorHandle,
-    callbacks: CallbackRecorder,
-    session_factory: sessionmaker[Session],
-    database_url: str,
-    redis_url: str,
-    tmp_path: Path,
-) -> Iterator[World]:
-    """Callbacks applied as they come (``FAPIAO_CALLBACKS__CONFIRM_WITH_QUERY=false``)."""
-    yield from make_world(
-        sim, callbacks, session_factory, database_url, redis_url, tmp_path,
-        {"callbacks": {"confirm_with_query": False}},
-    )  # fmt: skip
+pytest_plugins = ["tests.integration.test_worker_world"]
 
 
 def test_happy_path_per_bill_callback_to_invoiced(world: World) -> None:
@@ -223,9 +84,6 @@ def test_duplicate_and_out_of_order_callbacks_never_go_backwards(trusting_world:
 
 def test_callback_for_an_unknown_bill_is_an_orphan(world: World) -> None:
     other = make_bill("NOT-OURS", DEMO_SELLER)
-    world.sim.set_faults()
-    from simulator.testing import CloudSession
-
     with CloudSession(world.sim, "demo") as cloud:
         assert cloud.push(other)["success"] is True
     body = world.callbacks.wait_for(1)[0].body
