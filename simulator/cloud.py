@@ -471,9 +471,7 @@ class SimulatedCloud:
         return GatewayResult(interface, body)
 
     def _withdraw_one(self, tenant: SimTenant, bill_no: str, scope: str | None) -> dict[str, Any]:
-        candidates = [
-            bill for bill in self.bills.find(bill_no, tenant=tenant.name, seller_tax_id=scope)
-        ]
+        candidates = self.bills.find(bill_no, tenant=tenant.name, seller_tax_id=scope)
         live = [b for latest in candidates for b in self.bills.live(latest.key)]
         if not live:
             known = any(b.state is BillState.WITHDRAWN for b in candidates)
