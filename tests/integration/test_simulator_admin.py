@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +22,10 @@ from simulator.testing import (
     CloudSession,
     SimulatorHandle,
     make_bill,
+    recording_callback_receiver,
     running_simulator,
     sim_tenant_specs,
+    write_tenants_toml,
 )
 
 SELLER = "91310000SIM0000001"
@@ -139,8 +145,6 @@ def test_operator_actions_on_unknown_or_wrong_state(sim: SimulatorHandle) -> Non
 
 
 def test_wait_option_returns_after_the_callback_was_answered(tmp_path: Path) -> None:
-    from simulator.testing import recording_callback_receiver
-
     with (
         recording_callback_receiver() as receiver,
         running_simulator(callback_url=receiver.url) as sim,
@@ -208,8 +212,6 @@ def test_state_file_reschedules_pending_issuance(tmp_path: Path) -> None:
 
 
 def test_cli_refuses_unknown_faults(tmp_path: Path) -> None:
-    from simulator.testing import write_tenants_toml
-
     tenants = write_tenants_toml(tmp_path / "tenants.toml", "http://127.0.0.1:8765")
     result = CliRunner().invoke(
         _cli_app(), ["--tenants-file", str(tenants), "--faults", "warp_drive=1"]
@@ -245,3 +247,62 @@ def _cli_app() -> typer.Typer:
     app = typer.Typer()
     app.command()(simulator_command)
     return app
+
+
+def test_python_m_simulator_serves_the_tenants_file(tmp_path: Path) -> None:
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    origin = f"http://127.0.0.1:{port}"
+    specs = sim_tenant_specs()
+    tenants = write_tenants_toml(tmp_path / "tenants.toml", origin, specs)
+    command = [
+        sys.executable,
+        "-m",
+        "simulator",
+        "--port",
+        str(port),
+        "--tenants-file",
+        str(tenants),
+        "--faults",
+        "push_5xx_before=1",
+        "--faults",
+        "quota_warning=0.5",
+        "--seed",
+        "3",
+        "--callback-retry-schedule",
+        "0.05,0.1",
+        "--state-file",
+        str(tmp_path / "state.sqlite"),
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(origin + "/_sim/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert time.monotonic() < deadline, "simulator did not start"
+            time.sleep(0.05)
+        faults = httpx.get(origin + "/_sim/faults").json()["active"]
+        assert faults == {"push_5xx_before": 1.0, "quota_warning": 0.5}
+        demo = specs[0]
+        answer = httpx.post(
+            origin + "/demo/api/getAppToken.do",
+            json={
+                "appId": demo["app_id"],
+                "appSecret": demo["app_secret"],
+                "accountId": demo["account_id"],
+            },
+        ).json()
+        assert answer["state"] == "success"
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+    assert (tmp_path / "state.sqlite").exists()

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from schemas.cloud_contract import OutcomeClass, classify_http_status
 
+from schemas.cloud_contract import OutcomeClass, classify_http_status
 from simulator.testing import CloudSession, SimulatorHandle, make_bill, running_simulator
 
 SELLER = "91310000SIM0000001"
