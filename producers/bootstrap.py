@@ -1,0 +1,96 @@
+"""The composition root of a producer process (HTTP app or CLI command).
+
+``Components.build(settings, ...)`` makes everything a producer uses from ``Settings``: the
+tenants file, one engine and session factory, the enqueuer (the worker's Celery app), a
+Redis client for health checks and one on the broker for queue depths. Tests pass their own
+pieces (any argument) — a fixture's session factory, a ``RecordingEnqueuer``, a fake Redis.
+Nothing is built at import time; Redis clients connect on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from producers.enqueue import CeleryEnqueuer, Enqueuer, producer_celery_app
+from producers.intake import Intake
+from schemas.settings import Settings
+from schemas.tenants import TenantsFile
+from store.db import make_engine, make_session_factory
+
+__all__ = ["Components"]
+
+log = logging.getLogger(__name__)
+
+
+def _redis_client(url: str) -> Any:
+    from redis import Redis
+
+    return Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+
+
+@dataclass
+class Components:
+    """What producers need, built once per process."""
+
+    settings: Settings
+    tenants: TenantsFile
+    sessions: sessionmaker[Session]
+    enqueuer: Enqueuer
+    redis: Any | None = None
+    broker_redis: Any | None = None
+    _closers: list[Callable[[], object]] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        tenants: TenantsFile | None = None,
+        sessions: sessionmaker[Session] | None = None,
+        enqueuer: Enqueuer | None = None,
+        redis: Any | None = None,
+        broker_redis: Any | None = None,
+    ) -> Components:
+        closers: list[Callable[[], object]] = []
+        if tenants is None:
+            tenants = settings.load_tenants()
+        if sessions is None:
+            engine = make_engine(settings.database_url)
+            sessions = make_session_factory(engine)
+            closers.append(engine.dispose)
+        if enqueuer is None:
+            enqueuer = CeleryEnqueuer(producer_celery_app(settings))
+        if redis is None:
+            redis = _redis_client(settings.redis_url)
+            closers.append(redis.close)
+        if broker_redis is None and settings.broker_url.startswith(("redis://", "rediss://")):
+            if settings.broker_url == settings.redis_url:
+                broker_redis = redis
+            else:
+                broker_redis = _redis_client(settings.broker_url)
+                closers.append(broker_redis.close)
+        return cls(settings, tenants, sessions, enqueuer, redis, broker_redis, closers)
+
+    @property
+    def engine(self) -> Engine:
+        bind = self.sessions.kw.get("bind")
+        if not isinstance(bind, Engine):
+            raise RuntimeError("the session factory is not bound to an engine")
+        return bind
+
+    def intake(self, actor: str = "erp") -> Intake:
+        return Intake(self.sessions, self.tenants, self.enqueuer, actor)
+
+    def close(self) -> None:
+        for closer in reversed(self._closers):
+            try:
+                closer()
+            except Exception:  # closing is best effort at shutdown
+                log.debug("close step failed", exc_info=True)
+        self._closers.clear()

@@ -1,0 +1,130 @@
+"""The storage step of the Kingdee callback receiver: dedupe key, inbox row, document link.
+
+The HTTP route (``producers.http``) is the checklist — authenticate the path, allow-list,
+size limit, parse, **store raw + dedupe (here, through ``store.inbox.receive_callback``)**,
+commit, ACK, enqueue ``fapiao.reconcile``.
+Slow work (invoice upserts, transitions, confirming queries) never runs in the request.
+
+Dedupe key (``callback_dedupe_key``): the callback's ``interfaceCode`` plus, per invoice,
+``InvoiceItem.dedupe_key`` (``orderNo``, else code + number + billNo). A cancel or red of the
+same invoice is a new fact (another interfaceCode), a re-sent callback is not. Failed
+issuance items have no number: their key adds ``issueErrorMessage``. A 回退 (BILL.RETURN)
+is keyed by billNo, seller and reason. Keys longer than the column are hashed (sha256).
+
+| result | meaning | HTTP |
+|---|---|---|
+| ``stored`` | a new inbox row, state ``received`` | 200 ACK, reconcile enqueued |
+| ``duplicate`` | the same key is stored already; nothing written | 200 ACK |
+| ``orphan`` (flag) | stored; no current document has that bill (reconcile: ``orphan``) | 200 ACK |
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Final
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from schemas.kingdee import InvoiceItem, ParsedCallback
+from schemas.tenants import normalise_tax_id
+from store.inbox import receive_callback
+from store.models import CallbackInbox, Document
+
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "StoredCallback",
+    "callback_bills",
+    "callback_dedupe_key",
+    "store_callback",
+]
+
+MAX_KEY_LENGTH: Final = 200
+
+
+def _item_key(item: InvoiceItem) -> str:
+    key = item.dedupe_key
+    if not item.is_issued and not (item.orderNo or "").strip():
+        key += ":" + (item.issueErrorMessage or "")
+    return key
+
+
+def callback_dedupe_key(parsed: ParsedCallback) -> str:
+    """The key that makes a re-sent callback a duplicate (module docstring)."""
+    if parsed.returned is not None:
+        returned = parsed.returned
+        parts = [returned.billNo, returned.sellerTaxpayerId, returned.reason]
+    else:
+        parts = sorted(_item_key(item) for item in parsed.items)
+    key = f"{parsed.interfaceCode}|{parsed.style}|" + "|".join(parts)
+    if len(key) > MAX_KEY_LENGTH:
+        key = "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return key
+
+
+def callback_bills(parsed: ParsedCallback) -> set[tuple[str, str | None]]:
+    """(billNo, seller tax id or None) of every bill the callback talks about."""
+    if parsed.returned is not None:
+        seller = parsed.returned.sellerTaxpayerId or None
+        return {(parsed.returned.billNo, normalise_tax_id(seller) if seller else None)}
+    return {
+        (
+            item.billNo,
+            normalise_tax_id(item.sellerTaxpayerId) if item.sellerTaxpayerId else None,
+        )
+        for item in parsed.items
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCallback:
+    inbox_id: int
+    duplicate: bool
+    orphan: bool
+    document_id: int | None
+
+
+def _matching_document(session: Session, parsed: ParsedCallback) -> tuple[int | None, bool]:
+    """(the one document it is about or None, orphan: no document matches at all)."""
+    ids: set[int] = set()
+    for bill_no, seller in callback_bills(parsed):
+        statement = select(Document.id).where(
+            Document.bill_no == bill_no, Document.is_current.is_(True)
+        )
+        if seller:
+            statement = statement.where(Document.seller_tax_id == seller)
+        ids.update(session.scalars(statement))
+    if len(ids) == 1:
+        return next(iter(ids)), False
+    return None, not ids
+
+
+def store_callback(
+    session: Session, raw_body: bytes, parsed: ParsedCallback, remote_addr: str | None
+) -> StoredCallback:
+    """Insert the raw body into ``callback_inbox`` unless its key is there. No commit.
+
+    The row is linked to its document when exactly one current document matches (so
+    ``fapiao show`` lists it at once); the reconciler links or orphans the rest.
+    """
+    key = callback_dedupe_key(parsed)
+    received = receive_callback(
+        session,
+        dedupe_key=key,
+        raw_body=raw_body,
+        remote_addr=remote_addr[:64] if remote_addr else None,
+        style=parsed.style,
+    )
+    if received.duplicate:
+        return StoredCallback(received.inbox_id, duplicate=True, orphan=False, document_id=None)
+    document_id, orphan = _matching_document(session, parsed)
+    if document_id is not None:
+        session.execute(
+            update(CallbackInbox)
+            .where(CallbackInbox.id == received.inbox_id)
+            .values(document_id=document_id)
+        )
+    return StoredCallback(
+        received.inbox_id, duplicate=False, orphan=orphan, document_id=document_id
+    )

@@ -1,0 +1,698 @@
+"""The HTTP app: ERP hooks under ``/v1``, Kingdee's callbacks, health and metrics.
+
+``create_app(settings, components=None)`` is the factory (``fapiao api`` serves it with uvicorn);
+OpenAPI lives at ``/docs``. ``/v1`` needs ``Authorization: Bearer <key>`` with one of
+``FAPIAO_API_KEYS`` (compared in constant time); with no keys configured the API is open only
+when ``FAPIAO_ENVIRONMENT=development``.
+
+Routes
+
+| route | answers |
+|---|---|
+| ``POST /v1/documents`` | one document, a JSON array, or ``{"documents": [...]}`` (≤ 1000) |
+| ``GET /v1/documents/{bill_no}`` | state, reason, invoices (numbers, file URLs), timeline |
+| ``POST /v1/documents/{bill_no}/withdraw`` | BILL.WITHDRAW owed (202) or done at once (200) |
+| ``POST /v1/documents/{bill_no}/replay`` | failed/rejected → draft, push owed (202) |
+| ``GET /v1/schema/document``, ``/v1/schema/notification`` | JSON Schemas |
+| ``POST /callbacks/kingdee/{secret}`` | the cloud's callbacks (no API key: the path is secret) |
+| ``GET /healthz`` | database and Redis, 200 or 503 with details |
+| ``GET /metrics`` | Prometheus text |
+
+``?seller_tax_id=`` and ``?tenant=`` pick a document when several sellers share a bill number
+(409 lists them otherwise).
+
+``POST /v1/documents`` status codes
+
+| case | single document | batch (per item ``status_code``) |
+|---|---|---|
+| accepted, push owed | 202 | 202 |
+| identical content already accepted | 200, outcome ``unchanged`` | 200 |
+| invalid (issues: path, rule, message, message_zh, hint) | 422 | 422 |
+| different content while the bill is live | 409 | 409 |
+| whole request: not JSON / not an object or array | 400 | 400 |
+| whole request: body over the limit, more than 1000 documents | 413 | 413 |
+
+A batch answers **202** when every item was accepted or unchanged, else **207 Multi-Status**
+(even if every item failed): the body's ``results[i].status_code`` is the truth per item and
+``summary`` counts outcomes. Each document is stored in its own SAVEPOINT of one transaction,
+so a bad one never blocks the rest; pushes are enqueued after the commit.
+
+The callback receiver (``/callbacks/kingdee/{secret}``) is a checklist, in this order:
+
+| step | refusal |
+|---|---|
+| secret path part (constant-time compare) | 404, nothing stored |
+| IP allow-list (``FAPIAO_CALLBACKS__IP_ALLOWLIST``, when set) | 403 |
+| body size (Content-Length and streamed bytes, ``FAPIAO_CALLBACKS__MAX_BODY_BYTES``) | 413 |
+| parse either style (``schemas.kingdee.parse_callback``) | 400 naming what is wrong |
+| store raw body with its dedupe key, COMMIT | 503 when the database fails (the cloud retries) |
+| answer Kingdee's ACK (``CALLBACK_ACK``), 200 | duplicates are ACKed, not stored twice |
+| enqueue ``fapiao.reconcile`` (after the response) | a lost message is re-found by the sweeper |
+
+Errors answer ``{"error": {"code", "message", "message_zh"}}`` (plus details); a failing
+database answers 503, never 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Final
+
+from fastapi import BackgroundTasks, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from producers.bootstrap import Components
+from producers.callbacks import StoredCallback, store_callback
+from producers.documents import (
+    AmbiguousBillNo,
+    DocumentNotFound,
+    NotReplayable,
+    OperatorAction,
+    document_view,
+    find_document,
+    jsonable,
+    replay_document,
+    withdraw_document,
+)
+from producers.health import check_database, check_redis
+from producers.intake import SubmitOutcome, SubmitResult
+from producers.json_schemas import document_schema, notification_schema
+from producers.metrics import BridgeMetrics
+from schemas.kingdee import CALLBACK_ACK, CallbackParseError, parse_callback
+from schemas.money import loads_exact
+from schemas.settings import Settings
+from store.db import unit_of_work
+from store.lifecycle import LostRace, TransitionNotAllowed
+
+__all__ = [
+    "MAX_BATCH_DOCUMENTS",
+    "MAX_DOCUMENT_BODY_BYTES",
+    "ApiError",
+    "ApiKeys",
+    "create_app",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_DOCUMENTS: Final = 1000
+# 1000 documents of a few lines each, or one document with the maximum 2000 lines.
+MAX_DOCUMENT_BODY_BYTES: Final = 32 * 1024 * 1024
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, a stable code and bilingual text (+ extra members)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        message_zh: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.message_zh = message_zh
+        self.headers = headers
+        self.extra = extra
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {
+            "error": {"code": self.code, "message": self.message, "message_zh": self.message_zh}
+        }
+        body.update(jsonable(self.extra))
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def _unavailable(what: str) -> ApiError:
+    return ApiError(
+        503,
+        "unavailable",
+        f"{what} is unavailable; try again shortly",
+        "服务暂时不可用，请稍后重试",
+        headers={"Retry-After": "5"},
+    )
+
+
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes by header or by count (413)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise ApiError(
+                400,
+                "bad_content_length",
+                "Content-Length is not a number",
+                "Content-Length 不是数字",
+            ) from None
+        if size > limit:
+            raise _too_large(limit)
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        "body_too_large",
+        f"the request body exceeds {limit} bytes",
+        f"请求体超过 {limit} 字节",
+        limit_bytes=limit,
+    )
+
+
+def _bad_json(detail: str) -> ApiError:
+    return ApiError(
+        400,
+        "malformed_json",
+        f"the body is not valid JSON: {detail}",
+        f"请求体不是合法的JSON：{detail}",
+    )
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """UTF-8 JSON with every number exact (``loads_exact``); 400 with the reason otherwise."""
+    if not raw.strip():
+        raise _bad_json("the body is empty")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _bad_json(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        return loads_exact(text)
+    except RecursionError:
+        raise _bad_json("nested too deeply") from None
+    except ValueError as exc:
+        raise _bad_json(str(exc)) from None
+
+
+def documents_of(value: Any) -> tuple[list[Any], bool]:
+    """(documents, is_batch) from a parsed body: an object, an array, or {"documents": [...]}."""
+    if isinstance(value, list):
+        documents, batch = value, True
+    elif isinstance(value, dict) and "documents" in value:
+        documents = value["documents"]
+        if not isinstance(documents, list):
+            raise ApiError(
+                400,
+                "bad_batch",
+                '"documents" must be an array of documents',
+                '"documents" 必须是单据数组',
+            )
+        batch = True
+    elif isinstance(value, dict):
+        return [value], False
+    else:
+        raise ApiError(
+            400,
+            "bad_shape",
+            f"the body must be a document (object) or a batch (array), got {type(value).__name__}",
+            "请求体必须是单据对象或单据数组",
+        )
+    if not documents:
+        raise ApiError(400, "empty_batch", "the batch has no documents", "批量请求中没有单据")
+    if len(documents) > MAX_BATCH_DOCUMENTS:
+        raise ApiError(
+            413,
+            "batch_too_large",
+            f"{len(documents)} documents in one batch; at most {MAX_BATCH_DOCUMENTS}",
+            f"单次最多提交 {MAX_BATCH_DOCUMENTS} 张单据，实际 {len(documents)} 张",
+            limit=MAX_BATCH_DOCUMENTS,
+        )
+    return documents, batch
+
+
+def _result_body(result: SubmitResult) -> dict[str, Any]:
+    body = result.as_dict()
+    body["status_code"] = result.http_status
+    if result.document_id is not None and result.bill_no is not None:
+        body["links"] = {"self": f"/v1/documents/{result.bill_no}"}
+    return body
+
+
+def _single_response(result: SubmitResult) -> JSONResponse:
+    body = _result_body(result)
+    if result.outcome is SubmitOutcome.invalid:
+        count = len(result.issues)
+        body["error"] = {
+            "code": "invalid_document",
+            "message": f"the document breaks {count} rule{'s' if count != 1 else ''}",
+            "message_zh": f"单据校验未通过，共 {count} 处问题",
+        }
+    elif result.outcome is SubmitOutcome.conflict:
+        body["error"] = {
+            "code": "revision_conflict",
+            "message": result.message or "different content for a live bill",
+            "message_zh": "单据编号已存在且内容不同",
+        }
+    return JSONResponse(body, status_code=result.http_status)
+
+
+def _batch_response(results: list[SubmitResult]) -> JSONResponse:
+    items = []
+    for index, result in enumerate(results):
+        item = _result_body(result)
+        item["index"] = index
+        items.append(item)
+    summary = {outcome.value: 0 for outcome in SubmitOutcome}
+    for result in results:
+        summary[result.outcome.value] += 1
+    all_accepted = all(result.accepted for result in results)
+    return JSONResponse(
+        {"results": items, "summary": summary, "count": len(results)},
+        status_code=202 if all_accepted else 207,
+    )
+
+
+def _lookup_error(exc: LookupError) -> ApiError:
+    if isinstance(exc, AmbiguousBillNo):
+        return ApiError(
+            409,
+            "ambiguous_bill_no",
+            str(exc),
+            f"单据编号 {exc.bill_no} 属于多个销方，请通过 ?seller_tax_id= 指定",
+            candidates=exc.candidates,
+            hint="repeat the request with ?seller_tax_id=<one of the candidates>",
+        )
+    bill_no = exc.bill_no if isinstance(exc, DocumentNotFound) else ""
+    return ApiError(
+        404,
+        "not_found",
+        f"no document with billNo {bill_no!r}",
+        f"找不到单据编号为 {bill_no} 的单据",
+    )
+
+
+class ApiKeys:
+    """The keys of ``FAPIAO_API_KEYS``; ``actor_for`` names the caller or refuses (401)."""
+
+    def __init__(self, keys: list[bytes], *, open_without_keys: bool) -> None:
+        self._keys = keys
+        self._open = open_without_keys and not keys
+
+    def actor_for(self, credentials: HTTPAuthorizationCredentials | None) -> str:
+        if self._open:
+            return "api"
+        presented = (credentials.credentials if credentials else "").encode("utf-8")
+        matched: int | None = None
+        for index, key in enumerate(self._keys):
+            # Compare against every key: the time taken does not tell which one (or none).
+            if hmac.compare_digest(presented, key) and matched is None:
+                matched = index
+        if matched is None:
+            challenge = 'Bearer realm="fapiao-bridge"'
+            if credentials is not None:
+                challenge += ', error="invalid_token"'
+            raise ApiError(
+                401,
+                "unauthorized",
+                "a valid API key is required: Authorization: Bearer <key>",
+                "需要有效的API密钥（Authorization: Bearer <key>）",
+                headers={"WWW-Authenticate": challenge},
+            )
+        return f"api:key{matched + 1}"
+
+
+_bearer = HTTPBearer(auto_error=False, description="One of FAPIAO_API_KEYS")
+
+
+def _actor(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The caller's actor name (``api:key<n>``) for the audit log; 401 without a valid key."""
+    keys: ApiKeys = request.app.state.api_keys
+    return keys.actor_for(credentials)
+
+
+Actor = Annotated[str, Depends(_actor)]
+SellerQuery = Annotated[
+    str | None, Query(description="销方税号, when several sellers share the bill number")
+]
+TenantQuery = Annotated[str | None, Query(description="tenant name filter")]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    components: Components | None = None,
+    max_document_bytes: int = MAX_DOCUMENT_BODY_BYTES,
+) -> FastAPI:
+    """The HTTP app for ``settings`` (module docstring); ``components`` replaces any part."""
+    parts = components or Components.build(settings)
+    intake = parts.intake()
+    broker = parts.broker_redis
+    metrics = BridgeMetrics(
+        parts.sessions,
+        lambda: parts.tenants.names,
+        (lambda queue: int(broker.llen(queue))) if broker is not None else None,
+    )
+    app_keys = ApiKeys(
+        [key.get_secret_value().encode("utf-8") for key in settings.api_keys],
+        open_without_keys=settings.environment == "development",
+    )
+    callback_secret = (
+        settings.callback_secret.get_secret_value().encode("utf-8")
+        if settings.callback_secret is not None
+        else None
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> Any:
+        yield
+        if components is None:
+            parts.close()
+
+    app = FastAPI(
+        title="fapiao-bridge",
+        version="0.1.0",
+        description=__doc__ or "",
+        lifespan=lifespan,
+    )
+    app.state.components = parts
+    app.state.api_keys = app_keys
+    app.state.metrics = metrics
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _database_error(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        log.error("database error: %s", type(exc).__name__, exc_info=exc)
+        return _unavailable("the database").response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return ApiError(
+            400,
+            "bad_request",
+            "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            ),
+            "请求参数错误",
+        ).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    async def in_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await run_in_threadpool(function, *args, **kwargs)
+
+    # ------------------------------------------------------------------ documents
+
+    @app.post(
+        "/v1/documents",
+        tags=["documents"],
+        summary="Submit one document or a batch",
+        status_code=202,
+        responses={
+            200: {"description": "identical content was accepted before (unchanged)"},
+            207: {"description": "batch: not every item was accepted; see results[i]"},
+            400: {"description": "not JSON, or not a document/array"},
+            401: {"description": "no or wrong API key"},
+            409: {"description": "different content while the bill is live"},
+            413: {"description": "body or batch too large"},
+            422: {"description": "the document breaks rules; issues list each"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "description": "A document (see GET /v1/schema/document), an array of them, "
+                'or {"documents": [...]}',
+                "content": {"application/json": {"schema": {"type": ["object", "array"]}}},
+            }
+        },
+    )
+    async def post_documents(
+        request: Request,
+        background: BackgroundTasks,
+        actor: Actor,
+        tenant: Annotated[
+            str | None, Query(description="tenant name; default: by sellerTaxpayerId")
+        ] = None,
+    ) -> Response:
+        raw = await read_limited_body(request, max_document_bytes)
+        documents, batch = documents_of(parse_json_body(raw))
+        results: list[SubmitResult] = await in_thread(
+            intake.submit_many, documents, tenant=tenant, actor=actor, defer_enqueue=True
+        )
+        for result in results:
+            metrics.documents.labels(outcome=result.outcome.value).inc()
+        background.add_task(intake.enqueue_pushes, results)
+        return _batch_response(results) if batch else _single_response(results[0])
+
+    def _view(bill_no: str, seller_tax_id: str | None, tenant: str | None) -> dict[str, Any]:
+        with parts.sessions() as session:
+            try:
+                document = find_document(
+                    session, bill_no, seller_tax_id=seller_tax_id, tenant=tenant
+                )
+            except LookupError as exc:
+                raise _lookup_error(exc) from None
+            view: dict[str, Any] = jsonable(document_view(session, document))
+        return view
+
+    @app.get(
+        "/v1/documents/{bill_no}",
+        tags=["documents"],
+        summary="State, reason, invoices and timeline of a document",
+        responses={404: {"description": "unknown bill"}, 409: {"description": "ambiguous"}},
+    )
+    async def get_document(
+        bill_no: str, actor: Actor, seller_tax_id: SellerQuery = None, tenant: TenantQuery = None
+    ) -> dict[str, Any]:
+        view: dict[str, Any] = await in_thread(_view, bill_no, seller_tax_id, tenant)
+        return view
+
+    def _act(
+        kind: str,
+        bill_no: str,
+        seller_tax_id: str | None,
+        tenant: str | None,
+        actor: str,
+        reason: str | None,
+    ) -> OperatorAction:
+        try:
+            with unit_of_work(parts.sessions) as session:
+                document = find_document(
+                    session, bill_no, seller_tax_id=seller_tax_id, tenant=tenant
+                )
+                if kind == "withdraw":
+                    return withdraw_document(session, document, actor=actor, reason=reason)
+                return replay_document(session, document, actor=actor, reason=reason)
+        except LookupError as exc:
+            raise _lookup_error(exc) from None
+        except NotReplayable as exc:
+            raise ApiError(
+                409,
+                "not_replayable",
+                str(exc),
+                "只有失败或被拒绝的单据可以重推",
+                current_status=exc.status,
+            ) from None
+        except TransitionNotAllowed as exc:
+            raise ApiError(
+                409,
+                "not_allowed",
+                str(exc),
+                f"当前状态不允许{'撤回' if kind == 'withdraw' else '重推'}",
+            ) from None
+        except LostRace:
+            raise ApiError(
+                409,
+                "changed_meanwhile",
+                "the document changed while the request ran; look at it and try again",
+                "单据状态已变化，请查看后重试",
+            ) from None
+
+    async def _reason_of(request: Request) -> str | None:
+        raw = await read_limited_body(request, 64 * 1024)
+        if not raw.strip():
+            return None
+        value = parse_json_body(raw)
+        reason = value.get("reason") if isinstance(value, dict) else None
+        if reason is not None and not isinstance(reason, str):
+            raise ApiError(400, "bad_reason", '"reason" must be text', '"reason" 必须是文本')
+        return reason[:500] if reason else None
+
+    def _action_response(action: OperatorAction) -> JSONResponse:
+        status = 202 if action.enqueue else 200
+        return JSONResponse(action.as_dict(), status_code=status)
+
+    @app.post(
+        "/v1/documents/{bill_no}/withdraw",
+        tags=["documents"],
+        summary="Withdraw a document (BILL.WITHDRAW when it reached the cloud)",
+        responses={
+            200: {"description": "done at once (never pushed) or already withdrawn"},
+            202: {"description": "BILL.WITHDRAW owed"},
+            409: {"description": "not allowed in this state, or ambiguous bill number"},
+        },
+    )
+    async def post_withdraw(
+        bill_no: str,
+        request: Request,
+        background: BackgroundTasks,
+        actor: Actor,
+        seller_tax_id: SellerQuery = None,
+        tenant: TenantQuery = None,
+    ) -> Response:
+        reason = await _reason_of(request)
+        action: OperatorAction = await in_thread(
+            _act, "withdraw", bill_no, seller_tax_id, tenant, actor, reason
+        )
+        if action.enqueue == "withdraw":
+            background.add_task(
+                parts.enqueuer.withdraw, action.document_id, action.bill_no, action.tenant
+            )
+        return _action_response(action)
+
+    @app.post(
+        "/v1/documents/{bill_no}/replay",
+        tags=["documents"],
+        summary="Push a failed or rejected document again (same content)",
+        responses={
+            202: {"description": "back to draft, push owed"},
+            409: {"description": "not failed/rejected, or ambiguous bill number"},
+        },
+    )
+    async def post_replay(
+        bill_no: str,
+        request: Request,
+        background: BackgroundTasks,
+        actor: Actor,
+        seller_tax_id: SellerQuery = None,
+        tenant: TenantQuery = None,
+    ) -> Response:
+        reason = await _reason_of(request)
+        action: OperatorAction = await in_thread(
+            _act, "replay", bill_no, seller_tax_id, tenant, actor, reason
+        )
+        if action.enqueue == "push":
+            background.add_task(
+                parts.enqueuer.push, action.document_id, action.bill_no, action.tenant
+            )
+        return _action_response(action)
+
+    @app.get("/v1/schema/document", tags=["schemas"], summary="JSON Schema of the ERP document")
+    async def get_document_schema(actor: Actor) -> dict[str, Any]:
+        return document_schema()
+
+    @app.get(
+        "/v1/schema/notification",
+        tags=["schemas"],
+        summary="JSON Schema of the notification posted to the ERP webhook",
+    )
+    async def get_notification_schema(actor: Actor) -> dict[str, Any]:
+        return notification_schema()
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _store(raw: bytes, remote: str | None) -> StoredCallback:
+        try:
+            parsed = parse_callback(raw)
+        except CallbackParseError as exc:
+            raise ApiError(400, "bad_callback", str(exc), "回调报文无法解析") from None
+        except (RecursionError, ValueError, TypeError) as exc:
+            raise ApiError(
+                400,
+                "bad_callback",
+                f"callback body cannot be read ({type(exc).__name__})",
+                "回调报文无法解析",
+            ) from None
+        with unit_of_work(parts.sessions) as session:
+            return store_callback(session, raw, parsed, remote)
+
+    @app.post(
+        "/callbacks/kingdee/{secret}",
+        tags=["callbacks"],
+        summary="Kingdee Invoice Cloud callbacks (5.1.01 / 5.1.02 / 5.1.03)",
+        responses={
+            200: {"description": "stored (or a duplicate); Kingdee's ACK body"},
+            400: {"description": "not a callback we can read"},
+            403: {"description": "caller not in the IP allow-list"},
+            404: {"description": "wrong secret"},
+            413: {"description": "body too large"},
+            503: {"description": "could not store it; the cloud retries"},
+        },
+    )
+    async def post_callback(secret: str, request: Request, background: BackgroundTasks) -> Response:
+        if callback_secret is None or not hmac.compare_digest(
+            secret.encode("utf-8"), callback_secret
+        ):
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        remote = request.client.host if request.client else None
+        if not settings.callbacks.allows(remote or ""):
+            metrics.callbacks.labels(result="refused").inc()
+            raise ApiError(
+                403, "forbidden", "caller not in the callback IP allow-list", "回调来源IP不在白名单"
+            )
+        try:
+            raw = await read_limited_body(request, settings.callbacks.max_body_bytes)
+            stored: StoredCallback = await in_thread(_store, raw, remote)
+        except ApiError:
+            metrics.callbacks.labels(result="refused").inc()
+            raise
+        except SQLAlchemyError as exc:
+            metrics.callbacks.labels(result="unavailable").inc()
+            log.error("callback not stored: %s", type(exc).__name__, exc_info=exc)
+            return _unavailable("the database").response()
+        if stored.duplicate:
+            metrics.callbacks.labels(result="duplicate").inc()
+        else:
+            metrics.callbacks.labels(result="stored").inc()
+            if stored.orphan:
+                metrics.callbacks.labels(result="orphan").inc()
+                log.warning("callback for an unknown bill", extra={"inbox_id": stored.inbox_id})
+            background.add_task(parts.enqueuer.reconcile, stored.inbox_id)
+        return JSONResponse(dict(CALLBACK_ACK), status_code=200)
+
+    # ------------------------------------------------------------------ operations
+
+    def _health() -> tuple[int, dict[str, Any]]:
+        checks = [check_database(parts.engine)]
+        if parts.redis is not None:
+            checks.append(check_redis(parts.redis))
+        healthy = all(check.ok for check in checks)
+        body = {
+            "status": "ok" if healthy else "unhealthy",
+            "checks": {check.name: check.as_dict() for check in checks},
+        }
+        return (200 if healthy else 503), body
+
+    @app.get("/healthz", tags=["operations"], summary="Database and Redis reachable?")
+    async def healthz() -> JSONResponse:
+        status, body = await in_thread(_health)
+        return JSONResponse(body, status_code=status)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def get_metrics() -> Response:
+        content: bytes = await in_thread(generate_latest, metrics.registry)
+        return Response(content, media_type=CONTENT_TYPE_LATEST)
+
+    return app

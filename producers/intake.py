@@ -1,0 +1,437 @@
+"""Taking documents in from the ERP: validate, find the tenant, store, commit, then enqueue.
+
+This is the one path every producer uses (the Python ``submit()``, ``POST /v1/documents``,
+``fapiao submit``), so all three accept and refuse exactly the same documents.
+
+Steps for one document
+
+| step | what | refusal |
+|---|---|---|
+| 1 | every BILL.PUSH rule (``schemas.erp.validate_bill``) | ``invalid`` + issues (HTTP 422) |
+| 2 | the tenant: the given one, else the owner of ``sellerTaxpayerId`` | ``invalid`` + issue |
+| 3 | ``store.lifecycle.accept_document`` in a SAVEPOINT | ``conflict`` (HTTP 409) |
+| 4 | COMMIT (ours, or the caller's when ``session`` is passed) | |
+| 5 | enqueue ``fapiao.push`` for created / new revisions, AFTER the commit | never fails |
+
+Outcomes (``SubmitOutcome``) and their HTTP status
+
+| outcome | HTTP | meaning |
+|---|---|---|
+| ``created`` | 202 | a new document, draft; a push is owed |
+| ``new_revision`` | 202 | different content after rejected/failed/withdrawn/returned |
+| ``unchanged`` | 200 | identical content was already accepted (idempotent resubmission) |
+| ``invalid`` | 422 | the document breaks rules; ``issues`` lists every one |
+| ``conflict`` | 409 | different content while the current revision is still live |
+
+Tenant rule codes (added to the ``schemas.errors`` rules, same ``Issue`` shape)
+
+| rule | meaning |
+|---|---|
+| ``unknown_seller`` | no tenant issues for this ``sellerTaxpayerId`` |
+| ``unknown_tenant`` | the tenant named by the caller is not in the tenants file |
+| ``tenant_mismatch`` | the seller belongs to another tenant than the one named |
+| ``tenant_required`` | no ``sellerTaxpayerId`` (``orgCode`` only): the tenant must be named |
+
+A document is identified by (tenant, seller, billNo); the seller is the upper-cased
+``sellerTaxpayerId``, or ``orgCode`` for bills that carry only that.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
+
+from producers.enqueue import CeleryEnqueuer, Enqueuer, after_commit, producer_celery_app
+from schemas.erp import Bill, validate_bill
+from schemas.errors import DocumentInvalid, Issue
+from schemas.settings import Settings
+from schemas.tenants import TenantsFile, normalise_tax_id
+from store.db import make_engine, make_session_factory, unit_of_work
+from store.lifecycle import LostRace, RevisionConflict, accept_document
+
+__all__ = [
+    "TENANT_RULES",
+    "Intake",
+    "SubmitOutcome",
+    "SubmitResult",
+    "default_intake",
+    "set_default_intake",
+    "submit",
+]
+
+log = logging.getLogger(__name__)
+
+TENANT_RULES: dict[str, str] = {
+    "unknown_seller": "no tenant issues invoices for this sellerTaxpayerId",
+    "unknown_tenant": "the named tenant is not in the tenants file",
+    "tenant_mismatch": "the seller belongs to another tenant than the one named",
+    "tenant_required": "a bill without sellerTaxpayerId needs the tenant named",
+}
+
+# accept_document loses a race only when a concurrent submission of the same bill superseded
+# the revision it judged against; judging again against the winner settles it.
+_ACCEPT_TRIES = 3
+
+
+class SubmitOutcome(StrEnum):
+    created = "created"
+    new_revision = "new_revision"
+    unchanged = "unchanged"
+    invalid = "invalid"
+    conflict = "conflict"
+
+
+_HTTP_STATUS = {
+    SubmitOutcome.created: 202,
+    SubmitOutcome.new_revision: 202,
+    SubmitOutcome.unchanged: 200,
+    SubmitOutcome.invalid: 422,
+    SubmitOutcome.conflict: 409,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    """What happened to one submitted document."""
+
+    bill_no: str | None
+    outcome: SubmitOutcome
+    document_id: int | None = None
+    status: str | None = None
+    issues: tuple[Issue, ...] = ()
+    tenant: str | None = None
+    seller_tax_id: str | None = None
+    revision: int | None = None
+    message: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """Stored (now or before): the ERP may forget it; the bridge owns it."""
+        return self.outcome in (
+            SubmitOutcome.created,
+            SubmitOutcome.new_revision,
+            SubmitOutcome.unchanged,
+        )
+
+    @property
+    def push_owed(self) -> bool:
+        return self.outcome in (SubmitOutcome.created, SubmitOutcome.new_revision)
+
+    @property
+    def http_status(self) -> int:
+        return _HTTP_STATUS[self.outcome]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bill_no": self.bill_no,
+            "outcome": self.outcome.value,
+            "document_id": self.document_id,
+            "status": self.status,
+            "tenant": self.tenant,
+            "seller_tax_id": self.seller_tax_id,
+            "revision": self.revision,
+            "message": self.message,
+            "issues": [issue.as_dict() for issue in self.issues],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A valid bill with its identity, ready to store."""
+
+    bill: Bill
+    tenant: str
+    seller_tax_id: str
+
+
+def _raw_bill_no(document: object) -> str | None:
+    if isinstance(document, Bill):
+        return document.billNo
+    if isinstance(document, Mapping):
+        value = document.get("billNo")
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+def _issue(path: str, rule: str, en: str, zh: str, hint: str, hint_zh: str) -> Issue:
+    return Issue(path, rule, en, zh, hint, hint_zh)
+
+
+def _validate(document: object) -> Bill | tuple[Issue, ...]:
+    try:
+        return validate_bill(document)  # type: ignore[arg-type]  # non-mappings become issues
+    except DocumentInvalid as exc:
+        return exc.issues
+    except ValidationError as exc:
+        # validate_bill's own rules passed but the model refused the shape: report it the
+        # same way instead of failing the request.
+        return tuple(
+            _issue(
+                ".".join(str(part) for part in err["loc"]),
+                "type",
+                f"{err['msg']}",
+                f"字段格式错误：{err['msg']}",
+                "Fix the value's type or format.",
+                "请修正该字段的类型或格式。",
+            )
+            for err in exc.errors()
+        )
+    except (ArithmeticError, RecursionError, TypeError, ValueError) as exc:
+        log.exception("validate_bill raised instead of reporting issues")
+        return (
+            _issue(
+                "",
+                "type",
+                f"the document could not be read ({type(exc).__name__})",
+                "无法读取该单据",
+                "Check the numbers and nesting of the document.",
+                "请检查单据中的数字和嵌套结构。",
+            ),
+        )
+
+
+def resolve_tenant(bill: Bill, tenants: TenantsFile, named: str | None) -> tuple[str, str] | Issue:
+    """(tenant, seller identity) for ``bill``, or the Issue that prevents it."""
+    seller_id = normalise_tax_id(bill.sellerTaxpayerId) if bill.sellerTaxpayerId else None
+    owner = tenants.tenant_for_seller(seller_id) if seller_id else None
+    if named is not None:
+        if tenants.by_name(named) is None:
+            return _issue(
+                "tenant",
+                "unknown_tenant",
+                f"tenant {named!r} is not configured; known tenants: {', '.join(tenants.names)}",
+                f"租户 {named!r} 不存在，已配置的租户：{'、'.join(tenants.names)}",
+                "Name one of the configured tenants, or leave the tenant out to pick it by "
+                "sellerTaxpayerId.",
+                "请填写已配置的租户，或不填写租户，由销方税号自动确定。",
+            )
+        if owner is not None and owner.name != named:
+            return _issue(
+                "sellerTaxpayerId",
+                "tenant_mismatch",
+                f"seller {seller_id} belongs to tenant {owner.name!r}, not {named!r}",
+                f"销方税号 {seller_id} 属于租户 {owner.name!r}，而不是 {named!r}",
+                "Leave the tenant out, or send the document to the seller's tenant.",
+                "请不填写租户，或改为该销方税号所属的租户。",
+            )
+        if seller_id is not None and owner is None:
+            return _unknown_seller(seller_id, tenants)
+        return named, seller_id or (bill.orgCode or "")
+    if seller_id is None:
+        if len(tenants.tenants) == 1:
+            return tenants.tenants[0].name, bill.orgCode or ""
+        return _issue(
+            "tenant",
+            "tenant_required",
+            "the bill has no sellerTaxpayerId, so the tenant cannot be found; name it",
+            "单据未填写销方税号，无法确定租户，请指定租户",
+            "Send sellerTaxpayerId, or name the tenant (?tenant=… / --tenant / tenant=…).",
+            "请填写销方税号，或指定租户（?tenant=… / --tenant / tenant=…）。",
+        )
+    if owner is None:
+        return _unknown_seller(seller_id, tenants)
+    return owner.name, seller_id
+
+
+def _unknown_seller(seller_id: str, tenants: TenantsFile) -> Issue:
+    return _issue(
+        "sellerTaxpayerId",
+        "unknown_seller",
+        f"no tenant issues invoices for seller {seller_id}; configured tenants: "
+        f"{', '.join(tenants.names)}",
+        f"销方税号 {seller_id} 不属于任何已配置的租户",
+        "Check sellerTaxpayerId, or add it to the seller_tax_ids of its tenant in the "
+        "tenants file.",
+        "请核对销方税号，或在租户配置文件中将其加入对应租户的 seller_tax_ids。",
+    )
+
+
+@dataclass
+class Intake:
+    """Submits documents: the database, the tenants file and the broker it needs."""
+
+    sessions: sessionmaker[Session] | None
+    tenants: TenantsFile
+    enqueuer: Enqueuer
+    actor: str = "erp"
+
+    def prepare(self, document: object, tenant: str | None = None) -> _Prepared | SubmitResult:
+        """Validate and resolve the tenant (no database); an ``invalid`` result if refused."""
+        bill_no = _raw_bill_no(document)
+        checked = _validate(document)
+        if not isinstance(checked, Bill):
+            return SubmitResult(bill_no, SubmitOutcome.invalid, issues=checked, tenant=tenant)
+        resolved = resolve_tenant(checked, self.tenants, tenant)
+        if isinstance(resolved, Issue):
+            return SubmitResult(checked.billNo, SubmitOutcome.invalid, issues=(resolved,))
+        return _Prepared(checked, resolved[0], resolved[1])
+
+    def store(self, session: Session, prepared: _Prepared, actor: str) -> SubmitResult:
+        """accept_document in a SAVEPOINT; no commit, no enqueue."""
+        bill = prepared.bill
+        totals = bill.total()
+        for attempt in range(_ACCEPT_TRIES):
+            try:
+                with session.begin_nested():
+                    acceptance = accept_document(
+                        session,
+                        tenant=prepared.tenant,
+                        seller_tax_id=prepared.seller_tax_id,
+                        bill_no=bill.billNo,
+                        payload=bill.to_wire(),
+                        content_hash=bill.content_hash(),
+                        total_amount=bill.totalAmount,
+                        total_incl_tax=totals.incl,
+                        total_tax=totals.tax,
+                        invoice_type=bill.invoiceType.value,
+                        actor=actor,
+                    )
+            except RevisionConflict as conflict:
+                return SubmitResult(
+                    bill.billNo,
+                    SubmitOutcome.conflict,
+                    document_id=conflict.document_id,
+                    status=conflict.status.value,
+                    tenant=prepared.tenant,
+                    seller_tax_id=prepared.seller_tax_id,
+                    revision=conflict.revision,
+                    message=str(conflict),
+                )
+            except LostRace:
+                if attempt + 1 == _ACCEPT_TRIES:
+                    raise
+                continue
+            document = acceptance.document
+            return SubmitResult(
+                bill.billNo,
+                SubmitOutcome(acceptance.outcome.value),
+                document_id=document.id,
+                status=document.status,
+                tenant=prepared.tenant,
+                seller_tax_id=prepared.seller_tax_id,
+                revision=document.revision,
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _enqueue(self, result: SubmitResult) -> None:
+        if result.push_owed and result.document_id is not None and result.tenant is not None:
+            self.enqueuer.push(result.document_id, result.bill_no or "", result.tenant)
+
+    def submit(
+        self,
+        document: Mapping[str, Any] | Bill,
+        *,
+        tenant: str | None = None,
+        session: Session | None = None,
+        actor: str | None = None,
+    ) -> SubmitResult:
+        """One document (module docstring). With ``session``: the caller commits; the push is
+        enqueued after the caller's commit (and dropped if it rolls back)."""
+        prepared = self.prepare(document, tenant)
+        if isinstance(prepared, SubmitResult):
+            return prepared
+        who = actor or self.actor
+        if session is not None:
+            result = self.store(session, prepared, who)
+            if result.push_owed:
+                after_commit(session, lambda: self._enqueue(result))
+            return result
+        with unit_of_work(self._sessions()) as own:
+            result = self.store(own, prepared, who)
+        self._enqueue(result)
+        return result
+
+    def submit_many(
+        self,
+        documents: Sequence[object],
+        *,
+        tenant: str | None = None,
+        actor: str | None = None,
+        defer_enqueue: bool = False,
+    ) -> list[SubmitResult]:
+        """A batch in ONE transaction, each document in its own SAVEPOINT, results in order.
+
+        One bad document never blocks the others. With ``defer_enqueue`` the caller sends the
+        pushes itself (``enqueue_pushes``) after the response, e.g. from a background task.
+        """
+        who = actor or self.actor
+        prepared = [self.prepare(document, tenant) for document in documents]
+        results: list[SubmitResult] = []
+        if any(not isinstance(item, SubmitResult) for item in prepared):
+            with unit_of_work(self._sessions()) as session:
+                for item in prepared:
+                    if isinstance(item, SubmitResult):
+                        results.append(item)
+                    else:
+                        results.append(self.store(session, item, who))
+        else:
+            results = [item for item in prepared if isinstance(item, SubmitResult)]
+        if not defer_enqueue:
+            self.enqueue_pushes(results)
+        return results
+
+    def enqueue_pushes(self, results: Sequence[SubmitResult]) -> int:
+        """Send ``fapiao.push`` for every result that owes one (after the commit)."""
+        owed = [result for result in results if result.push_owed]
+        for result in owed:
+            self._enqueue(result)
+        return len(owed)
+
+    def _sessions(self) -> sessionmaker[Session]:
+        if self.sessions is None:
+            raise RuntimeError("this Intake has no database; pass session=… or build it with one")
+        return self.sessions
+
+
+_default: Intake | None = None
+_default_lock = threading.Lock()
+
+
+def default_intake() -> Intake:
+    """The process-wide Intake, built from ``Settings.load()`` on first use (not at import)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            settings = Settings.load()
+            _default = Intake(
+                sessions=make_session_factory(make_engine(settings.database_url)),
+                tenants=settings.load_tenants(),
+                enqueuer=CeleryEnqueuer(producer_celery_app(settings)),
+            )
+        return _default
+
+
+def set_default_intake(intake: Intake | None) -> None:
+    """Use ``intake`` for ``submit()`` calls without ``intake=`` (None: build from settings)."""
+    global _default
+    with _default_lock:
+        _default = intake
+
+
+def submit(
+    document: Mapping[str, Any] | Bill,
+    *,
+    tenant: str | None = None,
+    session: Session | None = None,
+    intake: Intake | None = None,
+    actor: str | None = None,
+) -> SubmitResult:
+    """Submit one ERP document (a dict as parsed by ``loads_exact``, or a ``Bill``).
+
+    Invalid documents come back with ``outcome="invalid"`` and their ``issues`` (nothing is
+    raised); identical resubmissions come back ``unchanged``. Pass ``session`` to store inside
+    your own transaction: nothing is committed here and the push is sent after your commit.
+    """
+    return (intake or default_intake()).submit(
+        document, tenant=tenant, session=session, actor=actor
+    )
