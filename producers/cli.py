@@ -3,11 +3,44 @@
 Every verb builds what it needs from ``Settings`` when it runs (one composition root per
 process); importing this module builds nothing. Sub-commands that live in other rooms (the
 simulator) are imported lazily so that ``fapiao --help`` stays fast and the layering holds.
+
+| command | does | exit 1 |
+|---|---|---|
+| ``submit FILE|DIR|-`` | submit JSON / JSON Lines documents, per-document result | any refused |
+| ``status`` | states by tenant: counts, oldest age; paused, stuck, parked | |
+| ``show BILL_NO`` | one document: state, reason, invoices, timeline | not found |
+| ``replay`` | failed/rejected → draft (``--dry-run`` lists, ``--yes`` skips asking) | skipped |
+| ``withdraw BILL_NO`` | withdraw (BILL.WITHDRAW when it reached the cloud) | refused |
+| ``tenants list|pause|resume`` | the tenants, and the operator's pause switch | unknown |
+| ``db upgrade`` / ``db current`` | Alembic migrations | |
+| ``doctor`` | settings, database, Redis, each tenant's token; what to fix | 1 if any fails |
+| ``api`` | serve the HTTP app (uvicorn) | |
+| ``simulator`` | the simulated Kingdee cloud (``simulator.cli``, loaded lazily) | |
+
+Read commands take ``--json``. Operator actions are recorded with actor ``operator:<user>``
+(``--actor``) and ``--reason`` in the document's event log. Exit code 2: bad settings or
+arguments.
 """
 
 from __future__ import annotations
 
+import getpass
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
 import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from producers.bootstrap import Components
+    from schemas.settings import Settings
 
 app = typer.Typer(
     name="fapiao",
@@ -15,6 +48,779 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
+tenants_app = typer.Typer(help="Tenants: list, pause, resume.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(tenants_app, name="tenants")
+
+__all__ = ["CliContext", "app", "main"]
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+SellerOption = Annotated[
+    str | None, typer.Option("--seller-tax-id", help="销方税号, when several sellers share it.")
+]
+TenantOption = Annotated[str | None, typer.Option("--tenant", help="Tenant name.")]
+ActorOption = Annotated[
+    str | None, typer.Option("--actor", help="Who acts (audit log); default operator:<user>.")
+]
+ReasonOption = Annotated[str | None, typer.Option("--reason", help="Why (audit log).")]
+
+
+@dataclass
+class CliContext:
+    """How commands get Settings and Components; tests pass their own (``obj=``)."""
+
+    load_settings: Callable[[], Settings] | None = None
+    build_components: Callable[[Settings], Components] | None = None
+    _settings: Settings | None = field(default=None, repr=False)
+    _components: Components | None = field(default=None, repr=False)
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from schemas.settings import Settings, SettingsError
+
+            try:
+                self._settings = (self.load_settings or Settings.load)()
+            except SettingsError as exc:
+                _fail(str(exc), code=2)
+        return self._settings
+
+    def components(self) -> Components:
+        if self._components is None:
+            from producers.bootstrap import Components
+            from schemas.tenants import TenantsFileError
+
+            settings = self.settings()
+            try:
+                build = self.build_components or Components.build
+                self._components = build(settings)
+            except TenantsFileError as exc:
+                _fail(str(exc), code=2)
+        return self._components
+
+
+def _context(ctx: typer.Context) -> CliContext:
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliContext):
+        root.obj = CliContext()
+    return root.obj
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    _console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def _print_json(value: Any) -> None:
+    from producers.documents import jsonable
+
+    typer.echo(json.dumps(jsonable(value), ensure_ascii=False, indent=2))
+
+
+def _actor(actor: str | None) -> str:
+    if actor:
+        return actor[:64]
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name in some containers
+        user = "unknown"
+    return f"operator:{user}"[:64]
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``30m``, ``2h``, ``7d`` (ago) or an ISO date/datetime (naive = UTC)."""
+    match = _RELATIVE.match(text)
+    if match:
+        now = now or datetime.now(UTC)
+        return now - timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is neither a duration (30m, 2h, 7d) nor an ISO date/datetime",
+            param_hint="--since",
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@contextmanager
+def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A Rich progress bar on stderr (silent with ``--json`` or nothing to do)."""
+    if not enabled or total == 0:
+        yield lambda _: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=_console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda done: progress.advance(task, done)
+
+
+# ---------------------------------------------------------------------------------- submit
+
+SUBMIT_CHUNK = 100
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[str], typer.Argument(help="JSON / JSON Lines files, directories, or - for stdin.")
+    ],
+    tenant: TenantOption = None,
+    actor: Annotated[str, typer.Option(help="Recorded as the submitter.")] = "cli",
+    as_json: JsonOption = False,
+) -> None:
+    """Submit ERP documents (one object, an array, {"documents": [...]}, or JSON Lines)."""
+    from producers.intake import SubmitResult
+    from producers.reading import Loaded, SourceError, load_documents
+
+    components = _context(ctx).components()
+    intake = components.intake(actor=actor)
+    items = list(load_documents(paths))
+    loaded = [item for item in items if isinstance(item, Loaded)]
+    errors = [item for item in items if isinstance(item, SourceError)]
+    results: list[tuple[str, SubmitResult]] = []
+    with _progress(not as_json, len(loaded), "submitting") as advance:
+        for start in range(0, len(loaded), SUBMIT_CHUNK):
+            chunk = loaded[start : start + SUBMIT_CHUNK]
+            outcome = intake.submit_many([item.document for item in chunk], tenant=tenant)
+            results.extend(zip((item.source for item in chunk), outcome, strict=True))
+            advance(len(chunk))
+    refused = len(errors) + sum(1 for _, result in results if not result.accepted)
+    if as_json:
+        _print_json(
+            {
+                "results": [{"source": source, **result.as_dict()} for source, result in results],
+                "source_errors": [{"source": e.source, "message": e.message} for e in errors],
+                "refused": refused,
+            }
+        )
+    else:
+        console = _console()
+        for error in errors:
+            console.print(f"[red]✗ {error.source}[/]: {error.message}")
+        for source, result in results:
+            _print_submit_result(console, source, result)
+        summary: dict[str, int] = {}
+        for _, result in results:
+            summary[result.outcome.value] = summary.get(result.outcome.value, 0) + 1
+        parts = ", ".join(f"{count} {name}" for name, count in sorted(summary.items()))
+        console.print(
+            f"{len(results)} document(s): {parts or 'none'}"
+            + (f"; {len(errors)} unreadable source(s)" if errors else "")
+        )
+    if refused or not results:
+        raise typer.Exit(1)
+
+
+def _print_submit_result(console: Console, source: str, result: Any) -> None:
+    from rich.markup import escape
+
+    bill = escape(result.bill_no or "(no billNo)")
+    where = escape(source)
+    if result.accepted:
+        console.print(
+            f"[green]✓[/] {result.outcome.value:<12} {bill}  tenant={result.tenant} "
+            f"#{result.document_id} {result.status}  [dim]{where}[/]"
+        )
+        return
+    if result.outcome.value == "conflict":
+        console.print(f"[red]✗ conflict[/]     {bill}  [dim]{where}[/]: {escape(result.message)}")
+        return
+    console.print(f"[red]✗ invalid[/]      {bill}  [dim]{where}[/]")
+    for issue in result.issues:
+        console.print(
+            f"    {escape(issue.path or '(bill)')} [yellow]\\[{issue.rule}][/] "
+            f"{escape(issue.message)} / {escape(issue.message_zh)}"
+        )
+
+
+# ---------------------------------------------------------------------------------- status
+
+
+@app.command()
+def status(ctx: typer.Context, tenant: TenantOption = None, as_json: JsonOption = False) -> None:
+    """States by tenant: counts and oldest ages; paused, stuck and parked highlighted."""
+    from producers.overview import ATTENTION_STATES, overview
+    from store.states import DocumentStatus
+
+    components = _context(ctx).components()
+    with components.sessions() as session:
+        data = overview(session, components.tenants, components.settings.stuck_alert, tenant=tenant)
+    if as_json:
+        _print_json(data)
+        return
+    from rich.table import Table
+
+    console = _console()
+    table = Table(title="documents by state (count · oldest age)")
+    table.add_column("tenant")
+    for state in DocumentStatus:
+        table.add_column(state.value, justify="right")
+    attention = {state.value for state in ATTENTION_STATES}
+    for row in data["tenants"]:
+        name = row["tenant"]
+        if row["paused"]:
+            name = f"[bold red]{name}\nPAUSED[/]"
+        cells = [name]
+        for state in DocumentStatus:
+            item = row["states"][state.value]
+            if not item["count"]:
+                cells.append("[dim]0[/]")
+                continue
+            text = f"{item['count']} · {_age(item['oldest_age_seconds'])}"
+            if item["stuck"]:
+                text = f"[bold red]{text} STUCK[/]"
+            elif state.value in attention:
+                text = f"[yellow]{text}[/]"
+            cells.append(text)
+        table.add_row(*cells)
+    console.print(table)
+    for row in data["tenants"]:
+        if row["paused"]:
+            console.print(f"[bold red]tenant {row['tenant']} is paused:[/] {row['paused_reason']}")
+        if row["parked_notifications"]:
+            console.print(
+                f"[bold red]tenant {row['tenant']}: {row['parked_notifications']} ERP "
+                "notification(s) parked[/] (delivery gave up)"
+            )
+        if row["attention"]:
+            console.print(
+                f"[yellow]tenant {row['tenant']}: {row['attention']} document(s) need an "
+                "operator[/] (fapiao replay --dry-run)"
+            )
+    callbacks = data["callbacks"]
+    console.print(
+        "callbacks: " + ", ".join(f"{state} {count}" for state, count in callbacks.items())
+    )
+
+
+# ---------------------------------------------------------------------------------- show
+
+
+def _find(session: Any, bill_no: str, seller_tax_id: str | None, tenant: str | None) -> Any:
+    from producers.documents import AmbiguousBillNo, find_document
+
+    try:
+        return find_document(session, bill_no, seller_tax_id=seller_tax_id, tenant=tenant)
+    except AmbiguousBillNo as exc:
+        lines = "\n".join(
+            f"  --tenant {c['tenant']} --seller-tax-id {c['seller_tax_id']}  ({c['status']})"
+            for c in exc.candidates
+        )
+        _fail(f"{exc}\n{lines}")
+    except LookupError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    bill_no: Annotated[str, typer.Argument(help="单据编号 (billNo).")],
+    seller_tax_id: SellerOption = None,
+    tenant: TenantOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One document: state, reason, invoices and timeline.
+
+    The timeline merges transitions, cloud calls, callbacks and invoices, oldest first.
+    """
+    from producers.documents import document_view
+
+    components = _context(ctx).components()
+    with components.sessions() as session:
+        document = _find(session, bill_no, seller_tax_id, tenant)
+        view = document_view(session, document)
+    if as_json:
+        _print_json(view)
+        return
+    _render_view(view)
+
+
+def _render_view(view: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from producers.documents import jsonable
+
+    console = _console()
+    console.print(
+        f"[bold]{escape(view['bill_no'])}[/]  tenant {view['tenant']}  seller "
+        f"{view['seller_tax_id']}  revision {view['revision']}  document #{view['document_id']}"
+    )
+    console.print(
+        f"state [bold]{view['status']}[/] for {_age(view['age_seconds'])}; total "
+        f"{jsonable(view['total_amount'])} (incl. tax {jsonable(view['total_incl_tax'])}), "
+        f"issued {jsonable(view['issued_amount'])}"
+    )
+    if view["reason"]:
+        console.print(f"reason: {escape(str(view['reason']))}")
+    if view["invoices"]:
+        table = Table(title="invoices")
+        for column in ("code", "number", "status", "date", "amount", "tax", "files / error"):
+            table.add_column(column)
+        for invoice in view["invoices"]:
+            files = " ".join(invoice["files"].values()) or (invoice["issue_error_message"] or "")
+            table.add_row(
+                invoice["invoice_code"] or "",
+                invoice["invoice_num"] or "",
+                invoice["invoice_status"] or "",
+                invoice["invoice_date"] or "",
+                str(jsonable(invoice["total_amount"]) or ""),
+                str(jsonable(invoice["total_tax_amount"]) or ""),
+                escape(files),
+            )
+        console.print(table)
+    table = Table(title="timeline")
+    for column in ("at", "what", "detail", "by"):
+        table.add_column(column)
+    for entry in view["timeline"]:
+        at = entry["at"].strftime("%Y-%m-%d %H:%M:%S")
+        kind = entry["kind"]
+        if kind == "transition":
+            what = f"{entry['event']}: {entry['from'] or '∅'} → {entry['to']}"
+            if entry["outcome"] != "applied":
+                what += f" ({entry['outcome']})"
+            detail, by = entry["reason"] or "", entry["actor"]
+        elif kind == "cloud_call":
+            what = f"call {entry['interface']} → {entry['outcome']}"
+            code = f" code {entry['error_code']}" if entry["error_code"] else ""
+            detail = f"HTTP {entry['http_status']}{code} {entry['message'] or ''}"
+            by = f"attempt {entry['attempt']}" if entry["attempt"] else ""
+        elif kind == "callback":
+            what = f"callback #{entry['inbox_id']} ({entry['style']})"
+            detail, by = f"{entry['state']} {entry['error'] or ''}", "cloud"
+        else:
+            what = f"invoice {entry['invoice_code'] or ''}{entry['invoice_num'] or ''}"
+            detail, by = entry["issue_error_message"] or entry["invoice_status"] or "", ""
+        table.add_row(at, escape(what), escape(detail.strip()), escape(by or ""))
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------- replay
+
+
+@app.command()
+def replay(
+    ctx: typer.Context,
+    state: Annotated[
+        list[str] | None,
+        typer.Option("--state", help="failed and/or rejected (default both). Repeatable."),
+    ] = None,
+    bill: Annotated[
+        list[str] | None, typer.Option("--bill", help="Only these bill numbers. Repeatable.")
+    ] = None,
+    tenant: TenantOption = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only documents that entered their state since (2h, 7d, ISO date)."),
+    ] = None,
+    error_code: Annotated[
+        str | None, typer.Option("--error-code", help="Only this last errorCode.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be replayed; change nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    reason: ReasonOption = None,
+    actor: ActorOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Push failed or rejected documents again (same content).
+
+    Documents in any other state (in_doubt, pushed, invoiced, …) are never replayed.
+    """
+    from producers.documents import (
+        REPLAYABLE,
+        NotReplayable,
+        document_summary,
+        replay_candidates,
+        replay_document,
+    )
+    from store.db import unit_of_work
+    from store.lifecycle import LifecycleError
+    from store.models import Document
+    from store.states import DocumentStatus
+
+    allowed = {s.value for s in REPLAYABLE}
+    wanted = state or sorted(allowed)
+    bad = [s for s in wanted if s not in allowed]
+    if bad:
+        raise typer.BadParameter(
+            f"{', '.join(bad)}: only failed or rejected documents are replayed",
+            param_hint="--state",
+        )
+    since_at = parse_since(since) if since else None
+    components = _context(ctx).components()
+    with components.sessions() as session:
+        candidates = replay_candidates(
+            session,
+            states=[DocumentStatus(s) for s in wanted],
+            bill_nos=bill or (),
+            tenant=tenant,
+            since=since_at,
+            error_code=error_code,
+            limit=limit,
+        )
+        listed = [document_summary(doc) for doc in candidates]
+        for item, doc in zip(listed, candidates, strict=True):
+            item["last_error_message"] = doc.last_error_message
+    if dry_run or not listed:
+        if as_json:
+            _print_json({"dry_run": dry_run, "would_replay": listed, "count": len(listed)})
+        else:
+            _print_candidates(listed, "would replay" if dry_run else "replayable")
+            if not listed:
+                _console().print("nothing to replay")
+        return
+    if not as_json:
+        _print_candidates(listed, "replay")
+    if not yes and not typer.confirm(f"Replay {len(listed)} document(s)?", default=False):
+        _console(stderr=True).print("nothing replayed")
+        raise typer.Exit(1)
+
+    who = _actor(actor)
+    why = reason or "replayed by an operator (fapiao replay)"
+    done: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    with _progress(not as_json, len(listed), "replaying") as advance:
+        for item in listed:
+            try:
+                with unit_of_work(components.sessions) as session:
+                    document = session.get(Document, item["document_id"], populate_existing=True)
+                    if document is None:
+                        raise LookupError("document vanished")
+                    action = replay_document(session, document, actor=who, reason=why)
+            except (NotReplayable, LifecycleError, LookupError) as exc:
+                skipped.append({**item, "skipped": str(exc)})
+            else:
+                if action.enqueue == "push":
+                    components.enqueuer.push(action.document_id, action.bill_no, action.tenant)
+                done.append({**item, "status": action.to_status, "from_status": action.from_status})
+            advance(1)
+    if as_json:
+        _print_json({"replayed": done, "skipped": skipped, "count": len(done)})
+    else:
+        console = _console()
+        console.print(f"replayed {len(done)} document(s) (actor {who})")
+        for item in skipped:
+            console.print(f"[yellow]skipped {item['bill_no']}[/]: {item['skipped']}")
+    if skipped:
+        raise typer.Exit(1)
+
+
+def _print_candidates(listed: Sequence[dict[str, Any]], title: str) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"{title}: {len(listed)} document(s)")
+    for column in ("bill_no", "tenant", "seller", "state", "for", "error"):
+        table.add_column(column)
+    for item in listed:
+        error = " ".join(
+            part for part in (item["last_error_code"], item["last_error_message"]) if part
+        )
+        table.add_row(
+            escape(item["bill_no"]),
+            item["tenant"],
+            item["seller_tax_id"],
+            item["status"],
+            _age(item["age_seconds"]),
+            escape(error[:80]),
+        )
+    _console().print(table)
+
+
+# ---------------------------------------------------------------------------------- withdraw
+
+
+@app.command()
+def withdraw(
+    ctx: typer.Context,
+    bill_no: Annotated[str, typer.Argument(help="单据编号 (billNo).")],
+    seller_tax_id: SellerOption = None,
+    tenant: TenantOption = None,
+    reason: ReasonOption = None,
+    actor: ActorOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Withdraw a document: at once when it never reached the cloud, else BILL.WITHDRAW."""
+    from producers.documents import withdraw_document
+    from store.db import unit_of_work
+    from store.lifecycle import LifecycleError
+
+    components = _context(ctx).components()
+    try:
+        with unit_of_work(components.sessions) as session:
+            document = _find(session, bill_no, seller_tax_id, tenant)
+            action = withdraw_document(
+                session, document, actor=_actor(actor), reason=reason or "withdrawn by an operator"
+            )
+    except LifecycleError as exc:
+        _fail(str(exc))
+    if action.enqueue == "withdraw":
+        components.enqueuer.withdraw(action.document_id, action.bill_no, action.tenant)
+    if as_json:
+        _print_json(action.as_dict())
+        return
+    if not action.applied:
+        _console().print(f"{bill_no} is already {action.to_status}; nothing to do")
+    elif action.enqueue:
+        _console().print(
+            f"{bill_no}: {action.from_status} → {action.to_status}; BILL.WITHDRAW sent"
+        )
+    else:
+        _console().print(f"{bill_no}: {action.from_status} → {action.to_status}")
+
+
+# ---------------------------------------------------------------------------------- tenants
+
+
+@tenants_app.command("list")
+def tenants_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Every tenant of the tenants file, with its pause state."""
+    from sqlalchemy import select
+
+    from store.models import TenantState
+
+    components = _context(ctx).components()
+    with components.sessions() as session:
+        states = {row.tenant: row for row in session.scalars(select(TenantState))}
+    rows: list[dict[str, Any]] = []
+    for config in components.tenants.tenants:
+        row = states.get(config.name)
+        paused = bool(row and row.paused) or config.paused
+        rows.append(
+            {
+                "name": config.name,
+                "base_url": config.base,
+                "business_system_code": config.business_system_code,
+                "callback_style": config.callback_style,
+                "seller_tax_ids": list(config.seller_tax_ids),
+                "auto_invoice": config.auto_invoice,
+                "rate_limit_per_second": config.rate_limit_per_second,
+                "erp_webhook": config.erp_webhook_url is not None,
+                "paused": paused,
+                "paused_reason": (row.paused_reason if row and row.paused else None)
+                or ("paused = true in the tenants file" if config.paused else None),
+                "paused_at": row.paused_at if row and row.paused else None,
+            }
+        )
+    if as_json:
+        _print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title="tenants")
+    for column in ("name", "base URL", "businessSystemCode", "sellers", "callbacks", "state"):
+        table.add_column(column)
+    for item in rows:
+        state_text = (
+            f"[bold red]PAUSED[/] {item['paused_reason'] or ''}" if item["paused"] else "active"
+        )
+        table.add_row(
+            item["name"],
+            item["base_url"],
+            item["business_system_code"],
+            "\n".join(item["seller_tax_ids"]),
+            item["callback_style"],
+            state_text,
+        )
+    _console().print(table)
+
+
+def _known_tenant(components: Components, name: str) -> None:
+    if components.tenants.by_name(name) is None:
+        _fail(f"unknown tenant {name!r}; known: {', '.join(components.tenants.names)}")
+
+
+@tenants_app.command("pause")
+def tenants_pause(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Tenant name.")],
+    reason: ReasonOption = None,
+    actor: ActorOption = None,
+) -> None:
+    """Stop pushes, polls and withdrawals for a tenant (callbacks are still stored)."""
+    from store.db import unit_of_work
+    from store.tenants import pause_tenant
+
+    components = _context(ctx).components()
+    _known_tenant(components, name)
+    why = f"{reason or 'paused by an operator'} ({_actor(actor)})"
+    with unit_of_work(components.sessions) as session:
+        pause_tenant(session, name, why)
+    _console().print(f"tenant {name} paused: {why}")
+
+
+@tenants_app.command("resume")
+def tenants_resume(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Tenant name.")],
+) -> None:
+    """Let a paused tenant's work go on (fix the cause first: fapiao doctor)."""
+    from store.db import unit_of_work
+    from store.tenants import resume_tenant
+
+    components = _context(ctx).components()
+    _known_tenant(components, name)
+    with unit_of_work(components.sessions) as session:
+        resume_tenant(session, name)
+    _console().print(f"tenant {name} resumed")
+    if (config := components.tenants.by_name(name)) is not None and config.paused:
+        _console().print("[yellow]note: the tenants file still says paused = true[/]")
+
+
+# ---------------------------------------------------------------------------------- db
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Migrate the database of FAPIAO_DATABASE_URL up to REVISION (default: the newest)."""
+    from store import migrate
+
+    settings = _context(ctx).settings()
+    try:
+        migrate.upgrade(settings.database_url, revision)
+    except Exception as exc:  # alembic/driver errors: say what failed, no traceback
+        _fail(f"upgrade failed: {type(exc).__name__}: {exc}")
+    _console().print(f"database at revision {migrate.current(settings.database_url)}")
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """The revision the database is at, and the newest the code knows."""
+    from store import migrate
+
+    settings = _context(ctx).settings()
+    data = {"current": migrate.current(settings.database_url), "head": migrate.head()}
+    if as_json:
+        _print_json(data)
+    else:
+        _console().print(f"current {data['current']}, head {data['head']}")
+
+
+# ---------------------------------------------------------------------------------- doctor
+
+
+@app.command()
+def doctor(
+    ctx: typer.Context,
+    tokens: Annotated[
+        bool, typer.Option("--tokens/--no-tokens", help="Ask the cloud for each tenant's token.")
+    ] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Check settings, database, Redis and each tenant's token; say what to fix.
+
+    Also checks the tenants file, the migrations and the broker.
+    """
+    from producers.doctor import diagnose
+    from schemas.settings import Settings
+
+    context = _context(ctx)
+    checks = diagnose(context.load_settings or Settings.load, tokens=tokens)
+    if as_json:
+        _print_json({"ok": all(c.ok for c in checks), "checks": [
+            {"name": c.name, **c.as_dict()} for c in checks
+        ]})  # fmt: skip
+    else:
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(title="fapiao doctor")
+        for column in ("check", "", "detail", "fix"):
+            table.add_column(column)
+        for check in checks:
+            mark = "[green]✓[/]" if check.ok else "[bold red]✗[/]"
+            table.add_row(check.name, mark, escape(check.detail), escape(check.hint))
+        _console().print(table)
+    if not all(check.ok for check in checks):
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------- servers
+
+
+@app.command()
+def api(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(help="Proxies trusted for X-Forwarded-For (the callback IP allow-list)."),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the HTTP app: ERP hooks (/v1), Kingdee callbacks, /healthz, /metrics, /docs."""
+    import uvicorn
+
+    from producers.http import create_app
+
+    context = _context(ctx)
+    settings = context.settings()
+    http_app = create_app(settings, components=context.components())
+    uvicorn.run(
+        http_app,
+        host=host,
+        port=port,
+        http="httptools",
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        proxy_headers=forwarded_allow_ips is not None,
+        forwarded_allow_ips=forwarded_allow_ips,
+        access_log=False,
+        log_level=log_level,
+    )
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def simulator(ctx: typer.Context) -> None:
+    """Run the simulated Kingdee Invoice Cloud (fapiao simulator --help for its options)."""
+    from simulator.cli import simulator as simulator_command
+
+    wrapper = typer.Typer(add_completion=False)
+    wrapper.command(name="simulator")(simulator_command)
+    command = typer.main.get_command(wrapper)
+    command.main(args=list(ctx.args), prog_name="fapiao simulator")
 
 
 def main() -> None:

@@ -192,6 +192,8 @@ def after_commit(session: Session, action: Callable[[], object]) -> None:
 
 
 def _run_pending(session: Session) -> None:
+    if session.get_nested_transaction() is not None:
+        return  # a SAVEPOINT was released; only the outermost COMMIT makes it durable
     pending: list[tuple[Callable[[], object], Any]] = session.info.get(_PENDING_KEY) or []
     actions = [action for action, _ in pending]
     pending.clear()
