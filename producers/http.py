@@ -535,7 +535,14 @@ def create_app(
         if not raw.strip():
             return None
         value = parse_json_body(raw)
-        reason = value.get("reason") if isinstance(value, dict) else None
+        if not isinstance(value, dict):
+            raise ApiError(
+                400,
+                "bad_shape",
+                'the body must be an object like {"reason": "…"}',
+                "请求体必须是对象",
+            )
+        reason = value.get("reason")
         if reason is not None and not isinstance(reason, str):
             raise ApiError(400, "bad_reason", '"reason" must be text', '"reason" 必须是文本')
         return reason[:500] if reason else None

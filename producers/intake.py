@@ -40,8 +40,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -167,7 +168,40 @@ def _issue(path: str, rule: str, en: str, zh: str, hint: str, hint_zh: str) -> I
     return Issue(path, rule, en, zh, hint, hint_zh)
 
 
+# No field of a bill holds a number beyond 10^±40; refusing such numbers before the rules run
+# keeps a 20-byte "1e999999" from becoming megabytes of error text (rules quote the value).
+_EXPONENT_LIMIT = 40
+
+
+def _absurd_numbers(value: object, path: str = "") -> Iterator[str]:
+    if isinstance(value, Decimal):
+        if value.is_finite() and abs(value.adjusted()) > _EXPONENT_LIMIT:
+            yield path
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) >= 10**_EXPONENT_LIMIT:
+            yield path
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _absurd_numbers(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _absurd_numbers(item, f"{path}[{index}]")
+
+
 def _validate(document: object) -> Bill | tuple[Issue, ...]:
+    absurd = [] if isinstance(document, Bill) else list(_absurd_numbers(document))
+    if absurd:
+        return tuple(
+            _issue(
+                path,
+                "type",
+                f"{path} is a number far outside any amount, price or quantity (beyond 1E±40)",
+                f"{path} 数值超出金额、单价或数量的范围",
+                "Send the real value of the field.",
+                "请填写该字段的实际数值。",
+            )
+            for path in absurd
+        )
     try:
         return validate_bill(document)  # type: ignore[arg-type]  # non-mappings become issues
     except DocumentInvalid as exc:
