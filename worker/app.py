@@ -17,14 +17,15 @@ Configuration (why each knob is set; STACK-NOTES.md has the measurements)
 |                                 |                             | starve another               |
 | ``worker_send_task_events``,    | true                        | Flower sees every task,      |
 | ``task_send_sent_event``        |                             | including "sent"             |
-| ``task_soft_time_limit`` /      | push lease / + 15 s, below  | a hung task ends before it   |
+| ``task_soft_time_limit`` /      | max(lease, 60 s) / + 15 s,  | a hung task ends before it   |
 | ``task_time_limit``             | half the visibility timeout | is redelivered elsewhere     |
 | ``beat_schedule``               | ``beat_schedule(settings)`` | sweeps, due polls (with      |
 |                                 |                             | in-doubt), token refresh     |
 
-Beat intervals: ``fapiao.poll_due`` every min(5 s, first poll delay), ``fapiao.sweep``
-every 10 s, ``fapiao.refresh_tokens`` every max(30 s, refresh margin / 2). Each beat
-message expires after one interval, so a stopped worker does not come back to a pile of them.
+Beat intervals: ``fapiao.poll_due`` every min(5 s, first poll delay), ``fapiao.sweep`` every
+min(10 s, push lease / 2), ``fapiao.refresh_tokens`` every max(30 s, refresh margin / 2).
+Each beat message expires after one interval, so a stopped worker does not come back to a
+pile of them.
 
 Broker countdowns are capped far below the visibility timeout (``Runtime.dispatch``); every
 long wait is a due time in the database.
@@ -67,9 +68,10 @@ class BeatIntervals:
 
 
 def beat_intervals(settings: Settings) -> BeatIntervals:
+    lease = policy_from_settings(settings).push_lease.total_seconds()
     return BeatIntervals(
         poll_due=float(max(1, min(5, settings.poll.schedule_seconds[0]))),
-        sweep=10.0,
+        sweep=max(1.0, min(10.0, lease / 2)),
         refresh_tokens=float(max(30, settings.tokens.refresh_margin_seconds // 2)),
     )
 
@@ -91,7 +93,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """Every Celery setting the module docstring lists, from ``settings``."""
     policy = policy_from_settings(settings)
     visibility = settings.broker.visibility_timeout_seconds
-    soft_limit = min(policy.push_lease.total_seconds(), visibility / 2 - 15)
+    soft_limit = min(max(policy.push_lease.total_seconds(), 60.0), visibility / 2 - 15)
     return {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,

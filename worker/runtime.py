@@ -9,7 +9,7 @@ Derived policy values (settings → runtime)
 
 | runtime field         | from settings                                                       |
 |-----------------------|---------------------------------------------------------------------|
-| ``push_lease``        | 2 × (connect + read timeout) + 10 s: a push (token + call) fits      |
+| ``push_lease``        | 2 × (connect + read timeout) + 5 s: a push (token + call) fits       |
 | ``backoff``           | ``push.backoff_base/cap_seconds``, ``push.max_attempts``             |
 | ``poll_schedule``     | ``poll.schedule_seconds``, ``poll.cap_seconds``, ``poll.alert_after`` |
 | ``webhook_backoff``   | base 5 s (≤ cap), ``erp_webhook.backoff_cap_seconds``/``max_attempts``|
@@ -89,7 +89,7 @@ def policy_from_settings(settings: Settings) -> Policy:
     cap = settings.erp_webhook.backoff_cap_seconds
     return Policy(
         push_lease=timedelta(
-            seconds=2 * (http.connect_timeout_seconds + http.read_timeout_seconds) + 10
+            seconds=2 * (http.connect_timeout_seconds + http.read_timeout_seconds) + 5
         ),
         backoff=Backoff(
             base_seconds=settings.push.backoff_base_seconds,
