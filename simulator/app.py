@@ -19,6 +19,7 @@ Routes (``{base}`` is the path of a tenant's base URL, e.g. ``/demo``)
 | GET | ``/_sim/stats`` | statistics and double-issue detection |
 | GET | ``/_sim/callbacks`` (``billNo``, ``state``) | recent callback deliveries |
 | GET PUT | ``/_sim/callback-urls`` | callback URL per businessSystemCode |
+| GET PUT PATCH | ``/_sim/bill-rules`` | rules for named billNos (``simulator.bill_rules``) |
 | POST | ``/_sim/reset`` (``keep_tokens``) | forget everything (tests) |
 
 (a) the access_token travels in the query string or in the header ``access_token``.
@@ -48,6 +49,7 @@ from starlette.routing import Route, Router
 from schemas.cloud_contract import expired_token_body
 from schemas.kingdee import ACCESS_TOKEN_PARAM, APP_TOKEN_PATH, LOGIN_PATH, OPENAPI_PATH
 from schemas.money import dumps_exact, loads_exact
+from simulator.bill_rules import BillRulesError
 from simulator.bills import SimBill
 from simulator.cloud import OperatorError, SimulatedCloud
 from simulator.config import SimulatorConfig
@@ -470,6 +472,14 @@ def _admin_router(cloud: SimulatedCloud) -> Router:
             {"default": cloud.config.callback_url, "byBusinessSystemCode": cloud.callback_urls}
         )
 
+    async def bill_rules(request: Request) -> Response:
+        if request.method in ("PUT", "PATCH"):
+            try:
+                cloud.bill_rules.apply(await _json_object(request), replace=request.method == "PUT")
+            except BillRulesError as exc:
+                return ExactJSONResponse({"error": str(exc)}, status_code=400)
+        return ExactJSONResponse(cloud.bill_rules.as_json())
+
     async def reset(request: Request) -> Response:
         keep = request.query_params.get("keep_tokens") in ("1", "true")
         await cloud.reset(keep_tokens=keep)
@@ -489,6 +499,7 @@ def _admin_router(cloud: SimulatedCloud) -> Router:
             Route("/_sim/stats", stats, methods=["GET"]),
             Route("/_sim/callbacks", callbacks, methods=["GET"]),
             Route("/_sim/callback-urls", callback_urls, methods=["GET", "PUT"]),
+            Route("/_sim/bill-rules", bill_rules, methods=["GET", "PUT", "PATCH"]),
             Route("/_sim/reset", reset, methods=["POST"]),
         ]
     )

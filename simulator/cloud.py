@@ -15,6 +15,7 @@ Gateway checks, in the order the cloud is assumed to make them (kingdee-api.md �
 | BILL.PUSH: each bill passes ``validate_bill`` | ``-10004``/``-10006``/``-10008``/``-10007`` |
 | BILL.PUSH: seller tax id configured for the tenant | ``-10005`` ``销方税号<x>未在发票云维护`` |
 | BILL.PUSH: billNo not live already | ``-10009`` ``单据编号<billNo>已存在`` |
+| BILL.PUSH: billNo named by a refuse rule (``simulator.bill_rules``) | that rule's errorCode |
 | BILL.INVOICE.QUERY: bill known and live | ``-10011`` ``单据不存在`` (success:false) |
 
 A BILL.PUSH batch is all-or-nothing: the first refused bill refuses the call and nothing is
@@ -75,6 +76,7 @@ from schemas.kingdee import (
     encode_data,
     token_success_body,
 )
+from simulator.bill_rules import BillRules
 from simulator.bills import (
     WITHDRAWABLE_STATES,
     BillBook,
@@ -158,6 +160,7 @@ class SimulatedCloud:
         self.bills = BillBook()
         self.numbers = InvoiceNumbers()
         self.callback_urls: dict[str, str] = {}
+        self.bill_rules = BillRules()
         self.sender = CallbackSender(
             self.stats,
             config.callback_retry_schedule,
@@ -248,6 +251,7 @@ class SimulatedCloud:
         self.bills.clear()
         self.stats.reset()
         self.callback_urls.clear()
+        self.bill_rules.clear()
         if not keep_tokens:
             self.tokens.clear()
         self.dice.plan = self.config.faults
@@ -406,6 +410,13 @@ class SimulatedCloud:
             if duplicate and not self.dice.roll("accept_duplicate_push"):
                 return GatewayResult(interface, _failure("-10009", bill_no=bill.billNo))
             seen.add(key)
+        for bill, seller in bills:
+            refusal = self.bill_rules.refusal(bill.billNo)
+            if refusal is not None:
+                return GatewayResult(
+                    interface,
+                    _failure(refusal, bill_no=bill.billNo, tax_id=seller, field="单据", row=1),
+                )
         accepted = [self._accept(tenant, business_system_code, b, s) for b, s in bills]
         immediate = any(b.auto_invoice for b in accepted) and self.dice.roll(
             "callback_before_response"
@@ -637,7 +648,7 @@ class SimulatedCloud:
             kind=kind,
             delay_s=delay,
             duplicate=dice.roll("callback_duplicate"),
-            drop=dice.roll("callback_drop"),
+            drop=dice.roll("callback_drop") or self.bill_rules.drops_callbacks_of(bill.bill_no),
         )
 
     def _send_issue_callbacks(
