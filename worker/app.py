@@ -21,6 +21,7 @@ Configuration (why each knob is set; STACK-NOTES.md has the measurements)
 | ``task_time_limit``             | half the visibility timeout | is redelivered elsewhere     |
 | ``beat_schedule``               | ``beat_schedule(settings)`` | sweeps, due polls (with      |
 |                                 |                             | in-doubt), token refresh     |
+| log format                      | ``worker.logs``             | extras kept, secrets masked  |
 
 Beat intervals: ``fapiao.poll_due`` every min(5 s, first poll delay), ``fapiao.sweep`` every
 min(10 s, push lease / 2), ``fapiao.refresh_tokens`` every max(30 s, refresh margin / 2).
@@ -140,4 +141,21 @@ def create_app(settings: Settings | None = None, *, main: str = "fapiao") -> Fap
     app.settings = settings
     app.conf.update(celery_config(settings))
     register_tasks(app)
+    _structured_logs(settings)
     return app
+
+
+def _structured_logs(settings: Settings) -> None:
+    """Celery's worker/beat loggers get ``worker.logs`` formatters (last app built wins)."""
+    from celery.signals import after_setup_logger, after_setup_task_logger
+
+    from worker.logs import install_formatter
+
+    def install(logger: Any = None, **_: Any) -> None:
+        if logger is not None:
+            install_formatter(logger, settings.log_format)
+
+    for signal in (after_setup_logger, after_setup_task_logger):
+        uid = f"fapiao-logs-{signal.name}"
+        signal.disconnect(dispatch_uid=uid)
+        signal.connect(install, weak=False, dispatch_uid=uid)
