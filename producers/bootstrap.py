@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from producers.enqueue import CeleryEnqueuer, Enqueuer, producer_celery_app
+from producers.health import redis_client
 from producers.intake import Intake
 from schemas.settings import Settings
 from schemas.tenants import TenantsFile
@@ -26,12 +27,6 @@ from store.db import make_engine, make_session_factory
 __all__ = ["Components"]
 
 log = logging.getLogger(__name__)
-
-
-def _redis_client(url: str) -> Any:
-    from redis import Redis
-
-    return Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
 
 
 @dataclass
@@ -67,13 +62,13 @@ class Components:
         if enqueuer is None:
             enqueuer = CeleryEnqueuer(producer_celery_app(settings))
         if redis is None:
-            redis = _redis_client(settings.redis_url)
+            redis = redis_client(settings.redis_url)
             closers.append(redis.close)
         if broker_redis is None and settings.broker_url.startswith(("redis://", "rediss://")):
             if settings.broker_url == settings.redis_url:
                 broker_redis = redis
             else:
-                broker_redis = _redis_client(settings.broker_url)
+                broker_redis = redis_client(settings.broker_url)
                 closers.append(broker_redis.close)
         return cls(settings, tenants, sessions, enqueuer, redis, broker_redis, closers)
 

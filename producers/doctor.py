@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from producers.health import Check, check_database, check_redis
+from producers.health import Check, check_database, check_redis, redis_client
 from schemas.settings import Settings, SettingsError
 from schemas.tenants import TenantConfig, TenantsFile, TenantsFileError
 
@@ -89,8 +89,6 @@ def diagnose(
     http: Any | None = None,
 ) -> list[Check]:
     """Run every check of the module table, in order; later checks skip what failed first."""
-    from redis import Redis
-
     from store.db import make_engine, make_session_factory
 
     checks: list[Check] = []
@@ -125,7 +123,7 @@ def diagnose(
         if redis_broker and settings.broker_url != settings.redis_url:
             clients.append(("broker", settings.broker_url))
         for name, url in clients:
-            client = Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+            client = redis_client(url)
             try:
                 checks.append(check_redis(client, name))
             finally:

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-__all__ = ["Check", "check_database", "check_redis"]
+__all__ = ["Check", "check_database", "check_redis", "redis_client"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,24 @@ class Check:
         if self.latency_ms is not None:
             out["latency_ms"] = round(self.latency_ms, 1)
         return out
+
+
+def redis_client(url: str, timeout: float = 2.0) -> Any:
+    """A Redis client that fails fast: no retries, short timeouts (health checks, metrics).
+
+    redis-py retries a refused connection with backoff by default (seconds); a health check
+    must answer "down" at once instead.
+    """
+    from redis import Redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def _ms(started: float) -> float:
