@@ -21,8 +21,9 @@ is keyed by billNo, seller and reason. Keys longer than the column are hashed (s
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -38,6 +39,7 @@ __all__ = [
     "callback_bills",
     "callback_dedupe_key",
     "store_callback",
+    "unstorable_text",
 ]
 
 MAX_KEY_LENGTH: Final = 200
@@ -61,6 +63,30 @@ def callback_dedupe_key(parsed: ParsedCallback) -> str:
     if len(key) > MAX_KEY_LENGTH:
         key = "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
     return key
+
+
+def _texts(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _texts(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _texts(item)
+
+
+def unstorable_text(parsed: ParsedCallback) -> str | None:
+    """Why the callback's text cannot be stored or looked up (NUL, lone surrogates), or None."""
+    for text in _texts(parsed.model_dump(mode="python")):
+        if "\x00" in text:
+            return "a text value contains a NUL character"
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "a text value is invalid Unicode (a lone surrogate)"
+    return None
 
 
 def callback_bills(parsed: ParsedCallback) -> set[tuple[str, str | None]]:

@@ -56,6 +56,7 @@ database answers 503, never 500.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -71,7 +72,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from producers.bootstrap import Components
-from producers.callbacks import StoredCallback, store_callback
+from producers.callbacks import StoredCallback, store_callback, unstorable_text
 from producers.documents import (
     AmbiguousBillNo,
     DocumentNotFound,
@@ -108,6 +109,16 @@ MAX_BATCH_DOCUMENTS: Final = 1000
 MAX_DOCUMENT_BODY_BYTES: Final = 32 * 1024 * 1024
 
 
+class JSONAnswer(JSONResponse):
+    """JSON that always encodes: text quoted back from the input (a lone surrogate from a JSON
+    ``\\ud800`` escape) is written as a ``\\u`` escape instead of failing the response."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode("utf-8", "backslashreplace")
+
+
 class ApiError(Exception):
     """An error answer: HTTP status, a stable code and bilingual text (+ extra members)."""
 
@@ -129,12 +140,12 @@ class ApiError(Exception):
         self.headers = headers
         self.extra = extra
 
-    def response(self) -> JSONResponse:
+    def response(self) -> JSONAnswer:
         body: dict[str, Any] = {
             "error": {"code": self.code, "message": self.message, "message_zh": self.message_zh}
         }
         body.update(jsonable(self.extra))
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+        return JSONAnswer(body, status_code=self.status, headers=self.headers)
 
 
 def _unavailable(what: str) -> ApiError:
@@ -251,7 +262,7 @@ def _result_body(result: SubmitResult) -> dict[str, Any]:
     return body
 
 
-def _single_response(result: SubmitResult) -> JSONResponse:
+def _single_response(result: SubmitResult) -> JSONAnswer:
     body = _result_body(result)
     if result.outcome is SubmitOutcome.invalid:
         count = len(result.issues)
@@ -266,10 +277,10 @@ def _single_response(result: SubmitResult) -> JSONResponse:
             "message": result.message or "different content for a live bill",
             "message_zh": "单据编号已存在且内容不同",
         }
-    return JSONResponse(body, status_code=result.http_status)
+    return JSONAnswer(body, status_code=result.http_status)
 
 
-def _batch_response(results: list[SubmitResult]) -> JSONResponse:
+def _batch_response(results: list[SubmitResult]) -> JSONAnswer:
     items = []
     for index, result in enumerate(results):
         item = _result_body(result)
@@ -279,7 +290,7 @@ def _batch_response(results: list[SubmitResult]) -> JSONResponse:
     for result in results:
         summary[result.outcome.value] += 1
     all_accepted = all(result.accepted for result in results)
-    return JSONResponse(
+    return JSONAnswer(
         {"results": items, "summary": summary, "count": len(results)},
         status_code=202 if all_accepted else 207,
     )
@@ -389,22 +400,23 @@ def create_app(
         version="0.1.0",
         description=__doc__ or "",
         lifespan=lifespan,
+        default_response_class=JSONAnswer,
     )
     app.state.components = parts
     app.state.api_keys = app_keys
     app.state.metrics = metrics
 
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    async def _api_error(_: Request, exc: ApiError) -> JSONAnswer:
         return exc.response()
 
     @app.exception_handler(SQLAlchemyError)
-    async def _database_error(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+    async def _database_error(_: Request, exc: SQLAlchemyError) -> JSONAnswer:
         log.error("database error: %s", type(exc).__name__, exc_info=exc)
         return _unavailable("the database").response()
 
     @app.exception_handler(RequestValidationError)
-    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONAnswer:
         return ApiError(
             400,
             "bad_request",
@@ -415,10 +427,8 @@ def create_app(
         ).response()
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
-        )
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONAnswer:
+        return JSONAnswer({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     async def in_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await run_in_threadpool(function, *args, **kwargs)
@@ -547,9 +557,9 @@ def create_app(
             raise ApiError(400, "bad_reason", '"reason" must be text', '"reason" 必须是文本')
         return reason[:500] if reason else None
 
-    def _action_response(action: OperatorAction) -> JSONResponse:
+    def _action_response(action: OperatorAction) -> JSONAnswer:
         status = 202 if action.enqueue else 200
-        return JSONResponse(action.as_dict(), status_code=status)
+        return JSONAnswer(action.as_dict(), status_code=status)
 
     @app.post(
         "/v1/documents/{bill_no}/withdraw",
@@ -632,6 +642,11 @@ def create_app(
                 f"callback body cannot be read ({type(exc).__name__})",
                 "回调报文无法解析",
             ) from None
+        problem = unstorable_text(parsed)
+        if problem is not None:
+            raise ApiError(
+                400, "bad_callback", f"callback refused: {problem}", "回调报文含有无效字符"
+            )
         with unit_of_work(parts.sessions) as session:
             return store_callback(session, raw, parsed, remote)
 
@@ -652,7 +667,7 @@ def create_app(
         if callback_secret is None or not hmac.compare_digest(
             secret.encode("utf-8"), callback_secret
         ):
-            return JSONResponse({"detail": "Not Found"}, status_code=404)
+            return JSONAnswer({"detail": "Not Found"}, status_code=404)
         remote = request.client.host if request.client else None
         if not settings.callbacks.allows(remote or ""):
             metrics.callbacks.labels(result="refused").inc()
@@ -677,7 +692,7 @@ def create_app(
                 metrics.callbacks.labels(result="orphan").inc()
                 log.warning("callback for an unknown bill", extra={"inbox_id": stored.inbox_id})
             background.add_task(parts.enqueuer.reconcile, stored.inbox_id)
-        return JSONResponse(dict(CALLBACK_ACK), status_code=200)
+        return JSONAnswer(dict(CALLBACK_ACK), status_code=200)
 
     # ------------------------------------------------------------------ operations
 
@@ -693,9 +708,9 @@ def create_app(
         return (200 if healthy else 503), body
 
     @app.get("/healthz", tags=["operations"], summary="Database and Redis reachable?")
-    async def healthz() -> JSONResponse:
+    async def healthz() -> JSONAnswer:
         status, body = await in_thread(_health)
-        return JSONResponse(body, status_code=status)
+        return JSONAnswer(body, status_code=status)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def get_metrics() -> Response:

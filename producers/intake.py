@@ -173,34 +173,56 @@ def _issue(path: str, rule: str, en: str, zh: str, hint: str, hint_zh: str) -> I
 _EXPONENT_LIMIT = 40
 
 
-def _absurd_numbers(value: object, path: str = "") -> Iterator[str]:
-    if isinstance(value, Decimal):
+def _bad_text(text: str) -> str | None:
+    if "\x00" in text:
+        return "a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "invalid Unicode (a lone surrogate)"
+    return None
+
+
+def _unstorable(value: object, path: str = "") -> Iterator[tuple[str, str]]:
+    """(path, what) of values no database column can hold: absurd numbers, NUL characters,
+    lone surrogates (JSON "\\ud800") — in values and in field names."""
+    if isinstance(value, str):
+        problem = _bad_text(value)
+        if problem:
+            yield path, problem
+    elif isinstance(value, Decimal):
         if value.is_finite() and abs(value.adjusted()) > _EXPONENT_LIMIT:
-            yield path
+            yield path, "a number beyond 1E±40"
     elif isinstance(value, int) and not isinstance(value, bool):
         if abs(value) >= 10**_EXPONENT_LIMIT:
-            yield path
+            yield path, "a number beyond 1E±40"
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            yield from _absurd_numbers(item, f"{path}.{key}" if path else str(key))
+            name = str(key)
+            problem = _bad_text(name)
+            if problem:
+                yield (path or "(bill)"), f"a field name with {problem}"
+                continue
+            yield from _unstorable(item, f"{path}.{name}" if path else name)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            yield from _absurd_numbers(item, f"{path}[{index}]")
+            yield from _unstorable(item, f"{path}[{index}]")
 
 
 def _validate(document: object) -> Bill | tuple[Issue, ...]:
-    absurd = [] if isinstance(document, Bill) else list(_absurd_numbers(document))
-    if absurd:
+    found = [] if isinstance(document, Bill) else list(_unstorable(document))
+    if found:
         return tuple(
             _issue(
                 path,
                 "type",
-                f"{path} is a number far outside any amount, price or quantity (beyond 1E±40)",
-                f"{path} 数值超出金额、单价或数量的范围",
-                "Send the real value of the field.",
-                "请填写该字段的实际数值。",
+                f"{path} holds {what}, which no amount, code or text field can hold",
+                f"{path} 含有无法保存的值（{what}）",
+                "Send the real value of the field: numbers within range, text without NUL "
+                "characters or broken Unicode.",
+                "请填写该字段的实际值：数值在合理范围内，文本不含NUL字符或无效Unicode。",
             )
-            for path in absurd
+            for path, what in found[:20]
         )
     try:
         return validate_bill(document)  # type: ignore[arg-type]  # non-mappings become issues
