@@ -501,8 +501,9 @@ def replay(
         if as_json:
             _print_json({"dry_run": dry_run, "would_replay": listed, "count": len(listed)})
         else:
-            _print_candidates(listed, "would replay" if dry_run else "replayable")
-            if not listed:
+            if listed:
+                _print_candidates(listed, "would replay")
+            else:
                 _console().print("nothing to replay")
         return
     if not as_json:

@@ -11,6 +11,8 @@
 | ``build_test_components(settings, sessions, ...)`` | ``Components`` with a fake enqueuer |
 | ``callback_body(items, style=..., interface=...)`` | a Kingdee callback body as bytes |
 | ``auth_headers(key)`` | ``{"Authorization": "Bearer <key>"}`` |
+| ``run_cli(components, *args)`` | ``fapiao <args>`` in process with these components |
+| ``write_tenants_toml(path, tenants)`` | a tenants TOML file (for ``FAPIAO_TENANTS_FILE``) |
 
 Nothing here talks to a network; a fake Redis is used unless one is given.
 """
@@ -18,6 +20,7 @@ Nothing here talks to a network; a fake Redis is used unless one is given.
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,6 +45,8 @@ __all__ = [
     "build_test_components",
     "callback_body",
     "make_bill",
+    "run_cli",
+    "write_tenants_toml",
 ]
 
 API_KEY: Final = "test-api-key-5f1c2a9e7b"
@@ -165,3 +170,43 @@ def callback_body(
     parsed = [InvoiceItem.model_validate(item) for item in items]
     body = build_callback(interface, parsed, style)  # type: ignore[arg-type]
     return dumps_exact(body).encode("utf-8")
+
+
+def run_cli(components: Components, *args: str, input: str | None = None) -> Any:
+    """``fapiao <args>`` in process (``typer.testing.CliRunner``) with ``components``."""
+    from typer.testing import CliRunner
+
+    from producers.cli import CliContext, app
+
+    context = CliContext(
+        load_settings=lambda: components.settings, build_components=lambda _: components
+    )
+    return CliRunner().invoke(app, list(args), obj=context, input=input, env={"COLUMNS": "220"})
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_tenants_toml(path: str | Path, tenants: TenantsFile | None = None) -> Path:
+    """Write ``tenants`` (default ``bridge_tenants()``) as a tenants TOML file."""
+    target = Path(path)
+    blocks = []
+    for tenant in (tenants or bridge_tenants()).tenants:
+        lines = ["[[tenants]]"]
+        for name, value in tenant.model_dump(mode="json").items():
+            if value is None:
+                continue
+            if name in ("app_secret", "erp_webhook_secret"):
+                secret = getattr(tenant, name)
+                value = secret.get_secret_value()
+            lines.append(f"{name} = {_toml(value)}")
+        blocks.append("\n".join(lines))
+    target.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
+    return target
