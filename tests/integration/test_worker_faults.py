@@ -329,3 +329,28 @@ def test_paused_tenant_documents_wait_in_draft(world: World) -> None:
     assert world.run(queues.SWEEP).startswith("drafts=0")
     assert world.doc(doc_id).status == "draft"
     assert push_calls(world) == {}
+
+
+# --------------------------------------------------------------------------- token refresh
+
+
+def test_proactive_refresh_logs_in_before_the_first_push(world: World) -> None:
+    assert world.run(queues.REFRESH_TOKENS) == "fresh=2 paused=0"
+    assert world.run(queues.REFRESH_TOKENS) == "fresh=2 paused=0"  # still fresh: no new login
+    doc_id = store_bill(world.sessions, "demo", make_bill("REFRESH-1", DEMO_SELLER))
+    assert world.push(doc_id) == "pushed"
+    tokens = world.sim.stats()["tokens"]
+    assert tokens["demo"] == {"app": 1, "access": 1}
+    assert tokens["shop"] == {"app": 1, "access": 1}
+
+
+def test_proactive_refresh_pauses_a_tenant_with_bad_credentials(
+    wrong_secret_world: World,
+) -> None:
+    world = wrong_secret_world
+    assert world.run(queues.REFRESH_TOKENS) == "fresh=1 paused=1"
+    with world.sessions() as session:
+        state = session.get(TenantState, "demo")
+        assert state is not None and state.paused
+        assert "app_secret" in (state.paused_reason or "")
+    assert world.run(queues.REFRESH_TOKENS) == "fresh=1 paused=0"  # paused tenants are skipped
