@@ -47,11 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt_on_sigterm() -> None:
+def _interrupt_on_signals() -> None:
+    """SIGTERM and SIGINT both mean "stop everything": KeyboardInterrupt unwinds the stack."""
+
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    # A shell that starts us in the background ignores SIGINT for us; Ctrl-C must still work.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flower_user=args.flower_user,
         **({"flower_password": args.flower_password} if args.flower_password else {}),
     )
-    _interrupt_on_sigterm()
+    _interrupt_on_signals()
     console.print(f"[bold]fapiao-bridge demo[/] — starting everything in {options.workdir} …")
     try:
         with running_stack(options) as stack:
