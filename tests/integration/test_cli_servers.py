@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -99,7 +100,7 @@ def api_process(
 
 def queued(client: redis.Redis, queue: str) -> list[tuple[str, dict[str, object]]]:
     items = []
-    for raw in reversed(client.lrange(queue, 0, -1)):  # type: ignore[arg-type]
+    for raw in reversed(cast(list[bytes], client.lrange(queue, 0, -1))):
         envelope = json.loads(raw)
         body = json.loads(base64.b64decode(envelope["body"]))
         items.append((envelope["headers"]["task"], body[1]))
