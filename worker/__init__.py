@@ -13,6 +13,9 @@
 | ``worker.retry_policy``| the one retry policy (tables, backoff, poll schedule)           |
 | ``worker.ledger``      | ``SqlCallLedger``: ``cloud_calls`` rows                         |
 | ``worker.queues``      | task names and routes                                          |
+| ``worker.logs``        | JSON / console log formatters (extras kept, secrets masked)    |
+| ``worker.metrics``     | Prometheus counters (token refreshes, calls, alerts, …)        |
+| ``worker.testing``     | fast settings, recording broker, ``drain`` (tests only)        |
 
 ``worker.app`` (alias ``worker.celery``) is built on first access from ``Settings.load()``;
 importing ``worker`` connects to nothing and reads no environment.
