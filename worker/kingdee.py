@@ -234,7 +234,12 @@ def config_reason(
     code = normalise_code(error_code) or ""
     text = message or ""
     where = f"tenant {tenant!r} in the tenants file (FAPIAO_TENANTS_FILE)"
-    if interface == APP_TOKEN_INTERFACE:
+    if http_status is not None and http_status not in (200, 401, 403):
+        fix = (
+            f"HTTP {http_status} from {interface}: check `base_url` (with the tenant path)"
+            f" of {where} / 网关地址不正确"
+        )
+    elif interface == APP_TOKEN_INTERFACE:
         if "account" in code.lower() or "数据中心" in text or "accountid" in text.lower():
             field = "account_id"
         else:
@@ -266,11 +271,6 @@ def config_reason(
             "authentication still fails with a fresh access_token: grant the app `app_id`"
             f" access to {interface} (接口授权) and check `user` of {where}"
             " / 刷新令牌后仍未授权，请检查接口授权"
-        )
-    elif http_status is not None and http_status != 200:
-        fix = (
-            f"HTTP {http_status} from the gateway: check `base_url` (with the tenant path)"
-            f" of {where} / 网关地址不正确"
         )
     else:
         fix = f"configuration refused by the cloud: review {where} / 配置错误"

@@ -300,3 +300,15 @@ def test_make_http_client_sets_every_timeout() -> None:
         assert client.timeout.pool == 1.5
     finally:
         client.close()
+
+
+def test_a_wrong_base_url_is_named_whatever_the_call() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, text="no such path")
+
+    client, _ = client_for(handler)
+    with pytest.raises(CloudConfigError) as caught:
+        fetch_access_token(client)
+    assert "base_url" in caught.value.reason
+    reason = config_reason("acme", "BILL.PUSH", http_status=404, error_code=None, message="")
+    assert "base_url" in reason
