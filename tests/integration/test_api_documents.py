@@ -25,6 +25,7 @@ from producers.testing import (
     auth_headers,
     bill_json,
     bridge_settings,
+    bridge_tenants,
     build_test_components,
     make_bill,
 )
@@ -764,3 +765,32 @@ def test_a_database_that_is_down_answers_503_not_500(database_url: str) -> None:
     assert post.status_code == 503 and post.headers["Retry-After"]
     assert get.status_code == 503
     assert json.loads(post.text)["error"]["code"] == "unavailable"
+
+
+def test_the_seven_sample_documents_are_accepted_in_one_batch(
+    database_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    from pathlib import Path
+
+    from schemas.money import loads_exact
+    from schemas.tenants import TenantsFile
+
+    samples = sorted((Path(__file__).parents[1] / "data" / "erp").glob("*.json"))
+    documents = [loads_exact(path.read_text(encoding="utf-8")) for path in samples]
+    raw = bridge_tenants().model_dump(mode="python")
+    raw["tenants"][1]["seller_tax_ids"] = sorted({d["sellerTaxpayerId"] for d in documents})
+    raw["tenants"][0]["seller_tax_ids"] = [SELLER_DEMO_2]
+    settings = bridge_settings(database_url)
+    enqueuer = RecordingEnqueuer()
+    components = build_test_components(
+        settings, session_factory, enqueuer=enqueuer, tenants=TenantsFile.model_validate(raw)
+    )
+    client = TestClient(create_app(settings, components=components))
+    body = b"[" + b",".join(path.read_bytes() for path in samples) + b"]"
+
+    response = client.post("/v1/documents", content=body, headers=H)
+
+    assert response.status_code == 202, response.text
+    assert response.json()["summary"]["created"] == len(samples) == 7
+    assert {item["tenant"] for item in response.json()["results"]} == {"shop"}
+    assert len(enqueuer.of(PUSH_TASK)) == 7
