@@ -8,7 +8,7 @@ PG_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install test test-pg test-sqlite lint format services clean
+.PHONY: install demo test test-pg test-sqlite lint format services clean
 
 ## install: create .venv and install exactly what uv.lock pins (installs uv itself if missing)
 install: $(VENV)/.installed
@@ -17,6 +17,12 @@ $(VENV)/.installed: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check 'uv>=0.5'
 	$(UV) sync --frozen
 	@touch $@
+
+## demo: the whole bridge end to end against the simulator (SQLite, Redis or a fallback)
+##       DEMO_ARGS=--keep-running keeps it up; DEMO_ARGS=--headless prints plain lines
+DEMO_ARGS ?=
+demo: install
+	$(PY) -m demo $(DEMO_ARGS)
 
 ## services: make sure PostgreSQL and Redis answer on loopback (starts them when installed)
 services:
