@@ -34,6 +34,11 @@ Tenant rule codes (added to the ``schemas.errors`` rules, same ``Issue`` shape)
 
 A document is identified by (tenant, seller, billNo); the seller is the upper-cased
 ``sellerTaxpayerId``, or ``orgCode`` for bills that carry only that.
+
+The stored payload is the normalised bill (``Bill.to_wire()``, what BILL.PUSH sends) with one
+default filled in: ``autoInvoice`` from the tenant's ``auto_invoice`` when the ERP left it
+out. ``content_hash`` is taken over the ERP's bill *before* that default, so changing the
+tenant setting never turns an identical resubmission into a conflict.
 """
 
 from __future__ import annotations
@@ -336,6 +341,10 @@ class Intake:
         """accept_document in a SAVEPOINT; no commit, no enqueue."""
         bill = prepared.bill
         totals = bill.total()
+        payload = bill.to_wire()
+        config = self.tenants.by_name(prepared.tenant)
+        if "autoInvoice" not in payload and config is not None:
+            payload["autoInvoice"] = "1" if config.auto_invoice else "0"
         for attempt in range(_ACCEPT_TRIES):
             try:
                 with session.begin_nested():
@@ -344,7 +353,7 @@ class Intake:
                         tenant=prepared.tenant,
                         seller_tax_id=prepared.seller_tax_id,
                         bill_no=bill.billNo,
-                        payload=bill.to_wire(),
+                        payload=payload,
                         content_hash=bill.content_hash(),
                         total_amount=bill.totalAmount,
                         total_incl_tax=totals.incl,

@@ -15,6 +15,7 @@ from producers.enqueue import PUSH_TASK, RecordingEnqueuer
 from producers.intake import Intake, SubmitOutcome, set_default_intake
 from producers.testing import SELLER_DEMO, SELLER_DEMO_2, SELLER_SHOP, bridge_tenants, make_bill
 from schemas.erp import validate_bill
+from schemas.tenants import TenantsFile
 from store.lifecycle import claim_for_push, transition
 from store.models import Document, DocumentEvent
 from store.queries import document_history
@@ -299,3 +300,25 @@ def test_the_module_level_submit_uses_the_configured_intake(
 
     assert result.outcome is SubmitOutcome.created
     assert enqueuer.of(PUSH_TASK)[0]["bill_no"] == "SO-13"
+
+
+def test_the_tenants_auto_invoice_default_fills_a_missing_auto_invoice_only(
+    session_factory: sessionmaker[Session],
+) -> None:
+    raw = bridge_tenants().model_dump(mode="python")
+    raw["tenants"][0]["auto_invoice"] = False
+    manual = Intake(session_factory, TenantsFile.model_validate(raw), RecordingEnqueuer())
+
+    defaulted = manual.submit(make_bill("AI-1"))
+    explicit = manual.submit(make_bill("AI-2", autoInvoice="1"))
+    automatic = Intake(session_factory, bridge_tenants(), RecordingEnqueuer())
+    # The same ERP content under a changed tenant setting is still the same document.
+    again = automatic.submit(make_bill("AI-1"))
+
+    with session_factory() as session:
+        payloads = {
+            doc.bill_no: doc.payload["autoInvoice"] for doc in session.scalars(select(Document))
+        }
+    assert payloads == {"AI-1": "0", "AI-2": "1"}
+    assert (defaulted.outcome, explicit.outcome) == (SubmitOutcome.created, SubmitOutcome.created)
+    assert again.outcome is SubmitOutcome.unchanged
