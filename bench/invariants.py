@@ -1,0 +1,320 @@
+"""The invariant checker: reads the database (and the simulator) after a run, lists violations.
+
+    .venv/bin/python -m bench.invariants --database-url postgresql+psycopg://... \\
+        [--simulator-url http://127.0.0.1:PORT] [--expect-bills bills.txt] [--json]
+
+Exits 0 when every check passes, 1 when any fails (each violation printed). Reusable from
+Python: ``check_invariants(engine, expected=..., cloud=...)`` → ``InvariantReport``.
+
+| check | violation when |
+|---|---|
+| ``issued_twice`` | a document's issued invoices come from two push attempts, or add up to more |
+| | than its total with tax; the cloud's ``doubleIssue`` lists are not empty; the cloud |
+| | holds two live bills for one (tenant, seller, billNo) |
+| ``lost`` | an expected billNo has no document; a cloud bill has no document |
+| ``unfinished`` | a current document is not ``invoiced``/``withdrawn`` and not parked with a |
+| | reason (``rejected``, ``failed``, ``invoice_failed``, ``returned``, |
+| | ``partially_invoiced`` with a last error or an event reason) |
+| ``audit`` | the applied ``document_events`` of a document do not chain: the first is not |
+| | ``submit``/``resubmit`` into ``draft``, an event's ``from_status`` is not the previous |
+| | ``to_status``, or the last ``to_status`` is not the document's status |
+| ``ledger`` | per interface, the ledger's calls that reached the cloud are more than the cloud |
+| | counted, or the cloud counted more than the ledger's calls that may have reached it |
+| | plus ``ledger_slack`` (calls in flight in a SIGKILLed worker are never finished) |
+| ``cloud_state`` | a document the cloud accepted (``pushed``, ``invoiced``, …) has no bill |
+| | in the cloud, or an ``invoiced`` document's issued invoice count differs from the cloud's |
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine, func, select
+
+from store.db import make_engine
+from store.models import CloudCall, Document, DocumentEvent, Invoice
+
+__all__ = ["CloudView", "InvariantReport", "check_invariants", "cloud_view", "main"]
+
+FINISHED = frozenset({"invoiced", "withdrawn"})
+PARKED = frozenset({"rejected", "failed", "invoice_failed", "returned", "partially_invoiced"})
+# States the cloud has (or had) a bill for.
+IN_CLOUD = frozenset({"pushed", "partially_invoiced", "invoiced", "invoice_failed", "withdrawing"})
+# Ledger outcomes of calls that certainly never reached the cloud / may or may not have.
+NOT_SENT = frozenset({"transient"})
+MAYBE_SENT = frozenset({"pending"})
+FIRST_EVENTS = frozenset({"submit", "resubmit"})
+TOLERANCE = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class CloudView:
+    """What the simulator says: ``GET /_sim/stats`` and ``GET /_sim/bills``."""
+
+    stats: Mapping[str, Any]
+    bills: list[Mapping[str, Any]]
+
+
+@dataclass
+class InvariantReport:
+    documents: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    violations: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    ledger: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.violations.values())
+
+    def add(self, check: str, text: str) -> None:
+        self.violations[check].append(text)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "documents": self.documents,
+            "by_status": self.by_status,
+            "violations": {k: v for k, v in self.violations.items() if v},
+            "ledger": self.ledger,
+        }
+
+    def summary_lines(self, limit: int = 10) -> list[str]:
+        lines = [f"documents {self.documents}: {self.by_status}"]
+        for check in ("issued_twice", "lost", "unfinished", "audit", "ledger", "cloud_state"):
+            found = self.violations.get(check, [])
+            lines.append(f"  {check:<13} {'OK' if not found else f'{len(found)} VIOLATION(S)'}")
+            lines.extend(f"      {text}" for text in found[:limit])
+        return lines
+
+
+def cloud_view(simulator_url: str) -> CloudView:
+    with httpx.Client(base_url=simulator_url, timeout=60.0) as client:
+        stats = client.get("/_sim/stats").json()
+        bills = client.get("/_sim/bills").json()
+    return CloudView(stats=stats, bills=bills)
+
+
+def check_invariants(
+    engine: Engine,
+    *,
+    expected: Iterable[str] | None = None,
+    cloud: CloudView | None = None,
+    ledger_slack: int = 0,
+) -> InvariantReport:
+    """Every check of the module table; ``cloud`` None skips the cloud-side ones."""
+    report = InvariantReport()
+    with engine.connect() as conn:
+        docs = conn.execute(
+            select(
+                Document.id, Document.tenant, Document.seller_tax_id, Document.bill_no,
+                Document.status, Document.is_current, Document.total_incl_tax,
+                Document.last_error_code, Document.last_error_message,
+            ).order_by(Document.id)
+        ).all()  # fmt: skip
+        events = conn.execute(
+            select(
+                DocumentEvent.document_id, DocumentEvent.from_status, DocumentEvent.to_status,
+                DocumentEvent.event, DocumentEvent.outcome, DocumentEvent.reason,
+            ).order_by(DocumentEvent.document_id, DocumentEvent.id)
+        ).all()  # fmt: skip
+        invoices = conn.execute(
+            select(Invoice.document_id, Invoice.push_attempt, Invoice.include_tax_amount).where(
+                Invoice.invoice_num.is_not(None), Invoice.invoice_num != ""
+            )
+        ).all()
+        ledger_rows = conn.execute(
+            select(CloudCall.interface, CloudCall.outcome, func.count()).group_by(
+                CloudCall.interface, CloudCall.outcome
+            )
+        ).all()
+
+    current = [d for d in docs if d.is_current]
+    report.documents = len(current)
+    report.by_status = dict(Counter(d.status for d in current))
+
+    by_doc_events: dict[int, list[Any]] = defaultdict(list)
+    for event in events:
+        by_doc_events[event.document_id].append(event)
+    issued: dict[int, list[Any]] = defaultdict(list)
+    for invoice in invoices:
+        issued[invoice.document_id].append(invoice)
+
+    # issued_twice (database side)
+    for doc in docs:
+        rows = issued.get(doc.id, [])
+        attempts = {r.push_attempt for r in rows if r.push_attempt is not None}
+        if len(attempts) > 1:
+            report.add(
+                "issued_twice",
+                f"{doc.bill_no} (#{doc.id}): invoices from push attempts {sorted(attempts)}",
+            )
+        amounts = [r.include_tax_amount for r in rows if r.include_tax_amount is not None]
+        if amounts and doc.total_incl_tax is not None:
+            total = abs(sum(amounts, Decimal("0")))
+            if total > abs(doc.total_incl_tax) + TOLERANCE:
+                report.add(
+                    "issued_twice",
+                    f"{doc.bill_no} (#{doc.id}): issued {total} > total {doc.total_incl_tax}",
+                )
+
+    # lost
+    known = {d.bill_no for d in docs}
+    if expected is not None:
+        missing = sorted(set(expected) - known)
+        for bill_no in missing:
+            report.add("lost", f"{bill_no}: submitted, no document in the database")
+
+    # unfinished
+    for doc in current:
+        if doc.status in FINISHED:
+            continue
+        reason = doc.last_error_message or doc.last_error_code
+        doc_events = by_doc_events.get(doc.id, [])
+        if not reason and doc_events:
+            reason = doc_events[-1].reason
+        if doc.status in PARKED and reason:
+            continue
+        why = "parked without a reason" if doc.status in PARKED else "not finished"
+        report.add("unfinished", f"{doc.bill_no} (#{doc.id}): {doc.status}, {why}")
+
+    # audit
+    for doc in docs:
+        applied = [e for e in by_doc_events.get(doc.id, []) if e.outcome == "applied"]
+        problem = _chain_problem(applied, doc.status)
+        if problem:
+            report.add("audit", f"{doc.bill_no} (#{doc.id}): {problem}")
+
+    if cloud is not None:
+        _check_cloud(report, cloud, docs, issued, ledger_rows, ledger_slack)
+    return report
+
+
+def _chain_problem(applied: list[Any], status: str) -> str | None:
+    if not applied:
+        return "no event rows"
+    first = applied[0]
+    if first.event not in FIRST_EVENTS or first.to_status != "draft":
+        return f"first event {first.event} → {first.to_status}, not submit → draft"
+    previous = first.to_status
+    for event in applied[1:]:
+        if event.from_status != previous:
+            return f"event {event.event} from {event.from_status} but the state was {previous}"
+        previous = event.to_status
+    if previous != status:
+        return f"events end in {previous} but the document is {status}"
+    return None
+
+
+def _check_cloud(
+    report: InvariantReport,
+    cloud: CloudView,
+    docs: Sequence[Any],
+    issued: Mapping[int, list[Any]],
+    ledger_rows: Sequence[Any],
+    ledger_slack: int,
+) -> None:
+    double = cloud.stats.get("doubleIssue", {})
+    for kind in ("live_twice", "over_issued"):
+        for item in double.get(kind, []) or []:
+            report.add("issued_twice", f"cloud {kind}: {item}")
+    live: Counter[tuple[str, str, str]] = Counter()
+    cloud_bills: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for bill in cloud.bills:
+        key = (str(bill["sellerTaxpayerId"]), str(bill["billNo"]))
+        cloud_bills[key].append(bill)
+        if bill.get("live"):
+            live[(str(bill["tenant"]), *key)] += 1
+    for ident, count in live.items():
+        if count > 1:
+            report.add("issued_twice", f"cloud holds {count} live bills for {ident}")
+
+    doc_keys = {(d.seller_tax_id, d.bill_no) for d in docs}
+    for key in cloud_bills:
+        if key not in doc_keys:
+            report.add("lost", f"cloud bill {key[1]} (seller {key[0]}) has no document")
+    for doc in docs:
+        if not doc.is_current or doc.status not in IN_CLOUD:
+            continue
+        bills = cloud_bills.get((doc.seller_tax_id, doc.bill_no), [])
+        if not bills:
+            report.add("cloud_state", f"{doc.bill_no} (#{doc.id}) is {doc.status}, no cloud bill")
+            continue
+        if doc.status == "invoiced":
+            cloud_issued = sum(int(b.get("issued", 0)) for b in bills if b.get("live"))
+            ours = len(issued.get(doc.id, []))
+            if cloud_issued != ours:
+                report.add(
+                    "cloud_state",
+                    f"{doc.bill_no} (#{doc.id}): {ours} issued invoices here,"
+                    f" {cloud_issued} in the cloud",
+                )
+
+    sent: Counter[str] = Counter()
+    maybe: Counter[str] = Counter()
+    for interface, outcome, count in ledger_rows:
+        if outcome in NOT_SENT:
+            continue
+        (maybe if outcome in MAYBE_SENT else sent)[interface] += int(count)
+    cloud_calls = {
+        name: sum(int(v) for v in outcomes.values())
+        for name, outcomes in cloud.stats.get("calls", {}).items()
+    }
+    for interface in sorted(set(sent) | set(maybe) | set(cloud_calls)):
+        if interface == "openApi":  # refused before the interface was known: never ours
+            continue
+        counted = cloud_calls.get(interface, 0)
+        low, high = sent[interface], sent[interface] + maybe[interface] + ledger_slack
+        report.ledger[interface] = {
+            "ledger": low,
+            "ledger_pending": maybe[interface],
+            "cloud": counted,
+        }
+        if not low <= counted <= high:
+            report.add(
+                "ledger",
+                f"{interface}: ledger {low} (+{maybe[interface]} pending, slack {ledger_slack}),"
+                f" cloud counted {counted}",
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Check the bridge's invariants after a run.")
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--simulator-url", help="also check against the simulator's view")
+    parser.add_argument("--expect-bills", type=Path, help="file with one expected billNo a line")
+    parser.add_argument("--ledger-slack", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    expected = None
+    if args.expect_bills:
+        expected = [
+            line.strip()
+            for line in args.expect_bills.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+    engine = make_engine(args.database_url)
+    try:
+        cloud = cloud_view(args.simulator_url) if args.simulator_url else None
+        report = check_invariants(
+            engine, expected=expected, cloud=cloud, ledger_slack=args.ledger_slack
+        )
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps(report.as_json(), ensure_ascii=False, default=str))
+    else:
+        print("\n".join(report.summary_lines()))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""The bridge as separate processes for a benchmark run, on private Redis and PostgreSQL.
+
+``running_bench_stack(options)`` starts, on free loopback ports, and stops at the end:
+
+| step | how | ready when |
+|---|---|---|
+| PostgreSQL | ``bench.pgcluster.private_postgres`` (own cluster, restartable) | ``SELECT 1`` |
+| Redis | ``redis-server`` (own, no persistence, flushable) | PING |
+| migrate | ``python -m producers.cli db upgrade`` | exit 0 |
+| simulator | ``python -m simulator`` with ``options.faults`` and callbacks to the API | healthz |
+| HTTP app | ``python -m producers.cli api`` | ``/healthz`` |
+| workers | ``celery -A worker worker`` × ``options.workers`` (prefork, ``-c`` each) | "ready" |
+| beat | ``celery -A worker beat`` (sweeps, polls, token refresh) | "beat: Starting" |
+
+The process plumbing (own sessions, logs, stop in reverse order, readiness) is the demo's
+(``demo.processes``); the settings differ from the demo's (a benchmark needs no Flower, a high
+per-tenant rate limit, and its own fault plan), hence this composition root of its own.
+Children get only the ``FAPIAO_*`` variables set here.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from bench.pgcluster import PgCluster, private_postgres
+from demo.processes import ManagedProcess, ProcessGroup, free_port, wait_for_log, wait_http
+from simulator.testing import sim_tenant_specs, write_tenants_toml
+
+__all__ = ["REPO_ROOT", "BenchOptions", "BenchStack", "running_bench_stack"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    workdir: Path
+    faults: Mapping[str, float] = field(default_factory=dict)
+    seed: int = 7
+    issue_delay: float = 0.2
+    token_ttl: float = 7200.0
+    workers: int = 1
+    concurrency: int = 2
+    beat: bool = True
+    api: bool = True
+    callbacks: bool = True
+    rate_limit_per_second: float = 10000.0
+    settings: Mapping[str, str] = field(default_factory=dict)  # extra FAPIAO_* overrides
+    start_timeout: float = 60.0
+    python: str = sys.executable
+
+
+@dataclass
+class BenchStack:
+    options: BenchOptions
+    postgres: PgCluster
+    database_url: str
+    redis_url: str
+    redis_process: ManagedProcess
+    simulator_url: str
+    api_url: str
+    api_key: str
+    callback_secret: str
+    tenants_file: Path
+    specs: list[dict[str, Any]]
+    env: dict[str, str]
+    processes: ProcessGroup
+    workers: list[ManagedProcess] = field(default_factory=list)
+    beat: ManagedProcess | None = None
+
+    @property
+    def logs(self) -> Path:
+        return self.options.workdir / "logs"
+
+    def sim(self) -> httpx.Client:
+        return httpx.Client(base_url=self.simulator_url, timeout=30.0)
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.api_url,
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            timeout=120.0,
+        )
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url)
+
+    def start_worker(self, index: int) -> ManagedProcess:
+        o = self.options
+        process = self.processes.start(
+            f"worker{index}",
+            [o.python, "-m", "celery", "-A", "worker", "worker", "--loglevel=INFO",
+             f"--concurrency={o.concurrency}", f"--hostname=bench{index}-{secrets.token_hex(3)}@%h",
+             "-Q", "push,poll,callbacks,erp,maintenance"],
+            env=self.env, log_path=self.logs / f"worker{index}.log", cwd=REPO_ROOT,
+        )  # fmt: skip
+        wait_for_log(process, " ready.", timeout=o.start_timeout)
+        if index < len(self.workers):
+            self.workers[index] = process
+        else:
+            self.workers.append(process)
+        return process
+
+    def kill_worker(self, index: int) -> None:
+        """SIGKILL the worker's whole process group (main process and prefork children)."""
+        process = self.workers[index]
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.popen.wait(timeout=10)
+
+    def worker_pids(self) -> list[int]:
+        """Every process of every worker (main and prefork children), from /proc."""
+        groups = {w.pid for w in self.workers if w.running()}
+        pids: list[int] = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[2]) in groups:  # field 5: process group id
+                pids.append(int(entry))
+        return pids
+
+    def flush_redis(self) -> None:
+        client = self.redis()
+        try:
+            client.flushall()
+        finally:
+            client.close()
+
+    def restart_postgres(self) -> None:
+        self.postgres.restart()
+
+    def set_faults(self, faults: Mapping[str, float], seed: int | None = None) -> None:
+        body: dict[str, Any] = dict(faults)
+        if seed is not None:
+            body["seed"] = seed
+        with self.sim() as sim:
+            sim.put("/_sim/faults", json=body).raise_for_status()
+
+    def sim_stats(self) -> dict[str, Any]:
+        with self.sim() as sim:
+            stats: dict[str, Any] = sim.get("/_sim/stats").json()
+            return stats
+
+    def sim_bills(self) -> list[dict[str, Any]]:
+        with self.sim() as sim:
+            bills: list[dict[str, Any]] = sim.get("/_sim/bills").json()
+            return bills
+
+
+def _settings_env(
+    options: BenchOptions, database_url: str, redis_url: str, tenants: Path, key: str, cb: str
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FAPIAO_")}
+    env.update(
+        {
+            "FAPIAO_ENVIRONMENT": "development",
+            "FAPIAO_DATABASE_URL": database_url,
+            "FAPIAO_BROKER_URL": redis_url,
+            "FAPIAO_REDIS_URL": redis_url,
+            "FAPIAO_TENANTS_FILE": str(tenants),
+            "FAPIAO_API_KEYS": key,
+            "FAPIAO_CALLBACK_SECRET": cb,
+            "FAPIAO_LOG_FORMAT": "console",
+            "FAPIAO_LOG_LEVEL": "WARNING",
+            "FAPIAO_TOKENS__REFRESH_MARGIN_SECONDS": "5",
+            "FAPIAO_POLL__SCHEDULE_SECONDS": "2,3,5",
+            "FAPIAO_POLL__CAP_SECONDS": "5",
+            "FAPIAO_PUSH__BACKOFF_BASE_SECONDS": "0.2",
+            "FAPIAO_PUSH__BACKOFF_CAP_SECONDS": "2",
+            "FAPIAO_PUSH__MAX_ATTEMPTS": "30",
+            "FAPIAO_HTTP__CONNECT_TIMEOUT_SECONDS": "2",
+            "FAPIAO_HTTP__READ_TIMEOUT_SECONDS": "5",
+            "FAPIAO_IN_DOUBT__MAX_QUERIES": "100",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+            ),
+        }
+    )
+    env.update(options.settings)
+    return env
+
+
+def _start_redis(processes: ProcessGroup, workdir: Path) -> tuple[str, ManagedProcess]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed / 未安装redis-server")
+    port = free_port()
+    process = processes.start(
+        "redis-server",
+        [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        env={"PATH": "/usr/bin:/bin"}, log_path=workdir / "logs" / "redis.log",
+    )  # fmt: skip
+    url = f"redis://{HOST}:{port}/0"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if redis.Redis.from_url(url, socket_timeout=0.5).ping():
+                return url, process
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@contextmanager
+def running_bench_stack(options: BenchOptions) -> Iterator[BenchStack]:
+    """Start everything in the module table; stop everything when the block ends."""
+    workdir = options.workdir
+    (workdir / "logs").mkdir(parents=True, exist_ok=True)
+    processes = ProcessGroup()
+    with ExitStack() as exits:
+        # In the system temp dir: the postgres user cannot enter a 0700 work directory.
+        postgres = exits.enter_context(private_postgres())
+        exits.callback(processes.stop_all)
+        database_url = postgres.create_database("fapiao")
+        redis_url, redis_process = _start_redis(processes, workdir)
+        sim_port, api_port = free_port(), free_port()
+        simulator_url, api_url = f"http://{HOST}:{sim_port}", f"http://{HOST}:{api_port}"
+        specs = sim_tenant_specs()
+        for spec in specs:
+            spec["rate_limit_per_second"] = options.rate_limit_per_second
+        tenants_file = write_tenants_toml(workdir / "tenants.toml", simulator_url, specs)
+        api_key, callback_secret = "bench-" + secrets.token_hex(12), "cb-" + secrets.token_hex(12)
+        env = _settings_env(
+            options, database_url, redis_url, tenants_file, api_key, callback_secret
+        )
+        migrate = subprocess.run(
+            [options.python, "-m", "producers.cli", "db", "upgrade"],
+            env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        if migrate.returncode != 0:
+            raise RuntimeError(f"fapiao db upgrade failed: {migrate.stdout}{migrate.stderr}")
+        sim_argv = [
+            options.python, "-m", "simulator", "--host", HOST, "--port", str(sim_port),
+            "--tenants-file", str(tenants_file), "--issue-delay", str(options.issue_delay),
+            "--token-ttl", str(options.token_ttl), "--callback-retry-schedule", "0.5,1,2,4",
+            "--callback-timeout", "5", "--seed", str(options.seed), "--log-level", "warning",
+        ]  # fmt: skip
+        if options.callbacks and options.api:
+            sim_argv += ["--callback-url", f"{api_url}/callbacks/kingdee/{callback_secret}"]
+        for name, value in options.faults.items():
+            sim_argv += ["--faults", f"{name}={value}"]
+        simulator = processes.start(
+            "simulator", sim_argv, env=env, log_path=workdir / "logs" / "simulator.log",
+            cwd=REPO_ROOT,
+        )  # fmt: skip
+        wait_http(f"{simulator_url}/_sim/healthz", timeout=options.start_timeout, process=simulator)
+        if options.api:
+            api = processes.start(
+                "api",
+                [options.python, "-m", "producers.cli", "api", "--host", HOST, "--port",
+                 str(api_port), "--log-level", "warning"],
+                env=env, log_path=workdir / "logs" / "api.log", cwd=REPO_ROOT,
+            )  # fmt: skip
+            wait_http(f"{api_url}/healthz", timeout=options.start_timeout, process=api)
+        stack = BenchStack(
+            options=options,
+            postgres=postgres,
+            database_url=database_url,
+            redis_url=redis_url,
+            redis_process=redis_process,
+            simulator_url=simulator_url,
+            api_url=api_url,
+            api_key=api_key,
+            callback_secret=callback_secret,
+            tenants_file=tenants_file,
+            specs=specs,
+            env=env,
+            processes=processes,
+        )
+        for index in range(options.workers):
+            stack.start_worker(index)
+        if options.beat:
+            stack.beat = processes.start(
+                "beat",
+                [options.python, "-m", "celery", "-A", "worker", "beat", "--loglevel=INFO",
+                 f"--schedule={workdir / 'celerybeat-schedule'}"],
+                env=env, log_path=workdir / "logs" / "beat.log", cwd=REPO_ROOT,
+            )  # fmt: skip
+            wait_for_log(stack.beat, "beat: Starting", timeout=options.start_timeout)
+        yield stack
