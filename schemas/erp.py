@@ -61,12 +61,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BeforeValidator, ConfigDict
 
 from schemas.errors import DocumentInvalid, Issue
 from schemas.money import (
+    MAX_MAGNITUDE_DIGITS,
     ExactModel,
     ExactNumber,
     Money,
@@ -492,6 +493,10 @@ def _is_empty(value: Any) -> bool:
 
 
 def _money_text(value: Decimal) -> str:
+    # Positional notation reads best, but 1E+999999 would become a megabyte of zeros in the
+    # message; beyond any plausible amount keep the short scientific form.
+    if abs(value.adjusted()) > 24:
+        return str(value)
     return format(value, "f")
 
 
@@ -507,8 +512,13 @@ def _parse_field(name: str, path: str, spec: _Field, raw: Any, issues: _Issues) 
     return parse(name, path, spec, raw, issues)
 
 
+_SHOWN_LIMIT: Final = 60
+
+
 def _type_issue(path: str, spec: _Field, raw: Any, expected: str, expected_zh: str) -> Issue:
     shown = repr(raw) if not isinstance(raw, dict | list) else type(raw).__name__
+    if len(shown) > _SHOWN_LIMIT:  # never echo a megabyte back into the message
+        shown = shown[: _SHOWN_LIMIT - 1] + "…"
     return Issue(
         path,
         "type",
@@ -643,7 +653,15 @@ def _parse_number(path: str, spec: _Field, raw: Any, issues: _Issues) -> Decimal
             issues.items.append(_type_issue(path, spec, raw, "a number", "数字"))
         raise _Invalid from None
     except ValueError:
-        issues.items.append(_type_issue(path, spec, raw, "a decimal number", "十进制数字"))
+        issues.items.append(
+            _type_issue(
+                path,
+                spec,
+                raw,
+                f"a decimal number within {MAX_MAGNITUDE_DIGITS} digits of the point",
+                f"小数点前后不超过{MAX_MAGNITUDE_DIGITS}位的十进制数字",
+            )
+        )
         raise _Invalid from None
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import re
 from decimal import ROUND_HALF_UP, Decimal, localcontext
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Final, Self
 
 from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.config import ExtraValues
@@ -46,6 +46,7 @@ from pydantic_core import PydanticCustomError, core_schema
 
 __all__ = [
     "CENT",
+    "MAX_MAGNITUDE_DIGITS",
     "ExactModel",
     "ExactNumber",
     "Money",
@@ -69,6 +70,10 @@ _NUMERIC_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 # Any decimal with at most this many significant digits survives a trip through a double.
 _FLOAT_SAFE_DIGITS = 15
+
+
+# Numbers whose leading digit sits further than this from the decimal point are refused.
+MAX_MAGNITUDE_DIGITS: Final = 40
 
 
 def to_decimal(value: object) -> Decimal:
@@ -95,6 +100,12 @@ def to_decimal(value: object) -> Decimal:
         raise TypeError(f"expected Decimal, int or numeric str, got {type(value).__name__}")
     if not result.is_finite():
         raise ValueError(f"not a finite number: {value!r}")
+    if abs(result.adjusted()) > MAX_MAGNITUDE_DIGITS:
+        # 1E+9999999 is valid JSON; arithmetic on it overflows the decimal context, and no
+        # amount, price, quantity or rate of an invoice comes anywhere near this bound.
+        raise ValueError(
+            f"number out of range: more than {MAX_MAGNITUDE_DIGITS} digits from the decimal point"
+        )
     return result
 
 
@@ -110,9 +121,12 @@ def decimal_places(d: Decimal) -> int:
     """Significant decimal places: ``1.230`` → 2, ``100`` → 0, ``1E+2`` → 0."""
     if d.is_zero():
         return 0
-    exponent = d.normalize().as_tuple().exponent
+    # Read the digits instead of normalize(): normalize() applies the context's exponent
+    # limits and raises Overflow on inputs such as 1E+9999999 that JSON can carry.
+    _, digits, exponent = d.as_tuple()
     assert isinstance(exponent, int)  # finite Decimals only
-    return max(0, -exponent)
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -(exponent + trailing_zeros))
 
 
 def _refuse_constant(name: str) -> Any:

@@ -1124,3 +1124,17 @@ def test_bill_helpers() -> None:
     bill = validate_bill(red_bill())
     assert bill.is_red and not bill.include_tax
     assert bill.bill_date == dt.date(2025, 7, 24)
+
+
+@pytest.mark.parametrize(
+    "path", ["totalAmount", "billDetail[0].price", "billDetail[0].quantity", "billDetail[0].amount"]
+)
+@pytest.mark.parametrize("number", ["1E+9999999", "-1e999999", "1e-9999999"])
+def test_absurd_json_numbers_give_a_short_type_issue(path: str, number: str) -> None:
+    # Valid JSON that overflows Decimal arithmetic: one clear issue, never an exception and
+    # never a megabyte of digits echoed back to the ERP.
+    doc = apply(put(path, loads_exact(number)))
+    issues = [issue for issue in check_bill(doc) if issue.path == path]
+    assert [issue.rule for issue in issues] == ["type"]
+    assert "digits of the point" in issues[0].message
+    assert all(len(issue.message) < 300 for issue in check_bill(doc))

@@ -282,3 +282,18 @@ def test_money_serialises_to_json_as_exact_text() -> None:
     assert Priced(amount=Decimal("1414.16")).model_dump_json() == (
         '{"amount":"1414.16","price":null}'
     )
+
+
+@pytest.mark.parametrize("text", ["1E+9999999", "-1e999999", "1e-9999999", "1E+41", "1E-41"])
+def test_to_decimal_refuses_magnitudes_beyond_any_amount(text: str) -> None:
+    # JSON carries these; the decimal context would overflow on arithmetic with them.
+    with pytest.raises(ValueError, match="out of range"):
+        to_decimal(Decimal(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "places"),
+    [("1.230", 2), ("100", 0), ("1E+2", 0), ("0.001", 3), ("12.5000", 1), ("1E+9999999", 0)],
+)
+def test_decimal_places_never_touches_the_context(text: str, places: int) -> None:
+    assert decimal_places(Decimal(text)) == places
