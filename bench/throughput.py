@@ -1,0 +1,228 @@
+"""Throughput, side by side in one run: the bridge, raw Celery no-ops, a naive sync loop.
+
+    .venv/bin/python -m bench.throughput [--documents 2000] [--concurrency 4] [--strict]
+
+One stack (``bench.stack``: private PostgreSQL and Redis, the simulator with a 20 ms latency
+fault on every cloud call, callbacks on, one worker with ``--concurrency`` prefork processes):
+
+| lane | measures | documents/s means |
+|---|---|---|
+| bridge | ``POST /v1/documents`` (batches of 500) until all are ``invoiced`` | end to end |
+| raw Celery | ``bench.noop_app`` no-op tasks on the same Redis, same concurrency | tasks/s |
+| naive | ``bench.naive``: login before every push, one bill at a time, query | end to end |
+| | until issued | |
+
+Also printed: cloud calls per invoiced document (simulator counters), token calls
+(getAppToken + login), and worker CPU seconds per document (``/proc/<pid>/stat`` of the worker
+and its prefork children). Targets: bridge ≥ 10 × naive and ≥ 0.5 × raw Celery; ``--strict``
+exits 2 when one is missed (timings are ratios within this run, never absolute).
+Exit 1 when the bridge lane does not invoice every document or the invariants break.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench.invariants import check_invariants, cloud_view
+from bench.naive import run_naive
+from bench.noop_app import COUNTER_KEY, NOOP_QUEUE, NOOP_TASK, create_noop_app
+from bench.stack import REPO_ROOT, BenchOptions, BenchStack, running_bench_stack
+from bench.workload import bench_bills, cpu_seconds, post_batches, wait_settled
+from demo.processes import wait_for_log
+from schemas.settings import Settings
+from store.db import make_engine
+
+__all__ = ["main"]
+
+NAIVE_TARGET = 10.0
+RAW_TARGET = 0.5
+
+
+def _call_counts(stats: dict[str, Any]) -> Counter[str]:
+    return Counter({k: sum(v.values()) for k, v in stats.get("calls", {}).items()})
+
+
+def bridge_lane(stack: BenchStack, n: int, batch: int, timeout: float) -> dict[str, Any]:
+    run_id = os.urandom(3).hex()
+    prefix = f"B{run_id}-"
+    bills = bench_bills(run_id, n, stack.specs)
+    engine = make_engine(stack.database_url)
+    calls0 = _call_counts(stack.sim_stats())
+    pids = stack.worker_pids()
+    cpu0 = cpu_seconds(pids)
+    started = time.perf_counter()
+    with stack.api() as api:
+        accepted, refused = post_batches(api, bills, batch)
+    submitted = time.perf_counter() - started
+    done, counts = wait_settled(engine, prefix, n, {"invoiced"}, timeout=timeout, interval=0.2)
+    elapsed = time.perf_counter() - started
+    cpu = cpu_seconds(pids) - cpu0
+    calls = _call_counts(stack.sim_stats()) - calls0
+    engine.dispose()
+    invoiced = counts.get("invoiced", 0)
+    return {
+        "documents": n,
+        "accepted": accepted,
+        "refused": refused[:3],
+        "invoiced": invoiced,
+        "all_invoiced": done,
+        "submit_seconds": round(submitted, 2),
+        "seconds": round(elapsed, 2),
+        "rate": round(invoiced / elapsed, 1),
+        "cloud_calls": dict(calls),
+        "cloud_calls_per_document": round(sum(calls.values()) / max(1, invoiced), 2),
+        "token_calls": calls["getAppToken"] + calls["login"],
+        "worker_cpu_ms_per_document": round(cpu * 1000 / max(1, invoiced), 2),
+    }
+
+
+def raw_celery_lane(stack: BenchStack, n: int, timeout: float) -> dict[str, Any]:
+    options = stack.options
+    worker = stack.processes.start(
+        "noop-worker",
+        [options.python, "-m", "celery", "-A", "bench.noop_app", "worker", "--loglevel=WARNING",
+         f"--concurrency={options.concurrency}", "-Q", NOOP_QUEUE, "--hostname=noop@%h"],
+        env=stack.env, log_path=stack.logs / "noop-worker.log", cwd=REPO_ROOT,
+    )  # fmt: skip
+    wait_for_log(worker, "ready", timeout=60)
+    settings = Settings(
+        broker_url=stack.redis_url,
+        redis_url=stack.redis_url,
+        database_url=stack.database_url,
+        tenants_file=stack.tenants_file,
+        environment="development",
+    )
+    app = create_noop_app(settings)
+    client = stack.redis()
+    client.delete(COUNTER_KEY)
+    started = time.perf_counter()
+    with app.producer_or_acquire() as producer:
+        for i in range(n):
+            app.send_task(NOOP_TASK, args=(i,), queue=NOOP_QUEUE, producer=producer)
+    sent = time.perf_counter() - started
+    deadline = time.monotonic() + timeout
+    while int(client.get(COUNTER_KEY) or 0) < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - started
+    done = int(client.get(COUNTER_KEY) or 0)
+    client.close()
+    return {
+        "tasks": n,
+        "done": done,
+        "send_seconds": round(sent, 2),
+        "seconds": round(elapsed, 2),
+        "rate": round(done / elapsed, 1),
+    }
+
+
+def naive_lane(stack: BenchStack, n: int) -> dict[str, Any]:
+    spec = stack.specs[0]
+    bills = bench_bills(os.urandom(3).hex(), n, [spec])
+    base = stack.simulator_url + str(spec["path"])
+    result = run_naive(base, spec, bills)
+    return {
+        "documents": n,
+        "invoiced": result.invoiced,
+        "seconds": round(result.seconds, 2),
+        "rate": round(result.rate, 1),
+        "cloud_calls": dict(result.calls),
+        "cloud_calls_per_document": round(sum(result.calls.values()) / max(1, result.invoiced), 2),
+        "token_calls": result.calls["getAppToken"] + result.calls["login"],
+        "errors": result.errors[:3],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--documents", "-n", type=int, default=2000)
+    parser.add_argument("--raw-tasks", type=int, default=4000)
+    parser.add_argument("--naive-documents", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=4, help="prefork processes")
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--issue-delay", type=float, default=0.05)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--strict", action="store_true", help="exit 2 when a target is missed")
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--results", type=Path)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    workdir = Path(tempfile.mkdtemp(prefix="fapiao-throughput-", dir=args.workdir))
+    options = BenchOptions(
+        workdir=workdir,
+        faults={"latency_ms": args.latency_ms},
+        issue_delay=args.issue_delay,
+        concurrency=args.concurrency,
+    )
+    with running_bench_stack(options) as stack:
+        warm = bridge_lane(stack, 20, 20, 60)  # tokens cached, connections open, code paged in
+        if not warm["all_invoiced"]:
+            print(f"warm-up failed: {warm}", file=sys.stderr)
+            return 1
+        bridge = bridge_lane(stack, args.documents, args.batch, args.timeout)
+        engine = make_engine(stack.database_url)
+        report = check_invariants(engine, cloud=cloud_view(stack.simulator_url))
+        engine.dispose()
+        raw = raw_celery_lane(stack, args.raw_tasks, args.timeout)
+        naive = naive_lane(stack, args.naive_documents)
+    ratios = {
+        "bridge_vs_naive": round(bridge["rate"] / naive["rate"], 2) if naive["rate"] else None,
+        "bridge_vs_raw_celery": round(bridge["rate"] / raw["rate"], 3) if raw["rate"] else None,
+    }
+    missed = []
+    if ratios["bridge_vs_naive"] is None or ratios["bridge_vs_naive"] < NAIVE_TARGET:
+        missed.append(f"bridge/naive {ratios['bridge_vs_naive']} < {NAIVE_TARGET}")
+    if ratios["bridge_vs_raw_celery"] is None or ratios["bridge_vs_raw_celery"] < RAW_TARGET:
+        missed.append(f"bridge/raw Celery {ratios['bridge_vs_raw_celery']} < {RAW_TARGET}")
+    figures = {
+        "concurrency": args.concurrency,
+        "latency_ms": args.latency_ms,
+        "bridge": bridge,
+        "raw_celery": raw,
+        "naive": naive,
+        "ratios": ratios,
+        "targets_missed": missed,
+        "invariants": report.as_json(),
+    }
+    if args.json:
+        print(json.dumps(figures, ensure_ascii=False, default=str))
+    else:
+        print(f"cloud latency {args.latency_ms} ms per call, worker -c {args.concurrency}")
+        print(
+            f"bridge     {bridge['rate']:>8} documents/s"
+            f" ({bridge['invoiced']}/{bridge['documents']}"
+            f" invoiced in {bridge['seconds']} s; submit took {bridge['submit_seconds']} s)"
+        )
+        print(f"raw Celery {raw['rate']:>8} no-op tasks/s ({raw['done']} in {raw['seconds']} s)")
+        print(
+            f"naive      {naive['rate']:>8} documents/s ({naive['invoiced']}/{naive['documents']}"
+            f" in {naive['seconds']} s)"
+        )
+        print(f"ratios: {ratios}")
+        print(
+            f"cloud calls per invoiced document: bridge {bridge['cloud_calls_per_document']}"
+            f" {bridge['cloud_calls']}; naive {naive['cloud_calls_per_document']}"
+        )
+        print(f"token calls: bridge {bridge['token_calls']}, naive {naive['token_calls']}")
+        print(f"worker CPU per document: {bridge['worker_cpu_ms_per_document']} ms")
+        print("\n".join(report.summary_lines()))
+        for item in missed:
+            print(f"TARGET MISSED: {item}")
+    if args.results:
+        args.results.write_text(json.dumps(figures, ensure_ascii=False, indent=1, default=str))
+    if not bridge["all_invoiced"] or not report.ok:
+        return 1
+    return 2 if args.strict and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
