@@ -43,12 +43,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import Engine, insert, select
 
 from bench.invariants import check_invariants, cloud_view
 from bench.stack import BenchOptions, BenchStack, running_bench_stack
 from bench.workload import SETTLED, bench_bills, status_counts
 from schemas.money import dumps_exact
 from store.db import make_engine
+from store.models import Document, Invoice
 
 __all__ = ["CHAOS_FAULTS", "main"]
 
@@ -77,13 +79,14 @@ def _kill_and_restart(stack: BenchStack) -> None:
     stack.start_worker(0)
 
 
-def _disruptions() -> list[Disruption]:
+def _disruptions(every: float = 0.0) -> list[Disruption]:
+    step = every or 6.0
     return [
-        Disruption("worker SIGKILL #1", 0.10, 6, _kill_and_restart),
-        Disruption("Redis FLUSHALL", 0.25, 12, lambda s: s.flush_redis()),
-        Disruption("worker SIGKILL #2", 0.40, 18, _kill_and_restart),
-        Disruption("PostgreSQL restart", 0.55, 24, lambda s: s.restart_postgres()),
-        Disruption("worker SIGKILL #3", 0.70, 30, _kill_and_restart),
+        Disruption("worker SIGKILL #1", 0.10, 1 * step, _kill_and_restart),
+        Disruption("Redis FLUSHALL", 0.25, 2 * step, lambda s: s.flush_redis()),
+        Disruption("worker SIGKILL #2", 0.40, 3 * step, _kill_and_restart),
+        Disruption("PostgreSQL restart", 0.55, 4 * step, lambda s: s.restart_postgres()),
+        Disruption("worker SIGKILL #3", 0.70, 5 * step, _kill_and_restart),
     ]
 
 
@@ -120,6 +123,23 @@ def _submit_all(
                 log.append(f"batch {index}: gave up after 120 attempts")
 
 
+def _issue_one_document_twice(engine: Engine, prefix: str) -> None:
+    """``--sabotage``: a second issued invoice from another push attempt (the checker's test)."""
+    with engine.begin() as conn:
+        doc = conn.execute(
+            select(Document.id, Document.total_amount, Document.total_incl_tax)
+            .where(Document.bill_no.startswith(prefix), Document.status == "invoiced")
+            .limit(1)
+        ).one()
+        conn.execute(
+            insert(Invoice).values(
+                document_id=doc.id, push_attempt=99, order_no="SABOTAGE", invoice_code="",
+                invoice_num="SABOTAGE-1", total_amount=doc.total_amount,
+                include_tax_amount=doc.total_incl_tax,
+            )
+        )  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     n = args.documents
     run_id = os.urandom(3).hex()
@@ -144,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         engine = make_engine(stack.database_url, pool_pre_ping=True)
         started = time.monotonic()
         submitter.start()
-        pending = _disruptions()
+        pending = _disruptions(args.disrupt_every)
         deadline = started + args.timeout
         counts: dict[str, int] = {}
         last_print = 0.0
@@ -175,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
         all_settled = sum(v for k, v in counts.items() if k in SETTLED) >= n
         time.sleep(args.quiet_seconds)  # late callbacks and polls land before judging
         kills = sum(1 for item in pending if "SIGKILL" in item.name and item.done_at)
+        if args.sabotage:
+            _issue_one_document_twice(engine, prefix)
         report = check_invariants(
             engine,
             expected=[str(b["billNo"]) for b in bills],
@@ -229,6 +251,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None, help="parent of the run's temp directory")
     parser.add_argument("--results", type=Path, help="write the figures as JSON here")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--sabotage",
+        action="store_true",
+        help="(tests) issue one document twice in the database before checking: must exit 1",
+    )
+    parser.add_argument(
+        "--disrupt-every",
+        type=float,
+        default=0.0,
+        help="seconds between disruptions (default: the table's schedule)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.documents = 300

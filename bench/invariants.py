@@ -61,7 +61,7 @@ class CloudView:
     """What the simulator says: ``GET /_sim/stats`` and ``GET /_sim/bills``."""
 
     stats: Mapping[str, Any]
-    bills: list[Mapping[str, Any]]
+    bills: Sequence[Mapping[str, Any]]
 
 
 @dataclass

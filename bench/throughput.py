@@ -88,7 +88,7 @@ def raw_celery_lane(stack: BenchStack, n: int, timeout: float) -> dict[str, Any]
     options = stack.options
     worker = stack.processes.start(
         "noop-worker",
-        [options.python, "-m", "celery", "-A", "bench.noop_app", "worker", "--loglevel=WARNING",
+        [options.python, "-m", "celery", "-A", "bench.noop_app", "worker", "--loglevel=INFO",
          f"--concurrency={options.concurrency}", "-Q", NOOP_QUEUE, "--hostname=noop@%h"],
         env=stack.env, log_path=stack.logs / "noop-worker.log", cwd=REPO_ROOT,
     )  # fmt: skip

@@ -1,0 +1,134 @@
+"""Smoke runs of every bench harness at a small N (real processes; no timing is asserted).
+
+Each harness brings its own PostgreSQL cluster and redis-server (``bench.stack``), so these
+tests do not depend on the suite's database: they run once, in the PostgreSQL pass
+(``postgres_only``), not again in the SQLite pass.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import chaos, fuzz, ingest, latency, scale, throughput
+from bench.pgcluster import pg_bin_dir
+
+pytestmark = [
+    pytest.mark.postgres_only,
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server"),
+]
+
+
+def _needs_initdb() -> None:
+    try:
+        pg_bin_dir()
+    except RuntimeError:
+        pytest.skip("needs PostgreSQL's initdb")
+
+
+def _run(module: Any, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, Any]:
+    _needs_initdb()
+    code = module.main([*argv, "--json"])
+    out = capsys.readouterr().out.strip().splitlines()
+    return code, json.loads(out[-1])
+
+
+def test_chaos_small_run_holds_every_invariant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, figures = _run(
+        chaos,
+        ["-n", "60", "--disrupt-every", "2", "--batch", "20", "--submit-rate", "60",
+         "--timeout", "240", "--quiet-seconds", "1", "--workdir", str(tmp_path)],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, figures
+    assert figures["by_status"] == {"invoiced": 60}
+    assert all(at is not None for at in figures["disruptions"].values())
+    assert figures["violations"] == {}
+    assert figures["double_issue"] == {"live_twice": [], "over_issued": []}
+
+
+def test_chaos_exits_non_zero_when_a_document_is_issued_twice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, figures = _run(
+        chaos,
+        ["-n", "20", "--disrupt-every", "1", "--batch", "20", "--timeout", "240",
+         "--quiet-seconds", "0", "--sabotage", "--workdir", str(tmp_path)],
+        capsys,
+    )  # fmt: skip
+    assert code == 1
+    assert len(figures["violations"]["issued_twice"]) == 2
+
+
+def test_throughput_runs_all_three_lanes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, figures = _run(
+        throughput,
+        ["-n", "40", "--raw-tasks", "100", "--naive-documents", "3", "--batch", "20",
+         "--workdir", str(tmp_path)],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, figures
+    assert figures["bridge"]["invoiced"] == 40
+    assert figures["raw_celery"]["done"] == 100
+    assert figures["naive"]["invoiced"] == 3
+    # The naive loop logs in before every push: two token calls per document.
+    assert figures["naive"]["token_calls"] == 6
+    assert figures["invariants"]["ok"] is True
+
+
+def test_ingest_stores_and_enqueues_every_document(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, figures = _run(
+        ingest, ["-n", "1200", "--batch", "600", "--workdir", str(tmp_path)], capsys
+    )
+    assert code == 0, figures
+    assert figures["accepted"] == figures["stored_as_draft"] == 1200
+    assert figures["push_messages_queued"] == 1200
+    assert figures["single_request_of_all_documents"] == 413  # more than 1,000 in one request
+
+
+def test_latency_measures_every_document(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, figures = _run(
+        latency, ["--rate", "10", "--seconds", "2", "--workdir", str(tmp_path)], capsys
+    )
+    assert code == 0, figures
+    assert figures["submit_to_pushed"]["count"] == figures["documents"] == 20
+    assert 0 < figures["submit_to_pushed"]["p50_ms"] <= figures["submit_to_pushed"]["p99_ms"]
+
+
+def test_scale_prints_plans_that_use_the_partial_indexes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, figures = _run(
+        scale,
+        ["--small", "500", "--large", "3000", "--repeat", "2", "--rss-documents", "0",
+         "--workdir", str(tmp_path)],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, figures
+    plans = figures["database"]["plans"]
+    assert set(plans) == {"due_drafts", "due_for_poll", "expired_leases", "due_withdrawals"}
+    assert "ix_documents_poll_due" in plans["due_for_poll"]
+    assert figures["database"]["seq_scans"] == []
+
+
+def test_fuzz_finds_no_500_and_no_state_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, figures = _run(fuzz, ["--examples", "40", "--workdir", str(tmp_path)], capsys)
+    assert code == 0, figures
+    assert figures["requests"] == 80
+    assert figures["server_errors"] == 0
+    assert figures["refused"] > 0
