@@ -793,9 +793,11 @@ def api(
     import uvicorn
 
     from producers.http import create_app
+    from worker.logs import configure_logging
 
     context = _context(ctx)
     settings = context.settings()
+    configure_logging(settings.log_format, settings.log_level)
     http_app = create_app(settings, components=context.components())
     uvicorn.run(
         http_app,
@@ -807,6 +809,7 @@ def api(
         forwarded_allow_ips=forwarded_allow_ips,
         access_log=False,
         log_level=log_level,
+        log_config=None,  # keep configure_logging's structured handler (FAPIAO_LOG_FORMAT)
     )
 
 

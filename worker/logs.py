@@ -10,7 +10,8 @@ put those fields on the line so an alert ("documents stuck in a state", "ERP not
 parked", "tenant paused") can be found by field. Every line goes through
 ``store.ledger.mask_secrets`` last. Installed on Celery's loggers by ``create_app`` (signals
 ``after_setup_logger`` / ``after_setup_task_logger``), so ``celery -A worker worker`` logs
-this way without further setup.
+this way without further setup. Other processes (``fapiao api``) call
+``configure_logging(settings.log_format, settings.log_level)`` once at start.
 """
 
 from __future__ import annotations
@@ -22,12 +23,18 @@ from typing import Any, Final
 
 from store.ledger import mask_secrets
 
-__all__ = ["ConsoleFormatter", "JsonFormatter", "formatter_for", "install_formatter"]
+__all__ = [
+    "ConsoleFormatter",
+    "JsonFormatter",
+    "configure_logging",
+    "formatter_for",
+    "install_formatter",
+]
 
 # Attributes every LogRecord has; anything else came in through `extra`.
 _STANDARD: Final = frozenset(
     vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None))
-) | {"message", "asctime", "data"}
+) | {"message", "asctime", "data", "color_message"}  # uvicorn adds an ANSI copy
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -86,3 +93,18 @@ def install_formatter(logger: logging.Logger, log_format: str) -> None:
     formatter = formatter_for(log_format)
     for handler in logger.handlers:
         handler.setFormatter(formatter)
+
+
+def configure_logging(log_format: str, level: str | int = logging.INFO) -> None:
+    """Route every logger of this process through one stderr handler in ``log_format``.
+
+    For processes Celery does not set up (the HTTP app): uvicorn's own loggers have no
+    handlers when it is started with ``log_config=None``, so they propagate here too.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter_for(log_format))
+    root.addHandler(handler)
+    root.setLevel(level if isinstance(level, int) else level.upper())

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
-from worker.logs import ConsoleFormatter, JsonFormatter
+import pytest
+
+from worker.logs import ConsoleFormatter, JsonFormatter, configure_logging
 
 
 def record(message: str, **extra: object) -> logging.LogRecord:
@@ -38,3 +40,31 @@ def test_secrets_are_masked_in_both_formats() -> None:
 def test_console_appends_key_values() -> None:
     line = ConsoleFormatter().format(record("tenant paused", tenant="demo"))
     assert line.endswith("tenant paused tenant=demo")
+
+
+def test_configure_logging_puts_every_logger_of_the_process_on_one_structured_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging("json", "INFO")
+        # uvicorn's loggers carry no handlers of their own when log_config=None.
+        logging.getLogger("uvicorn.error").info(
+            "callback stored", extra={"bill_no": "B-1", "tenant": "demo"}
+        )
+        logging.getLogger("producers.http").debug("below the level")
+        configure_logging("console", logging.WARNING)
+        logging.getLogger("producers.http").warning("token=s3cr3t-value refused")
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2
+    entry = json.loads(lines[0])
+    assert (entry["logger"], entry["bill_no"], entry["tenant"]) == ("uvicorn.error", "B-1", "demo")
+    assert "WARNING producers.http" in lines[1]
+    assert "s3cr3t-value" not in lines[1]
