@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
 from schemas.settings import Settings
 from worker import queues
@@ -117,7 +117,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "task_queues": [Queue(name) for name in queues.QUEUES],  # type: ignore[no-untyped-call]
+        # One direct exchange per queue, routing key = name, so the banner and Flower show
+        # the real binding of each queue.
+        "task_queues": [
+            Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
+            for name in queues.QUEUES
+        ],
         "task_default_queue": "maintenance",
         "task_routes": {task: {"queue": queue} for task, queue in queues.ROUTES.items()},
         "task_create_missing_queues": False,
