@@ -133,7 +133,7 @@ def _callback_template(bill_no: str, seller: str) -> dict[str, Any]:
 def _encode_callback(body: dict[str, Any]) -> dict[str, Any]:
     data = body.get("data")
     if isinstance(data, dict | list):
-        raw = json.dumps(data, ensure_ascii=False).encode("utf-8")
+        raw = json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass")
         return {**body, "data": base64.b64encode(raw).decode("ascii")}
     return body
 

@@ -71,8 +71,16 @@ def measure(stack: BenchStack, n: int, batch: int, clients: int) -> dict[str, An
     engine = make_engine(stack.database_url)
     stored = status_counts(engine, f"B{run_id}-").get("draft", 0)
     engine.dispose()
+    # The push messages are sent after each response (after the commit): let the last land.
     client = stack.redis()
-    queued = int(client.llen("push"))
+    queued, deadline = -1, time.monotonic() + 15
+    while time.monotonic() < deadline:
+        now_queued = int(client.llen("push"))
+        if now_queued == queued or now_queued >= n:
+            queued = now_queued
+            break
+        queued = now_queued
+        time.sleep(0.5)
     client.close()
     return {
         "documents": n,

@@ -55,6 +55,7 @@ class BenchOptions:
     token_ttl: float = 7200.0
     workers: int = 1
     concurrency: int = 2
+    pool: str = "prefork"  # celery --pool: prefork, threads, solo
     beat: bool = True
     api: bool = True
     callbacks: bool = True
@@ -104,7 +105,8 @@ class BenchStack:
         process = self.processes.start(
             f"worker{index}",
             [o.python, "-m", "celery", "-A", "worker", "worker", "--loglevel=INFO",
-             f"--concurrency={o.concurrency}", f"--hostname=bench{index}-{secrets.token_hex(3)}@%h",
+             f"--concurrency={o.concurrency}", f"--pool={o.pool}",
+             f"--hostname=bench{index}-{secrets.token_hex(3)}@%h",
              "-Q", "push,poll,callbacks,erp,maintenance"],
             env=self.env, log_path=self.logs / f"worker{index}.log", cwd=REPO_ROOT,
         )  # fmt: skip

@@ -89,7 +89,8 @@ def raw_celery_lane(stack: BenchStack, n: int, timeout: float) -> dict[str, Any]
     worker = stack.processes.start(
         "noop-worker",
         [options.python, "-m", "celery", "-A", "bench.noop_app", "worker", "--loglevel=INFO",
-         f"--concurrency={options.concurrency}", "-Q", NOOP_QUEUE, "--hostname=noop@%h"],
+         f"--concurrency={options.concurrency}", f"--pool={options.pool}", "-Q", NOOP_QUEUE,
+         "--hostname=noop@%h"],
         env=stack.env, log_path=stack.logs / "noop-worker.log", cwd=REPO_ROOT,
     )  # fmt: skip
     wait_for_log(worker, "ready", timeout=60)
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-tasks", type=int, default=4000)
     parser.add_argument("--naive-documents", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=4, help="prefork processes")
+    parser.add_argument("--pool", default="prefork", help="celery --pool of the bridge worker")
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--issue-delay", type=float, default=0.05)
@@ -162,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         faults={"latency_ms": args.latency_ms},
         issue_delay=args.issue_delay,
         concurrency=args.concurrency,
+        pool=args.pool,
     )
     with running_bench_stack(options) as stack:
         warm = bridge_lane(stack, 20, 20, 60)  # tokens cached, connections open, code paged in
@@ -185,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         missed.append(f"bridge/raw Celery {ratios['bridge_vs_raw_celery']} < {RAW_TARGET}")
     figures = {
         "concurrency": args.concurrency,
+        "pool": args.pool,
         "latency_ms": args.latency_ms,
         "bridge": bridge,
         "raw_celery": raw,
@@ -196,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(figures, ensure_ascii=False, default=str))
     else:
-        print(f"cloud latency {args.latency_ms} ms per call, worker -c {args.concurrency}")
+        print(
+            f"cloud latency {args.latency_ms} ms per call,"
+            f" worker --pool={args.pool} -c {args.concurrency}"
+        )
         print(
             f"bridge     {bridge['rate']:>8} documents/s"
             f" ({bridge['invoiced']}/{bridge['documents']}"

@@ -1,0 +1,75 @@
+"""Where a worker's CPU goes: one solo worker under cProfile while N documents are invoiced.
+
+    .venv/bin/python -m bench.profile_worker [--documents 500] [--top 30]
+
+The stack of ``bench.throughput`` (20 ms cloud latency, callbacks on) without its worker;
+instead ``python -m cProfile -m celery -A worker worker -P solo`` runs every task in one
+process, is stopped with SIGTERM (warm shutdown, so the profile is written) once every
+document is ``invoiced``, and the heaviest functions are printed (cumulative and own time)
+with the CPU milliseconds per document. py-spy is not installed; cProfile's overhead
+inflates absolute numbers (roughly 1.5–2×) but not the ranking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import pstats
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.stack import REPO_ROOT, BenchOptions, running_bench_stack
+from bench.workload import bench_bills, cpu_seconds, post_batches, wait_settled
+from demo.processes import wait_for_log
+from store.db import make_engine
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--documents", "-n", type=int, default=500)
+    parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="fapiao-profile-", dir=args.workdir))
+    profile = workdir / "worker.prof"
+    options = BenchOptions(workdir=workdir, faults={"latency_ms": 20.0}, issue_delay=0.05,
+                           workers=0)  # fmt: skip
+    with running_bench_stack(options) as stack:
+        worker = stack.processes.start(
+            "profiled-worker",
+            [options.python, "-m", "cProfile", "-o", str(profile), "-m", "celery", "-A",
+             "worker", "worker", "-P", "solo", "--loglevel=INFO",
+             "-Q", "push,poll,callbacks,erp,maintenance", "--hostname=profiled@%h"],
+            env=stack.env, log_path=stack.logs / "profiled-worker.log", cwd=REPO_ROOT,
+        )  # fmt: skip
+        wait_for_log(worker, " ready.", timeout=60)
+        run_id = os.urandom(3).hex()
+        engine = make_engine(stack.database_url)
+        cpu0 = cpu_seconds([worker.pid])
+        with stack.api() as api:
+            post_batches(api, bench_bills(run_id, args.documents, stack.specs), 500)
+        done, counts = wait_settled(
+            engine, f"B{run_id}-", args.documents, {"invoiced"}, timeout=600
+        )
+        cpu = cpu_seconds([worker.pid]) - cpu0
+        engine.dispose()
+        os.kill(worker.pid, signal.SIGTERM)
+        worker.popen.wait(timeout=60)
+    print(f"{args.documents} documents, all invoiced: {done} {counts}")
+    print(f"solo worker CPU under cProfile: {cpu * 1000 / args.documents:.1f} ms per document")
+    for order in ("cumulative", "tottime"):
+        out = io.StringIO()
+        stats = pstats.Stats(str(profile), stream=out)
+        stats.strip_dirs().sort_stats(order).print_stats(args.top)
+        print(f"\n== by {order} ==")
+        print("\n".join(out.getvalue().splitlines()[6:]))
+    return 0 if done else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
