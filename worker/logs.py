@@ -6,7 +6,8 @@
 | ``console``           | ``<time> <LEVEL> <logger>: <message> key=value …``                |
 
 Services log with ``extra={...}`` (document_id, bill_no, tenant, status, …); these formatters
-put those fields on the line so an alert ("documents stuck in a state", "ERP notification
+put those fields on the line (inside a task also its ``bill_no`` / ``tenant`` /
+``document_id`` keywords) so an alert ("documents stuck in a state", "ERP notification
 parked", "tenant paused") can be found by field. Every line goes through
 ``store.ledger.mask_secrets`` last. Installed on Celery's loggers by ``create_app`` (signals
 ``after_setup_logger`` / ``after_setup_task_logger``), so ``celery -A worker worker`` logs
@@ -37,6 +38,10 @@ _STANDARD: Final = frozenset(
 ) | {"message", "asctime", "data", "color_message"}  # uvicorn adds an ANSI copy
 
 
+# Task keywords copied onto every line logged inside that task.
+_TASK_KEYWORDS: Final = ("bill_no", "tenant", "document_id")
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
 
@@ -50,7 +55,15 @@ def _task_fields(record: logging.LogRecord) -> dict[str, Any]:
         return {}
     if task is None or task.request is None or task.request.id is None:
         return {}
-    return {"task": task.name, "task_id": task.request.id}
+    fields: dict[str, Any] = {"task": task.name, "task_id": task.request.id}
+    kwargs = getattr(task.request, "kwargs", None)
+    if isinstance(kwargs, dict):
+        # So every line of a task can be found by the bill it works on (Flower, log search).
+        for key in _TASK_KEYWORDS:
+            value = kwargs.get(key)
+            if value not in (None, ""):
+                fields[key] = value
+    return fields
 
 
 class JsonFormatter(logging.Formatter):

@@ -68,3 +68,38 @@ def test_configure_logging_puts_every_logger_of_the_process_on_one_structured_li
     assert (entry["logger"], entry["bill_no"], entry["tenant"]) == ("uvicorn.error", "B-1", "demo")
     assert "WARNING producers.http" in lines[1]
     assert "s3cr3t-value" not in lines[1]
+
+
+def test_lines_inside_a_task_carry_its_bill_no_tenant_and_document_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    import celery._state
+
+    request = SimpleNamespace(
+        id="t-1", kwargs={"document_id": 7, "bill_no": "B-7", "tenant": "demo", "other": 1}
+    )
+    task = SimpleNamespace(name="fapiao.push", request=request)
+    monkeypatch.setattr(celery._state, "get_current_task", lambda: task)
+    entry = json.loads(JsonFormatter().format(record("pushed")))
+    assert entry["task"] == "fapiao.push"
+    assert entry["task_id"] == "t-1"
+    assert (entry["bill_no"], entry["tenant"], entry["document_id"]) == ("B-7", "demo", 7)
+    assert "other" not in entry
+    line = ConsoleFormatter().format(record("pushed"))
+    assert "bill_no=B-7" in line and "tenant=demo" in line and "document_id=7" in line
+
+
+def test_a_task_without_those_keywords_logs_just_its_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    import celery._state
+
+    task = SimpleNamespace(name="fapiao.sweep", request=SimpleNamespace(id="t-2", kwargs=None))
+    monkeypatch.setattr(celery._state, "get_current_task", lambda: task)
+    entry = json.loads(JsonFormatter().format(record("swept")))
+    assert (entry["task"], entry["task_id"]) == ("fapiao.sweep", "t-2")
+    assert "bill_no" not in entry
