@@ -4,7 +4,7 @@
 |---------------------------------------------------|----------------------------|
 | ``enqueue_push(document_id, bill_no, tenant)``    | ``fapiao.push``            |
 | ``enqueue_withdraw(document_id, bill_no, tenant)``| ``fapiao.withdraw``        |
-| ``enqueue_reconcile(inbox_id)``                   | ``fapiao.reconcile``       |
+| ``enqueue_reconcile(inbox_id, bill_no=, tenant=)``| ``fapiao.reconcile``       |
 
 Each returns True when the broker took the message and False when it could not be reached
 (logged, never raised): the row is already durable, and the sweeper sends the message again
@@ -49,6 +49,21 @@ def enqueue_withdraw(
     )
 
 
-def enqueue_reconcile(inbox_id: int, *, app: Celery | None = None) -> bool:
-    """Owe the reconciliation of a committed ``callback_inbox`` row."""
-    return _enqueuer(app).send(queues.RECONCILE, {"inbox_id": inbox_id})
+def enqueue_reconcile(
+    inbox_id: int,
+    *,
+    bill_no: str | None = None,
+    tenant: str | None = None,
+    app: Celery | None = None,
+) -> bool:
+    """Owe the reconciliation of a committed ``callback_inbox`` row.
+
+    ``bill_no`` / ``tenant`` (when the receiver knows them) only label the message, so a
+    job can be found by bill number in Flower and the logs; the task reads the row.
+    """
+    kwargs: dict[str, object] = {"inbox_id": inbox_id}
+    if bill_no:
+        kwargs["bill_no"] = bill_no
+    if tenant:
+        kwargs["tenant"] = tenant
+    return _enqueuer(app).send(queues.RECONCILE, kwargs)

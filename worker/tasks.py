@@ -216,7 +216,7 @@ def register_tasks(app: FapiaoCelery) -> None:
         return body(queues.POLL_DUE, {})
 
     @app.task(name=queues.RECONCILE, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
-    def reconcile(inbox_id: int) -> str:
+    def reconcile(inbox_id: int, bill_no: str = "", tenant: str = "") -> str:
         return body(queues.RECONCILE, {"inbox_id": inbox_id})
 
     @app.task(name=queues.WITHDRAW, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
@@ -224,7 +224,7 @@ def register_tasks(app: FapiaoCelery) -> None:
         return body(queues.WITHDRAW, {"document_id": document_id})
 
     @app.task(name=queues.NOTIFY_ERP, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
-    def notify_erp(outbox_id: int, bill_no: str = "") -> str:
+    def notify_erp(outbox_id: int, bill_no: str = "", tenant: str = "") -> str:
         return body(queues.NOTIFY_ERP, {"outbox_id": outbox_id})
 
     @app.task(name=queues.REFRESH_TOKENS, **TASK_OPTIONS)  # type: ignore[untyped-decorator]

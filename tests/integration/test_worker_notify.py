@@ -200,3 +200,19 @@ def test_tokens_never_reach_the_ledger(world: World) -> None:
         text = f"{row.message} {row.error_code} {row.request_id}"
         assert token.value not in text
         assert spec["app_secret"] not in text
+
+
+def test_notification_messages_name_the_bill_and_the_tenant(
+    erp_world: World, webhook: Webhook
+) -> None:
+    """Flower finds fapiao.notify_erp jobs by bill number and tenant."""
+    world = erp_world
+    webhook.status = 503
+    doc_id = store_bill(world.sessions, "demo", make_bill("ERP-3", DEMO_SELLER, auto_invoice=False))
+    world.push(doc_id)
+    first = world.enqueuer.of(queues.NOTIFY_ERP)
+    assert [(k["bill_no"], k["tenant"]) for k in first] == [("ERP-3", "demo")]
+    steps = drain(world.rt, world.enqueuer)
+    retries = [s.kwargs for s in steps if s.task == queues.NOTIFY_ERP]
+    assert len(retries) == 3
+    assert {(k["bill_no"], k["tenant"]) for k in retries} == {("ERP-3", "demo")}

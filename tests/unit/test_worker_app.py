@@ -93,6 +93,7 @@ def test_enqueue_helpers_send_ids_and_bill_no_as_keywords() -> None:
     assert enqueue_push(7, "B-7", "demo", app=app)
     assert enqueue_withdraw(8, "B-8", "demo", app=app)
     assert enqueue_reconcile(9, app=app)
+    assert enqueue_reconcile(10, bill_no="B-10", tenant="demo", app=app)
     seen: dict[str, list[dict[str, object]]] = {}
     with app.connection() as conn:
         for queue in ("push", "callbacks"):
@@ -120,7 +121,13 @@ def test_enqueue_helpers_send_ids_and_bill_no_as_keywords() -> None:
                 "kwargs": {"document_id": 8, "bill_no": "B-8", "tenant": "demo"},
             },
         ],
-        "callbacks": [{"task": "fapiao.reconcile", "kwargs": {"inbox_id": 9}}],
+        "callbacks": [
+            {"task": "fapiao.reconcile", "kwargs": {"inbox_id": 9}},
+            {
+                "task": "fapiao.reconcile",
+                "kwargs": {"inbox_id": 10, "bill_no": "B-10", "tenant": "demo"},
+            },
+        ],
     }
 
 

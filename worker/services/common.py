@@ -146,7 +146,8 @@ def owe_notification(
     row = add_notification(
         session, document_id=document_id, event=payload["event"], payload=payload, now=now
     )
-    return [Followup(queues.NOTIFY_ERP, {"outbox_id": row.id, "bill_no": document.bill_no})]
+    labels = {"outbox_id": row.id, "bill_no": document.bill_no, "tenant": document.tenant}
+    return [Followup(queues.NOTIFY_ERP, labels)]
 
 
 def _invoice_view(invoice: Invoice) -> dict[str, Any]:

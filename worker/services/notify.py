@@ -81,6 +81,7 @@ def notify_erp(rt: Runtime, outbox_id: int) -> NotifyOutcome:
         event = row.event
         attempts = row.attempts
         bill_no = document.bill_no if document is not None else ""
+        tenant_name = document.tenant if document is not None else ""
 
     if tenant is None or tenant.erp_webhook_url is None:
         return _park(rt, outbox_id, "the tenant has no erp_webhook_url (any more)")
@@ -136,7 +137,7 @@ def notify_erp(rt: Runtime, outbox_id: int) -> NotifyOutcome:
         followups.append(
             Followup(
                 queues.NOTIFY_ERP,
-                {"outbox_id": outbox_id, "bill_no": bill_no},
+                {"outbox_id": outbox_id, "bill_no": bill_no, "tenant": tenant_name},
                 delay.total_seconds(),
             )
         )

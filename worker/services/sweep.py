@@ -26,6 +26,7 @@ from typing import Final
 
 from store.db import unit_of_work
 from store.lifecycle import LostRace, transition
+from store.models import Document
 from store.queries import (
     due_drafts,
     due_outbox,
@@ -67,12 +68,21 @@ def sweep(rt: Runtime, *, limit: int = SWEEP_BATCH) -> SweepReport:
         withdrawals = due_withdrawals(session, now, limit, redeliver_after=again)
         outbox = due_outbox(session, now, limit, redeliver_after=again)
         inbox = stale_inbox(session, now, limit, older_than=again)
+        # Label notification messages with their bill (Flower / log search by bill number).
+        labels: dict[int, tuple[str, str]] = {}
+        for row in outbox:
+            owner = session.get(Document, row.document_id) if row.document_id else None
+            if owner is not None:
+                labels[row.id] = (owner.bill_no, owner.tenant)
     for doc in drafts:
         report.followups.append(Followup(queues.PUSH, _kwargs(doc.id, doc.bill_no, doc.tenant)))
     for doc in withdrawals:
         report.followups.append(Followup(queues.WITHDRAW, _kwargs(doc.id, doc.bill_no, doc.tenant)))
     for row in outbox:
-        report.followups.append(Followup(queues.NOTIFY_ERP, {"outbox_id": row.id}))
+        kwargs: dict[str, object] = {"outbox_id": row.id}
+        if row.id in labels:
+            kwargs["bill_no"], kwargs["tenant"] = labels[row.id]
+        report.followups.append(Followup(queues.NOTIFY_ERP, kwargs))
     for row in inbox:
         report.followups.append(Followup(queues.RECONCILE, {"inbox_id": row.id}))
     report.drafts, report.withdrawals = len(drafts), len(withdrawals)
