@@ -11,17 +11,82 @@ Examples::
         http://127.0.0.1:8000/callbacks/kingdee/<secret>
     fapiao simulator --faults push_5xx_before=0.1 --faults drop_after_commit=0.05 --seed 7
     fapiao simulator --issue-delay 0.2 --token-ttl 30 --callback-retry-schedule 0.05,0.1,0.2
+    fapiao simulator --tenants-file one-tenant.toml --tenant-path /demo
+    fapiao simulator --tenant-path demo=/kingdee --tenant-path shop=/shop2
+
+``--tenant-path`` overrides the path a tenant is served under (by default the path of its
+``base_url``): a bare ``/path`` when the tenants file has exactly one tenant, else
+``NAME=/path`` (repeatable, one per tenant). The tenant then answers only under the new path,
+and its invoice file URLs point there too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
-__all__ = ["main", "simulator"]
+if TYPE_CHECKING:
+    from simulator.tenancy import SimTenant
+
+__all__ = ["main", "override_tenant_paths", "simulator"]
+
+
+class TenantPathError(ValueError):
+    """A ``--tenant-path`` value that names no tenant, is ambiguous, or is not a path."""
+
+
+def _clean_path(raw: str, option: str) -> str:
+    path = raw.strip()
+    if not path.startswith("/"):
+        raise TenantPathError(f"{option!r}: the path must start with '/'")
+    if any(ch in path for ch in "?#") or any(ch.isspace() for ch in path):
+        raise TenantPathError(f"{option!r}: the path may not contain '?', '#' or spaces")
+    if "//" in path:
+        raise TenantPathError(f"{option!r}: the path may not contain '//'")
+    return path.rstrip("/")
+
+
+def override_tenant_paths(tenants: Sequence[SimTenant], options: Sequence[str]) -> list[SimTenant]:
+    """``tenants`` with the paths of ``--tenant-path`` values (``/path`` or ``NAME=/path``).
+
+    A bare ``/path`` is only accepted when there is exactly one tenant. The tenant's base URL
+    keeps its scheme and host; only the path changes (so its file URLs follow it).
+    """
+    by_name = {tenant.name: tenant for tenant in tenants}
+    paths: dict[str, str] = {}
+    for option in options:
+        name, sep, raw = option.partition("=")
+        if not sep:
+            raw, name = option, ""
+            if len(tenants) != 1:
+                names = ", ".join(sorted(by_name))
+                raise TenantPathError(
+                    f"{option!r} is ambiguous: the tenants file has {len(tenants)} tenants"
+                    f" ({names}); use NAME=/path"
+                )
+            name = tenants[0].name
+        name = name.strip()
+        if name not in by_name:
+            known = ", ".join(sorted(by_name)) or "none"
+            raise TenantPathError(f"{option!r}: no tenant named {name!r} (tenants: {known})")
+        if name in paths:
+            raise TenantPathError(f"{option!r}: tenant {name!r} is given a path twice")
+        paths[name] = _clean_path(raw, option)
+    result: list[SimTenant] = []
+    for tenant in tenants:
+        if tenant.name not in paths:
+            result.append(tenant)
+            continue
+        parts = urlsplit(tenant.base_url)
+        base_url = urlunsplit((parts.scheme, parts.netloc, paths[tenant.name], "", ""))
+        result.append(replace(tenant, base_url=base_url))
+    return result
 
 
 def simulator(
@@ -34,6 +99,15 @@ def simulator(
             help="Tenants TOML (the bridge's own); each tenant is served on its base URL path.",
         ),
     ] = Path("tenants.toml"),
+    tenant_path: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=(
+                "Serve a tenant under another path than its base URL's: '/path' when the"
+                " tenants file has one tenant, else NAME=/path (repeatable)."
+            ),
+        ),
+    ] = None,
     callback_url: Annotated[
         str | None,
         typer.Option(help="Where callbacks go (overridable per businessSystemCode via /_sim/)."),
@@ -81,11 +155,16 @@ def simulator(
     from simulator.app import create_app
     from simulator.config import SimulatorConfig, parse_schedule
     from simulator.faults import FaultPlan, FaultSpecError
+    from simulator.tenancy import tenants_from_config
 
     try:
-        tenants = load_tenants(tenants_file, "development")
+        tenants = tenants_from_config(load_tenants(tenants_file, "development"))
     except TenantsFileError as exc:
         raise typer.BadParameter(str(exc), param_hint="--tenants-file") from exc
+    try:
+        tenants = override_tenant_paths(tenants, tenant_path or [])
+    except TenantPathError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tenant-path") from exc
     try:
         plan = FaultPlan.from_specs(faults or [])
     except FaultSpecError as exc:
@@ -114,7 +193,11 @@ def simulator(
         )
     except (ValueError, InvalidOperation) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    app = create_app(tenants, config)
+    try:
+        app = create_app(tenants, config)
+    except ValueError as exc:  # e.g. two tenants moved onto one path with one accountId
+        hint = "--tenant-path" if tenant_path else "--tenants-file"
+        raise typer.BadParameter(str(exc), param_hint=hint) from exc
     for tenant in app.cloud.tenants:
         typer.echo(
             f"tenant {tenant.name}: http://{host}:{port}{tenant.path}"
