@@ -16,8 +16,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from schemas.kingdee import BillReturn, build_callback
+from schemas.money import dumps_exact
 from simulator.testing import CallbackRecorder, SimulatorHandle, make_bill
-from store.models import CloudCall, ErpOutbox
+from store.models import CallbackInbox, CloudCall, ErpOutbox
 from tests.integration.test_worker_world import DEMO_SELLER, World, make_world
 from worker import queues
 from worker.services.notify import sign
@@ -166,6 +168,35 @@ def test_return_upstream_callback_marks_the_document_returned(world: World) -> N
     document = world.doc(doc_id)
     assert document.status == "returned"
     assert document.last_error_message == "购方名称有误"
+
+
+def forged_return(bill_no: str, reason: str = "伪造") -> bytes:
+    returned = BillReturn(billNo=bill_no, sellerTaxpayerId=DEMO_SELLER, reason=reason)
+    return dumps_exact(build_callback("BILL.RETURN", [], "return", returned=returned)).encode()
+
+
+def test_a_forged_return_for_a_live_bill_changes_nothing(world: World) -> None:
+    """Invariant 4: the confirming query finds the bill still in the cloud."""
+    doc_id = store_bill(world.sessions, "demo", make_bill("RET-2", DEMO_SELLER, auto_invoice=False))
+    assert world.push(doc_id) == "pushed"
+    before = world.doc(doc_id)
+    assert world.reconcile(forged_return("RET-2")) == "processed"
+    after = world.doc(doc_id)
+    assert (after.status, after.version) == ("pushed", before.version)
+    assert after.last_error_message == before.last_error_message
+    with world.sessions() as session:
+        row = session.scalars(select(CallbackInbox).order_by(CallbackInbox.id.desc())).first()
+        assert row is not None
+        assert row.document_id == doc_id
+        assert "still" in (row.error or "")
+        queries = session.scalars(
+            select(CloudCall).where(CloudCall.interface == "BILL.INVOICE.QUERY")
+        ).all()
+    assert queries  # the forged callback caused a query, nothing else
+    # The real 回退 afterwards is still applied.
+    world.sim.admin.post("/_sim/bills/RET-2/return", json={"reason": "退回"}).raise_for_status()
+    assert world.reconcile(world.callbacks.wait_for(1)[0].body) == "processed"
+    assert world.doc(doc_id).status == "returned"
 
 
 def test_a_callback_overtaking_the_push_answer_is_applied_after_it(world: World) -> None:

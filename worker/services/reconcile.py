@@ -9,7 +9,9 @@ The receiver stored the raw body, deduplicated and acknowledged it; this runs af
 |      | cannot be used → row ``failed`` with the reason                                |
 | 3    | per billNo: the current document (``sellerTaxpayerId`` narrows it); none →    |
 |      | row ``orphan``                                                                 |
-| 4    | BILL.RETURN → ``returned``; invoice callbacks → the invoices, either from a    |
+| 4    | BILL.RETURN → ``returned`` once a confirming query finds the bill gone (with  |
+|      | ``confirm_with_query``; still there → nothing changes, the row is processed   |
+|      | with a note); invoice callbacks → the invoices, either from a                 |
 |      | confirming BILL.INVOICE.QUERY (``callbacks.confirm_with_query``, default) or   |
 |      | from the callback itself → verdict → transition (``worker.services.invoices``) |
 | 5    | row ``processed`` (linked to the document), ERP notifications owed             |
@@ -89,6 +91,7 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
     by_bill = _items_by_bill(parsed)
     followups: list[Followup] = []
     document_ids: list[int] = []
+    notes: list[str] = []
     try:
         for bill_no, (seller, items) in by_bill.items():
             document = _find_document(rt, bill_no, seller)
@@ -96,7 +99,10 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
                 continue
             document_ids.append(document.id)
             if parsed.style == "return":
-                followups += _apply_return(rt, document.id, parsed)
+                applied, note = _apply_return(rt, document.id, parsed)
+                followups += applied
+                if note:
+                    notes.append(f"{bill_no}: {note}")
             else:
                 followups += _apply_invoice_callback(rt, document.id, items, parsed)
     except _Defer as exc:
@@ -104,7 +110,8 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
     if not document_ids:
         bills = ", ".join(sorted(by_bill)) or "(none)"
         return _finish(rt, inbox_id, InboxState.orphan, f"no document for billNo {bills}", None)
-    outcome = _finish(rt, inbox_id, InboxState.processed, None, document_ids[0])
+    note = "; ".join(notes) or None
+    outcome = _finish(rt, inbox_id, InboxState.processed, note, document_ids[0])
     return ReconcileOutcome(outcome.state, outcome.detail, followups)
 
 
@@ -134,7 +141,13 @@ def _find_document(rt: Runtime, bill_no: str, seller: str | None) -> Document | 
         return candidates[0] if candidates else None
 
 
-def _apply_return(rt: Runtime, document_id: int, parsed: ParsedCallback) -> list[Followup]:
+def _apply_return(
+    rt: Runtime, document_id: int, parsed: ParsedCallback
+) -> tuple[list[Followup], str | None]:
+    """BILL.RETURN → ``returned``, once the cloud confirms the bill left it (or trusting).
+
+    Returns the follow-ups and, when nothing was applied, a note for the inbox row.
+    """
     reason = (parsed.returned.reason if parsed.returned else "") or "no reason given"
     with unit_of_work(rt.sessions) as session:
         document = session.get(Document, document_id)
@@ -147,7 +160,33 @@ def _apply_return(rt: Runtime, document_id: int, parsed: ParsedCallback) -> list
                 "return callback for a document that cannot be returned",
                 extra={"document_id": document_id, "status": status.value},
             )
-            return []
+            return [], f"document is {status.value}; 回退 not applied"
+        version = document.version
+        tenant = rt.tenant(document.tenant)
+        bill_no, seller, attempt = document.bill_no, document.seller_tax_id, document.push_attempt
+        if status in _RETURNABLE and rt.settings.callbacks.confirm_with_query:
+            if tenant is None:
+                raise _Defer(f"tenant {document.tenant!r} is not configured")
+            if is_tenant_paused(rt, session, tenant):
+                raise _Defer(f"tenant {tenant.name} is paused")
+
+    if status in _RETURNABLE and rt.settings.callbacks.confirm_with_query:
+        # Invariant 4: the callback is unsigned, so it only triggers a question to the cloud.
+        assert tenant is not None
+        answer = query_bill(
+            rt, tenant, bill_no=bill_no, seller_tax_id=seller, document_id=document_id,
+            attempt=attempt,
+        )  # fmt: skip
+        if answer.kind == "present":
+            log.warning(
+                "return callback not confirmed: the cloud still has the bill",
+                extra={"document_id": document_id, "bill_no": bill_no},
+            )
+            return [], "回退 not confirmed: BILL.INVOICE.QUERY still finds the bill; unchanged"
+        if answer.kind != "absent":
+            raise _Defer(f"confirming query failed: {answer.reason}")
+
+    with unit_of_work(rt.sessions) as session:
         try:
             result = transition(
                 session,
@@ -155,13 +194,13 @@ def _apply_return(rt: Runtime, document_id: int, parsed: ParsedCallback) -> list
                 Event.returned,
                 actor=rt.actor,
                 expected_status=status,
-                expected_version=document.version,
+                expected_version=version,
                 reason=f"the cloud handed the bill back (回退): {reason}",
                 changes={"last_error_message": reason},
             )
         except LostRace as exc:
             raise _Defer(str(exc)) from exc
-        return owe_notification(rt, session, document_id, [result], reason=reason)
+        return owe_notification(rt, session, document_id, [result], reason=reason), None
 
 
 def _apply_invoice_callback(
