@@ -21,14 +21,14 @@ from store.columns import utcnow
 from store.db import unit_of_work
 from store.lifecycle import claim_for_push
 from store.models import CloudCall, Document, TenantState
-from store.tenants import pause_tenant
+from store.tenants import pause_tenant, resume_tenant
 from tests.integration.test_worker_world import DEMO_SELLER, SHOP_SELLER, World, make_world
 from worker import queues
 from worker.testing import drain, store_bill
 
 pytest_plugins = ["tests.integration.test_worker_world"]
 
-NO_DOUBLE_ISSUE = {"live_twice": [], "over_issued": []}
+NO_DOUBLE_ISSUE: dict[str, list[object]] = {"live_twice": [], "over_issued": []}
 
 
 def push_calls(world: World) -> dict[str, int]:
@@ -139,17 +139,32 @@ def test_tokens_expiring_mid_run_cost_one_refresh_and_nothing_fails(world: World
     assert {world.doc(d).status for d in docs} == {"pushed"}
 
 
-def test_auth_failure_that_survives_a_refresh_fails_and_pauses_the_tenant(world: World) -> None:
+def test_auth_failure_that_survives_a_refresh_pauses_the_tenant_and_the_document_waits(
+    world: World,
+) -> None:
     world.sim.set_faults(auth_fail=1.0)
     doc_id = store_bill(world.sessions, "demo", make_bill("AUTH-1", DEMO_SELLER))
-    assert world.push(doc_id) == "failed"
+    assert world.push(doc_id) == "draft"  # waits for the operator, does not fail
     document = world.doc(doc_id)
+    assert document.status == "draft"
     assert "app_id" in (document.last_error_message or "")
     with world.sessions() as session:
         state = session.get(TenantState, "demo")
         assert state is not None and state.paused
         assert "app_id" in (state.paused_reason or "")
     assert [c.outcome for c in ledger(world, "BILL.PUSH")] == ["auth_expired", "auth_expired"]
+    assert world.enqueuer.of(queues.PUSH) == []  # nothing hammers the broken config
+    drain(world.rt, world.enqueuer)
+    assert world.run(queues.SWEEP).startswith("drafts=0")  # paused: not swept either
+
+    # The operator fixes the credentials and resumes the tenant: no replay needed.
+    world.sim.set_faults()
+    with unit_of_work(world.sessions) as session:
+        resume_tenant(session, "demo")
+    assert world.run(queues.SWEEP).startswith("drafts=1")
+    drain(world.rt, world.enqueuer)
+    assert world.doc(doc_id).status in ("pushed", "invoiced")
+    assert "give_up" not in [e.event for e in world.events(doc_id)]
 
 
 # --------------------------------------------------------------------------- refusals
@@ -191,7 +206,8 @@ def test_bad_credentials_fail_naming_the_setting_and_pause_only_that_tenant(
     first = store_bill(world.sessions, "demo", make_bill("CRED-1", DEMO_SELLER))
     second = store_bill(world.sessions, "demo", make_bill("CRED-2", DEMO_SELLER))
     other = store_bill(world.sessions, "shop", make_bill("CRED-3", SHOP_SELLER))
-    assert world.push(first) == "failed"
+    assert world.push(first) == "draft"  # waits while the tenant is paused
+    assert world.doc(first).status == "draft"
     reason = world.doc(first).last_error_message or ""
     assert "app_secret" in reason and "'demo'" in reason
     assert world.push(second) == "paused"

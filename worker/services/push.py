@@ -23,7 +23,8 @@ Outcome → transition (``worker.retry_policy`` decides; this module only writes
 | ``query``       | unsure    | in_doubt      | ``fapiao.resolve_in_doubt`` soon              |
 | ``retry``       | retry     | draft         | ``next_attempt_at`` = now + jittered backoff  |
 | ``give_up``     | give_up   | failed        | retries exhausted, last error kept            |
-| ``pause_tenant``| give_up   | failed        | reason names the setting; tenant paused       |
+| ``pause_tenant``| retry     | draft         | reason names the setting; tenant paused; the  |
+|                 |           |               | document waits, pushed again after resume     |
 
 A transient failure while getting the token (nothing sent) counts like a transient push
 answer; a refused token (bad credentials) is ``pause_tenant``. The answer is applied with
@@ -230,7 +231,11 @@ def _apply(
         )
         changes["last_error_message"] = reason
     else:  # PAUSE_TENANT: configuration or auth that survived a fresh token
-        event = Event.give_up
+        # The tenant is paused and its documents WAIT (back to draft, due at once): after
+        # `fapiao tenants resume` the sweeper pushes them again, no replay needed. No
+        # PUSH follow-up: a paused tenant's drafts are not swept or pushed meanwhile.
+        event = Event.retry
+        changes["next_attempt_at"] = now
         if answer.config_reason is not None:
             reason = answer.config_reason
         else:
@@ -242,6 +247,7 @@ def _apply(
                 message=answer.message,
             )
         changes["last_error_message"] = reason
+        reason = f"{reason} — tenant {tenant} paused; the document waits for resume"
 
     with unit_of_work(rt.sessions) as session:
         try:
