@@ -256,6 +256,33 @@ def test_withdraw_after_issuance_is_refused_and_keeps_the_true_state(world: Worl
     assert world.sim.stats()["bills"].get("withdrawn", 0) == 0
 
 
+def test_duplicate_refusal_the_query_contradicts_fails_instead_of_looping(world: World) -> None:
+    """ "已存在" yet 单据不存在: an operator has to look; never push → query → push forever."""
+    world.sim.admin.put("/_sim/bill-rules", json={"refuse": {"DUP-9": "-10009"}}).raise_for_status()
+    doc_id = store_bill(world.sessions, "demo", make_bill("DUP-9", DEMO_SELLER))
+    assert world.push(doc_id) == "in_doubt"  # a duplicate answer is settled by a query
+    steps = drain(world.rt, world.enqueuer, max_steps=50)
+    assert steps[-1].status == "failed"
+    document = world.doc(doc_id)
+    assert document.status == "failed"
+    reason = document.last_error_message or ""
+    assert "duplicate" in reason and "does not" in reason and "DUP-9" in reason
+    assert [c.outcome for c in ledger(world, "BILL.PUSH")] == ["duplicate"]  # pushed once
+    assert world.path(doc_id) == ["draft", "pushing", "in_doubt", "failed"]
+
+
+def test_pushes_that_never_reach_the_cloud_stop_after_max_attempts(world: World) -> None:
+    world.sim.set_faults(drop_before=1.0)  # every push lost before the cloud stored it
+    doc_id = store_bill(world.sessions, "demo", make_bill("DROP-9", DEMO_SELLER))
+    assert world.push(doc_id) == "in_doubt"
+    drain(world.rt, world.enqueuer, max_steps=100)
+    document = world.doc(doc_id)
+    assert document.status == "failed"
+    assert document.push_attempt == 4  # push.max_attempts in fast_settings
+    assert "4" in (document.last_error_message or "")
+    assert len(ledger(world, "BILL.PUSH")) == 4
+
+
 def test_withdraw_of_a_bill_the_cloud_never_had_is_withdrawn(world: World) -> None:
     world.sim.set_faults(drop_before=1.0)
     doc_id = store_bill(world.sessions, "demo", make_bill("WD-3", DEMO_SELLER))

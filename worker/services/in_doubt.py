@@ -5,6 +5,10 @@
 | the bill is there           | accepted → pushed   | its invoices applied at once (may go      |
 |                             |                     | straight on to (partially_)invoiced)      |
 | absent (单据不存在)         | absent → draft      | ``fapiao.push`` again, same billNo        |
+| absent, but the push said   | give_up → failed    | a contradiction: an operator must look    |
+| "duplicate" (已存在/重复)   |                     | (pushing again would loop forever)        |
+| absent, ``push.max_attempts``| give_up → failed   | reason: the pushes never reached the cloud|
+| pushes made                 |                     |                                           |
 | don't know (network, 9999…) | none                | next query after the poll schedule        |
 | config/auth after refresh   | none; tenant paused | stays in_doubt until resumed              |
 | don't know for too long     | give_up → failed    | reason says what to check and do          |
@@ -21,9 +25,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from schemas.cloud_contract import OutcomeClass
 from store.db import unit_of_work
 from store.lifecycle import LostRace, TransitionResult, transition, update_fields
-from store.models import Document
+from store.models import CloudCall, Document
 from store.states import DocumentStatus, Event
 from worker import queues
 from worker.runtime import Followup, Runtime
@@ -108,6 +116,23 @@ def resolve_in_doubt(rt: Runtime, document_id: int) -> ResolveOutcome:
                     rt, session, document, answer.items, reason="BILL.INVOICE.QUERY"
                 )
                 results += more
+            elif answer.kind == "absent" and (
+                stop := _stop_reason(rt, session, document_id, snapshot, answer.reason)
+            ):
+                results.append(
+                    transition(
+                        session,
+                        document_id,
+                        Event.give_up,
+                        actor=rt.actor,
+                        expected_status=DocumentStatus.in_doubt,
+                        expected_version=document.version,
+                        attempt=snapshot.attempt,
+                        reason=stop,
+                        changes={"last_error_message": stop},
+                        now=now,
+                    )
+                )
             elif answer.kind == "absent":
                 results.append(
                     transition(
@@ -161,6 +186,45 @@ class _Snapshot:
     attempt: int
     poll_count: int
     since: Any
+
+
+def _stop_reason(
+    rt: Runtime, session: Session, document_id: int, snapshot: _Snapshot, answer: str
+) -> str | None:
+    """Why "absent" must NOT lead to another push (None: push again).
+
+    - This attempt's BILL.PUSH was answered "duplicate" (已存在/重复) and the query says the
+      bill does not exist: the cloud contradicts itself (or an unknown error text merely
+      contains those words). Pushing again would get the same answer, forever.
+    - ``push.max_attempts`` pushes were made, every one ending in doubt and then absent.
+    """
+    last_push = session.execute(
+        select(CloudCall.outcome, CloudCall.message)
+        .where(
+            CloudCall.document_id == document_id,
+            CloudCall.interface == "BILL.PUSH",
+            CloudCall.attempt == snapshot.attempt,
+        )
+        .order_by(CloudCall.id.desc())
+        .limit(1)
+    ).first()
+    if last_push is not None and last_push.outcome == OutcomeClass.DUPLICATE.value:
+        push_message = last_push.message
+        return (
+            f"BILL.PUSH of {snapshot.bill_no} was refused as a duplicate"
+            f" ({push_message or 'no message'}) but BILL.INVOICE.QUERY says the cloud does"
+            f" not have it ({answer}). Pushing again would loop. Check the bill in the cloud"
+            " console (开票管理 → 开票申请单) and the cloud's error text; once the cause is"
+            " fixed, replay / 发票云称单据重复但查询不到该单据，请核对后重新推送"
+        )
+    if rt.policy.backoff.exhausted(snapshot.attempt):
+        return (
+            f"gave up after {snapshot.attempt} pushes of {snapshot.bill_no}: each outcome was"
+            f" unknown and each time the cloud did not have the bill ({answer}); push.max_attempts"
+            f" = {rt.policy.backoff.max_attempts}. Check connectivity to the cloud, then replay"
+            " / 多次推送均未到达发票云，请检查网络后重新推送"
+        )
+    return None
 
 
 def _give_up_if_too_long(
