@@ -73,10 +73,12 @@ How a transition is written (`transition()`):
 Revisions (`accept_document()`): a document is (tenant, seller_tax_id, bill_no). Identical
 content (same `content_hash`) returns the current revision unchanged, whatever its state.
 Different content is a NEW ROW (revision + 1, `draft`) only when the table has a `resubmit`
-row for the current state (rejected, failed, withdrawn, returned); the old row keeps its
-state, loses `is_current`, and gets an event row `resubmit` with `outcome='superseded'`;
-the new row's first event is `resubmit` from the old state to draft. Otherwise
-`RevisionConflict` (HTTP 409). A brand-new document starts in draft with a `submit` event.
+row for the current state (rejected, failed, withdrawn, returned) — and, for `failed`, only
+when the bill cannot be live in the cloud (`_may_be_in_the_cloud`: never accepted, and it did
+not give up from `in_doubt`; otherwise withdraw first or replay the same content); the old
+row keeps its state, loses `is_current`, and gets an event row `resubmit` with
+`outcome='superseded'`; the new row's first event is `resubmit` from the old state to draft.
+Otherwise `RevisionConflict` (HTTP 409). A brand-new document starts in draft with a `submit` event.
 
 Errors:
     LifecycleError
@@ -290,11 +292,21 @@ class LostRace(LifecycleError):
 class RevisionConflict(LifecycleError):
     """Different content for a bill whose current revision is still live (HTTP 409)."""
 
-    def __init__(self, document: Document) -> None:
+    def __init__(self, document: Document, *, unsettled: bool = False) -> None:
         self.document_id = document.id
         self.bill_no = document.bill_no
         self.status = DocumentStatus(document.status)
         self.revision = document.revision
+        if unsettled:
+            super().__init__(
+                f"billNo {document.bill_no} is 'failed' (revision {document.revision}) but the"
+                " previous push's outcome was never settled: the cloud may still hold that"
+                " bill. Withdraw it first (fapiao withdraw / POST …/withdraw) or replay the"
+                " same content"
+                f" / 单据编号 {document.bill_no} 上次推送结果未确认，发票云可能仍有该单据；"
+                "请先撤回（fapiao withdraw / POST …/withdraw）或以相同内容重新推送"
+            )
+            return
         super().__init__(
             f"billNo {document.bill_no} already exists with different content and is"
             f" '{document.status}' (revision {document.revision}); a new revision is accepted"
@@ -695,6 +707,8 @@ def accept_document(
     status = DocumentStatus(current.status)
     if (status, Event.resubmit) not in TRANSITIONS:
         raise RevisionConflict(current)
+    if status is DocumentStatus.failed and _may_be_in_the_cloud(session, current.id):
+        raise RevisionConflict(current, unsettled=True)
 
     superseded = session.execute(
         update(_documents)
@@ -734,6 +748,40 @@ def accept_document(
         session, tenant, seller_tax_id, bill_no, revision, fields, actor, now, previous
     )
     return Acceptance(document, AcceptanceOutcome.new_revision)
+
+
+def _may_be_in_the_cloud(session: Session, document_id: int) -> bool:
+    """Whether a ``failed`` document's bill may still be live in the cloud (event log).
+
+    True when a push was ever accepted (an event into ``pushed``), or when the document
+    most recently entered ``failed`` from ``in_doubt`` (gave up while the push's outcome
+    was unknown). ``pushing → failed`` is a failure before or without sending (bad
+    payload, retries of answers that prove nothing was stored): a new revision is safe.
+    """
+    applied = DocumentEvent.outcome == EventOutcome.applied.value
+    accepted = session.scalar(
+        select(DocumentEvent.id)
+        .where(
+            DocumentEvent.document_id == document_id,
+            applied,
+            DocumentEvent.to_status == DocumentStatus.pushed.value,
+        )
+        .limit(1)
+    )
+    if accepted is not None:
+        return True
+    entered = session.scalar(
+        select(DocumentEvent.from_status)
+        .where(
+            DocumentEvent.document_id == document_id,
+            applied,
+            DocumentEvent.to_status == DocumentStatus.failed.value,
+            DocumentEvent.from_status != DocumentStatus.failed.value,
+        )
+        .order_by(DocumentEvent.id.desc())
+        .limit(1)
+    )
+    return entered == DocumentStatus.in_doubt.value
 
 
 @dataclass(frozen=True, slots=True)

@@ -274,3 +274,92 @@ def test_a_submission_blocked_by_an_uncommitted_twin_recovers_to_unchanged(
     twin.close()
     thread.join(timeout=60)
     assert result == [(AcceptanceOutcome.unchanged, created.document.id)]
+
+
+def _failed_via(session_factory: sessionmaker[Session], *events: Event) -> int:
+    with session_factory() as session:
+        document = submit(session, "a").document
+        session.commit()
+        assert claim_for_push(session, document.id, lease_seconds=60) is not None
+        for event in events:
+            transition(session, document.id, event, actor="test")
+        session.commit()
+        return int(document.id)
+
+
+def test_failed_before_anything_was_sent_accepts_a_new_revision(
+    session_factory: sessionmaker[Session],
+) -> None:
+    old = _failed_via(session_factory, Event.give_up)  # pushing → failed (never sent)
+    with session_factory() as session:
+        acceptance = submit(session, "fixed")
+        session.commit()
+    assert acceptance.outcome is AcceptanceOutcome.new_revision
+    assert acceptance.document.id != old
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        (Event.unsure, Event.give_up),  # in_doubt → failed: the outcome was never settled
+        # settled once (absent → draft), pushed again, unknown again, then failed
+        (Event.unsure, Event.absent),
+    ],
+    ids=["from_in_doubt", "in_doubt_then_absent_then_failed"],
+)
+def test_failed_while_the_outcome_was_unknown_refuses_a_new_revision(
+    session_factory: sessionmaker[Session], events: tuple[Event, ...]
+) -> None:
+    old = _failed_via(session_factory, *events)
+    if events[-1] is Event.absent:  # back to draft: push again, this time unknown → failed
+        with session_factory() as session:
+            assert claim_for_push(session, old, lease_seconds=60) is not None
+            transition(session, old, Event.unsure, actor="test")
+            transition(session, old, Event.give_up, actor="test")
+            session.commit()
+    with session_factory() as session:
+        with pytest.raises(RevisionConflict) as caught:
+            submit(session, "different")
+        session.commit()
+    message = str(caught.value)
+    assert "never settled" in message and "withdraw" in message and "replay" in message
+    assert caught.value.status is DocumentStatus.failed
+    with session_factory() as session:
+        assert count(session, Document) == 1
+        # Replaying the same content is still possible.
+        assert submit(session, "a").outcome is AcceptanceOutcome.unchanged
+
+
+def test_failed_after_an_earlier_accepted_push_refuses_a_new_revision(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    existing = make_document("pushed", **BILL, content_hash="sha-a")
+    with session_factory() as session:
+        # A history with an accepted push that still ended failed (written directly: the
+        # state table offers no such path today; the rule must hold if one appears).
+        session.add(
+            DocumentEvent(
+                document_id=existing.id,
+                from_status="in_doubt",
+                to_status="pushed",
+                event="accepted",
+                outcome="applied",
+                actor="test",
+            )
+        )
+        row = session.get(Document, existing.id)
+        assert row is not None
+        row.status = "failed"
+        session.add(
+            DocumentEvent(
+                document_id=existing.id,
+                from_status="pushing",
+                to_status="failed",
+                event="give_up",
+                outcome="applied",
+                actor="test",
+            )
+        )
+        session.commit()
+    with session_factory() as session, pytest.raises(RevisionConflict):
+        submit(session, "different")
