@@ -7,7 +7,8 @@ Flow of ``TokenCache.get(tenant, fetch)``
 | 1    | read ``fapiao:token:<tenant>`` (hash: token, expiry)  | the common case: one HGETALL   |
 | 2    | fresh ⇔ now < expires − min(margin, lifetime / 2)     | refresh *before* expire_time   |
 | 3    | else take the lock ``fapiao:token-lock:<tenant>``     | one refresh per tenant across  |
-|      | (timeout + blocking_timeout)                          | every worker process           |
+|      | (timeout + blocking_timeout); while ``fetch`` runs a  | every worker process, however  |
+|      | keeper thread extends it every timeout / 3            | slow the cloud answers         |
 | 4    | re-read the cache under the lock                      | a waiter finds the new token   |
 | 5    | ``fetch()`` (getAppToken + login), store with a TTL   | the key dies with the token    |
 |      | ending at ``expire_time``                             |                                |
@@ -24,6 +25,7 @@ caller treats it as transient). Whatever ``fetch`` raises propagates unchanged.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from datetime import timedelta
 from typing import Any, Final
 
 from redis import Redis
-from redis.exceptions import LockError, LockNotOwnedError
+from redis.exceptions import LockError, LockNotOwnedError, RedisError
 
 from worker import metrics
 
@@ -97,16 +99,19 @@ class TokenCache:
             timeout=self._lock_timeout,
             blocking_timeout=self._blocking_timeout,
             sleep=0.05,
+            thread_local=False,  # the keeper thread extends it
         )
         if not lock.acquire():
             raise TokenUnavailable(
                 f"token refresh for tenant {tenant!r} is held by another process for more"
                 f" than {self._blocking_timeout:g}s / 令牌刷新超时"
             )
+        keeper = _LockKeeper(lock, self._lock_timeout, tenant)
         try:
             cached = self._read(tenant)
             if cached is not None and self._fresh(cached):
                 return cached.value
+            keeper.start()
             token = fetch()
             self._store(tenant, token)
             self.refreshes += 1
@@ -114,6 +119,7 @@ class TokenCache:
             log.info("token refreshed", extra={"tenant": tenant, "expires_ms": token.expires_ms})
             return token.value
         finally:
+            keeper.stop()
             try:
                 lock.release()
             except (LockNotOwnedError, LockError):
@@ -163,6 +169,41 @@ class TokenCache:
         # Relative TTL from our clock: the key dies with the token whatever Redis's clock says.
         pipe.pexpire(key, max(1000, token.expires_ms - int(self._clock() * 1000)))
         pipe.execute()
+
+
+class _LockKeeper:
+    """Extends the refresh lock while ``fetch`` runs, so it never expires mid-refresh.
+
+    One refresh is getAppToken + login, each allowed connect + read timeout: with a slow
+    cloud that outlasts any fixed lock timeout, and an expired lock lets a second process
+    refresh too (and invalidate the first one's token). The keeper renews the lock every
+    third of its timeout; if this process dies, the lock still expires after ``timeout``.
+    """
+
+    def __init__(self, lock: Any, timeout: float, tenant: str) -> None:
+        self._lock = lock
+        self._timeout = timeout
+        self._tenant = tenant
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"token-lock-keeper-{tenant}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=max(1.0, self._timeout))
+
+    def _run(self) -> None:
+        while not self._done.wait(self._timeout / 3):
+            try:
+                self._lock.extend(self._timeout, replace_ttl=True)
+            except (LockError, LockNotOwnedError, RedisError):
+                log.warning("token lock could not be extended", extra={"tenant": self._tenant})
+                return
 
 
 def _text(value: object) -> str:

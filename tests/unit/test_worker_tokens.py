@@ -120,3 +120,47 @@ def test_a_failing_fetch_caches_nothing(redis: fakeredis.FakeRedis) -> None:
 def test_token_repr_hides_the_secret() -> None:
     token = AccessToken("very-secret", expires_ms=2, issued_ms=1)
     assert "very-secret" not in repr(token)
+
+
+def test_a_refresh_slower_than_the_lock_timeout_still_fetches_once(
+    redis: fakeredis.FakeRedis,
+) -> None:
+    """A slow cloud (getAppToken + login near their HTTP timeouts) must not break single-flight."""
+    import threading
+    import time
+
+    server = redis.connection_pool.connection_kwargs["server"]
+    calls = 0
+    guard = threading.Lock()
+
+    def slow_fetch() -> AccessToken:
+        nonlocal calls
+        with guard:
+            calls += 1
+        time.sleep(1.0)  # far longer than the lock timeout below
+        now_ms = int(time.time() * 1000)
+        return AccessToken("tok-slow", expires_ms=now_ms + 7_200_000, issued_ms=now_ms)
+
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        client = fakeredis.FakeRedis(server=server)  # one "process" each
+        cache = TokenCache(
+            client, refresh_margin=timedelta(0), lock_timeout=0.2, blocking_timeout=5.0
+        )
+        try:
+            results.append(cache.get("acme", slow_fetch))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert errors == []
+    assert results == ["tok-slow"] * 6
+    assert calls == 1
