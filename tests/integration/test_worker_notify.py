@@ -247,3 +247,11 @@ def test_notification_messages_name_the_bill_and_the_tenant(
     retries = [s.kwargs for s in steps if s.task == queues.NOTIFY_ERP]
     assert len(retries) == 3
     assert {(k["bill_no"], k["tenant"]) for k in retries} == {("ERP-3", "demo")}
+
+
+def test_a_deferred_callback_message_names_its_bill_and_tenant(world: World) -> None:
+    doc_id = store_bill(world.sessions, "demo", make_bill("RET-3", DEMO_SELLER))
+    assert world.doc(doc_id).status == "draft"  # the callback overtook the push
+    assert world.reconcile(forged_return("RET-3")) == "received"
+    [again] = world.enqueuer.of(queues.RECONCILE)
+    assert (again["bill_no"], again["tenant"]) == ("RET-3", "demo")

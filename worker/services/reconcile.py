@@ -92,12 +92,14 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
     followups: list[Followup] = []
     document_ids: list[int] = []
     notes: list[str] = []
+    labels: dict[str, str] = {}  # bill_no / tenant on a deferred message (Flower search)
     try:
         for bill_no, (seller, items) in by_bill.items():
             document = _find_document(rt, bill_no, seller)
             if document is None:
                 continue
             document_ids.append(document.id)
+            labels = {"bill_no": bill_no, "tenant": document.tenant}
             if parsed.style == "return":
                 applied, note = _apply_return(rt, document.id, parsed)
                 followups += applied
@@ -106,7 +108,7 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
             else:
                 followups += _apply_invoice_callback(rt, document.id, items, parsed)
     except _Defer as exc:
-        return _defer(rt, inbox_id, str(exc))
+        return _defer(rt, inbox_id, str(exc), labels)
     if not document_ids:
         bills = ", ".join(sorted(by_bill)) or "(none)"
         return _finish(rt, inbox_id, InboxState.orphan, f"no document for billNo {bills}", None)
@@ -286,7 +288,7 @@ def _finish(
     return ReconcileOutcome(state.value, error or "")
 
 
-def _defer(rt: Runtime, inbox_id: int, why: str) -> ReconcileOutcome:
+def _defer(rt: Runtime, inbox_id: int, why: str, labels: dict[str, str]) -> ReconcileOutcome:
     with unit_of_work(rt.sessions) as session:
         row = _locked_row(session, inbox_id)
         if row is None:
@@ -297,7 +299,9 @@ def _defer(rt: Runtime, inbox_id: int, why: str) -> ReconcileOutcome:
     if attempts >= MAX_ATTEMPTS:
         return _finish(rt, inbox_id, InboxState.failed, f"gave up after {attempts} tries: {why}",
                        None)  # fmt: skip
-    followup = Followup(queues.RECONCILE, {"inbox_id": inbox_id}, DEFER_SECONDS * attempts)
+    followup = Followup(
+        queues.RECONCILE, {"inbox_id": inbox_id, **labels}, DEFER_SECONDS * attempts
+    )
     return ReconcileOutcome(InboxState.received.value, why, [followup])
 
 
