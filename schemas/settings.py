@@ -121,6 +121,11 @@ class _Group(BaseModel):
 
 
 class TokenSettings(_Group):
+    # lock_timeout: TTL of the per-tenant refresh lock. The holder extends it every third of
+    # that while getAppToken + login run (worker.tokens), so a slow cloud never lets a second
+    # process refresh; the TTL only bounds how long a crashed holder blocks the others.
+    # lock_wait: how long the others wait for that refresh before treating it as transient
+    # (a retry with backoff); kept short so a waiting task stays inside its time limit.
     refresh_margin_seconds: int = Field(default=600, ge=0, le=3600)
     lock_timeout_seconds: Seconds = 10.0
     lock_wait_seconds: Seconds = 15.0
