@@ -5,39 +5,52 @@ and the tests judge what it left behind while it still runs.
 
 Database: the suite's own (``database_url`` from tests/conftest.py), so the demo pipeline runs
 on PostgreSQL in the PostgreSQL run and on SQLite in the SQLite run; tables are emptied before
-and after. Redis: FAPIAO_TEST_REDIS_URL with database number 14 (flushed before and after), so
-the broker queues of this module meet no other test's; if that Redis does not answer, the
-demo starts its own redis-server. Two more tests run ``python -m demo`` as a process: once to
-the end on the in-process fakeredis fallback (exit code 0, servers gone afterwards), once
-interrupted with SIGINT (exit code 130, servers gone).
+and after. Redis: a private ``redis-server`` on a free loopback port (started and stopped by
+the module, never shared, so nothing needs flushing) when one is installed. Without one, the
+Redis of FAPIAO_TEST_REDIS_URL (its host, port and credentials) with database number
+``n XOR 1``, ``n`` being that URL's own (15 → 14, 8 → 9, none → 1): never the database the
+rest of the suite flushes, and runs on different test databases get different demo databases;
+that one is flushed before and after. If it does not answer, the demo starts whatever it
+can. Transitions are judged from ``document_events`` (every transition, in order), never
+from the states the progress display happened to sample. Two more tests run
+``python -m demo`` as a process: once to the end on the in-process fakeredis fallback (exit
+code 0, servers gone afterwards), once interrupted with SIGINT (exit code 130, servers gone).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 import redis
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
-from demo.processes import ManagedProcess
+from demo.processes import ManagedProcess, ProcessGroup
+from demo.redis_source import redis_for_demo
 from demo.samples import SampleSet, load_samples
 from demo.scenario import DemoReport, DocumentRow, run_scenario
 from demo.stack import REPO_ROOT, DemoOptions, DemoStack, running_stack
+from store.models import Document, DocumentEvent
+from store.states import EventOutcome
 from tests.conftest import DEFAULT_REDIS_URL, empty_all_tables
 
 pytestmark = pytest.mark.slow
 
-DEMO_REDIS_DB = 14
+# The fallback demo database is the test URL's database number XOR this (15 → 14, 8 → 9).
+DEMO_REDIS_DB_XOR = 1
 FLOWER_PASSWORD = "e2e-flower-pass-31"
 ALL_INVOICE_TYPES = {"004", "007", "025", "026", "028", "08xdp", "10xdp"}
 
@@ -57,9 +70,41 @@ class _Recorder:
                 states.append(row.status)
 
 
-def _demo_redis_url() -> str:
-    base = os.environ.get("FAPIAO_TEST_REDIS_URL", "").strip() or DEFAULT_REDIS_URL
-    return re.sub(r"/\d+$", "", base.rstrip("/")) + f"/{DEMO_REDIS_DB}"
+def _demo_redis_url(test_url: str | None = None) -> str:
+    """FAPIAO_TEST_REDIS_URL's Redis, database number XOR ``DEMO_REDIS_DB_XOR`` (docstring)."""
+    if test_url is None:
+        test_url = os.environ.get("FAPIAO_TEST_REDIS_URL", "").strip() or DEFAULT_REDIS_URL
+    parts = urlsplit(test_url)
+    digits = parts.path.strip("/")
+    db = int(digits) if digits.isdigit() else 0
+    return urlunsplit(parts._replace(path=f"/{db ^ DEMO_REDIS_DB_XOR}"))
+
+
+@contextmanager
+def _demo_redis(workdir: Path) -> Iterator[str]:
+    """A private redis-server if installed, else the test Redis on its derived database."""
+    if shutil.which("redis-server") is not None:
+        group = ProcessGroup()
+        try:
+            with redis_for_demo(None, group, workdir, allow_server=True) as source:
+                assert source.kind == "redis-server", source
+                yield source.url
+        finally:
+            group.stop_all()
+        return
+    url = _demo_redis_url()
+    _flush(url)
+    try:
+        yield url
+    finally:
+        _flush(url)
+
+
+def test_the_fallback_demo_database_is_derived_from_the_test_url() -> None:
+    assert _demo_redis_url("redis://127.0.0.1:6379/15") == "redis://127.0.0.1:6379/14"
+    assert _demo_redis_url("redis://:pw@redis.test:6380/8") == "redis://:pw@redis.test:6380/9"
+    assert _demo_redis_url("redis://127.0.0.1:6379") == "redis://127.0.0.1:6379/1"
+    assert _demo_redis_url("redis://h:1/3?protocol=3") == "redis://h:1/2?protocol=3"
 
 
 def _flush(url: str) -> None:
@@ -84,25 +129,23 @@ def demo_run(
     samples: SampleSet,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[DemoStack, DemoReport, _Recorder, list[ManagedProcess]]]:
-    redis_url = _demo_redis_url()
-    _flush(redis_url)
     empty_all_tables(engine)
-    options = DemoOptions(
-        workdir=tmp_path_factory.mktemp("demo"),
-        database_url=database_url,
-        redis_url=redis_url,
-        flower_password=FLOWER_PASSWORD,
-    )
     recorder = _Recorder()
     started: list[ManagedProcess] = []
     try:
-        with running_stack(options) as stack:
-            started.extend(stack.processes.processes)
-            report = run_scenario(stack, samples, recorder)
-            yield stack, report, recorder, started
+        with _demo_redis(tmp_path_factory.mktemp("demo-redis")) as redis_url:
+            options = DemoOptions(
+                workdir=tmp_path_factory.mktemp("demo"),
+                database_url=database_url,
+                redis_url=redis_url,
+                flower_password=FLOWER_PASSWORD,
+            )
+            with running_stack(options) as stack:
+                started.extend(stack.processes.processes)
+                report = run_scenario(stack, samples, recorder)
+                yield stack, report, recorder, started
     finally:
         empty_all_tables(engine)
-        _flush(redis_url)
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +214,31 @@ def test_a_token_expired_and_a_callback_was_dropped_along_the_way(
         e["kind"] == "cloud_call" and e["interface"] == "BILL.INVOICE.QUERY"
         for e in view["timeline"]
     )
-    # The withdrawn bill went through withdrawing, as the lifecycle says.
-    assert recorder.seen["HZYF-SO-250906-011"][-2:] == ["withdrawing", "withdrawn"]
+
+
+def _transitions(engine: Engine, bill_no: str) -> list[tuple[str | None, str]]:
+    """Every applied transition of ``bill_no`` (all revisions), in the order it happened."""
+    query = (
+        select(DocumentEvent.from_status, DocumentEvent.to_status)
+        .join(Document, Document.id == DocumentEvent.document_id)
+        .where(Document.bill_no == bill_no, DocumentEvent.outcome == EventOutcome.applied.value)
+        .order_by(DocumentEvent.id)
+    )
+    with engine.connect() as connection:
+        return [(row.from_status, row.to_status) for row in connection.execute(query)]
+
+
+def test_the_withdrawn_bill_went_through_withdrawing(
+    demo_run: tuple[DemoStack, DemoReport, _Recorder, list[ManagedProcess]], engine: Engine
+) -> None:
+    # From the audit trail, which records every transition (the progress display only samples).
+    transitions = _transitions(engine, "HZYF-SO-250906-011")
+    assert transitions, "no document_events for the withdrawn bill"
+    assert transitions[-1] == ("withdrawing", "withdrawn"), transitions
+    assert transitions[-2][1] == "withdrawing", transitions
+    assert "pushed" in [to for _, to in transitions], transitions  # it reached the cloud
+    for (_, before), (after, _) in itertools.pairwise(transitions):
+        assert before == after, transitions  # one unbroken path, no jumps
 
 
 def _flower_tasks(stack: DemoStack, bill_no: str) -> dict[str, Any]:
