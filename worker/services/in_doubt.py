@@ -7,8 +7,8 @@
 | absent (单据不存在)         | absent → draft      | ``fapiao.push`` again, same billNo        |
 | absent, but the push said   | give_up → failed    | a contradiction: an operator must look    |
 | "duplicate" (已存在/重复)   |                     | (pushing again would loop forever)        |
-| absent, ``push.max_attempts``| give_up → failed   | reason: the pushes never reached the cloud|
-| pushes made                 |                     |                                           |
+| absent after attempt        | give_up → failed    | reason: the pushes never reached the cloud|
+| ``push.max_attempts``       |                     |                                           |
 | don't know (network, 9999…) | none                | next query after the poll schedule        |
 | config/auth after refresh   | none; tenant paused | stays in_doubt until resumed              |
 | don't know for too long     | give_up → failed    | reason says what to check and do          |
@@ -196,7 +196,7 @@ def _stop_reason(
     - This attempt's BILL.PUSH was answered "duplicate" (已存在/重复) and the query says the
       bill does not exist: the cloud contradicts itself (or an unknown error text merely
       contains those words). Pushing again would get the same answer, forever.
-    - ``push.max_attempts`` pushes were made, every one ending in doubt and then absent.
+    - ``push.max_attempts`` push attempts were made (absent → draft → push cycles count).
     """
     last_push = session.execute(
         select(CloudCall.outcome, CloudCall.message)
@@ -219,9 +219,10 @@ def _stop_reason(
         )
     if rt.policy.backoff.exhausted(snapshot.attempt):
         return (
-            f"gave up after {snapshot.attempt} pushes of {snapshot.bill_no}: each outcome was"
-            f" unknown and each time the cloud did not have the bill ({answer}); push.max_attempts"
-            f" = {rt.policy.backoff.max_attempts}. Check connectivity to the cloud, then replay"
+            f"gave up after {snapshot.attempt} push attempts of {snapshot.bill_no}"
+            f" (push.max_attempts = {rt.policy.backoff.max_attempts}): the last outcome was"
+            f" unknown and the cloud does not have the bill ({answer}). Check connectivity to"
+            " the cloud, then replay"
             " / 多次推送均未到达发票云，请检查网络后重新推送"
         )
     return None
