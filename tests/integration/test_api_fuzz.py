@@ -1,8 +1,11 @@
 """Thousands of malformed ERP payloads and callbacks against the HTTP app (in process).
 
 Properties: never a 500 (nor a 503 from a healthy database); every refused input leaves the
-database exactly as it was (row counts of every table before == after); every 200 from the
-callback receiver is Kingdee's ACK. The number of requests sent is counted and asserted.
+database exactly as it was: the row count of every table, ``(id, status, version, content_hash,
+is_current)`` of every document and ``(id, state)`` of every callback inbox row are the same
+before and after (``db_snapshot``), so a refused request that changed a document in place fails
+too; every 200 from the callback receiver is Kingdee's ACK. The number of requests sent is
+counted and asserted.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import base64
 import random
 import string
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -34,7 +38,7 @@ from producers.testing import (
 )
 from schemas.kingdee import CALLBACK_ACK
 from schemas.money import dumps_exact
-from store.models import Base
+from store.models import Base, CallbackInbox, Document
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
@@ -222,10 +226,49 @@ def callback_bodies(draw: st.DrawFn) -> bytes:
 
 def row_counts(sessions: sessionmaker[Session]) -> dict[str, int]:
     with sessions() as session:
-        return {
-            table.name: int(session.scalar(select(func.count()).select_from(table)) or 0)
-            for table in Base.metadata.sorted_tables
-        }
+        return _row_counts(session)
+
+
+def _row_counts(session: Session) -> dict[str, int]:
+    return {
+        table.name: int(session.scalar(select(func.count()).select_from(table)) or 0)
+        for table in Base.metadata.sorted_tables
+    }
+
+
+DocumentRow = tuple[int, str, int, str, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class DbSnapshot:
+    """What a refused request must leave untouched (module docstring)."""
+
+    counts: dict[str, int]
+    documents: list[DocumentRow]
+    inbox: list[tuple[int, str]]
+
+
+def db_snapshot(sessions: sessionmaker[Session]) -> DbSnapshot:
+    with sessions() as session:
+        documents = session.execute(
+            select(
+                Document.id,
+                Document.status,
+                Document.version,
+                Document.content_hash,
+                Document.is_current,
+            ).order_by(Document.id)
+        )
+        inbox = session.execute(
+            select(CallbackInbox.id, CallbackInbox.state).order_by(CallbackInbox.id)
+        )
+        return DbSnapshot(
+            counts=_row_counts(session),
+            documents=[
+                (r.id, r.status, r.version, r.content_hash, bool(r.is_current)) for r in documents
+            ],
+            inbox=[(r.id, r.state) for r in inbox],
+        )
 
 
 @pytest.fixture(scope="module")
@@ -263,13 +306,13 @@ def test_malformed_erp_payloads_never_500_and_refusals_change_nothing(
     @example(body=bill_json(make_bill("NUL\x00BILL")))
     @example(body=b"[" * 5000 + b"]" * 5000)
     def run(body: bytes) -> None:
-        before = row_counts(session_factory)
+        before = db_snapshot(session_factory)
         response = client.post("/v1/documents", content=body, headers=headers)
         tally("documents", response.status_code)
         assert response.status_code in {200, 202, 207, 400, 409, 413, 422}, response.text
         response.json()  # always a JSON body
         if response.status_code in {400, 409, 413, 422}:
-            assert row_counts(session_factory) == before
+            assert db_snapshot(session_factory) == before
 
     run()
     assert count_report["documents"] >= EXAMPLES
@@ -290,7 +333,7 @@ def test_malformed_callbacks_never_500_and_refusals_store_nothing(
     @example(body=b'{"interfaceCode":"INVOICE.OPEN","data":{"billNo":"\\ud800"}}')
     @example(body=b'{"interfaceCode":"INVOICE.OPEN","data":"' + b"A" * 10 + b'"}')
     def run(body: bytes) -> None:
-        before = row_counts(session_factory)
+        before = db_snapshot(session_factory)
         response = client.post(url, content=body)
         tally("callbacks", response.status_code)
         assert response.status_code in {200, 400, 413}, response.text
@@ -298,7 +341,7 @@ def test_malformed_callbacks_never_500_and_refusals_store_nothing(
             assert response.json() == CALLBACK_ACK
         else:
             assert response.json()["error"]["code"] in {"bad_callback", "body_too_large"}
-            assert row_counts(session_factory) == before
+            assert db_snapshot(session_factory) == before
 
     run()
     assert count_report["callbacks"] >= EXAMPLES
@@ -320,7 +363,7 @@ def test_wrong_secrets_and_keys_never_reach_the_database(
     def run(secret: str, key: str) -> None:
         if secret == CALLBACK_SECRET:
             return
-        before = row_counts(session_factory)
+        before = db_snapshot(session_factory)
         path = "/callbacks/kingdee/" + secret
         callback = client.post(path, content=b'{"interfaceCode":"INVOICE.OPEN","data":"e30="}')
         header = {"Authorization": f"Bearer {key}"}
@@ -331,6 +374,30 @@ def test_wrong_secrets_and_keys_never_reach_the_database(
         tally("documents", document.status_code)
         assert callback.status_code in {404, 405}, (path, callback.status_code)
         assert document.status_code == 401
-        assert row_counts(session_factory) == before
+        assert db_snapshot(session_factory) == before
 
     run()
+
+
+def test_the_snapshot_sees_a_document_changed_in_place(
+    database_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    """The refusal check is not just row counts: an in-place change shows in the snapshot."""
+    client = make_client(database_url, session_factory)
+    posted = client.post(
+        "/v1/documents", content=bill_json(make_bill("SNAP-1")), headers=auth_headers()
+    )
+    assert posted.status_code == 202, posted.text
+    before = db_snapshot(session_factory)
+    assert any(row[0] for row in before.documents)
+    with session_factory.begin() as session:
+        document = session.scalars(select(Document).where(Document.bill_no == "SNAP-1")).one()
+        document.version += 1
+    after = db_snapshot(session_factory)
+    assert after.counts == before.counts
+    assert after != before
+    with session_factory.begin() as session:
+        document = session.scalars(select(Document).where(Document.bill_no == "SNAP-1")).one()
+        document.content_hash = "0" * 64
+        document.version -= 1
+    assert db_snapshot(session_factory) != before
