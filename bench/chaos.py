@@ -145,9 +145,13 @@ def run(args: argparse.Namespace) -> int:
     run_id = os.urandom(3).hex()
     prefix = f"B{run_id}-"
     workdir = Path(tempfile.mkdtemp(prefix="fapiao-chaos-", dir=args.workdir))
+    faults = dict(CHAOS_FAULTS)
+    for spec in args.fault:
+        name, _, value = spec.partition("=")
+        faults[name.strip()] = float(value or 1)
     options = BenchOptions(
         workdir=workdir,
-        faults=CHAOS_FAULTS,
+        faults=faults,
         seed=args.seed,
         issue_delay=args.issue_delay,
         token_ttl=TOKEN_TTL_SECONDS,
@@ -251,6 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None, help="parent of the run's temp directory")
     parser.add_argument("--results", type=Path, help="write the figures as JSON here")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra or changed simulator fault (repeatable), e.g. issue_fail=0.05",
+    )
     parser.add_argument(
         "--sabotage",
         action="store_true",

@@ -14,7 +14,8 @@ Python: ``check_invariants(engine, expected=..., cloud=...)`` → ``InvariantRep
 | ``lost`` | an expected billNo has no document; a cloud bill has no document |
 | ``unfinished`` | a current document is not ``invoiced``/``withdrawn`` and not parked with a |
 | | reason (``rejected``, ``failed``, ``invoice_failed``, ``returned``, |
-| | ``partially_invoiced`` with a last error or an event reason) |
+| | ``partially_invoiced`` with a last error or an event reason), and its tenant is not |
+| | paused (a pause holds the tenant's documents with the pause's reason: counted apart) |
 | ``audit`` | the applied ``document_events`` of a document do not chain: the first is not |
 | | ``submit``/``resubmit`` into ``draft``, an event's ``from_status`` is not the previous |
 | | ``to_status``, or the last ``to_status`` is not the document's status |
@@ -41,7 +42,7 @@ import httpx
 from sqlalchemy import Engine, func, select
 
 from store.db import make_engine
-from store.models import CloudCall, Document, DocumentEvent, Invoice
+from store.models import CloudCall, Document, DocumentEvent, Invoice, TenantState
 
 __all__ = ["CloudView", "InvariantReport", "check_invariants", "cloud_view", "main"]
 
@@ -49,7 +50,9 @@ FINISHED = frozenset({"invoiced", "withdrawn"})
 PARKED = frozenset({"rejected", "failed", "invoice_failed", "returned", "partially_invoiced"})
 # States the cloud has (or had) a bill for.
 IN_CLOUD = frozenset({"pushed", "partially_invoiced", "invoiced", "invoice_failed", "withdrawing"})
-# Ledger outcomes of calls that certainly never reached the cloud / may or may not have.
+# Ledger outcomes of calls that certainly never reached the cloud (transient AND no HTTP
+# answer: connect error, rate-limit wait) / may or may not have (a push row never finished).
+# A transient outcome WITH an HTTP status (a 200 carrying errorCode 9999) was received.
 NOT_SENT = frozenset({"transient"})
 MAYBE_SENT = frozenset({"pending"})
 FIRST_EVENTS = frozenset({"submit", "resubmit"})
@@ -70,6 +73,8 @@ class InvariantReport:
     by_status: dict[str, int] = field(default_factory=dict)
     violations: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     ledger: dict[str, dict[str, int]] = field(default_factory=dict)
+    paused_tenants: dict[str, str] = field(default_factory=dict)
+    held_by_pause: int = 0
 
     @property
     def ok(self) -> bool:
@@ -85,10 +90,17 @@ class InvariantReport:
             "by_status": self.by_status,
             "violations": {k: v for k, v in self.violations.items() if v},
             "ledger": self.ledger,
+            "paused_tenants": self.paused_tenants,
+            "held_by_pause": self.held_by_pause,
         }
 
     def summary_lines(self, limit: int = 10) -> list[str]:
         lines = [f"documents {self.documents}: {self.by_status}"]
+        if self.paused_tenants:
+            lines.append(
+                f"paused tenants {self.paused_tenants}: {self.held_by_pause} unfinished"
+                " document(s) held by the pause (parked, the reason is the tenant's)"
+            )
         for check in ("issued_twice", "lost", "unfinished", "audit", "ledger", "cloud_state"):
             found = self.violations.get(check, [])
             lines.append(f"  {check:<13} {'OK' if not found else f'{len(found)} VIOLATION(S)'}")
@@ -132,11 +144,21 @@ def check_invariants(
             )
         ).all()
         ledger_rows = conn.execute(
-            select(CloudCall.interface, CloudCall.outcome, func.count()).group_by(
-                CloudCall.interface, CloudCall.outcome
+            select(
+                CloudCall.interface,
+                CloudCall.outcome,
+                CloudCall.http_status.is_(None).label("no_answer"),
+                func.count(),
+            ).group_by(CloudCall.interface, CloudCall.outcome, CloudCall.http_status.is_(None))
+        ).all()
+
+        paused = conn.execute(
+            select(TenantState.tenant, TenantState.paused_reason).where(
+                TenantState.paused.is_(True)
             )
         ).all()
 
+    report.paused_tenants = {str(t): str(r or "") for t, r in paused}
     current = [d for d in docs if d.is_current]
     report.documents = len(current)
     report.by_status = dict(Counter(d.status for d in current))
@@ -182,6 +204,10 @@ def check_invariants(
         if not reason and doc_events:
             reason = doc_events[-1].reason
         if doc.status in PARKED and reason:
+            continue
+        if doc.tenant in report.paused_tenants:
+            # Held by a paused tenant: an operator sees the pause and its reason (invariant 3).
+            report.held_by_pause += 1
             continue
         why = "parked without a reason" if doc.status in PARKED else "not finished"
         report.add("unfinished", f"{doc.bill_no} (#{doc.id}): {doc.status}, {why}")
@@ -260,8 +286,8 @@ def _check_cloud(
 
     sent: Counter[str] = Counter()
     maybe: Counter[str] = Counter()
-    for interface, outcome, count in ledger_rows:
-        if outcome in NOT_SENT:
+    for interface, outcome, no_answer, count in ledger_rows:
+        if outcome in NOT_SENT and no_answer:
             continue
         (maybe if outcome in MAYBE_SENT else sent)[interface] += int(count)
     cloud_calls = {

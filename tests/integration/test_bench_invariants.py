@@ -12,7 +12,7 @@ from bench.invariants import CloudView, check_invariants, main
 from simulator.testing import make_bill
 from store.db import unit_of_work
 from store.lifecycle import claim_for_push, transition
-from store.models import CloudCall, Document, Invoice
+from store.models import CloudCall, Document, Invoice, TenantState
 from worker.testing import store_bill
 
 SELLER = "91310000SIM0000001"
@@ -119,6 +119,21 @@ def test_an_unfinished_document_fails(
     ]
 
 
+def test_documents_held_by_a_paused_tenant_are_parked_not_stuck(
+    engine: Engine, healthy: list[int], session_factory: sessionmaker[Session]
+) -> None:
+    store_bill(session_factory, "demo", make_bill("HELD", SELLER))
+    with unit_of_work(session_factory) as session:
+        session.add(TenantState(tenant="other", paused=True, paused_reason="auth"))
+    assert check_invariants(engine).violations["unfinished"]  # another tenant's pause: stuck
+    with unit_of_work(session_factory) as session:
+        session.add(TenantState(tenant="demo", paused=True, paused_reason="login refused twice"))
+    report = check_invariants(engine)
+    assert report.ok, report.violations
+    assert report.held_by_pause == 1
+    assert report.paused_tenants == {"other": "auth", "demo": "login refused twice"}
+
+
 def test_a_status_written_behind_the_lifecycle_breaks_the_audit_chain(
     engine: Engine, healthy: list[int], session_factory: sessionmaker[Session]
 ) -> None:
@@ -146,6 +161,18 @@ def test_the_ledger_must_match_the_clouds_call_counts(
         assert report.ok is ok, (counted, report.violations)
     cloud = _cloud(names, calls={"BILL.PUSH": {"success": 4}})
     assert check_invariants(engine, cloud=cloud, ledger_slack=1).ok
+    # A transient outcome that came with an HTTP answer (errorCode 9999) did reach the cloud.
+    with unit_of_work(session_factory) as session:
+        session.add(
+            CloudCall(
+                tenant="demo", interface="BILL.PUSH", outcome="transient", http_status=200,
+                error_code="9999",
+            )
+        )  # fmt: skip
+    cloud = _cloud(names, calls={"BILL.PUSH": {"success": 2}})
+    assert not check_invariants(engine, cloud=cloud).ok
+    cloud = _cloud(names, calls={"BILL.PUSH": {"success": 3}})
+    assert check_invariants(engine, cloud=cloud).ok
 
 
 def test_an_invoiced_document_without_its_cloud_bill_fails(
