@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from simulator.testing import CallbackRecorder, CloudSession, SimulatorHandle, make_bill
 from store.columns import utcnow
 from store.db import unit_of_work
-from store.lifecycle import claim_for_push
+from store.lifecycle import RevisionConflict, claim_for_push
 from store.models import CloudCall, Document, TenantState
 from store.tenants import pause_tenant, resume_tenant
 from tests.integration.test_worker_world import DEMO_SELLER, SHOP_SELLER, World, make_world
@@ -269,6 +269,10 @@ def test_duplicate_refusal_the_query_contradicts_fails_instead_of_looping(world:
     assert "duplicate" in reason and "does not" in reason and "DUP-9" in reason
     assert [c.outcome for c in ledger(world, "BILL.PUSH")] == ["duplicate"]  # pushed once
     assert world.path(doc_id) == ["draft", "pushing", "in_doubt", "failed"]
+    # It left in_doubt unsettled: different content must wait for a withdrawal.
+    changed = make_bill("DUP-9", DEMO_SELLER, amount="200.00")
+    with pytest.raises(RevisionConflict, match="never settled"):
+        store_bill(world.sessions, "demo", changed)
 
 
 def test_pushes_that_never_reach_the_cloud_stop_after_max_attempts(world: World) -> None:
