@@ -109,6 +109,9 @@ class StoredCallback:
     duplicate: bool
     orphan: bool
     document_id: int | None
+    # Labels for the reconcile message (Flower and logs find the job by bill number).
+    bill_no: str | None = None
+    tenant: str | None = None
 
 
 def _matching_document(session: Session, parsed: ParsedCallback) -> tuple[int | None, bool]:
@@ -145,12 +148,20 @@ def store_callback(
     if received.duplicate:
         return StoredCallback(received.inbox_id, duplicate=True, orphan=False, document_id=None)
     document_id, orphan = _matching_document(session, parsed)
+    tenant: str | None = None
     if document_id is not None:
         session.execute(
             update(CallbackInbox)
             .where(CallbackInbox.id == received.inbox_id)
             .values(document_id=document_id)
         )
+        tenant = session.scalar(select(Document.tenant).where(Document.id == document_id))
+    bill_no = next((bill for bill, _ in callback_bills(parsed) if bill), None)
     return StoredCallback(
-        received.inbox_id, duplicate=False, orphan=orphan, document_id=document_id
+        received.inbox_id,
+        duplicate=False,
+        orphan=orphan,
+        document_id=document_id,
+        bill_no=bill_no,
+        tenant=tenant,
     )

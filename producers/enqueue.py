@@ -10,7 +10,7 @@ the ERP's request.
 |------------------------|----------------------|-------------|--------------------------------|
 | ``push(...)``          | ``fapiao.push``      | ``push``    | document_id, bill_no, tenant   |
 | ``withdraw(...)``      | ``fapiao.withdraw``  | ``push``    | document_id, bill_no, tenant   |
-| ``reconcile(...)``     | ``fapiao.reconcile`` | ``callbacks`` | inbox_id                     |
+| ``reconcile(...)``     | ``fapiao.reconcile`` | ``callbacks`` | inbox_id (+ bill_no, tenant)  |
 
 Messages carry ids (and ``bill_no`` so Flower can find a document), never payloads or secrets.
 
@@ -65,7 +65,9 @@ class Enqueuer(Protocol):
 
     def withdraw(self, document_id: int, bill_no: str, tenant: str) -> bool: ...
 
-    def reconcile(self, inbox_id: int) -> bool: ...
+    def reconcile(
+        self, inbox_id: int, *, bill_no: str | None = None, tenant: str | None = None
+    ) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +103,11 @@ class RecordingEnqueuer:
             WITHDRAW_TASK, {"document_id": document_id, "bill_no": bill_no, "tenant": tenant}
         )
 
-    def reconcile(self, inbox_id: int) -> bool:
-        return self._record(RECONCILE_TASK, {"inbox_id": inbox_id})
+    def reconcile(
+        self, inbox_id: int, *, bill_no: str | None = None, tenant: str | None = None
+    ) -> bool:
+        labels = {key: value for key, value in (("bill_no", bill_no), ("tenant", tenant)) if value}
+        return self._record(RECONCILE_TASK, {"inbox_id": inbox_id, **labels})
 
     def of(self, task: str) -> list[Mapping[str, Any]]:
         """The keywords of every recorded message of ``task``, in order."""
@@ -154,13 +159,16 @@ class CeleryEnqueuer:
             bill_no=bill_no,
         )
 
-    def reconcile(self, inbox_id: int) -> bool:
+    def reconcile(
+        self, inbox_id: int, *, bill_no: str | None = None, tenant: str | None = None
+    ) -> bool:
         from worker.enqueue import enqueue_reconcile
 
         return self._guarded(
             RECONCILE_TASK,
-            lambda: enqueue_reconcile(inbox_id, app=self._app),
+            lambda: enqueue_reconcile(inbox_id, bill_no=bill_no, tenant=tenant, app=self._app),
             inbox_id=inbox_id,
+            bill_no=bill_no,
         )
 
 

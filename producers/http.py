@@ -691,7 +691,12 @@ def create_app(
             if stored.orphan:
                 metrics.callbacks.labels(result="orphan").inc()
                 log.warning("callback for an unknown bill", extra={"inbox_id": stored.inbox_id})
-            background.add_task(parts.enqueuer.reconcile, stored.inbox_id)
+            background.add_task(
+                parts.enqueuer.reconcile,
+                stored.inbox_id,
+                bill_no=stored.bill_no,
+                tenant=stored.tenant,
+            )
         return JSONAnswer(dict(CALLBACK_ACK), status_code=200)
 
     # ------------------------------------------------------------------ operations

@@ -120,7 +120,10 @@ def test_a_per_bill_callback_is_stored_raw_acknowledged_and_reconciled_after(
     assert (row.state, row.style, row.document_id) == ("received", "per_bill", document_id)
     assert row.dedupe_key.startswith("INVOICE.OPEN|per_bill|order:ORD-2533")
     assert row.remote_addr == "127.0.0.1"
-    assert receiver.enqueuer.of(RECONCILE_TASK) == [{"inbox_id": row.id}]
+    # Ids plus labels: Flower finds the job by bill number; the task reads the row.
+    assert receiver.enqueuer.of(RECONCILE_TASK) == [
+        {"inbox_id": row.id, "bill_no": "C-1", "tenant": "demo"}
+    ]
 
 
 def test_a_per_invoice_callback_and_a_return_are_stored_with_their_style(
@@ -196,7 +199,7 @@ def test_an_unknown_bill_is_stored_as_an_orphan_and_counted_not_refused(
     assert response.status_code == 200 and response.json() == CALLBACK_ACK
     [row] = receiver.inbox()
     assert row.document_id is None and row.state == InboxState.received.value
-    assert receiver.enqueuer.of(RECONCILE_TASK) == [{"inbox_id": row.id}]
+    assert receiver.enqueuer.of(RECONCILE_TASK) == [{"inbox_id": row.id, "bill_no": "NOBODY-1"}]
     assert receiver.metric("fapiao_callbacks_received_total", result="orphan") == 1
     assert receiver.metric("fapiao_callbacks_received_total", result="stored") == 1
 
