@@ -136,7 +136,11 @@ def test_fapiao_api_serves_documents_and_callbacks_and_enqueues_through_celery(
             list[tuple[str, dict[str, object]]], list[tuple[str, dict[str, object]]]
         ]:
             pushes = [m for m in queued(client, "push") if m[1].get("bill_no") == "API-1"]
-            reconciles = [m for m in queued(client, "callbacks") if m[0] == "fapiao.reconcile"]
+            reconciles = [
+                m
+                for m in queued(client, "callbacks")
+                if m[0] == "fapiao.reconcile" and m[1].get("bill_no") == "API-1"
+            ]
             return pushes, reconciles
 
         deadline = time.monotonic() + 10
@@ -146,7 +150,9 @@ def test_fapiao_api_serves_documents_and_callbacks_and_enqueues_through_celery(
         assert pushes == [
             ("fapiao.push", {"document_id": document_id, "bill_no": "API-1", "tenant": "demo"})
         ]
-        assert reconciles and all(set(kwargs) == {"inbox_id"} for _, kwargs in reconciles)
+        # Ids plus labels only: never the callback body.
+        assert [set(kwargs) for _, kwargs in reconciles] == [{"inbox_id", "bill_no", "tenant"}]
+        assert reconciles[0][1]["tenant"] == "demo"
     finally:
         client.close()
 
