@@ -47,6 +47,12 @@ def test_configure_logging_puts_every_logger_of_the_process_on_one_structured_li
 ) -> None:
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
+    # As in a fresh `fapiao api` process (uvicorn started with log_config=None); servers that
+    # other tests ran in this process may have configured uvicorn's logger their own way.
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    saved_uvicorn = (list(uvicorn_error.handlers), uvicorn_error.propagate, uvicorn_error.level)
+    uvicorn_error.handlers, uvicorn_error.propagate = [], True
+    uvicorn_error.setLevel(logging.NOTSET)
     try:
         configure_logging("json", "INFO")
         # uvicorn's loggers carry no handlers of their own when log_config=None.
@@ -62,6 +68,8 @@ def test_configure_logging_puts_every_logger_of_the_process_on_one_structured_li
         for handler in saved[0]:
             root.addHandler(handler)
         root.setLevel(saved[1])
+        uvicorn_error.handlers, uvicorn_error.propagate = saved_uvicorn[0], saved_uvicorn[1]
+        uvicorn_error.setLevel(saved_uvicorn[2])
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2
     entry = json.loads(lines[0])
