@@ -8,7 +8,7 @@ PG_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-pg test-sqlite lint format services clean
+.PHONY: install demo test test-pg test-sqlite lint format services bench bench-full clean
 
 ## install: create .venv and install exactly what uv.lock pins (installs uv itself if missing)
 install: $(VENV)/.installed
@@ -40,6 +40,23 @@ test-sqlite:
 	@echo "== pytest on SQLite =="
 	FAPIAO_TEST_DATABASE_URL=sqlite FAPIAO_TEST_REDIS_URL=$(REDIS_TEST_URL) \
 		$(PY) -m pytest $(PYTEST_ARGS)
+
+## bench: throughput, ingestion, latency, scale, chaos (quick) and fuzz, each on its own private
+##        PostgreSQL/Redis; figures and how to read them in docs/PERFORMANCE.md, docs/RELIABILITY.md
+BENCH_ARGS ?=
+bench: install
+	$(PY) -m bench.simulator_push --seconds 5
+	$(PY) -m bench.throughput $(BENCH_ARGS)
+	$(PY) -m bench.ingest $(BENCH_ARGS)
+	$(PY) -m bench.latency
+	$(PY) -m bench.scale $(BENCH_ARGS)
+	$(PY) -m bench.chaos --quick
+	$(PY) -m bench.fuzz --examples 500
+
+## bench-full: the 5,000-document chaos run and 2,000 fuzz examples per lane (about 10 minutes)
+bench-full: install
+	$(PY) -m bench.chaos
+	$(PY) -m bench.fuzz --examples 2000
 
 ## lint: ruff (style, imports, bugs) and mypy (strict types)
 lint: install
