@@ -60,7 +60,13 @@ from schemas.errors import DocumentInvalid, Issue
 from schemas.settings import Settings
 from schemas.tenants import TenantsFile, normalise_tax_id
 from store.db import make_engine, make_session_factory, unit_of_work
-from store.lifecycle import LostRace, RevisionConflict, accept_document
+from store.lifecycle import (
+    BillToAccept,
+    LostRace,
+    RevisionConflict,
+    accept_document,
+    accept_documents,
+)
 
 __all__ = [
     "TENANT_RULES",
@@ -341,10 +347,7 @@ class Intake:
         """accept_document in a SAVEPOINT; no commit, no enqueue."""
         bill = prepared.bill
         totals = bill.total()
-        payload = bill.to_wire()
-        config = self.tenants.by_name(prepared.tenant)
-        if "autoInvoice" not in payload and config is not None:
-            payload["autoInvoice"] = "1" if config.auto_invoice else "0"
+        payload = self._payload(prepared)
         for attempt in range(_ACCEPT_TRIES):
             try:
                 with session.begin_nested():
@@ -388,6 +391,59 @@ class Intake:
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _payload(self, prepared: _Prepared) -> dict[str, Any]:
+        """The stored payload: the wire bill with the tenant's ``autoInvoice`` default."""
+        payload = prepared.bill.to_wire()
+        config = self.tenants.by_name(prepared.tenant)
+        if "autoInvoice" not in payload and config is not None:
+            payload["autoInvoice"] = "1" if config.auto_invoice else "0"
+        return payload
+
+    def _to_accept(self, prepared: _Prepared) -> BillToAccept:
+        bill = prepared.bill
+        totals = bill.total()
+        return BillToAccept(
+            tenant=prepared.tenant,
+            seller_tax_id=prepared.seller_tax_id,
+            bill_no=bill.billNo,
+            payload=self._payload(prepared),
+            content_hash=bill.content_hash(),
+            total_amount=bill.totalAmount,
+            total_incl_tax=totals.incl,
+            total_tax=totals.tax,
+            invoice_type=bill.invoiceType.value,
+        )
+
+    def store_many(
+        self, session: Session, prepared: Sequence[_Prepared | SubmitResult], actor: str
+    ) -> list[SubmitResult]:
+        """Store a batch (no commit, no enqueue), results in order, exactly as ``store`` one
+        by one would: ``accept_documents`` settles new and unchanged bills in bulk; the rest
+        (revisions, conflicts, repeated bills, a lost race) go through ``store`` in order."""
+        valid = [item for item in prepared if isinstance(item, _Prepared)]
+        settled = iter(accept_documents(session, [self._to_accept(p) for p in valid], actor=actor))
+        results: list[SubmitResult] = []
+        for item in prepared:
+            if isinstance(item, SubmitResult):
+                results.append(item)
+                continue
+            bulk = next(settled)
+            if bulk is None:
+                results.append(self.store(session, item, actor))
+                continue
+            results.append(
+                SubmitResult(
+                    item.bill.billNo,
+                    SubmitOutcome(bulk.outcome.value),
+                    document_id=bulk.document_id,
+                    status=bulk.status,
+                    tenant=item.tenant,
+                    seller_tax_id=item.seller_tax_id,
+                    revision=bulk.revision,
+                )
+            )
+        return results
+
     def _enqueue(self, result: SubmitResult) -> None:
         if result.push_owed and result.document_id is not None and result.tenant is not None:
             self.enqueuer.push(result.document_id, result.bill_no or "", result.tenant)
@@ -424,7 +480,8 @@ class Intake:
         actor: str | None = None,
         defer_enqueue: bool = False,
     ) -> list[SubmitResult]:
-        """A batch in ONE transaction, each document in its own SAVEPOINT, results in order.
+        """A batch in ONE transaction (``store_many``: bulk INSERTs, a SAVEPOINT per document
+        only where revision rules apply), results in order.
 
         One bad document never blocks the others. With ``defer_enqueue`` the caller sends the
         pushes itself (``enqueue_pushes``) after the response, e.g. from a background task.
@@ -434,11 +491,7 @@ class Intake:
         results: list[SubmitResult] = []
         if any(not isinstance(item, SubmitResult) for item in prepared):
             with unit_of_work(self._sessions()) as session:
-                for item in prepared:
-                    if isinstance(item, SubmitResult):
-                        results.append(item)
-                    else:
-                        results.append(self.store(session, item, who))
+                results = self.store_many(session, prepared, who)
         else:
             results = [item for item in prepared if isinstance(item, SubmitResult)]
         if not defer_enqueue:

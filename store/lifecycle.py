@@ -90,14 +90,14 @@ Errors:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Table, func, literal, select, update
+from sqlalchemy import Table, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
@@ -111,6 +111,8 @@ __all__ = [
     "TRANSITIONS",
     "Acceptance",
     "AcceptanceOutcome",
+    "BillToAccept",
+    "BulkAcceptance",
     "Claimed",
     "DocumentNotFound",
     "DocumentStatus",
@@ -122,6 +124,7 @@ __all__ = [
     "TransitionOutcome",
     "TransitionResult",
     "accept_document",
+    "accept_documents",
     "claim_for_push",
     "is_allowed",
     "target_of",
@@ -856,3 +859,162 @@ def _new_revision(
     )
     session.flush()
     return document
+
+
+# --- accept_documents (the bulk path) -------------------------------------------------------
+
+# Bill numbers per SELECT … IN (…): well under SQLite's and PostgreSQL's parameter limits.
+_KEYS_PER_SELECT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class BillToAccept:
+    """One bill for ``accept_documents``: the same fields ``accept_document`` takes."""
+
+    tenant: str
+    seller_tax_id: str
+    bill_no: str
+    payload: Mapping[str, Any]
+    content_hash: str
+    total_amount: Decimal
+    total_incl_tax: Decimal | None = None
+    total_tax: Decimal | None = None
+    invoice_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BulkAcceptance:
+    """What ``accept_documents`` settled for one bill: ``created`` or ``unchanged``."""
+
+    document_id: int
+    outcome: AcceptanceOutcome
+    status: str
+    revision: int
+
+
+def accept_documents(
+    session: Session,
+    bills: Sequence[BillToAccept],
+    *,
+    actor: str,
+    now: datetime | None = None,
+) -> list[BulkAcceptance | None]:
+    """Accept a batch the cheap way: one SELECT of the current revisions, one multi-row INSERT
+    of the new documents and one of their ``submit`` events. Results in the order of ``bills``.
+
+    Settles only what needs no revision logic: a bill with no current revision (``created``)
+    and one whose current revision has the same content (``unchanged``). ``None`` means "not
+    settled here, judge it with ``accept_document``, in order, in this same transaction":
+    different content than the current revision (new revision or conflict), a bill whose
+    identity appears more than once in the batch (later copies are judged against earlier
+    ones), and every would-be new bill when the INSERT hit the unique index (a concurrent
+    submission created one first; the SAVEPOINT is rolled back, nothing of it remains).
+
+    Does not commit; the same rows and events as ``accept_document`` would write.
+    """
+    now = now or utcnow()
+    results: list[BulkAcceptance | None] = [None] * len(bills)
+    counts: dict[tuple[str, str, str], int] = {}
+    for bill in bills:
+        key = (bill.tenant, bill.seller_tax_id, bill.bill_no)
+        counts[key] = counts.get(key, 0) + 1
+    single = [i for i, bill in enumerate(bills) if counts[_key_of(bill)] == 1]
+    if not single:
+        return results
+
+    current: dict[tuple[str, str, str], tuple[int, str, str, int]] = {}
+    bill_nos = sorted({bills[i].bill_no for i in single})
+    for start in range(0, len(bill_nos), _KEYS_PER_SELECT):
+        rows = session.execute(
+            select(
+                _documents.c.tenant,
+                _documents.c.seller_tax_id,
+                _documents.c.bill_no,
+                _documents.c.id,
+                _documents.c.content_hash,
+                _documents.c.status,
+                _documents.c.revision,
+            ).where(
+                _documents.c.bill_no.in_(bill_nos[start : start + _KEYS_PER_SELECT]),
+                _documents.c.is_current.is_(True),
+            )
+        )
+        for tenant, seller, bill_no, doc_id, content_hash, status, revision in rows:
+            current[(tenant, seller, bill_no)] = (doc_id, content_hash, status, revision)
+
+    fresh: list[int] = []
+    for i in single:
+        bill = bills[i]
+        found = current.get(_key_of(bill))
+        if found is None:
+            fresh.append(i)
+        elif found[1] == bill.content_hash:
+            results[i] = BulkAcceptance(found[0], AcceptanceOutcome.unchanged, found[2], found[3])
+        # else: different content, revision rules: accept_document decides.
+    if not fresh:
+        return results
+
+    rows_in = [_document_row(bills[i], now) for i in fresh]
+    try:
+        with session.begin_nested():
+            ids = list(
+                session.execute(
+                    insert(_documents).returning(_documents.c.id, sort_by_parameter_order=True),
+                    rows_in,
+                ).scalars()
+            )
+            session.execute(
+                insert(DocumentEvent),
+                [
+                    {
+                        "document_id": doc_id,
+                        "from_status": None,
+                        "to_status": DocumentStatus.draft.value,
+                        "event": Event.submit.value,
+                        "outcome": EventOutcome.applied.value,
+                        "actor": actor,
+                        "reason": None,
+                        "created_at": now,
+                    }
+                    for doc_id in ids
+                ],
+            )
+    except IntegrityError:
+        # A concurrent submission created one of these bills first: accept_document judges
+        # each against whatever is current now.
+        return results
+    for i, doc_id in zip(fresh, ids, strict=True):
+        results[i] = BulkAcceptance(
+            doc_id, AcceptanceOutcome.created, DocumentStatus.draft.value, 1
+        )
+    return results
+
+
+def _key_of(bill: BillToAccept) -> tuple[str, str, str]:
+    return (bill.tenant, bill.seller_tax_id, bill.bill_no)
+
+
+def _document_row(bill: BillToAccept, now: datetime) -> dict[str, Any]:
+    """The columns ``_new_revision`` gives a first revision."""
+    return {
+        "tenant": bill.tenant,
+        "seller_tax_id": bill.seller_tax_id,
+        "bill_no": bill.bill_no,
+        "revision": 1,
+        "is_current": True,
+        "status": DocumentStatus.draft.value,
+        "version": 1,
+        "push_attempt": 0,
+        "poll_count": 0,
+        "issued_amount": Decimal("0.00"),
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+        "status_changed_at": now,
+        "payload": dict(bill.payload),
+        "content_hash": bill.content_hash,
+        "total_amount": bill.total_amount,
+        "total_incl_tax": bill.total_incl_tax,
+        "total_tax": bill.total_tax,
+        "invoice_type": bill.invoice_type,
+    }
