@@ -14,6 +14,7 @@ Masking of tokens and secrets happens in ``store.ledger`` on every assignment.
 
 from __future__ import annotations
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.db import unit_of_work
@@ -66,24 +67,32 @@ class SqlCallLedger:
         latency_ms: int,
     ) -> None:
         with unit_of_work(self._sessions) as session:
-            row = session.get(CloudCall, entry) if entry is not None else None
-            if row is None:
-                record_cloud_call(
-                    session,
-                    tenant=tenant,
-                    interface=interface,
-                    outcome=outcome,
-                    document_id=context.document_id,
-                    request_id=request_id,
-                    attempt=context.attempt,
-                    http_status=http_status,
-                    error_code=error_code,
-                    message=message,
-                    latency_ms=latency_ms,
+            if entry is not None:
+                # One UPDATE instead of loading the row first; masked here because the
+                # ORM's on-assignment masking does not see a Core statement.
+                completed = session.execute(
+                    update(CloudCall)
+                    .where(CloudCall.id == entry)
+                    .values(
+                        outcome=outcome,
+                        http_status=http_status,
+                        error_code=None if error_code is None else mask_secrets(error_code),
+                        message=None if message is None else mask_secrets(message)[:MESSAGE_LIMIT],
+                        latency_ms=latency_ms,
+                    )
                 )
-                return
-            row.outcome = outcome
-            row.http_status = http_status
-            row.error_code = error_code
-            row.message = None if message is None else mask_secrets(message)[:MESSAGE_LIMIT]
-            row.latency_ms = latency_ms
+                if completed.rowcount == 1:  # type: ignore[attr-defined]
+                    return
+            record_cloud_call(
+                session,
+                tenant=tenant,
+                interface=interface,
+                outcome=outcome,
+                document_id=context.document_id,
+                request_id=request_id,
+                attempt=context.attempt,
+                http_status=http_status,
+                error_code=error_code,
+                message=message,
+                latency_ms=latency_ms,
+            )
