@@ -9,7 +9,7 @@ Steps of ``push_document(rt, document_id)``
 |      |                                                        | (unknown tenant: ``failed``) |
 | 3    | its stored payload is a bill (``schemas.erp.Bill``)    | ``failed`` with the reason   |
 | 4    | claim draft→pushing (compare-and-set, attempt+1,       | ``skipped`` (lost the race)  |
-|      | lease); commit                                         |                              |
+|      | lease); steps 1–4 are one transaction; commit          |                              |
 | 5    | token (cache, single-flight) and BILL.PUSH; the ledger |                              |
 |      | row is committed before the request leaves             |                              |
 | 6    | the retry policy maps the outcome to one transition    |                              |
@@ -93,6 +93,8 @@ class _Answer:
 
 def push_document(rt: Runtime, document_id: int) -> PushOutcome:
     """Push ``document_id`` once (module docstring)."""
+    # One transaction reads, checks and claims: the claim's UPDATE is the compare-and-set
+    # (a concurrent claimer still loses), and the read costs no commit of its own.
     with unit_of_work(rt.sessions) as session:
         document = session.get(Document, document_id)
         if document is None:
@@ -105,20 +107,21 @@ def push_document(rt: Runtime, document_id: int) -> PushOutcome:
         bill_no = document.bill_no
         payload = dict(document.payload or {})
 
-    bill: dict[str, Any] | None = None
-    problem: str | None = None
-    if tenant is None:
-        problem = (
-            f"tenant {document.tenant!r} is not in the tenants file (FAPIAO_TENANTS_FILE);"
-            " add it and replay / 租户未配置"
-        )
-    else:
-        try:
-            bill = Bill.model_validate(payload).to_wire()
-        except ValidationError as exc:
-            problem = f"stored payload is not a valid bill: {exc.errors()[0]['msg']} / 单据数据无效"
+        bill: dict[str, Any] | None = None
+        problem: str | None = None
+        if tenant is None:
+            problem = (
+                f"tenant {document.tenant!r} is not in the tenants file (FAPIAO_TENANTS_FILE);"
+                " add it and replay / 租户未配置"
+            )
+        else:
+            try:
+                bill = Bill.model_validate(payload).to_wire()
+            except ValidationError as exc:
+                problem = (
+                    f"stored payload is not a valid bill: {exc.errors()[0]['msg']} / 单据数据无效"
+                )
 
-    with unit_of_work(rt.sessions) as session:
         claim = claim_for_push(
             session,
             document_id,
