@@ -76,6 +76,7 @@ class _Defer(Exception):
 
 def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
     """Apply one stored callback (module docstring)."""
+    # One transaction reads the row and finds the documents it is about.
     with unit_of_work(rt.sessions) as session:
         row = session.get(CallbackInbox, inbox_id)
         if row is None:
@@ -83,19 +84,26 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
         if row.state != InboxState.received:
             return ReconcileOutcome("skipped", f"callback already {row.state}")
         raw = bytes(row.raw_body)
-    try:
-        parsed = parse_callback(raw)
-    except CallbackParseError as exc:
-        return _finish(rt, inbox_id, InboxState.failed, str(exc), None)
+        try:
+            parsed = parse_callback(raw)
+        except CallbackParseError as exc:
+            unusable: str | None = str(exc)
+        else:
+            unusable = None
+            by_bill = _items_by_bill(parsed)
+            found = [
+                (bill_no, items, _find_document(session, bill_no, seller))
+                for bill_no, (seller, items) in by_bill.items()
+            ]
+    if unusable is not None:
+        return _finish(rt, inbox_id, InboxState.failed, unusable, None)
 
-    by_bill = _items_by_bill(parsed)
     followups: list[Followup] = []
     document_ids: list[int] = []
     notes: list[str] = []
     labels: dict[str, str] = {}  # bill_no / tenant on a deferred message (Flower search)
     try:
-        for bill_no, (seller, items) in by_bill.items():
-            document = _find_document(rt, bill_no, seller)
+        for bill_no, items, document in found:
             if document is None:
                 continue
             document_ids.append(document.id)
@@ -128,19 +136,18 @@ def _items_by_bill(parsed: ParsedCallback) -> dict[str, tuple[str | None, list[I
     return grouped
 
 
-def _find_document(rt: Runtime, bill_no: str, seller: str | None) -> Document | None:
-    with unit_of_work(rt.sessions) as session:
-        candidates = documents_by_bill_no(session, bill_no)
-        if seller:
-            wanted = seller.strip().upper()
-            candidates = [d for d in candidates if d.seller_tax_id.upper() == wanted]
-        if len(candidates) > 1:
-            log.error(
-                "callback matches several documents",
-                extra={"bill_no": bill_no, "document_ids": [d.id for d in candidates]},
-            )
-            return None
-        return candidates[0] if candidates else None
+def _find_document(session: Session, bill_no: str, seller: str | None) -> Document | None:
+    candidates = documents_by_bill_no(session, bill_no)
+    if seller:
+        wanted = seller.strip().upper()
+        candidates = [d for d in candidates if d.seller_tax_id.upper() == wanted]
+    if len(candidates) > 1:
+        log.error(
+            "callback matches several documents",
+            extra={"bill_no": bill_no, "document_ids": [d.id for d in candidates]},
+        )
+        return None
+    return candidates[0] if candidates else None
 
 
 def _apply_return(
