@@ -10,6 +10,9 @@ Configuration (why each knob is set; STACK-NOTES.md has the measurements)
 | ``task_reject_on_worker_lost``  | true                        | a killed child's task is     |
 |                                 |                             | re-queued                    |
 | ``worker_prefetch_multiplier``  | 1                           | no hoarding by a busy worker |
+| ``worker_disable_rate_limits``  | true                        | per-tenant limits live in    |
+|                                 |                             | Redis (``worker.ratelimit``);|
+|                                 |                             | saves Celery's per-task check|
 | ``broker_transport_options``    | explicit visibility timeout;| a dead worker's unacked      |
 |                                 | restore interval 2 s,       | messages come back within    |
 |                                 | throttle 1 (settings)       | seconds, not ~100 s          |
@@ -117,6 +120,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        "worker_disable_rate_limits": True,
         # One direct exchange per queue, routing key = name, so the banner and Flower show
         # the real binding of each queue.
         "task_queues": [

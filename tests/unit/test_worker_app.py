@@ -56,6 +56,7 @@ def test_configuration_follows_the_celery_rules() -> None:
     assert conf.task_acks_late is True
     assert conf.task_reject_on_worker_lost is True
     assert conf.worker_prefetch_multiplier == 1
+    assert conf.worker_disable_rate_limits is True  # limits are per tenant, in Redis
     assert conf.worker_send_task_events is True
     assert conf.task_send_sent_event is True
     options = conf.broker_transport_options
