@@ -501,6 +501,20 @@ class Intake:
     def enqueue_pushes(self, results: Sequence[SubmitResult]) -> int:
         """Send ``fapiao.push`` for every result that owes one (after the commit)."""
         owed = [result for result in results if result.push_owed]
+        app = _celery_app_of(self.enqueuer)
+        if app is not None and len(owed) > 1:
+            from worker.enqueue import enqueue_pushes
+
+            # One producer, pipelined Redis writes; on failure the sweeper re-sends.
+            enqueue_pushes(
+                [
+                    (result.document_id, result.bill_no or "", result.tenant)
+                    for result in owed
+                    if result.document_id is not None and result.tenant is not None
+                ],
+                app=app,
+            )
+            return len(owed)
         for result in owed:
             self._enqueue(result)
         return len(owed)
@@ -509,6 +523,14 @@ class Intake:
         if self.sessions is None:
             raise RuntimeError("this Intake has no database; pass session=… or build it with one")
         return self.sessions
+
+
+def _celery_app_of(enqueuer: Enqueuer) -> Any | None:
+    """The Celery app behind a ``CeleryEnqueuer`` (the batched path needs it), else None:
+    fakes and other enqueuers get one ``push`` call per message."""
+    if type(enqueuer) is CeleryEnqueuer:
+        return getattr(enqueuer, "_app", None)
+    return None
 
 
 _default: Intake | None = None

@@ -3,6 +3,7 @@
 | helper                                            | sends                      |
 |---------------------------------------------------|----------------------------|
 | ``enqueue_push(document_id, bill_no, tenant)``    | ``fapiao.push``            |
+| ``enqueue_pushes([(document_id, bill_no, tenant)])``| ``fapiao.push`` × n, batched |
 | ``enqueue_withdraw(document_id, bill_no, tenant)``| ``fapiao.withdraw``        |
 | ``enqueue_reconcile(inbox_id, bill_no=, tenant=)``| ``fapiao.reconcile``       |
 
@@ -10,11 +11,21 @@ Each returns True when the broker took the message and False when it could not b
 (logged, never raised): the row is already durable, and the sweeper sends the message again
 from the database, so an ERP still gets its 202. Enqueuing inside an open transaction would
 let a worker look for a row that is not committed yet — hence "after commit".
+
+``enqueue_pushes`` sends the same messages as ``enqueue_push`` (same task name, keywords,
+routing and ``task-sent`` event, so Flower shows them alike) through ONE producer whose Redis
+commands go out in pipelines (kombu ``Producer.batch``): a 1,000-document intake batch costs
+a few round trips instead of two per message.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
 
 from worker import queues
 from worker.tasks import CeleryEnqueuer
@@ -22,7 +33,12 @@ from worker.tasks import CeleryEnqueuer
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["enqueue_push", "enqueue_reconcile", "enqueue_withdraw"]
+__all__ = ["enqueue_push", "enqueue_pushes", "enqueue_reconcile", "enqueue_withdraw"]
+
+log = logging.getLogger(__name__)
+
+# Redis commands buffered before a pipeline is sent (a message and its task-sent event are 2).
+_PIPELINE_COMMANDS = 1000
 
 
 def _enqueuer(app: Celery | None) -> CeleryEnqueuer:
@@ -38,6 +54,36 @@ def enqueue_push(document_id: int, bill_no: str, tenant: str, *, app: Celery | N
     return _enqueuer(app).send(
         queues.PUSH, {"document_id": document_id, "bill_no": bill_no, "tenant": tenant}
     )
+
+
+def enqueue_pushes(pushes: Sequence[tuple[int, str, str]], *, app: Celery | None = None) -> int:
+    """Owe a BILL.PUSH for each committed draft ``(document_id, bill_no, tenant)``, batched.
+
+    Returns how many were sent: all of them, or 0 when the broker failed (logged, never
+    raised; a failed pipeline may have delivered part of the batch — the sweeper re-sends
+    what is still due, and a push of a document already claimed is a no-op).
+    """
+    if not pushes:
+        return 0
+    if app is None:
+        from worker import get_app
+
+        app = get_app()
+    try:
+        with app.producer_or_acquire() as producer, producer.batch(_PIPELINE_COMMANDS):
+            for document_id, bill_no, tenant in pushes:
+                app.send_task(
+                    queues.PUSH,
+                    kwargs={"document_id": document_id, "bill_no": bill_no, "tenant": tenant},
+                    producer=producer,
+                )
+    except (KombuError, RedisError, OSError) as exc:
+        log.warning(
+            "could not enqueue a batch of pushes",
+            extra={"task": queues.PUSH, "count": len(pushes), "error": str(exc)},
+        )
+        return 0
+    return len(pushes)
 
 
 def enqueue_withdraw(
