@@ -14,7 +14,8 @@ The receiver stored the raw body, deduplicated and acknowledged it; this runs af
 |      | with a note); invoice callbacks → the invoices, either from a                 |
 |      | confirming BILL.INVOICE.QUERY (``callbacks.confirm_with_query``, default) or   |
 |      | from the callback itself → verdict → transition (``worker.services.invoices``) |
-| 5    | row ``processed`` (linked to the document), ERP notifications owed             |
+| 5    | row ``processed`` (linked to the document), ERP notifications owed; a one-bill |
+|      | invoice callback settles its row in the same transaction as its transition     |
 
 Confirming with a query means a forged callback (the endpoint has no signature) can only
 cause a query, never a wrong state: the cloud's own answer is applied, the callback is just
@@ -102,6 +103,9 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
     document_ids: list[int] = []
     notes: list[str] = []
     labels: dict[str, str] = {}  # bill_no / tenant on a deferred message (Flower search)
+    # The common case, one bill: its inbox row is settled in the transition's transaction.
+    settle = inbox_id if len(found) == 1 and parsed.style != "return" else None
+    settled = False
     try:
         for bill_no, items, document in found:
             if document is None:
@@ -114,12 +118,17 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
                 if note:
                     notes.append(f"{bill_no}: {note}")
             else:
-                followups += _apply_invoice_callback(rt, document.id, items, parsed)
+                applied, settled = _apply_invoice_callback(
+                    rt, document.id, items, parsed, settle=settle
+                )
+                followups += applied
     except _Defer as exc:
         return _defer(rt, inbox_id, str(exc), labels)
     if not document_ids:
         bills = ", ".join(sorted(by_bill)) or "(none)"
         return _finish(rt, inbox_id, InboxState.orphan, f"no document for billNo {bills}", None)
+    if settled:
+        return ReconcileOutcome(InboxState.processed.value, "", followups)
     note = "; ".join(notes) or None
     outcome = _finish(rt, inbox_id, InboxState.processed, note, document_ids[0])
     return ReconcileOutcome(outcome.state, outcome.detail, followups)
@@ -213,8 +222,15 @@ def _apply_return(
 
 
 def _apply_invoice_callback(
-    rt: Runtime, document_id: int, items: list[InvoiceItem], parsed: ParsedCallback
-) -> list[Followup]:
+    rt: Runtime,
+    document_id: int,
+    items: list[InvoiceItem],
+    parsed: ParsedCallback,
+    *,
+    settle: int | None = None,
+) -> tuple[list[Followup], bool]:
+    """Apply the invoices; returns the follow-ups and whether inbox row ``settle`` (if given)
+    was marked ``processed`` in the same transaction as the transition."""
     with unit_of_work(rt.sessions) as session:
         document = session.get(Document, document_id)
         assert document is not None
@@ -239,7 +255,7 @@ def _apply_invoice_callback(
                 "callback not confirmed: the cloud does not know the bill",
                 extra={"document_id": document_id, "bill_no": bill_no},
             )
-            return []
+            return [], False
         if answer.kind != "present":
             raise _Defer(f"confirming query failed: {answer.reason}")
         items = answer.items
@@ -270,7 +286,18 @@ def _apply_invoice_callback(
         except LostRace as exc:
             raise _Defer(str(exc)) from exc
         results += more
-        return owe_notification(rt, session, document_id, results)
+        followups = owe_notification(rt, session, document_id, results)
+        settled = False
+        if settle is not None:
+            try:
+                settle_callback(
+                    session, settle, InboxState.processed, document_id=document_id,
+                    now=rt.clock(),
+                )  # fmt: skip
+                settled = True
+            except LookupError:
+                pass  # the row vanished: the caller's _finish reports it
+        return followups, settled
 
 
 def _finish(
