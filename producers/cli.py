@@ -788,6 +788,15 @@ def api(
         typer.Option(help="Proxies trusted for X-Forwarded-For (the callback IP allow-list)."),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="FAPIAO_API_WORKERS",
+            help="API processes (one per core): each builds its own app from the FAPIAO_* "
+            "environment; one process is CPU-bound on large batches.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the HTTP app: ERP hooks (/v1), Kingdee callbacks, /healthz, /metrics, /docs."""
     import uvicorn
@@ -798,9 +807,16 @@ def api(
     context = _context(ctx)
     settings = context.settings()
     configure_logging(settings.log_format, settings.log_level)
-    http_app = create_app(settings, components=context.components())
+    http_app: Any
+    if workers > 1:
+        context.components()  # refuse a bad tenants file here, before any worker starts
+        http_app = "producers.http:app_from_environment"
+    else:
+        http_app = create_app(settings, components=context.components())
     uvicorn.run(
         http_app,
+        factory=workers > 1,
+        workers=workers,
         host=host,
         port=port,
         http="httptools",

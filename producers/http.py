@@ -1,6 +1,7 @@
 """The HTTP app: ERP hooks under ``/v1``, Kingdee's callbacks, health and metrics.
 
-``create_app(settings, components=None)`` is the factory (``fapiao api`` serves it with uvicorn);
+``create_app(settings, components=None)`` is the factory (``fapiao api`` serves it with uvicorn;
+``app_from_environment()`` builds it inside each process of ``fapiao api --workers N``);
 OpenAPI lives at ``/docs``. ``/v1`` needs ``Authorization: Bearer <key>`` with one of
 ``FAPIAO_API_KEYS`` (compared in constant time); with no keys configured the API is open only
 when ``FAPIAO_ENVIRONMENT=development``.
@@ -34,8 +35,9 @@ Routes
 
 A batch answers **202** when every item was accepted or unchanged, else **207 Multi-Status**
 (even if every item failed): the body's ``results[i].status_code`` is the truth per item and
-``summary`` counts outcomes. Each document is stored in its own SAVEPOINT of one transaction,
-so a bad one never blocks the rest; pushes are enqueued after the commit.
+``summary`` counts outcomes. A batch is stored in one transaction (new and unchanged bills in
+bulk, revisions and conflicts each in a SAVEPOINT), so a bad one never blocks the rest; the
+pushes are enqueued after the commit, batched in Redis pipelines.
 
 The callback receiver (``/callbacks/kingdee/{secret}``) is a checklist, in this order:
 
@@ -99,6 +101,7 @@ __all__ = [
     "MAX_DOCUMENT_BODY_BYTES",
     "ApiError",
     "ApiKeys",
+    "app_from_environment",
     "create_app",
 ]
 
@@ -362,6 +365,17 @@ SellerQuery = Annotated[
     str | None, Query(description="销方税号, when several sellers share the bill number")
 ]
 TenantQuery = Annotated[str | None, Query(description="tenant name filter")]
+
+
+def app_from_environment() -> FastAPI:
+    """The app for one process of ``fapiao api --workers N`` (a uvicorn factory): settings from
+    the ``FAPIAO_*`` environment, logging, engine and broker built in the worker process itself
+    (nothing is shared across the fork). Prometheus counters are per process."""
+    from worker.logs import configure_logging
+
+    settings = Settings.load()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)
 
 
 def create_app(
