@@ -113,17 +113,26 @@ def owe_notification(
     *,
     reason: str | None = None,
     now: datetime | None = None,
+    tenant: str | None = None,
 ) -> list[Followup]:
-    """An ``erp_outbox`` row for the last applied user-visible transition among ``results``."""
+    """An ``erp_outbox`` row for the last applied user-visible transition among ``results``.
+
+    ``tenant`` (the document's, when the caller knows it) skips re-reading the document
+    when that tenant has no webhook.
+    """
     applied = [r for r in results if r.applied and r.to_status in NOTIFIED]
     if not applied:
         return []
+    if tenant is not None:
+        known = rt.tenant(tenant)
+        if known is None or known.erp_webhook_url is None:
+            return []
     final = applied[-1]
     document = session.get(Document, document_id, populate_existing=True)
     if document is None:
         return []
-    tenant = rt.tenant(document.tenant)
-    if tenant is None or tenant.erp_webhook_url is None:
+    config = rt.tenant(document.tenant)
+    if config is None or config.erp_webhook_url is None:
         return []
     now = now or rt.clock()
     invoices = invoices_of(session, document_id)

@@ -104,14 +104,14 @@ def push_document(rt: Runtime, document_id: int) -> PushOutcome:
         tenant = rt.tenant(document.tenant)
         if tenant is not None and is_tenant_paused(rt, session, tenant):
             return PushOutcome("paused", f"tenant {tenant.name} is paused")
-        bill_no = document.bill_no
+        bill_no, tenant_name = document.bill_no, document.tenant
         payload = dict(document.payload or {})
 
         bill: dict[str, Any] | None = None
         problem: str | None = None
         if tenant is None:
             problem = (
-                f"tenant {document.tenant!r} is not in the tenants file (FAPIAO_TENANTS_FILE);"
+                f"tenant {tenant_name!r} is not in the tenants file (FAPIAO_TENANTS_FILE);"
                 " add it and replay / 租户未配置"
             )
         else:
@@ -143,7 +143,9 @@ def push_document(rt: Runtime, document_id: int) -> PushOutcome:
                 reason=problem,
                 changes={"last_error_code": None, "last_error_message": problem},
             )
-            followups = owe_notification(rt, session, document_id, [result], reason=problem)
+            followups = owe_notification(
+                rt, session, document_id, [result], reason=problem, tenant=tenant_name
+            )
             return PushOutcome(result.to_status.value, problem, followups)
 
     assert tenant is not None and bill is not None
@@ -272,7 +274,9 @@ def _apply(
             result = late
         if action is Action.PAUSE_TENANT:
             pause_tenant(rt, session, tenant, reason)
-        followups += owe_notification(rt, session, document_id, [result], reason=reason, now=now)
+        followups += owe_notification(
+            rt, session, document_id, [result], reason=reason, now=now, tenant=tenant
+        )
     log.info(
         "push applied",
         extra={

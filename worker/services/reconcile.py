@@ -77,7 +77,8 @@ class _Defer(Exception):
 
 def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
     """Apply one stored callback (module docstring)."""
-    # One transaction reads the row and finds the documents it is about.
+    # One transaction reads the row, finds the documents it is about and whether their
+    # tenants are paused (the checks before a confirming query need nothing fresher).
     with unit_of_work(rt.sessions) as session:
         row = session.get(CallbackInbox, inbox_id)
         if row is None:
@@ -96,6 +97,9 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
                 (bill_no, items, _find_document(session, bill_no, seller))
                 for bill_no, (seller, items) in by_bill.items()
             ]
+            paused = {
+                d.tenant: _is_paused(rt, session, d.tenant) for _, _, d in found if d is not None
+            }
     if unusable is not None:
         return _finish(rt, inbox_id, InboxState.failed, unusable, None)
 
@@ -119,7 +123,7 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
                     notes.append(f"{bill_no}: {note}")
             else:
                 applied, settled = _apply_invoice_callback(
-                    rt, document.id, items, parsed, settle=settle
+                    rt, document, paused[document.tenant], items, parsed, settle=settle
                 )
                 followups += applied
     except _Defer as exc:
@@ -221,28 +225,36 @@ def _apply_return(
         return owe_notification(rt, session, document_id, [result], reason=reason), None
 
 
+def _is_paused(rt: Runtime, session: Session, tenant_name: str) -> bool:
+    tenant = rt.tenant(tenant_name)
+    return tenant is not None and is_tenant_paused(rt, session, tenant)
+
+
 def _apply_invoice_callback(
     rt: Runtime,
-    document_id: int,
+    found: Document,
+    tenant_paused: bool,
     items: list[InvoiceItem],
     parsed: ParsedCallback,
     *,
     settle: int | None = None,
 ) -> tuple[list[Followup], bool]:
     """Apply the invoices; returns the follow-ups and whether inbox row ``settle`` (if given)
-    was marked ``processed`` in the same transaction as the transition."""
-    with unit_of_work(rt.sessions) as session:
-        document = session.get(Document, document_id)
-        assert document is not None
-        status = DocumentStatus(document.status)
-        tenant = rt.tenant(document.tenant)
-        if status in (DocumentStatus.draft, DocumentStatus.pushing):
-            raise _Defer(f"document is {status}; waiting for the push answer")
-        if tenant is None:
-            raise _Defer(f"tenant {document.tenant!r} is not configured")
-        if is_tenant_paused(rt, session, tenant):
-            raise _Defer(f"tenant {tenant.name} is paused")
-        bill_no, seller, attempt = document.bill_no, document.seller_tax_id, document.push_attempt
+    was marked ``processed`` in the same transaction as the transition.
+
+    ``found`` is the document as read by the caller's transaction (not re-read before the
+    confirming query: the transition below re-reads it and is compare-and-set).
+    """
+    document_id = found.id
+    status = DocumentStatus(found.status)
+    tenant = rt.tenant(found.tenant)
+    if status in (DocumentStatus.draft, DocumentStatus.pushing):
+        raise _Defer(f"document is {status}; waiting for the push answer")
+    if tenant is None:
+        raise _Defer(f"tenant {found.tenant!r} is not configured")
+    if tenant_paused:
+        raise _Defer(f"tenant {tenant.name} is paused")
+    bill_no, seller, attempt = found.bill_no, found.seller_tax_id, found.push_attempt
 
     source = f"callback {parsed.interfaceCode} ({parsed.style})"
     if rt.settings.callbacks.confirm_with_query:
@@ -286,7 +298,7 @@ def _apply_invoice_callback(
         except LostRace as exc:
             raise _Defer(str(exc)) from exc
         results += more
-        followups = owe_notification(rt, session, document_id, results)
+        followups = owe_notification(rt, session, document_id, results, tenant=tenant.name)
         settled = False
         if settle is not None:
             try:
