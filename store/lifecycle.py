@@ -227,6 +227,8 @@ _PROTECTED = frozenset(
 _DEDICATED = {Event.claim: "claim_for_push()", Event.resubmit: "accept_document()"}
 _COLUMNS = frozenset(c.name for c in Document.__table__.columns)
 _documents = cast("Table", Document.__table__)
+# Event rows are written with Core INSERTs: no ORM object, no unit-of-work flush per row.
+_events = cast("Table", DocumentEvent.__table__)
 
 
 def target_of(status: DocumentStatus | str, event: Event | str) -> DocumentStatus | None:
@@ -414,8 +416,8 @@ def transition(
         )
     if attempt is not None and attempt < row.push_attempt:
         note = f"stale answer for attempt {attempt} (current {row.push_attempt}): not applied"
-        session.add(
-            DocumentEvent(
+        session.execute(
+            insert(_events).values(
                 document_id=document_id,
                 from_status=status.value,
                 to_status=status.value,
@@ -427,7 +429,6 @@ def transition(
                 created_at=now,
             )
         )
-        session.flush()
         return TransitionResult(
             document_id, event, status, status, TransitionOutcome.stale, version
         )
@@ -481,8 +482,8 @@ def transition(
             actual_status=None if actual is None else actual.status,
             actual_version=None if actual is None else actual.version,
         )
-    session.add(
-        DocumentEvent(
+    session.execute(
+        insert(_events).values(
             document_id=document_id,
             from_status=status.value,
             to_status=target.value,
@@ -495,7 +496,6 @@ def transition(
         )
     )
     _expire_loaded(session, document_id)
-    session.flush()
     return TransitionResult(
         document_id, event, status, target, TransitionOutcome.applied, version + 1
     )
@@ -630,8 +630,8 @@ def claim_for_push(
     ).one_or_none()
     if row is None:
         return None
-    session.add(
-        DocumentEvent(
+    session.execute(
+        insert(_events).values(
             document_id=document_id,
             from_status=DocumentStatus.draft.value,
             to_status=DocumentStatus.pushing.value,
@@ -644,7 +644,6 @@ def claim_for_push(
         )
     )
     _expire_loaded(session, document_id)
-    session.flush()
     return Claimed(
         document_id=document_id,
         tenant=row.tenant,
