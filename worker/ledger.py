@@ -9,16 +9,20 @@
 A ``pending`` row that never got finished is the evidence of a worker that died mid-call
 (the sweeper's ``in_doubt`` decision can be checked against it). Ledger writes run in their
 own short transactions so they survive whatever the caller's unit of work does next.
-Masking of tokens and secrets happens in ``store.ledger`` on every assignment.
+Masking of tokens and secrets: ``store.ledger.mask_secrets`` on every message and errorCode
+written (rows are written with Core statements, not through the ORM).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from typing import Any
+
+from sqlalchemy import insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from store.columns import utcnow
 from store.db import unit_of_work
-from store.ledger import MESSAGE_LIMIT, mask_secrets, record_cloud_call
+from store.ledger import MESSAGE_LIMIT, mask_secrets
 from store.models import CloudCall
 from worker.kingdee import PENDING_OUTCOME, CallContext
 
@@ -40,7 +44,7 @@ class SqlCallLedger:
         context: CallContext,
     ) -> int | None:
         with unit_of_work(self._sessions) as session:
-            row = record_cloud_call(
+            return _insert(
                 session,
                 tenant=tenant,
                 interface=interface,
@@ -49,8 +53,6 @@ class SqlCallLedger:
                 request_id=request_id,
                 attempt=context.attempt,
             )
-            session.flush()
-            return row.id
 
     def finish(
         self,
@@ -83,7 +85,7 @@ class SqlCallLedger:
                 )
                 if completed.rowcount == 1:  # type: ignore[attr-defined]
                     return
-            record_cloud_call(
+            _insert(
                 session,
                 tenant=tenant,
                 interface=interface,
@@ -96,3 +98,18 @@ class SqlCallLedger:
                 message=message,
                 latency_ms=latency_ms,
             )
+
+
+def _insert(session: Session, **values: Any) -> int:
+    """One ``cloud_calls`` row by a Core ``INSERT … RETURNING id`` (no ORM flush), masked as
+    ``store.ledger.record_cloud_call`` masks: the ORM's on-assignment masking is not involved."""
+    message, code = values.get("message"), values.get("error_code")
+    if message is not None:
+        values["message"] = mask_secrets(message)[:MESSAGE_LIMIT]
+    if code is not None:
+        values["error_code"] = mask_secrets(code)
+    values.setdefault("created_at", utcnow())
+    entry: int = session.execute(
+        insert(CloudCall).values(**values).returning(CloudCall.id)
+    ).scalar_one()
+    return entry

@@ -66,11 +66,12 @@ def test_finish_without_or_with_a_vanished_entry_writes_one_row(
             context=context,
             outcome="ok",
             http_status=200,
-            error_code=None,
+            error_code="token=abc123",
             message="Bearer tok.en",
             latency_ms=5,
         )
     rows = _rows(session_factory)
     assert [r.request_id for r in rows] == ["q-None", "q-987654"]
     assert all(r.outcome == "ok" and r.message == "Bearer ***" for r in rows)
+    assert all(r.error_code == "token=***" for r in rows)
     assert 987654 not in {r.id for r in rows}
