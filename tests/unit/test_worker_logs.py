@@ -49,10 +49,13 @@ def test_configure_logging_puts_every_logger_of_the_process_on_one_structured_li
     saved = (list(root.handlers), root.level)
     # As in a fresh `fapiao api` process (uvicorn started with log_config=None); servers that
     # other tests ran in this process may have configured uvicorn's logger their own way.
-    uvicorn_error = logging.getLogger("uvicorn.error")
-    saved_uvicorn = (list(uvicorn_error.handlers), uvicorn_error.propagate, uvicorn_error.level)
-    uvicorn_error.handlers, uvicorn_error.propagate = [], True
-    uvicorn_error.setLevel(logging.NOTSET)
+    # Both "uvicorn.error" and its parent "uvicorn" (uvicorn's own default configuration puts
+    # a handler there and stops propagation).
+    uvicorn_loggers = [logging.getLogger("uvicorn.error"), logging.getLogger("uvicorn")]
+    saved_uvicorn = [(list(lg.handlers), lg.propagate, lg.level) for lg in uvicorn_loggers]
+    for lg in uvicorn_loggers:
+        lg.handlers, lg.propagate = [], True
+        lg.setLevel(logging.NOTSET)
     try:
         configure_logging("json", "INFO")
         # uvicorn's loggers carry no handlers of their own when log_config=None.
@@ -68,8 +71,9 @@ def test_configure_logging_puts_every_logger_of_the_process_on_one_structured_li
         for handler in saved[0]:
             root.addHandler(handler)
         root.setLevel(saved[1])
-        uvicorn_error.handlers, uvicorn_error.propagate = saved_uvicorn[0], saved_uvicorn[1]
-        uvicorn_error.setLevel(saved_uvicorn[2])
+        for lg, (handlers, propagate, level) in zip(uvicorn_loggers, saved_uvicorn, strict=True):
+            lg.handlers, lg.propagate = handlers, propagate
+            lg.setLevel(level)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2
     entry = json.loads(lines[0])
