@@ -143,20 +143,18 @@ def _claim_documents(
     return sorted(claimed, key=lambda d: d.id)
 
 
-def due_drafts(
+def _due_attempts(
     session: Session,
-    now: datetime | None = None,
-    limit: int = 100,
-    *,
-    redeliver_after: timedelta = DEFAULT_INTERVAL,
-    skip_paused: bool = True,
+    status: DocumentStatus,
+    now: datetime | None,
+    limit: int,
+    redeliver_after: timedelta,
+    skip_paused: bool,
 ) -> list[DueDocument]:
-    """Drafts owed a push (new, retry due, or their message lost): enqueue `fapiao.push`."""
+    """Documents in ``status`` whose ``next_attempt_at`` is due; it moves on by
+    ``redeliver_after`` so a lost message is sent again, never two at once."""
     now = now or utcnow()
-    where = [
-        _documents.c.status == DocumentStatus.draft.value,
-        _documents.c.next_attempt_at <= now,
-    ]
+    where = [_documents.c.status == status.value, _documents.c.next_attempt_at <= now]
     if skip_paused:
         where.append(_not_paused())
     return _claim_documents(
@@ -168,6 +166,18 @@ def due_drafts(
     )
 
 
+def due_drafts(
+    session: Session,
+    now: datetime | None = None,
+    limit: int = 100,
+    *,
+    redeliver_after: timedelta = DEFAULT_INTERVAL,
+    skip_paused: bool = True,
+) -> list[DueDocument]:
+    """Drafts owed a push (new, retry due, or their message lost): enqueue `fapiao.push`."""
+    return _due_attempts(session, DocumentStatus.draft, now, limit, redeliver_after, skip_paused)
+
+
 def due_withdrawals(
     session: Session,
     now: datetime | None = None,
@@ -177,19 +187,8 @@ def due_withdrawals(
     skip_paused: bool = True,
 ) -> list[DueDocument]:
     """Documents in withdrawing whose BILL.WITHDRAW is due: enqueue `fapiao.withdraw`."""
-    now = now or utcnow()
-    where = [
-        _documents.c.status == DocumentStatus.withdrawing.value,
-        _documents.c.next_attempt_at <= now,
-    ]
-    if skip_paused:
-        where.append(_not_paused())
-    return _claim_documents(
-        session,
-        where,
-        _documents.c.next_attempt_at,
-        limit,
-        {"next_attempt_at": now + redeliver_after},
+    return _due_attempts(
+        session, DocumentStatus.withdrawing, now, limit, redeliver_after, skip_paused
     )
 
 
