@@ -2,7 +2,8 @@
 
 | database   | URL                                 | what `make_engine` adds                    |
 |------------|-------------------------------------|--------------------------------------------|
-| PostgreSQL | `postgresql+psycopg://user@host/db` | `pool_pre_ping`; sessions in UTC           |
+| PostgreSQL | `postgresql+psycopg://user@host/db` | liveness check on checkout (below);        |
+|            |                                     | sessions in UTC                            |
 | SQLite     | `sqlite:///path/fapiao.db`          | WAL, `busy_timeout`, `foreign_keys=ON`,    |
 |            |                                     | every transaction opened `BEGIN IMMEDIATE` |
 
@@ -13,23 +14,50 @@ serialises writers (waiting up to `busy_timeout`), which keeps compare-and-set c
 batch claims disjoint. Readers outside transactions still run concurrently (WAL). The price is
 one writer at a time — right for the embedded default; use PostgreSQL for throughput.
 
+Liveness of pooled PostgreSQL connections (instead of `pool_pre_ping`, which costs a round
+trip on EVERY checkout, i.e. every transaction): a pool `checkout` hook decides per checkout.
+
+| the connection at checkout                                  | what happens                    |
+|-------------------------------------------------------------|---------------------------------|
+| fresh (just connected)                                      | used as is                      |
+| idle in the pool for more than `ping_idle_seconds` (10 s)   | `SELECT 1` round trip           |
+| its socket is readable although no query is outstanding:    | `SELECT 1` round trip (fails on |
+| the server said something or hung up (restart, fast         | a dead connection)              |
+| shutdown, `pg_terminate_backend`, idle timeout)             |                                 |
+| otherwise (hot: used moments ago, server silent)            | used as is, no round trip       |
+
+A ping that fails with a disconnect error invalidates the whole pool (`InvalidatePoolError`)
+and the checkout reconnects transparently, as `pool_pre_ping` did. The readable-socket check
+is one `poll(2)` with timeout 0 (no round trip): a PostgreSQL restart terminates every backend,
+which sends its FATAL notice and closes the socket, so every pooled connection shows as
+readable and is replaced before use. What remains uncovered is a server that vanished
+silently (host down, network cut) within `ping_idle_seconds` of a connection's last use: the
+first statement then fails with a disconnect error, SQLAlchemy invalidates the pool (every
+older connection is replaced at its next checkout), and the caller sees `OperationalError` —
+Celery tasks retry it (`worker.tasks`), the API answers 503. `pool_pre_ping=True` passed
+explicitly still gets SQLAlchemy's ping on every checkout (this hook is then not installed).
+
 `unit_of_work(session_factory)` yields a session, commits when the block succeeds and rolls
 back when it raises; it is the only place services should commit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import select
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 __all__ = [
+    "PING_IDLE_SECONDS",
     "SQLITE_BUSY_TIMEOUT_MS",
+    "install_liveness_check",
     "is_postgres",
     "is_sqlite",
     "make_engine",
@@ -38,6 +66,8 @@ __all__ = [
 ]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PING_IDLE_SECONDS = 10.0
+_IDLE_SINCE = "fapiao_idle_since"  # key in a pool record's ``info``
 
 
 def make_engine(
@@ -45,19 +75,67 @@ def make_engine(
     *,
     sqlite_begin: Literal["IMMEDIATE", "DEFERRED"] = "IMMEDIATE",
     sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+    ping_idle_seconds: float = PING_IDLE_SECONDS,
     **kw: Any,
 ) -> Engine:
-    """An engine for `url` configured as the module docstring says; `kw` go to create_engine."""
+    """An engine for `url` configured as the module docstring says; `kw` go to create_engine.
+
+    ``ping_idle_seconds``: PostgreSQL connections idle longer than this are pinged on checkout.
+    """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(url, sqlite_begin, sqlite_busy_timeout_ms, **kw)
     if backend == "postgresql":
-        kw.setdefault("pool_pre_ping", True)
         connect_args = dict(kw.pop("connect_args", {}))
         connect_args.setdefault("options", "-c timezone=UTC")
-        return create_engine(url, connect_args=connect_args, **kw)
+        engine = create_engine(url, connect_args=connect_args, **kw)
+        if not kw.get("pool_pre_ping"):
+            install_liveness_check(engine, ping_idle_seconds)
+        return engine
     raise ValueError(f"unsupported database {backend!r} in {parsed.render_as_string()}")
+
+
+def install_liveness_check(
+    engine: Engine,
+    idle_seconds: float = PING_IDLE_SECONDS,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Ping a pooled connection on checkout only when it needs it (module docstring table)."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = clock()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop(_IDLE_SINCE, None)
+        if idle_since is None:
+            return  # fresh connection (or a re-checkout without checkin)
+        if clock() - idle_since <= idle_seconds and not _server_spoke(dbapi_connection):
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                raise exc.InvalidatePoolError(f"connection lost while idle: {error}") from error
+            raise
+
+
+def _server_spoke(dbapi_connection: Any) -> bool:
+    """Has the server sent anything (or hung up) on this idle connection? No round trip.
+
+    Unknown (no socket, no ``poll``) counts as yes: the caller then pings.
+    """
+    try:
+        fd = dbapi_connection.fileno()
+        poller = select.poll()
+    except (AttributeError, OSError, ValueError):
+        return True
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
 
 
 def _sqlite_engine(url: str, begin: str, busy_timeout_ms: int, **kw: Any) -> Engine:

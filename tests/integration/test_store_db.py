@@ -1,0 +1,93 @@
+"""store.db: the checkout liveness check that replaces ``pool_pre_ping`` on PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from store.db import _server_spoke, make_engine
+
+pytestmark = pytest.mark.postgres_only
+
+
+@pytest.fixture
+def counted_engine(database_url: str) -> Iterator[tuple[Engine, list[int]]]:
+    """An engine from ``make_engine`` (pool of one) whose pings are counted."""
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        yield engine, _count_pings(engine)
+    finally:
+        engine.dispose()
+
+
+def _count_pings(engine: Engine) -> list[int]:
+    pings: list[int] = []
+    original = engine.dialect.do_ping
+
+    def counting_ping(dbapi_connection: Any) -> bool:
+        pings.append(1)
+        return bool(original(dbapi_connection))
+
+    engine.dialect.do_ping = counting_ping  # type: ignore[method-assign]
+    return pings
+
+
+def _backend_pid(engine: Engine) -> int:
+    with engine.begin() as conn:
+        return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def test_hot_connections_are_not_pinged(counted_engine: tuple[Engine, list[int]]) -> None:
+    engine, pings = counted_engine
+    pids = {_backend_pid(engine) for _ in range(20)}
+    assert len(pids) == 1  # the same pooled connection every time
+    assert pings == []
+
+
+def test_idle_connections_are_pinged(database_url: str) -> None:
+    engine = make_engine(database_url, pool_size=1, max_overflow=0, ping_idle_seconds=0.05)
+    pings = _count_pings(engine)
+    try:
+        _backend_pid(engine)  # fresh: no ping
+        _backend_pid(engine)  # hot: no ping
+        assert pings == []
+        time.sleep(0.1)
+        _backend_pid(engine)
+        assert pings == [1]
+    finally:
+        engine.dispose()
+
+
+def test_a_terminated_backend_is_replaced_before_use(
+    counted_engine: tuple[Engine, list[int]], engine: Engine
+) -> None:
+    """What a PostgreSQL restart does to every pooled connection, for one connection."""
+    pooled, pings = counted_engine
+    with pooled.begin() as conn:
+        victim = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        raw = conn.connection.dbapi_connection
+    with engine.begin() as admin:
+        assert admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": victim}).scalar()
+    deadline = time.monotonic() + 5
+    while not _server_spoke(raw) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # Hot (used moments ago), yet pinged: the server hung up on it.
+    assert _server_spoke(raw) is True
+
+    replacement = _backend_pid(pooled)  # no OperationalError: reconnected on checkout
+    assert replacement != victim
+    assert pings == [1]
+    assert _backend_pid(pooled) == replacement
+    assert pings == [1]
+
+
+def test_a_quiet_connection_has_nothing_to_read(counted_engine: tuple[Engine, list[int]]) -> None:
+    pooled, _ = counted_engine
+    with pooled.connect() as conn:
+        conn.execute(text("SELECT 1"))
+        conn.rollback()
+        assert _server_spoke(conn.connection.dbapi_connection) is False
