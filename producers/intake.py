@@ -49,13 +49,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from producers.enqueue import CeleryEnqueuer, Enqueuer, after_commit, producer_celery_app
-from schemas.erp import Bill, validate_bill
+from schemas.erp import Bill, validate_bill, wire_content_hash
 from schemas.errors import DocumentInvalid, Issue
 from schemas.settings import Settings
 from schemas.tenants import TenantsFile, normalise_tax_id
@@ -220,8 +220,38 @@ def _unstorable(value: object, path: str = "") -> Iterator[tuple[str, str]]:
             yield from _unstorable(item, f"{path}[{index}]")
 
 
+_NUMBER_LIMIT: int = 10**_EXPONENT_LIMIT
+
+
+def _storable(value: object) -> bool:
+    """``_unstorable(value)`` finds nothing: the same checks in one pass without paths
+    (exact JSON types; anything else is asked of ``_unstorable``)."""
+    kind = type(value)
+    if kind is str:
+        text = cast(str, value)
+        return "\x00" not in text and (text.isascii() or _bad_text(text) is None)
+    if kind is dict:
+        for key, item in cast(dict[object, object], value).items():
+            if type(key) is str:
+                if not (_storable(key) and _storable(item)):
+                    return False
+            elif next(_unstorable({key: item}), None) is not None:
+                return False
+        return True
+    if kind is list:
+        return all(_storable(item) for item in cast(list[object], value))
+    if kind is Decimal:
+        number = cast(Decimal, value)
+        return not number.is_finite() or abs(number.adjusted()) <= _EXPONENT_LIMIT
+    if kind is int:
+        return -_NUMBER_LIMIT < cast(int, value) < _NUMBER_LIMIT
+    if value is None or kind is bool:
+        return True
+    return next(_unstorable(value), None) is None
+
+
 def _validate(document: object) -> Bill | tuple[Issue, ...]:
-    found = [] if isinstance(document, Bill) else list(_unstorable(document))
+    found = [] if isinstance(document, Bill) or _storable(document) else list(_unstorable(document))
     if found:
         return tuple(
             _issue(
@@ -347,7 +377,7 @@ class Intake:
         """accept_document in a SAVEPOINT; no commit, no enqueue."""
         bill = prepared.bill
         totals = bill.total()
-        payload = self._payload(prepared)
+        payload, content_hash = self._payload(prepared)
         for attempt in range(_ACCEPT_TRIES):
             try:
                 with session.begin_nested():
@@ -357,7 +387,7 @@ class Intake:
                         seller_tax_id=prepared.seller_tax_id,
                         bill_no=bill.billNo,
                         payload=payload,
-                        content_hash=bill.content_hash(),
+                        content_hash=content_hash,
                         total_amount=bill.totalAmount,
                         total_incl_tax=totals.incl,
                         total_tax=totals.tax,
@@ -391,23 +421,28 @@ class Intake:
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _payload(self, prepared: _Prepared) -> dict[str, Any]:
-        """The stored payload: the wire bill with the tenant's ``autoInvoice`` default."""
+    def _payload(self, prepared: _Prepared) -> tuple[dict[str, Any], str]:
+        """(stored payload, content hash) from ONE ``to_wire()``: the hash of the ERP's bill
+        (``Bill.content_hash``), then the payload = that wire bill with the tenant's
+        ``autoInvoice`` default."""
         payload = prepared.bill.to_wire()
-        config = self.tenants.by_name(prepared.tenant)
-        if "autoInvoice" not in payload and config is not None:
-            payload["autoInvoice"] = "1" if config.auto_invoice else "0"
-        return payload
+        content_hash = wire_content_hash(payload)
+        if "autoInvoice" not in payload:
+            config = self.tenants.by_name(prepared.tenant)
+            if config is not None:
+                payload["autoInvoice"] = "1" if config.auto_invoice else "0"
+        return payload, content_hash
 
     def _to_accept(self, prepared: _Prepared) -> BillToAccept:
         bill = prepared.bill
         totals = bill.total()
+        payload, content_hash = self._payload(prepared)
         return BillToAccept(
             tenant=prepared.tenant,
             seller_tax_id=prepared.seller_tax_id,
             bill_no=bill.billNo,
-            payload=self._payload(prepared),
-            content_hash=bill.content_hash(),
+            payload=payload,
+            content_hash=content_hash,
             total_amount=bill.totalAmount,
             total_incl_tax=totals.incl,
             total_tax=totals.tax,

@@ -13,6 +13,7 @@ Public API
 | ``check_bill(data)`` | the same rules, returning the ``Issue`` list (empty = valid) |
 | ``Bill.to_wire()`` | the JSON-ready BILL.PUSH ``data[i]`` (write with ``dumps_exact``) |
 | ``Bill.content_hash()`` | sha256 of the canonical content (key order, 100 vs 100.00 agnostic) |
+| ``wire_content_hash(wire)`` | the same hash of a ``to_wire()`` dict already at hand |
 | ``Bill.total()`` | ``LineAmounts(excl, tax, incl)`` of the bill; ``incl`` = 价税合计 |
 
 ``Bill.model_validate`` checks shapes only (types, codes, no unknown fields); the business
@@ -56,6 +57,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import hashlib
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -99,6 +101,7 @@ __all__ = [
     "InvoiceType",
     "check_bill",
     "validate_bill",
+    "wire_content_hash",
 ]
 
 # --- _GUESSED: every [G] number of this module, in one place -------------------------------
@@ -233,11 +236,10 @@ class BillDetail(ExactModel):
         return line_amounts(self.amount, self.taxRate, include_tax, self.taxAmount)
 
     def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, value in self:
-            if value is None:
-                continue
-            out[name] = format_tax_rate(value) if name == "taxRate" else value
+        # The fields in declaration order, as iterating the model gives them (``__dict__``
+        # holds exactly the fields: no extras, no private attributes).
+        out = {name: value for name, value in self.__dict__.items() if value is not None}
+        out["taxRate"] = format_tax_rate(self.taxRate)
         return out
 
 
@@ -313,24 +315,34 @@ class Bill(ExactModel):
         """The bill as BILL.PUSH ``data[i]``: Decimals kept (write with ``dumps_exact``),
         coded values as text, ``lineProperty`` as a number, ``None`` fields omitted."""
         out: dict[str, Any] = {}
-        for name, value in self:
+        for name, value in self.__dict__.items():  # the fields, in declaration order
             if value is None:
                 continue
-            if name == "billDetail":
-                out[name] = [line.to_wire() for line in self.billDetail]
-            elif isinstance(value, StrEnum):
-                out[name] = value.value
-            else:
-                out[name] = value
+            out[name] = value.value if isinstance(value, StrEnum) else value
+        out["billDetail"] = [line.to_wire() for line in self.billDetail]
         return out
 
     def content_hash(self) -> str:
-        """sha256 hex of the canonical content (sorted keys, normalised numbers)."""
-        canonical = dumps_exact(_canonical(self.to_wire()), sort_keys=True)
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        """sha256 hex of the canonical content (sorted keys, normalised numbers); the same
+        as ``wire_content_hash(self.to_wire())``."""
+        return wire_content_hash(self.to_wire())
+
+
+def wire_content_hash(wire: Mapping[str, Any]) -> str:
+    """``Bill.content_hash`` of a bill's ``to_wire()`` dict, for a caller that already has it.
+
+    The definition (stored with every document, compared on resubmission: never change it):
+    sha256 of ``dumps_exact(_canonical(wire), sort_keys=True)`` in UTF-8, where
+    ``_canonical`` writes every Decimal normalised (``100.00`` → ``1E+2`` → ``100``, any
+    zero → ``0``). ``_write_canonical`` writes those same bytes in one pass.
+    """
+    out: list[str] = []
+    _write_canonical(wire, out)
+    return hashlib.sha256("".join(out).encode("utf-8")).hexdigest()
 
 
 def _canonical(value: Any) -> Any:
+    """The reference form of the hash definition (see ``wire_content_hash``)."""
     if isinstance(value, Decimal):
         return Decimal(0) if value.is_zero() else value.normalize()
     if isinstance(value, dict):
@@ -338,6 +350,45 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, list):
         return [_canonical(item) for item in value]
     return value
+
+
+# json.dumps(text, ensure_ascii=False) is this C function plus a Python call chain around it.
+_json_text: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _write_canonical(value: Any, out: list[str]) -> None:
+    """Append ``dumps_exact(_canonical(value), sort_keys=True)`` to ``out``, piece by piece
+    (same cases and errors as ``schemas.money.dumps_exact``; exact types first, they are
+    what a wire bill holds)."""
+    kind = type(value)
+    if kind is str:
+        out.append(_json_text(value))
+    elif kind is Decimal and value.is_finite():
+        out.append("0" if value.is_zero() else format(value.normalize(), "f"))
+    elif kind is dict:
+        out.append("{")
+        first = True
+        for key, item in sorted(value.items()):
+            if not isinstance(key, str):
+                raise TypeError(f"JSON object keys must be str, got {type(key).__name__}")
+            if not first:
+                out.append(",")
+            first = False
+            out.append(_json_text(key))
+            out.append(":")
+            _write_canonical(item, out)
+        out.append("}")
+    elif kind is list:
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(",")
+            _write_canonical(item, out)
+        out.append("]")
+    else:
+        # None, booleans, ints, tuples (``_canonical`` leaves their items as they are), str
+        # subclasses (StrEnum), non-finite Decimals and what dumps_exact refuses.
+        out.append(dumps_exact(_canonical(value), sort_keys=True))
 
 
 # --- field table (§6.1) -----------------------------------------------------------------------
@@ -549,7 +600,19 @@ def _check_text(path: str, spec: _Field, text: str, issues: _Issues) -> None:
             f"Shorten {path} to {spec.chars} characters or fewer.",
             f"请将{spec.zh}缩短到{spec.chars}个字符以内。",
         )
-    bad = sorted({char for char in text if not _gbk_encodable(char)}) if spec.printed else []
+    # One encode of the whole text answers both GBK questions when it succeeds (the codec
+    # is stateless: the text encodes iff every character does); characters only if not.
+    gbk_size: int | None = None
+    if spec.printed or spec.gbk_bytes is not None:
+        try:
+            gbk_size = len(text) if text.isascii() else len(text.encode("gbk"))
+        except UnicodeEncodeError:
+            gbk_size = None
+    bad = (
+        sorted({char for char in text if not _gbk_encodable(char)})
+        if spec.printed and gbk_size is None
+        else []
+    )
     if bad:
         shown = " ".join(f"{char!r} (U+{ord(char):04X})" for char in bad)
         issues.add(
@@ -561,7 +624,7 @@ def _check_text(path: str, spec: _Field, text: str, issues: _Issues) -> None:
             "请删除或替换这些字符（表情符号、生僻字等）。",
         )
     if spec.gbk_bytes is not None:
-        size = len(text.encode("gbk", errors="replace"))
+        size = gbk_size if gbk_size is not None else len(text.encode("gbk", errors="replace"))
         if size > spec.gbk_bytes:
             issues.add(
                 path,

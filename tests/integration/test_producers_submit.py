@@ -12,10 +12,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import producers
 from producers.enqueue import PUSH_TASK, RecordingEnqueuer
-from producers.intake import Intake, SubmitOutcome, set_default_intake
+from producers.intake import Intake, SubmitOutcome, _storable, _unstorable, set_default_intake
 from producers.testing import SELLER_DEMO, SELLER_DEMO_2, SELLER_SHOP, bridge_tenants, make_bill
 from schemas.erp import validate_bill
 from schemas.tenants import TenantsFile
+from store.columns import jsonable
 from store.lifecycle import claim_for_push, transition
 from store.models import Document, DocumentEvent
 from store.queries import document_history
@@ -322,3 +323,43 @@ def test_the_tenants_auto_invoice_default_fills_a_missing_auto_invoice_only(
     assert payloads == {"AI-1": "0", "AI-2": "1"}
     assert (defaulted.outcome, explicit.outcome) == (SubmitOutcome.created, SubmitOutcome.created)
     assert again.outcome is SubmitOutcome.unchanged
+
+
+def test_a_batch_stores_the_bills_hash_and_the_defaulted_wire_payload(
+    session_factory: sessionmaker[Session],
+) -> None:
+    raw = bridge_tenants().model_dump(mode="python")
+    raw["tenants"][0]["auto_invoice"] = False
+    manual = Intake(session_factory, TenantsFile.model_validate(raw), RecordingEnqueuer())
+    bills = [make_bill("HB-1", lines=2), make_bill("HB-2", autoInvoice="1")]
+
+    results = manual.submit_many(bills)
+
+    assert [r.outcome for r in results] == [SubmitOutcome.created, SubmitOutcome.created]
+    with session_factory() as session:
+        stored = {doc.bill_no: doc for doc in session.scalars(select(Document))}
+    for bill in bills:
+        valid = validate_bill(bill)
+        document = stored[valid.billNo]
+        # The hash is the ERP's bill's (before the tenant default), as a single submit stores.
+        assert document.content_hash == valid.content_hash()
+        wire = valid.to_wire()
+        wire.setdefault("autoInvoice", "0")
+        assert document.payload == jsonable(wire)  # the column stores Decimals as text
+    # The same content through the per-document path is recognised as the same document.
+    assert manual.submit(make_bill("HB-1", lines=2)).outcome is SubmitOutcome.unchanged
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        make_bill("ST-1"),
+        {"billNo": "ST-2\x00", "billDetail": [{"amount": Decimal("1E+41")}]},
+        {"a": ["中文", "\ud800"], 3: "x"},
+        {"a\x00": 1, "b": [10**40, -(10**40) + 1, Decimal("NaN"), Decimal("-1E-41")]},
+        {"ok": [True, None, 1.5, ("t", "\x00")], "n": 10**40 - 1},
+        ["x", {"y": Decimal("1E+40")}],
+    ],
+)
+def test_the_quick_storability_check_agrees_with_the_reporting_one(value: object) -> None:
+    assert _storable(value) is (next(_unstorable(value), None) is None)

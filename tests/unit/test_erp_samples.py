@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from schemas.erp import Bill, InvoiceType, check_bill, validate_bill
+from schemas.erp import Bill, InvoiceType, check_bill, validate_bill, wire_content_hash
 from schemas.money import dumps_exact, loads_exact
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "erp"
@@ -139,3 +139,27 @@ def test_totals_of_every_sample() -> None:
     for kind, bill in by_type().items():
         total = bill.total()
         assert (str(total.excl), str(total.tax), str(total.incl)) == expected[kind.value]
+
+
+def test_content_hash_of_every_sample_is_pinned() -> None:
+    """The hash is stored with every document and compared on resubmission: a change of its
+    definition would turn identical resubmissions of existing rows into revisions/conflicts."""
+    expected = {
+        "004-paper-special": "246dae500f870afd5fc7935b52b19bac253329006bae615543553afeeef6de16",
+        "007-paper-normal": "38fd28a0920e47da866f3c8d6dd16c0779db5c1096da71603d8ed817ee7431e1",
+        "025-roll-inclusive": "70316db14063db5cf9136e5112f0f14597ac2fab98cf86a162e50ba85523fb35",
+        "026-electronic-normal-discount": (
+            "b5ca395a7ccd2c6114f3be950bf80e7ef39c28303c7f30afabe46f929d12bfdb"
+        ),
+        "028-electronic-special": (
+            "1e4f8694c6b0d4f949ddb6e31ae13e5cb9f4a8167a9a883106d1f3879584e659"
+        ),
+        "08xdp-digital-special": "f63e8023318aa9c80c5adff13c507e3ac5f08701602518958d3248fae8dde8c0",
+        "10xdp-digital-normal-red": (
+            "2e51cb3d99f983434cd45cd9c889546b67d817cf59304041926852f39de9f5df"
+        ),
+    }
+    for path in FILES:
+        bill = validate_bill(load(path))
+        assert bill.content_hash() == expected[path.stem], path.stem
+        assert wire_content_hash(bill.to_wire()) == expected[path.stem], path.stem

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -19,7 +20,14 @@ import pytest
 from pydantic import ValidationError
 
 import schemas.errors
-from schemas.erp import MAX_BILL_LINES, Bill, InvoiceType, check_bill, validate_bill
+from schemas.erp import (
+    MAX_BILL_LINES,
+    Bill,
+    InvoiceType,
+    check_bill,
+    validate_bill,
+    wire_content_hash,
+)
 from schemas.errors import RULES, DocumentInvalid, Issue
 from schemas.money import dumps_exact, loads_exact
 
@@ -1079,6 +1087,51 @@ def test_content_hash_changes_with_content(mutation: Mutation) -> None:
     assert (
         validate_bill(apply(mutation)).content_hash() != validate_bill(valid_bill()).content_hash()
     )
+
+
+def _reference_hash(value: Any) -> str:
+    """The documented definition: sorted keys, Decimals normalised (zero is 0), dumps_exact."""
+
+    def canonical(item: Any) -> Any:
+        if isinstance(item, Decimal):
+            return Decimal(0) if item.is_zero() else item.normalize()
+        if isinstance(item, dict):
+            return {key: canonical(inner) for key, inner in item.items()}
+        if isinstance(item, list):
+            return [canonical(inner) for inner in item]
+        return item
+
+    text = dumps_exact(canonical(value), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def test_content_hash_is_the_reference_definition() -> None:
+    for doc in (valid_bill(), EVERY_FIELD):
+        bill = validate_bill(doc)
+        assert bill.content_hash() == _reference_hash(bill.to_wire())
+        assert wire_content_hash(bill.to_wire()) == bill.content_hash()
+    odd: list[Any] = [
+        Decimal("0.00"), Decimal("-0"), Decimal("1E+5"), Decimal("123.4500"), Decimal("-0.001"),
+        Decimal("1234567890123456789012345678901.5"), 'q"b\\c\n\u2028中文\x01', "", 0, -7, True,
+        False, None, ("t", Decimal("1.10")), InvoiceType.DIGITAL_NORMAL,
+    ]  # fmt: skip
+    value: dict[str, Any] = {f"k{index:02d}": item for index, item in enumerate(odd)}
+    value["nested"] = [dict(reversed(list(value.items()))), [Decimal("2.50"), {"b": 1, "a": "x"}]]
+    assert wire_content_hash(value) == _reference_hash(value)
+    for refused in ({"x": 1.5}, {"x": Decimal("NaN")}, {1: "x"}):
+        with pytest.raises((TypeError, ValueError)):
+            wire_content_hash(refused)
+
+
+def test_unprintable_text_over_the_byte_limit_gets_both_issues() -> None:
+    text = "😀" + "中" * 50  # GBK with a replacement character: 1 + 100 bytes
+    found = check_bill(apply(put("buyerAddressAndTel", text)))
+    assert {(issue.path, issue.rule) for issue in found} == {
+        ("buyerAddressAndTel", "gbk_encodable"),
+        ("buyerAddressAndTel", "max_bytes_gbk"),
+    }
+    assert "101 bytes in GBK" in next(i.message for i in found if i.rule == "max_bytes_gbk")
+    assert check_bill(apply(put("buyerAddressAndTel", "中" * 50))) == []
 
 
 def test_total_on_the_exclusive_basis() -> None:
