@@ -6,7 +6,8 @@ duplicate or late answer that must not fail and must not move anything.
 
 | state              | event                   | -> state           | note                       |
 |--------------------|-------------------------|--------------------|----------------------------|
-| draft              | claim                   | pushing            | only via claim_for_push    |
+| draft              | claim                   | pushing            | only via claim_for_push /  |
+|                    |                         |                    | claim_many_for_push        |
 | draft              | withdraw                | withdrawn          | never reached the cloud    |
 | draft              | absent, replay          | draft              | no-op (a push is owed)     |
 | pushing            | accepted                | pushed             |                            |
@@ -126,6 +127,7 @@ __all__ = [
     "accept_document",
     "accept_documents",
     "claim_for_push",
+    "claim_many_for_push",
     "is_allowed",
     "target_of",
     "transition",
@@ -654,6 +656,93 @@ def claim_for_push(
         push_attempt=row.push_attempt,
         lease_expires_at=row.lease_expires_at,
     )
+
+
+# Ids per UPDATE … WHERE id IN (…): well under SQLite's and PostgreSQL's parameter limits.
+_IDS_PER_CLAIM = 500
+
+
+def claim_many_for_push(
+    session: Session,
+    document_ids: Sequence[int],
+    lease_seconds: float,
+    now: datetime | None = None,
+    *,
+    actor: str = "worker",
+) -> dict[int, Claimed]:
+    """``claim_for_push`` for many documents at once: the won claims by id. No commit.
+
+    One compare-and-set ``UPDATE … WHERE id IN (…) AND status='draft' RETURNING …`` and ONE
+    multi-row INSERT of their ``claim`` events (per 500 ids). Ids that are not drafts (any
+    more) are simply absent from the result. The same rows and events as ``claim_for_push``
+    would write; against a concurrent claim of the same row (single or bulk) exactly one
+    claimer gets it back: PostgreSQL re-checks ``status='draft'`` on the row a concurrent
+    transaction just committed, SQLite serialises writers (``BEGIN IMMEDIATE``).
+    """
+    now = now or utcnow()
+    lease = now + timedelta(seconds=lease_seconds)
+    ids = sorted(set(document_ids))
+    claims: dict[int, Claimed] = {}
+    for start in range(0, len(ids), _IDS_PER_CLAIM):
+        rows = session.execute(
+            update(_documents)
+            .where(
+                _documents.c.id.in_(ids[start : start + _IDS_PER_CLAIM]),
+                _documents.c.status == DocumentStatus.draft.value,
+            )
+            .values(
+                status=DocumentStatus.pushing.value,
+                version=_documents.c.version + 1,
+                push_attempt=_documents.c.push_attempt + 1,
+                lease_expires_at=lease,
+                next_attempt_at=None,
+                status_changed_at=now,
+                updated_at=now,
+            )
+            .returning(
+                _documents.c.id,
+                _documents.c.tenant,
+                _documents.c.seller_tax_id,
+                _documents.c.bill_no,
+                _documents.c.revision,
+                _documents.c.version,
+                _documents.c.push_attempt,
+                _documents.c.lease_expires_at,
+            )
+        ).all()
+        if not rows:
+            continue
+        reason = f"lease until {lease.isoformat()}"
+        session.execute(
+            insert(_events),
+            [
+                {
+                    "document_id": row.id,
+                    "from_status": DocumentStatus.draft.value,
+                    "to_status": DocumentStatus.pushing.value,
+                    "event": Event.claim.value,
+                    "outcome": EventOutcome.applied.value,
+                    "actor": actor,
+                    "reason": reason,
+                    "attempt": row.push_attempt,
+                    "created_at": now,
+                }
+                for row in sorted(rows, key=lambda r: int(r.id))
+            ],
+        )
+        for row in rows:
+            _expire_loaded(session, row.id)
+            claims[row.id] = Claimed(
+                document_id=row.id,
+                tenant=row.tenant,
+                seller_tax_id=row.seller_tax_id,
+                bill_no=row.bill_no,
+                revision=row.revision,
+                version=row.version,
+                push_attempt=row.push_attempt,
+                lease_expires_at=row.lease_expires_at,
+            )
+    return claims
 
 
 # --- acceptance ---------------------------------------------------------------------------
