@@ -22,6 +22,8 @@ value or a JSON array: ``FAPIAO_API_KEYS=k1,k2``, ``FAPIAO_POLL__SCHEDULE_SECOND
 | ``FAPIAO_PUSH__MAX_ATTEMPTS`` | 8 | transient push failures before ``failed`` |
 | ``FAPIAO_PUSH__BACKOFF_BASE_SECONDS`` | 2 | full-jitter backoff: base × 2^attempt … |
 | ``FAPIAO_PUSH__BACKOFF_CAP_SECONDS`` | 300 | … capped; must stay ≤ visibility timeout / 4 |
+| ``FAPIAO_PUSH__BATCH_SIZE`` | 20 | documents per ``fapiao.push_batch`` message (intake, sweep) |
+| ``FAPIAO_PUSH__BATCH_CONCURRENCY`` | 8 | BILL.PUSH calls in flight at once inside one batch task |
 | ``FAPIAO_BROKER__VISIBILITY_TIMEOUT_SECONDS`` | 3600 | Redis transport visibility timeout |
 | ``FAPIAO_BROKER__UNACKED_RESTORE_INTERVAL_SECONDS`` | 2 | kombu restore sweep (default 10) |
 | ``FAPIAO_BROKER__UNACKED_RESTORE_THROTTLE_SECONDS`` | 1 | kombu restore throttle (default 10) |
@@ -140,6 +142,8 @@ class PushSettings(_Group):
     max_attempts: int = Field(default=8, ge=1, le=100)
     backoff_base_seconds: Seconds = 2.0
     backoff_cap_seconds: Seconds = 300.0
+    batch_size: int = Field(default=20, ge=1, le=500)
+    batch_concurrency: int = Field(default=8, ge=1, le=64)
 
     @model_validator(mode="after")
     def _base_below_cap(self) -> PushSettings:

@@ -3,7 +3,8 @@
 | helper                                            | sends                      |
 |---------------------------------------------------|----------------------------|
 | ``enqueue_push(document_id, bill_no, tenant)``    | ``fapiao.push``            |
-| ``enqueue_pushes([(document_id, bill_no, tenant)])``| ``fapiao.push`` × n, batched |
+| ``enqueue_pushes([(document_id, bill_no, tenant)])``| ``fapiao.push_batch`` × ⌈n / |
+|                                                   | ``push.batch_size``⌉       |
 | ``enqueue_withdraw(document_id, bill_no, tenant)``| ``fapiao.withdraw``        |
 | ``enqueue_reconcile(inbox_id, bill_no=, tenant=)``| ``fapiao.reconcile``       |
 
@@ -12,10 +13,12 @@ Each returns True when the broker took the message and False when it could not b
 from the database, so an ERP still gets its 202. Enqueuing inside an open transaction would
 let a worker look for a row that is not committed yet — hence "after commit".
 
-``enqueue_pushes`` sends the same messages as ``enqueue_push`` (same task name, keywords,
-routing and ``task-sent`` event, so Flower shows them alike) through ONE producer whose Redis
-commands go out in pipelines (kombu ``Producer.batch``): a 1,000-document intake batch costs
-a few round trips instead of two per message.
+``enqueue_pushes`` owes the pushes in chunks of up to ``push.batch_size`` documents, one
+``fapiao.push_batch`` message each (``document_ids``, ``bill_nos``, ``tenants``: Flower's
+search finds a bill inside a batch); a chunk of one is a plain ``fapiao.push``
+(``queues.push_messages``). Every message is routed and announced (``task-sent`` event) like
+any other, through ONE producer whose Redis commands go out in pipelines (kombu
+``Producer.batch``): a 1,000-document intake batch costs a few round trips.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
+from schemas.settings import PushSettings
 from worker import queues
 from worker.tasks import CeleryEnqueuer
 
@@ -56,12 +60,18 @@ def enqueue_push(document_id: int, bill_no: str, tenant: str, *, app: Celery | N
     )
 
 
-def enqueue_pushes(pushes: Sequence[tuple[int, str, str]], *, app: Celery | None = None) -> int:
+def enqueue_pushes(
+    pushes: Sequence[tuple[int, str, str]],
+    *,
+    app: Celery | None = None,
+    batch_size: int | None = None,
+) -> int:
     """Owe a BILL.PUSH for each committed draft ``(document_id, bill_no, tenant)``, batched.
 
-    Returns how many were sent: all of them, or 0 when the broker failed (logged, never
-    raised; a failed pipeline may have delivered part of the batch — the sweeper re-sends
-    what is still due, and a push of a document already claimed is a no-op).
+    ``batch_size`` defaults to the app's ``push.batch_size`` (``FAPIAO_PUSH__BATCH_SIZE``).
+    Returns how many documents were sent: all of them, or 0 when the broker failed (logged,
+    never raised; a failed pipeline may have delivered part of the batch — the sweeper
+    re-sends what is still due, and a push of a document already claimed is a no-op).
     """
     if not pushes:
         return 0
@@ -69,18 +79,21 @@ def enqueue_pushes(pushes: Sequence[tuple[int, str, str]], *, app: Celery | None
         from worker import get_app
 
         app = get_app()
+    if batch_size is None:
+        settings = getattr(app, "settings", None)
+        push = getattr(settings, "push", None)
+        batch_size = (
+            push.batch_size if isinstance(push, PushSettings) else PushSettings().batch_size
+        )
+    messages = queues.push_messages(pushes, batch_size)
     try:
         with app.producer_or_acquire() as producer, producer.batch(_PIPELINE_COMMANDS):
-            for document_id, bill_no, tenant in pushes:
-                app.send_task(
-                    queues.PUSH,
-                    kwargs={"document_id": document_id, "bill_no": bill_no, "tenant": tenant},
-                    producer=producer,
-                )
+            for task, kwargs in messages:
+                app.send_task(task, kwargs=kwargs, producer=producer)
     except (KombuError, RedisError, OSError) as exc:
         log.warning(
             "could not enqueue a batch of pushes",
-            extra={"task": queues.PUSH, "count": len(pushes), "error": str(exc)},
+            extra={"task": queues.PUSH_BATCH, "count": len(pushes), "error": str(exc)},
         )
         return 0
     return len(pushes)

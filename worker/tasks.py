@@ -3,6 +3,7 @@
 | task                        | service                                   | returns           |
 |-----------------------------|-------------------------------------------|-------------------|
 | ``fapiao.push``             | ``services.push.push_document``           | state / skipped   |
+| ``fapiao.push_batch``       | ``services.push.push_documents``          | count per state   |
 | ``fapiao.resolve_in_doubt`` | ``services.in_doubt.resolve_in_doubt``    | state / skipped   |
 | ``fapiao.poll``             | ``services.poll.poll_document``           | state             |
 | ``fapiao.poll_due``         | ``services.poll.poll_due``                | tasks sent        |
@@ -20,13 +21,18 @@ handled by the services and never raises. A task that loses its worker is re-que
 
 One ``Runtime`` per process (``runtime_for``), built lazily after the prefork fork so no
 connection is shared between processes.
+
+``fapiao.push_batch`` gets its own time limits: one push lease per round of
+``push.batch_concurrency`` calls (plus one), within the app's half-visibility bound.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +42,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
 from worker import queues
-from worker.runtime import Followup, Runtime, build_runtime
+from worker.runtime import Followup, Runtime, build_runtime, policy_from_settings
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -124,7 +130,7 @@ def _handlers() -> dict[str, Handler]:
     from worker.services.in_doubt import resolve_in_doubt
     from worker.services.notify import notify_erp
     from worker.services.poll import poll_document, poll_due
-    from worker.services.push import push_document
+    from worker.services.push import push_document, push_documents
     from worker.services.reconcile import reconcile_callback
     from worker.services.refresh import refresh_tokens
     from worker.services.sweep import sweep
@@ -133,6 +139,12 @@ def _handlers() -> dict[str, Handler]:
     def push(rt: Runtime, kw: Mapping[str, Any]) -> tuple[str, list[Followup]]:
         out = push_document(rt, int(kw["document_id"]))
         return out.status, out.followups
+
+    def push_batch(rt: Runtime, kw: Mapping[str, Any]) -> tuple[str, list[Followup]]:
+        outcomes = push_documents(rt, [int(i) for i in kw["document_ids"]])
+        counts = Counter(out.status for out in outcomes)
+        summary = " ".join(f"{status}={n}" for status, n in sorted(counts.items()))
+        return summary, [f for out in outcomes for f in out.followups]
 
     def resolve(rt: Runtime, kw: Mapping[str, Any]) -> tuple[str, list[Followup]]:
         out = resolve_in_doubt(rt, int(kw["document_id"]))
@@ -173,6 +185,7 @@ def _handlers() -> dict[str, Handler]:
 
     return {
         queues.PUSH: push,
+        queues.PUSH_BATCH: push_batch,
         queues.RESOLVE_IN_DOUBT: resolve,
         queues.POLL: poll,
         queues.POLL_DUE: due,
@@ -202,6 +215,12 @@ def register_tasks(app: FapiaoCelery) -> None:
     @app.task(name=queues.PUSH, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
     def push(document_id: int, bill_no: str = "", tenant: str = "") -> str:
         return body(queues.PUSH, {"document_id": document_id})
+
+    @app.task(name=queues.PUSH_BATCH, **TASK_OPTIONS, **_batch_time_limits(app))  # type: ignore[untyped-decorator]
+    def push_batch(
+        document_ids: list[int], bill_nos: list[str] | None = None, tenants: list[str] | None = None
+    ) -> str:
+        return body(queues.PUSH_BATCH, {"document_ids": document_ids})
 
     @app.task(name=queues.RESOLVE_IN_DOUBT, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
     def resolve_in_doubt(document_id: int, bill_no: str = "", tenant: str = "") -> str:
@@ -234,3 +253,13 @@ def register_tasks(app: FapiaoCelery) -> None:
     @app.task(name=queues.SWEEP, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
     def sweep() -> str:
         return body(queues.SWEEP, {})
+
+
+def _batch_time_limits(app: FapiaoCelery) -> dict[str, float]:
+    """``fapiao.push_batch``'s limits (module docstring); never above the app's bound."""
+    settings = app.settings
+    rounds = math.ceil(settings.push.batch_size / settings.push.batch_concurrency) + 1
+    lease = policy_from_settings(settings).push_lease.total_seconds()
+    bound = settings.broker.visibility_timeout_seconds / 2 - 15
+    soft = min(max(lease * rounds, 60.0), bound)
+    return {"soft_time_limit": soft, "time_limit": soft + 15}

@@ -362,7 +362,13 @@ def test_the_sweeper_re_enqueues_drafts_whose_message_was_lost(world: World) -> 
     ]
     # Nothing was ever enqueued (broker down at submit time).
     assert world.run(queues.SWEEP).startswith("drafts=3")
-    assert sorted(k["document_id"] for k in world.enqueuer.of(queues.PUSH)) == sorted(docs)
+    assert world.enqueuer.of(queues.PUSH_BATCH) == [  # one batch message (push.batch_size)
+        {
+            "document_ids": docs,
+            "bill_nos": ["LOST-0", "LOST-1", "LOST-2"],
+            "tenants": ["demo"] * 3,
+        }
+    ]
     assert world.run(queues.SWEEP).startswith("drafts=0")  # claimed: not sent twice
     drain(world.rt, world.enqueuer)
     assert {world.doc(d).status for d in docs} == {"pushed"}

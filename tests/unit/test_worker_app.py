@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 TASKS = {
     "fapiao.push",
+    "fapiao.push_batch",
     "fapiao.resolve_in_doubt",
     "fapiao.poll",
     "fapiao.poll_due",

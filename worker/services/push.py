@@ -31,21 +31,62 @@ answer; a refused token (bad credentials) is ``pause_tenant``. The answer is app
 ``attempt`` = this claim's number: if the sweeper meanwhile declared the lease expired
 (``in_doubt``), an ``accepted`` still lands (in_doubt → pushed); anything else is left to
 the in-doubt resolver.
+
+Batches: ``push_documents(rt, document_ids)`` (task ``fapiao.push_batch``) gives every
+document the SAME outcome ``push_document`` would, paying the fixed costs once per batch:
+
+| step | what                                                   | per                          |
+|------|--------------------------------------------------------|------------------------------|
+| 1    | ONE transaction: read every document (one SELECT),     | batch                        |
+|      | steps 1–3 per document (tenant pauses read once per    |                              |
+|      | tenant), ONE bulk claim (``claim_many_for_push``: one  |                              |
+|      | compare-and-set UPDATE, one multi-row event INSERT),   |                              |
+|      | ``give_up`` of bad payloads / unknown tenants; commit  |                              |
+| 2    | steps 5–6: one BILL.PUSH per bill, run CONCURRENTLY by |  document, at most           |
+|      | a thread pool; each call writes its own ledger rows    | ``push.batch_concurrency``   |
+|      | (own short transactions, as for a single push)         | at a time                    |
+| 3    | ONE transaction applies every answer, each a compare-  | batch                        |
+|      | and-set ``transition`` (``expected_status=pushing``,   |                              |
+|      | ``attempt``); a lost race is handled per document (an  |                              |
+|      | ``accepted`` still lands on ``in_doubt``, else the     |                              |
+|      | document is skipped) and never undoes the others       |                              |
+| 4    | follow-ups (retries, in-doubt queries, ERP             | after commit, by the task    |
+|      | notifications) are sent after the commit               |                              |
+
+The lease of a batch claim covers its calls: ``push_lease`` × ⌈claimed / concurrency⌉. A
+call whose turn comes when less than one ``push_lease`` is left is not sent (``transient``:
+back to draft, retried): it could not finish inside its lease. If a call raises
+unexpectedly (a database or Redis outage while writing its ledger row) its document is left
+``pushing``; if step 3 fails as a whole, every document of the batch stays ``pushing``. In
+both cases the lease expires, the sweeper makes them ``in_doubt`` and a BILL.INVOICE.QUERY
+settles each one — the same safety net as a worker dying mid-push.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from time import monotonic
 from typing import Any, Final
 
 from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from schemas.cloud_contract import OutcomeClass
 from schemas.erp import Bill
 from store.db import unit_of_work
-from store.lifecycle import LostRace, TransitionResult, claim_for_push, transition
+from store.lifecycle import (
+    LostRace,
+    TransitionResult,
+    claim_for_push,
+    claim_many_for_push,
+    transition,
+)
 from store.models import Document
 from store.states import DocumentStatus, Event
 from worker import queues
@@ -65,7 +106,7 @@ from worker.services.common import (
     pause_tenant,
 )
 
-__all__ = ["PushOutcome", "push_document"]
+__all__ = ["PushOutcome", "push_document", "push_documents"]
 
 log = logging.getLogger(__name__)
 
@@ -105,22 +146,7 @@ def push_document(rt: Runtime, document_id: int) -> PushOutcome:
         if tenant is not None and is_tenant_paused(rt, session, tenant):
             return PushOutcome("paused", f"tenant {tenant.name} is paused")
         bill_no, tenant_name = document.bill_no, document.tenant
-        payload = dict(document.payload or {})
-
-        bill: dict[str, Any] | None = None
-        problem: str | None = None
-        if tenant is None:
-            problem = (
-                f"tenant {tenant_name!r} is not in the tenants file (FAPIAO_TENANTS_FILE);"
-                " add it and replay / 租户未配置"
-            )
-        else:
-            try:
-                bill = Bill.model_validate(payload).to_wire()
-            except ValidationError as exc:
-                problem = (
-                    f"stored payload is not a valid bill: {exc.errors()[0]['msg']} / 单据数据无效"
-                )
+        bill, problem = _bill_or_problem(tenant_name, tenant is not None, document.payload)
 
         claim = claim_for_push(
             session,
@@ -133,23 +159,206 @@ def push_document(rt: Runtime, document_id: int) -> PushOutcome:
             return PushOutcome("skipped", "another worker claimed it")
         attempt = claim.push_attempt
         if problem is not None:
-            result = transition(
-                session,
-                document_id,
-                Event.give_up,
-                actor=rt.actor,
-                expected_status=DocumentStatus.pushing,
-                attempt=attempt,
-                reason=problem,
-                changes={"last_error_code": None, "last_error_message": problem},
-            )
-            followups = owe_notification(
-                rt, session, document_id, [result], reason=problem, tenant=tenant_name
-            )
-            return PushOutcome(result.to_status.value, problem, followups)
+            return _give_up_unpushable(rt, session, document_id, attempt, problem, tenant_name)
 
     assert tenant is not None and bill is not None
     answer = _call(rt, tenant_name=tenant.name, document_id=document_id, attempt=attempt, bill=bill)
+    return _apply(
+        rt, document_id, bill_no, tenant.name, attempt, answer, _decide(rt, answer, attempt)
+    )
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A document of a batch that passed steps 1–2 (its bill or the reason it has none)."""
+
+    index: int
+    document_id: int
+    bill_no: str
+    tenant: str
+    bill: dict[str, Any] | None
+    problem: str | None
+    attempt: int = 0
+
+
+def push_documents(rt: Runtime, document_ids: Sequence[int]) -> list[PushOutcome]:
+    """Push each of ``document_ids`` once, as a batch (module docstring, "Batches").
+
+    One ``PushOutcome`` per id, in order; each is what ``push_document`` would have
+    returned for that document. An id listed twice is pushed once (the copy is skipped).
+    """
+    outcomes: list[PushOutcome | None] = [None] * len(document_ids)
+    calls: list[_Pending] = []
+    push_lease = rt.policy.push_lease.total_seconds()
+    concurrency = rt.settings.push.batch_concurrency
+    lease_seconds = push_lease
+    started = monotonic()
+    with unit_of_work(rt.sessions) as session:
+        rows = {
+            row.id: row
+            for row in session.execute(
+                select(
+                    Document.id,
+                    Document.status,
+                    Document.tenant,
+                    Document.bill_no,
+                    Document.payload,
+                ).where(Document.id.in_(sorted(set(document_ids))))
+            )
+        }
+        paused: dict[str, bool] = {}
+        candidates: list[_Pending] = []
+        seen: set[int] = set()
+        for index, document_id in enumerate(document_ids):
+            if document_id in seen:
+                outcomes[index] = PushOutcome("skipped", "listed twice in the batch")
+                continue
+            seen.add(document_id)
+            row = rows.get(document_id)
+            if row is None:
+                outcomes[index] = PushOutcome("skipped", "no such document")
+                continue
+            if row.status != DocumentStatus.draft:
+                outcomes[index] = PushOutcome("skipped", f"document is {row.status}, not draft")
+                continue
+            tenant = rt.tenant(row.tenant)
+            if tenant is not None:
+                if tenant.name not in paused:
+                    paused[tenant.name] = is_tenant_paused(rt, session, tenant)
+                if paused[tenant.name]:
+                    outcomes[index] = PushOutcome("paused", f"tenant {tenant.name} is paused")
+                    continue
+            bill, problem = _bill_or_problem(row.tenant, tenant is not None, row.payload)
+            candidates.append(_Pending(index, document_id, row.bill_no, row.tenant, bill, problem))
+
+        sendable = sum(1 for c in candidates if c.problem is None)
+        # One push_lease per round of calls, plus one for the wait before the first round.
+        lease_seconds = push_lease * (math.ceil(sendable / concurrency) + 1)
+        claims = claim_many_for_push(
+            session,
+            [c.document_id for c in candidates],
+            lease_seconds,
+            now=rt.clock(),
+            actor=rt.actor,
+        )
+        for pending in candidates:
+            claim = claims.get(pending.document_id)
+            if claim is None:
+                outcomes[pending.index] = PushOutcome("skipped", "another worker claimed it")
+                continue
+            pending.attempt = claim.push_attempt
+            if pending.problem is not None:
+                outcomes[pending.index] = _give_up_unpushable(
+                    rt, session, pending.document_id, pending.attempt, pending.problem,
+                    pending.tenant,
+                )  # fmt: skip
+            else:
+                calls.append(pending)
+
+    answers = _call_all(rt, calls, deadline=started + lease_seconds - push_lease)
+
+    now = rt.clock()
+    with unit_of_work(rt.sessions) as session:
+        for pending, answer in zip(calls, answers, strict=True):
+            if answer is None:
+                outcomes[pending.index] = PushOutcome(
+                    DocumentStatus.pushing.value,
+                    "the call failed unexpectedly; the lease expiry and a query settle it",
+                )
+                continue
+            plan = _plan(
+                rt,
+                pending.document_id,
+                pending.bill_no,
+                pending.tenant,
+                pending.attempt,
+                answer,
+                _decide(rt, answer, pending.attempt),
+                now,
+            )
+            try:
+                outcomes[pending.index] = _write(rt, session, plan)
+            except LostRace:  # moved on again while the late acceptance was applied
+                outcomes[pending.index] = PushOutcome(
+                    "skipped", f"document moved on before {plan.event} was applied"
+                )
+    assert all(outcome is not None for outcome in outcomes)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _call_all(rt: Runtime, calls: list[_Pending], *, deadline: float) -> list[_Answer | None]:
+    """One BILL.PUSH per document, at most ``push.batch_concurrency`` at a time, in order.
+
+    A call that would start after ``deadline`` (monotonic) is not sent: it might not end
+    inside its lease. ``None`` where a call raised (logged; the document stays pushing).
+    """
+
+    def one(pending: _Pending) -> _Answer | None:
+        if monotonic() > deadline:
+            return _Answer(
+                OutcomeClass.TRANSIENT,
+                None,
+                "not sent: less than one push lease was left of the batch's claim"
+                " / 批量推送租约将到期，未发送",
+                False,
+            )
+        assert pending.bill is not None
+        try:
+            return _call(
+                rt,
+                tenant_name=pending.tenant,
+                document_id=pending.document_id,
+                attempt=pending.attempt,
+                bill=pending.bill,
+            )
+        except Exception:
+            log.exception(
+                "push call failed; the document stays pushing until its lease expires",
+                extra={"document_id": pending.document_id, "bill_no": pending.bill_no},
+            )
+            return None
+
+    workers = min(len(calls), rt.settings.push.batch_concurrency)
+    if workers <= 1:
+        return [one(pending) for pending in calls]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fapiao-push") as pool:
+        return list(pool.map(one, calls))
+
+
+def _bill_or_problem(
+    tenant_name: str, tenant_known: bool, payload: Any
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Steps 2–3: the wire bill, or why there is none (unknown tenant, invalid payload)."""
+    if not tenant_known:
+        return None, (
+            f"tenant {tenant_name!r} is not in the tenants file (FAPIAO_TENANTS_FILE);"
+            " add it and replay / 租户未配置"
+        )
+    try:
+        return Bill.model_validate(dict(payload or {})).to_wire(), None
+    except ValidationError as exc:
+        return None, f"stored payload is not a valid bill: {exc.errors()[0]['msg']} / 单据数据无效"
+
+
+def _give_up_unpushable(
+    rt: Runtime, session: Session, document_id: int, attempt: int, problem: str, tenant: str
+) -> PushOutcome:
+    """pushing → failed for a document that cannot be sent at all (in the claim's transaction)."""
+    result = transition(
+        session,
+        document_id,
+        Event.give_up,
+        actor=rt.actor,
+        expected_status=DocumentStatus.pushing,
+        attempt=attempt,
+        reason=problem,
+        changes={"last_error_code": None, "last_error_message": problem},
+    )
+    followups = owe_notification(rt, session, document_id, [result], reason=problem, tenant=tenant)
+    return PushOutcome(result.to_status.value, problem, followups)
+
+
+def _decide(rt: Runtime, answer: _Answer, attempt: int) -> Decision:
     decision = decide_push(
         answer.outcome,
         attempt=attempt,
@@ -158,8 +367,8 @@ def push_document(rt: Runtime, document_id: int) -> PushOutcome:
         rng=rt.rng,
     )
     if answer.config_reason is not None:
-        decision = Decision(Action.PAUSE_TENANT)
-    return _apply(rt, document_id, bill_no, tenant.name, attempt, answer, decision)
+        return Decision(Action.PAUSE_TENANT)
+    return decision
 
 
 def _call(
@@ -185,6 +394,23 @@ def _describe(answer: _Answer) -> str:
     return f"{answer.outcome.value}: {code}{answer.message}".strip()
 
 
+@dataclass(slots=True)
+class _Plan:
+    """The transition an answer calls for (the outcome table), not yet written."""
+
+    document_id: int
+    bill_no: str
+    tenant: str
+    attempt: int
+    answer: _Answer
+    action: Action
+    event: Event
+    reason: str
+    changes: dict[str, Any]
+    followups: list[Followup]
+    now: datetime
+
+
 def _apply(
     rt: Runtime,
     document_id: int,
@@ -194,7 +420,21 @@ def _apply(
     answer: _Answer,
     decision: Decision,
 ) -> PushOutcome:
-    now = rt.clock()
+    plan = _plan(rt, document_id, bill_no, tenant, attempt, answer, decision, rt.clock())
+    with unit_of_work(rt.sessions) as session:
+        return _write(rt, session, plan)
+
+
+def _plan(
+    rt: Runtime,
+    document_id: int,
+    bill_no: str,
+    tenant: str,
+    attempt: int,
+    answer: _Answer,
+    decision: Decision,
+    now: datetime,
+) -> _Plan:
     kwargs = {"document_id": document_id, "bill_no": bill_no, "tenant": tenant}
     action = decision.action
     reason = _describe(answer)
@@ -253,37 +493,44 @@ def _apply(
             )
         changes["last_error_message"] = reason
         reason = f"{reason} — tenant {tenant} paused; the document waits for resume"
+    return _Plan(
+        document_id, bill_no, tenant, attempt, answer, action, event, reason, changes, followups,
+        now,
+    )  # fmt: skip
 
-    with unit_of_work(rt.sessions) as session:
-        try:
-            result = transition(
-                session,
-                document_id,
-                event,
-                actor=rt.actor,
-                expected_status=DocumentStatus.pushing,
-                attempt=attempt,
-                reason=reason,
-                changes=changes,
-                now=now,
-            )
-        except LostRace:
-            late = _after_lost_race(rt, session, document_id, attempt, event, reason, changes)
-            if late is None:
-                return PushOutcome("skipped", f"document moved on before {event} was applied")
-            result = late
-        if action is Action.PAUSE_TENANT:
-            pause_tenant(rt, session, tenant, reason)
-        followups += owe_notification(
-            rt, session, document_id, [result], reason=reason, now=now, tenant=tenant
+
+def _write(rt: Runtime, session: Session, plan: _Plan) -> PushOutcome:
+    """Apply ``plan`` in the caller's transaction (compare-and-set; lost race handled)."""
+    document_id, event, reason, changes = plan.document_id, plan.event, plan.reason, plan.changes
+    try:
+        result = transition(
+            session,
+            document_id,
+            event,
+            actor=rt.actor,
+            expected_status=DocumentStatus.pushing,
+            attempt=plan.attempt,
+            reason=reason,
+            changes=changes,
+            now=plan.now,
         )
+    except LostRace:
+        late = _after_lost_race(rt, session, document_id, plan.attempt, event, reason, changes)
+        if late is None:
+            return PushOutcome("skipped", f"document moved on before {event} was applied")
+        result = late
+    if plan.action is Action.PAUSE_TENANT:
+        pause_tenant(rt, session, plan.tenant, reason)
+    followups = plan.followups + owe_notification(
+        rt, session, document_id, [result], reason=reason, now=plan.now, tenant=plan.tenant
+    )
     log.info(
         "push applied",
         extra={
             "document_id": document_id,
-            "bill_no": bill_no,
-            "attempt": attempt,
-            "outcome": answer.outcome.value,
+            "bill_no": plan.bill_no,
+            "attempt": plan.attempt,
+            "outcome": plan.answer.outcome.value,
             "event": event.value,
             "status": result.to_status.value,
         },

@@ -4,7 +4,8 @@ One ``sweep(rt)`` pass (beat, ``fapiao.sweep``):
 
 | finds (``store.queries``)                     | does                                          |
 |-----------------------------------------------|-----------------------------------------------|
-| drafts due (new, retry due, enqueue lost)     | ``fapiao.push`` each                          |
+| drafts due (new, retry due, enqueue lost)     | ``fapiao.push_batch`` per ``push.batch_size`` |
+|                                               | drafts (a lone draft: ``fapiao.push``)        |
 | pushing past its lease (worker died mid-push) | unsure → ``in_doubt``, then a query           |
 | withdrawing due                               | ``fapiao.withdraw`` each                      |
 | ERP notifications due                         | ``fapiao.notify_erp`` each                    |
@@ -74,8 +75,9 @@ def sweep(rt: Runtime, *, limit: int = SWEEP_BATCH) -> SweepReport:
             owner = session.get(Document, row.document_id) if row.document_id else None
             if owner is not None:
                 labels[row.id] = (owner.bill_no, owner.tenant)
-    for doc in drafts:
-        report.followups.append(Followup(queues.PUSH, _kwargs(doc.id, doc.bill_no, doc.tenant)))
+    owed = [(doc.id, doc.bill_no, doc.tenant) for doc in drafts]
+    for task, message in queues.push_messages(owed, rt.settings.push.batch_size):
+        report.followups.append(Followup(task, message))
     for doc in withdrawals:
         report.followups.append(Followup(queues.WITHDRAW, _kwargs(doc.id, doc.bill_no, doc.tenant)))
     for row in outbox:
