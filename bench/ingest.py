@@ -1,14 +1,24 @@
 """Ingestion: how fast ``POST /v1/documents`` stores and enqueues a 10,000-document load.
 
-    .venv/bin/python -m bench.ingest [--documents 10000] [--batch 1000] [--clients 1] [--strict]
+    .venv/bin/python -m bench.ingest [--documents 10000] [--batch 1000] [--clients 1]
+                                     [--api-workers 1] [--strict]
 
-The stack (``bench.stack``) runs the HTTP app (one uvicorn process, as ``fapiao api``) on a
-private PostgreSQL and Redis; no worker runs, so the figure is intake alone: validation,
-one transaction per request with a SAVEPOINT per document, and the after-commit enqueue of
-``fapiao.push``. The API accepts at most 1,000 documents per request (a 10,000 batch is
+The stack (``bench.stack``) runs the HTTP app (``fapiao api``, ``--api-workers`` uvicorn
+processes: ``FAPIAO_API_WORKERS``) on a private PostgreSQL and Redis; no worker runs, so the
+figure is intake alone: validation, one transaction per request, and the after-commit enqueue
+of the pushes. The API accepts at most 1,000 documents per request (a 10,000 batch is
 answered 413, which this harness checks and reports), so the load goes as ``--documents /
---batch`` requests from ``--clients`` concurrent connections. Every document must come back
-202 and be in the database as a ``draft`` with its push message on the ``push`` queue.
+--batch`` requests from ``--clients`` concurrent connections (one keep-alive connection is
+served by one API process: use as many clients as API workers). Every document must come back
+202 and be in the database as a ``draft`` with its push owed on the ``push`` queue.
+
+| figure | how |
+|---|---|
+| documents/s | accepted documents ÷ wall time from the first request to the last response |
+| API CPU per document | user+system CPU of every API process (the process group) ÷ documents |
+| stored | current ``draft`` documents of this run, counted in PostgreSQL |
+| queued | documents owed by the ``push`` queue's messages, waited for until stable: |
+| | ``fapiao.push`` counts 1, ``fapiao.push_batch`` its ``document_ids`` |
 
 Target: ≥ 2,000 documents/s; ``--strict`` exits 2 below it. Exit 1 if a document is missing.
 """
@@ -26,7 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.stack import BenchOptions, BenchStack, running_bench_stack
-from bench.workload import bench_bills, cpu_seconds, post_batches, status_counts
+from bench.workload import (
+    bench_bills,
+    cpu_seconds,
+    group_pids,
+    post_batches,
+    queued_documents,
+    status_counts,
+)
 from schemas.money import dumps_exact
 from store.db import make_engine
 
@@ -55,7 +72,8 @@ def measure(stack: BenchStack, n: int, batch: int, clients: int) -> dict[str, An
     for index, start in enumerate(range(0, n, batch)):
         per_client[index % clients].extend(bills[start : start + batch])
     api_pid = next(p.pid for p in stack.processes.processes if p.name == "api")
-    cpu0 = cpu_seconds([api_pid])
+    api_pids = group_pids(api_pid)  # the API leads its own session: its workers are in it
+    cpu0 = cpu_seconds(api_pids)
     started = time.perf_counter()
 
     def send(part: list[dict[str, Any]]) -> tuple[int, list[str]]:
@@ -65,7 +83,7 @@ def measure(stack: BenchStack, n: int, batch: int, clients: int) -> dict[str, An
     with ThreadPoolExecutor(max_workers=clients) as pool:
         results = list(pool.map(send, per_client))
     elapsed = time.perf_counter() - started
-    cpu = cpu_seconds([api_pid]) - cpu0
+    cpu = cpu_seconds(api_pids) - cpu0
     accepted = sum(r[0] for r in results)
     refused = [text for r in results for text in r[1]]
     engine = make_engine(stack.database_url)
@@ -73,9 +91,9 @@ def measure(stack: BenchStack, n: int, batch: int, clients: int) -> dict[str, An
     engine.dispose()
     # The push messages are sent after each response (after the commit): let the last land.
     client = stack.redis()
-    queued, deadline = -1, time.monotonic() + 15
+    (queued, messages), deadline = (-1, 0), time.monotonic() + 15
     while time.monotonic() < deadline:
-        now_queued = int(client.llen("push"))
+        now_queued, messages = queued_documents(client, "push")
         if now_queued == queued or now_queued >= n:
             queued = now_queued
             break
@@ -86,9 +104,11 @@ def measure(stack: BenchStack, n: int, batch: int, clients: int) -> dict[str, An
         "documents": n,
         "batch": batch,
         "clients": clients,
+        "api_processes": len(api_pids),
         "accepted": accepted,
         "stored_as_draft": stored,
-        "push_messages_queued": queued,
+        "push_documents_queued": queued,
+        "push_messages": messages,
         "refused": refused[:3],
         "seconds": round(elapsed, 2),
         "rate": round(accepted / elapsed, 1) if elapsed else 0.0,
@@ -101,34 +121,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--documents", "-n", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=1)
+    parser.add_argument(
+        "--api-workers", type=int, default=1, help="uvicorn processes of fapiao api (--workers)"
+    )
     parser.add_argument("--strict", action="store_true")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--results", type=Path)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="fapiao-ingest-", dir=args.workdir))
-    options = BenchOptions(workdir=workdir, workers=0, beat=False, callbacks=False)
+    options = BenchOptions(
+        workdir=workdir,
+        workers=0,
+        beat=False,
+        callbacks=False,
+        settings={"FAPIAO_API_WORKERS": str(args.api_workers)},
+    )
     with running_bench_stack(options) as stack:
-        measure(stack, min(1000, args.documents), args.batch, 1)  # warm-up
+        # Warm-up: a batch per client, so every API process a connection lands on has served
+        # one before the measured run.
+        warm_clients = max(args.clients, args.api_workers)
+        warm = min(args.documents, args.batch) * warm_clients
+        measure(stack, warm, args.batch, warm_clients)
         stack.flush_redis()
         whole = _one_request_of(stack, args.documents) if args.documents > 1000 else None
         stack.flush_redis()
         result = measure(stack, args.documents, args.batch, args.clients)
     result["single_request_of_all_documents"] = whole
+    result["api_workers"] = args.api_workers
     complete = result["accepted"] == args.documents == result["stored_as_draft"]
-    complete = complete and result["push_messages_queued"] == args.documents
+    complete = complete and result["push_documents_queued"] == args.documents
     missed = result["rate"] < TARGET
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:
         print(
             f"ingested {result['accepted']}/{args.documents} documents in {result['seconds']} s:"
-            f" {result['rate']} documents/s (batches of {args.batch}, {args.clients} client(s))"
+            f" {result['rate']} documents/s (batches of {args.batch}, {args.clients} client(s),"
+            f" {result['api_workers']} API process(es))"
         )
         print(
-            f"stored as draft {result['stored_as_draft']}, push messages queued"
-            f" {result['push_messages_queued']}, API CPU {result['api_cpu_ms_per_document']} ms"
-            " per document"
+            f"stored as draft {result['stored_as_draft']}, pushes queued for"
+            f" {result['push_documents_queued']} documents in {result['push_messages']}"
+            f" message(s), API CPU {result['api_cpu_ms_per_document']} ms per document"
         )
         if whole is not None:
             print(f"one request of {args.documents} documents: HTTP {whole}")

@@ -7,18 +7,23 @@
 | ``status_counts(engine, prefix)`` | current documents by status (billNo prefix of this run) |
 | ``wait_settled(engine, prefix, n, ...)`` | poll until ``n`` documents are in ``states`` |
 | ``cpu_seconds(pids)`` | user+system CPU of processes, from ``/proc/<pid>/stat`` |
+| ``group_pids(pgid)`` | live processes of a process group (a server and its forked workers) |
+| ``queued_documents(client, queue)`` | (documents owed, messages) of the waiting push messages |
 | ``rss_bytes(pids)`` | resident memory of processes, from ``/proc/<pid>/status`` |
 | ``percentile(values, q)`` | nearest-rank percentile |
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
+import redis
 from sqlalchemy import Engine, func, select
 
 from schemas.money import dumps_exact
@@ -29,8 +34,10 @@ __all__ = [
     "SETTLED",
     "bench_bills",
     "cpu_seconds",
+    "group_pids",
     "percentile",
     "post_batches",
+    "queued_documents",
     "rss_bytes",
     "status_counts",
     "wait_settled",
@@ -134,6 +141,42 @@ def cpu_seconds(pids: Iterable[int]) -> float:
         if fields is not None:
             total += int(fields[11]) + int(fields[12])
     return total / _CLOCK_TICKS
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live processes whose process group is ``pgid`` (field 5 of ``/proc/<pid>/stat``): a
+    process started in its own session and every child it forked or spawned."""
+    pids: list[int] = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields is not None and int(fields[2]) == pgid:
+                pids.append(int(entry))
+    return pids
+
+
+# What one message on the push queue owes: a document, or the documents it lists.
+_PUSH_ONE = "fapiao.push"
+_PUSH_BATCH = "fapiao.push_batch"
+
+
+def queued_documents(client: redis.Redis, queue: str = "push") -> tuple[int, int]:
+    """(documents, messages) of the Celery messages waiting in ``queue``: ``fapiao.push``
+    counts 1, ``fapiao.push_batch`` the length of its ``document_ids``, other tasks 0."""
+    raw: list[bytes] = client.lrange(queue, 0, -1)  # type: ignore[assignment]
+    documents = 0
+    for item in raw:
+        message = json.loads(item)
+        task = message.get("headers", {}).get("task")
+        if task == _PUSH_ONE:
+            documents += 1
+        elif task == _PUSH_BATCH:
+            body = message["body"]
+            if message.get("properties", {}).get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            _args, kwargs, _embed = json.loads(body)
+            documents += len(kwargs["document_ids"])
+    return documents, len(raw)
 
 
 def rss_bytes(pids: Iterable[int]) -> dict[int, int]:

@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from bench import chaos, fuzz, ingest, latency, scale, throughput
 from bench.pgcluster import pg_bin_dir
+from bench.workload import queued_documents
+from producers.enqueue import producer_celery_app
+from producers.testing import bridge_settings
 
 pytestmark = [
     pytest.mark.postgres_only,
@@ -93,8 +97,44 @@ def test_ingest_stores_and_enqueues_every_document(
     )
     assert code == 0, figures
     assert figures["accepted"] == figures["stored_as_draft"] == 1200
-    assert figures["push_messages_queued"] == 1200
+    assert figures["push_documents_queued"] == 1200
+    assert 1 <= figures["push_messages"] <= 1200
     assert figures["single_request_of_all_documents"] == 413  # more than 1,000 in one request
+    assert figures["api_cpu_ms_per_document"] > 0
+
+
+def test_ingest_with_two_api_processes_and_two_clients(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, figures = _run(
+        ingest,
+        ["-n", "800", "--batch", "200", "--clients", "2", "--api-workers", "2",
+         "--workdir", str(tmp_path)],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, figures
+    assert (figures["api_workers"], figures["clients"]) == (2, 2)
+    assert figures["api_processes"] >= 3  # uvicorn's supervisor and its two workers
+    assert figures["accepted"] == figures["stored_as_draft"] == 800
+    assert figures["push_documents_queued"] == 800
+
+
+def test_queued_documents_counts_the_documents_a_push_message_owes(redis_url: str) -> None:
+    app = producer_celery_app(
+        bridge_settings("sqlite://", broker_url=redis_url, redis_url=redis_url)
+    )
+    client = redis.Redis.from_url(redis_url)
+    try:
+        one = {"document_id": 1, "bill_no": "Q-1", "tenant": "demo"}
+        batch = {"document_ids": [2, 3, 4], "bill_nos": ["Q-2", "Q-3", "Q-4"],
+                 "tenants": ["demo"] * 3}  # fmt: skip
+        app.send_task("fapiao.push", kwargs=one, queue="push")
+        app.send_task("fapiao.push_batch", kwargs=batch, queue="push")
+        app.send_task("fapiao.withdraw", kwargs={**one, "document_id": 9}, queue="push")
+        assert queued_documents(client, "push") == (4, 3)
+        assert queued_documents(client, "poll") == (0, 0)
+    finally:
+        client.close()
 
 
 def test_latency_measures_every_document(
