@@ -1118,7 +1118,8 @@ def test_content_hash_is_the_reference_definition() -> None:
     value: dict[str, Any] = {f"k{index:02d}": item for index, item in enumerate(odd)}
     value["nested"] = [dict(reversed(list(value.items()))), [Decimal("2.50"), {"b": 1, "a": "x"}]]
     assert wire_content_hash(value) == _reference_hash(value)
-    for refused in ({"x": 1.5}, {"x": Decimal("NaN")}, {1: "x"}):
+    refusals: list[Any] = [{"x": 1.5}, {"x": Decimal("NaN")}, {1: "x"}]
+    for refused in refusals:
         with pytest.raises((TypeError, ValueError)):
             wire_content_hash(refused)
 
