@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -84,12 +85,12 @@ def settle_callback(
     state = InboxState(state)
     if state is InboxState.received:
         raise ValueError("a callback is settled as processed, orphan or failed")
-    row = session.get(CallbackInbox, inbox_id)
-    if row is None:
-        raise LookupError(f"callback inbox row #{inbox_id} does not exist")
-    row.state = state.value
-    row.processed_at = now or utcnow()
-    row.error = error
+    values: dict[str, Any] = {"state": state.value, "processed_at": now or utcnow(), "error": error}
     if document_id is not None:
-        row.document_id = document_id
-    session.flush()
+        values["document_id"] = document_id
+    # One UPDATE (no SELECT first); rows of this session's identity map are updated too.
+    settled = session.execute(
+        update(CallbackInbox).where(CallbackInbox.id == inbox_id).values(**values)
+    )
+    if settled.rowcount != 1:  # type: ignore[attr-defined]
+        raise LookupError(f"callback inbox row #{inbox_id} does not exist")

@@ -12,9 +12,13 @@ The same invoice arrives many times (per-invoice and per-bill callbacks, retries
 Known values are never erased by a later report that lacks them (None means "not said").
 An invoice already recorded for ANOTHER document raises `InvoiceBelongsElsewhere`: the
 cloud or our matching is wrong and an operator must look. Concurrent reports of the same
-invoice are safe: the loser of the unique-index race re-reads and updates. Nothing here
-commits; nothing here moves a document's state (the reconciler decides with
-`store.lifecycle.transition`).
+invoice are safe: the loser of the unique-index race (its INSERT does nothing) re-reads and
+updates. Nothing here commits; nothing here moves a document's state (the reconciler
+decides with `store.lifecycle.transition`).
+
+Statements: a new keyed invoice is one `INSERT … ON CONFLICT DO NOTHING RETURNING`; a known
+one is that INSERT (which does nothing), a SELECT and, if something is new, an UPDATE. A
+report without keys is a SELECT, then the INSERT if nothing matched.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from store.columns import jsonable, utcnow
@@ -107,21 +112,22 @@ def record_invoice(
         "issue_error_message": issue_error_message,
         "raw": raw,
     }
-    existing = _find(session, document_id, reported)
+    keyed = bool(reported["order_no"] or reported["invoice_num"])
+    # A keyed report is inserted first (ON CONFLICT DO NOTHING: one statement for a new
+    # invoice, no SAVEPOINT); only a conflict means "find the row we have". A report without
+    # keys has no unique index to conflict on, so it is looked for first.
+    existing = None if keyed else _find(session, document_id, reported)
     if existing is None:
-        invoice = Invoice(document_id=document_id, created_at=now, updated_at=now)
-        _fill(invoice, reported)
-        try:
-            with session.begin_nested():
-                session.add(invoice)
-                session.flush()
-        except IntegrityError:
-            # Someone recorded the same invoice meanwhile: update theirs.
-            existing = _find(session, document_id, reported)
-            if existing is None:
-                raise
-        else:
-            return InvoiceRecord(invoice, RecordOutcome.created)
+        created = _insert(session, document_id, reported, now)
+        if created is not None:
+            return InvoiceRecord(created, RecordOutcome.created)
+        # Recorded already (maybe by a concurrent report that just committed): update it.
+        existing = _find(session, document_id, reported)
+        if existing is None:
+            raise RuntimeError(
+                f"invoice {reported['order_no'] or reported['invoice_num']} neither inserted"
+                " nor found; retry"
+            )
     if existing.document_id != document_id:
         raise InvoiceBelongsElsewhere(existing, document_id)
     changed = _fill(existing, reported)
@@ -130,6 +136,19 @@ def record_invoice(
     existing.updated_at = now
     session.flush()
     return InvoiceRecord(existing, RecordOutcome.updated)
+
+
+def _insert(
+    session: Session, document_id: int, reported: Mapping[str, Any], now: datetime
+) -> Invoice | None:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING`` the new row as an ORM object; None when a
+    unique index (``order_no``, or ``invoice_code`` + ``invoice_num``) already has it."""
+    values = {k: (jsonable(v) if k == "raw" else v) for k, v in reported.items() if v is not None}
+    values.update(document_id=document_id, created_at=now, updated_at=now)
+    values.setdefault("invoice_code", "")
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(Invoice).values(**values).on_conflict_do_nothing().returning(Invoice)
+    return session.scalars(statement).one_or_none()
 
 
 def invoices_of(session: Session, document_id: int) -> list[Invoice]:

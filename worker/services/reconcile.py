@@ -34,14 +34,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Final
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas.kingdee import CallbackParseError, InvoiceItem, ParsedCallback, parse_callback
 from store.db import unit_of_work
 from store.inbox import settle_callback
 from store.lifecycle import LostRace, TransitionResult, transition
-from store.models import CallbackInbox, Document
-from store.queries import documents_by_bill_no
+from store.models import CallbackInbox, Document, TenantState
 from store.states import DocumentStatus, Event, InboxState
 from worker import queues
 from worker.runtime import Followup, Runtime
@@ -77,10 +77,12 @@ class _Defer(Exception):
 
 def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
     """Apply one stored callback (module docstring)."""
-    # One transaction reads the row, finds the documents it is about and whether their
-    # tenants are paused (the checks before a confirming query need nothing fresher).
+    # One transaction, two statements: the row, then the documents it is about together with
+    # their tenants' pause flags (the checks before a confirming query need nothing fresher).
     with unit_of_work(rt.sessions) as session:
-        row = session.get(CallbackInbox, inbox_id)
+        row = session.execute(
+            select(CallbackInbox.state, CallbackInbox.raw_body).where(CallbackInbox.id == inbox_id)
+        ).one_or_none()
         if row is None:
             return ReconcileOutcome("skipped", "no such callback")
         if row.state != InboxState.received:
@@ -93,12 +95,15 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
         else:
             unusable = None
             by_bill = _items_by_bill(parsed)
+            candidates, paused_flags = _documents_and_pauses(session, list(by_bill))
             found = [
-                (bill_no, items, _find_document(session, bill_no, seller))
+                (bill_no, items, _find_document(candidates.get(bill_no, []), bill_no, seller))
                 for bill_no, (seller, items) in by_bill.items()
             ]
             paused = {
-                d.tenant: _is_paused(rt, session, d.tenant) for _, _, d in found if d is not None
+                d.tenant: _is_paused(rt, d.tenant, paused_flags)
+                for _, _, d in found
+                if d is not None
             }
     if unusable is not None:
         return _finish(rt, inbox_id, InboxState.failed, unusable, None)
@@ -149,8 +154,27 @@ def _items_by_bill(parsed: ParsedCallback) -> dict[str, tuple[str | None, list[I
     return grouped
 
 
-def _find_document(session: Session, bill_no: str, seller: str | None) -> Document | None:
-    candidates = documents_by_bill_no(session, bill_no)
+def _documents_and_pauses(
+    session: Session, bill_nos: list[str]
+) -> tuple[dict[str, list[Document]], dict[str, bool]]:
+    """The current revisions with these billNos (``store.queries.documents_by_bill_no`` for
+    several bills) and the ``tenant_state.paused`` flag of their tenants, in one statement."""
+    rows = session.execute(
+        select(Document, TenantState.paused)
+        .outerjoin(TenantState, TenantState.tenant == Document.tenant)
+        .where(Document.bill_no.in_(bill_nos), Document.is_current.is_(True))
+        .order_by(Document.id)
+        .execution_options(populate_existing=True)
+    ).all()
+    documents: dict[str, list[Document]] = {}
+    paused: dict[str, bool] = {}
+    for document, tenant_paused in rows:
+        documents.setdefault(document.bill_no, []).append(document)
+        paused[document.tenant] = bool(tenant_paused)
+    return documents, paused
+
+
+def _find_document(candidates: list[Document], bill_no: str, seller: str | None) -> Document | None:
     if seller:
         wanted = seller.strip().upper()
         candidates = [d for d in candidates if d.seller_tax_id.upper() == wanted]
@@ -225,9 +249,10 @@ def _apply_return(
         return owe_notification(rt, session, document_id, [result], reason=reason), None
 
 
-def _is_paused(rt: Runtime, session: Session, tenant_name: str) -> bool:
+def _is_paused(rt: Runtime, tenant_name: str, paused_in_database: dict[str, bool]) -> bool:
+    """``is_tenant_paused`` from a ``tenant_state`` flag already read."""
     tenant = rt.tenant(tenant_name)
-    return tenant is not None and is_tenant_paused(rt, session, tenant)
+    return tenant is not None and (tenant.paused or paused_in_database.get(tenant_name, False))
 
 
 def _apply_invoice_callback(

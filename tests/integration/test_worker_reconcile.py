@@ -1,0 +1,125 @@
+"""Reconcile: what one callback costs the database, and the tenant pause read with the documents.
+
+Runs against the simulator over real HTTP (the ``world`` of ``test_worker_world``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, event, func, select
+
+from simulator.testing import make_bill
+from store.db import unit_of_work
+from store.models import CallbackInbox, CloudCall
+from store.tenants import pause_tenant, resume_tenant
+from tests.integration.test_worker_world import DEMO_SELLER, World
+from worker import queues
+from worker.runtime import Followup
+from worker.tasks import run
+from worker.testing import store_bill
+
+pytest_plugins = ["tests.integration.test_worker_world"]
+
+
+@dataclass
+class Counts:
+    statements: list[str] = field(default_factory=list)
+    commits: int = 0
+
+
+@contextmanager
+def counted(engine: Engine) -> Iterator[Counts]:
+    """Every statement sent and every commit made through ``engine`` meanwhile."""
+    counts = Counts()
+
+    def on_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        counts.statements.append(statement.split(None, 1)[0].upper())
+
+    def on_commit(_conn: Any) -> None:
+        counts.commits += 1
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    event.listen(engine, "commit", on_commit)
+    try:
+        yield counts
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+        event.remove(engine, "commit", on_commit)
+
+
+def _engine(world: World) -> Engine:
+    bind = world.sessions.kw["bind"]
+    assert isinstance(bind, Engine)
+    return bind
+
+
+def _pushed_with_callback(world: World, bill_no: str) -> int:
+    """A pushed document and its stored (not yet reconciled) invoice callback's inbox id."""
+    doc_id = store_bill(world.sessions, "demo", make_bill(bill_no, DEMO_SELLER, lines=1))
+    assert world.push(doc_id) == "pushed"
+    return world.receive(world.callbacks.wait_for(1)[0].body)
+
+
+def test_a_one_bill_callback_is_three_transactions_and_ten_statements(world: World) -> None:
+    inbox_id = _pushed_with_callback(world, "COST-1")
+    with counted(_engine(world)) as counts:
+        status, _ = _run_reconcile(world, inbox_id)
+    assert status == "processed"
+    # Read (inbox row; documents + tenant pause), the query's ledger row, then the
+    # transition's transaction (document, invoice upsert, invoices, transition: read, UPDATE,
+    # event; inbox row settled). SQLite adds its BEGIN IMMEDIATE per transaction.
+    statements = [s for s in counts.statements if s != "BEGIN"]
+    assert statements == [
+        "SELECT", "SELECT",
+        "INSERT",
+        "SELECT", "INSERT", "SELECT", "SELECT", "UPDATE", "INSERT", "UPDATE",
+    ]  # fmt: skip
+    assert counts.commits == 3
+    assert world.doc(_document_of(world, inbox_id)).status == "invoiced"
+
+
+def test_a_callback_for_a_paused_tenant_waits_without_asking_the_cloud(world: World) -> None:
+    inbox_id = _pushed_with_callback(world, "COST-2")
+    with unit_of_work(world.sessions) as session:
+        pause_tenant(session, "demo", "test: operator pause")
+    queries = _queries(world)
+
+    status, followups = _run_reconcile(world, inbox_id)
+    assert status == "received"  # deferred, sent again later
+    assert [f.task for f in followups] == [queues.RECONCILE]
+    assert _queries(world) == queries  # no confirming query while paused
+    with world.sessions() as session:
+        row = session.get(CallbackInbox, inbox_id)
+        assert row is not None and row.attempts == 1 and "paused" in (row.error or "")
+
+    with unit_of_work(world.sessions) as session:
+        resume_tenant(session, "demo")
+    assert _run_reconcile(world, inbox_id)[0] == "processed"
+    assert _queries(world) == queries + 1
+
+
+def _run_reconcile(world: World, inbox_id: int) -> tuple[str, list[Followup]]:
+    return run(world.rt, queues.RECONCILE, {"inbox_id": inbox_id})
+
+
+def _queries(world: World) -> int:
+    with world.sessions() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(CloudCall)
+                .where(CloudCall.interface == "BILL.INVOICE.QUERY")
+            )
+            or 0
+        )
+
+
+def _document_of(world: World, inbox_id: int) -> int:
+    with world.sessions() as session:
+        row = session.get(CallbackInbox, inbox_id)
+        assert row is not None and row.document_id is not None
+        return row.document_id
