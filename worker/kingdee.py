@@ -39,6 +39,13 @@ Authentication (§2.2, §3): the access_token goes as query parameter AND header
 ``access_token``; getAppToken.do gets both ``appSecret`` and ``appSecuret``.
 Secrets never reach logs: httpx's own request log (which prints URLs with the token) is
 silenced to WARNING when a client is built.
+
+Thread safety: a ``HttpKingdeeClient`` keeps no per-call state (the request, its requestId
+and the ledger entry live in the call's own frame); ``httpx.Client`` is thread-safe (its
+pool lends a connection to one request at a time), and so are the ledger
+(``worker.ledger.SqlCallLedger``: a pooled connection per write) and the rate gate
+(``worker.ratelimit.RedisRateGate``: one atomic script on a thread-safe Redis client). So
+``push`` may be called from several threads at once, one bill per call.
 """
 
 from __future__ import annotations
@@ -345,7 +352,7 @@ class _Answer:
 
 
 class HttpKingdeeClient:
-    """``KingdeeClient`` over httpx for one tenant (module docstring)."""
+    """``KingdeeClient`` over httpx for one tenant (module docstring); thread-safe."""
 
     def __init__(
         self,

@@ -11,17 +11,25 @@ A ``pending`` row that never got finished is the evidence of a worker that died 
 own short transactions so they survive whatever the caller's unit of work does next.
 Masking of tokens and secrets: ``store.ledger.mask_secrets`` on every message and errorCode
 written (rows are written with Core statements, not through the ORM).
+
+Cost: each write is one Core statement in its own transaction on a pooled connection of the
+session factory's engine (``INSERT … RETURNING id`` for ``begin``; one ``UPDATE``, or one
+``INSERT`` when there is no row to complete, for ``finish``): one round trip plus the commit,
+no ORM session or unit of work.
+
+Thread safety: a ``SqlCallLedger`` holds no mutable state; every write checks a connection
+out of the engine's pool for its own transaction, so one ledger may be used by many threads
+at once (``HttpKingdeeClient.push`` called concurrently from a thread pool).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, update
+from sqlalchemy import Connection, Engine, Table, insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.columns import utcnow
-from store.db import unit_of_work
 from store.ledger import MESSAGE_LIMIT, mask_secrets
 from store.models import CloudCall
 from worker.kingdee import PENDING_OUTCOME, CallContext
@@ -29,11 +37,17 @@ from worker.kingdee import PENDING_OUTCOME, CallContext
 __all__ = ["SqlCallLedger"]
 
 
+_calls = cast("Table", CloudCall.__table__)
+
+
 class SqlCallLedger:
-    """Writes ``cloud_calls`` rows through ``store.ledger``."""
+    """Writes ``cloud_calls`` rows (module docstring); safe to share between threads."""
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
-        self._sessions = session_factory
+        bind = session_factory.kw.get("bind")
+        if not isinstance(bind, Engine):
+            raise TypeError("SqlCallLedger needs a session factory bound to an Engine")
+        self._engine = bind
 
     def begin(
         self,
@@ -43,9 +57,9 @@ class SqlCallLedger:
         request_id: str | None,
         context: CallContext,
     ) -> int | None:
-        with unit_of_work(self._sessions) as session:
+        with self._engine.begin() as connection:
             return _insert(
-                session,
+                connection,
                 tenant=tenant,
                 interface=interface,
                 outcome=PENDING_OUTCOME,
@@ -68,13 +82,13 @@ class SqlCallLedger:
         message: str | None,
         latency_ms: int,
     ) -> None:
-        with unit_of_work(self._sessions) as session:
+        with self._engine.begin() as connection:
             if entry is not None:
                 # One UPDATE instead of loading the row first; masked here because the
                 # ORM's on-assignment masking does not see a Core statement.
-                completed = session.execute(
-                    update(CloudCall)
-                    .where(CloudCall.id == entry)
+                completed = connection.execute(
+                    update(_calls)
+                    .where(_calls.c.id == entry)
                     .values(
                         outcome=outcome,
                         http_status=http_status,
@@ -83,10 +97,10 @@ class SqlCallLedger:
                         latency_ms=latency_ms,
                     )
                 )
-                if completed.rowcount == 1:  # type: ignore[attr-defined]
+                if completed.rowcount == 1:
                     return
             _insert(
-                session,
+                connection,
                 tenant=tenant,
                 interface=interface,
                 outcome=outcome,
@@ -100,7 +114,7 @@ class SqlCallLedger:
             )
 
 
-def _insert(session: Session, **values: Any) -> int:
+def _insert(connection: Connection, **values: Any) -> int:
     """One ``cloud_calls`` row by a Core ``INSERT … RETURNING id`` (no ORM flush), masked as
     ``store.ledger.record_cloud_call`` masks: the ORM's on-assignment masking is not involved."""
     message, code = values.get("message"), values.get("error_code")
@@ -109,7 +123,7 @@ def _insert(session: Session, **values: Any) -> int:
     if code is not None:
         values["error_code"] = mask_secrets(code)
     values.setdefault("created_at", utcnow())
-    entry: int = session.execute(
-        insert(CloudCall).values(**values).returning(CloudCall.id)
+    entry: int = connection.execute(
+        insert(_calls).values(**values).returning(_calls.c.id)
     ).scalar_one()
     return entry

@@ -12,6 +12,7 @@
 A fixed window may let through up to twice the allowance across a window boundary; that is
 accepted (the cloud's own limits are unknown, §13) in exchange for one round trip per call.
 Each tenant has its own keys, so a tenant that is throttled never slows another.
+Thread-safe: no state but the Redis client (itself thread-safe); the count is kept in Redis.
 """
 
 from __future__ import annotations

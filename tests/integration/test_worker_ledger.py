@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from sqlalchemy import select
@@ -75,3 +76,52 @@ def test_finish_without_or_with_a_vanished_entry_writes_one_row(
     assert all(r.outcome == "ok" and r.message == "Bearer ***" for r in rows)
     assert all(r.error_code == "token=***" for r in rows)
     assert 987654 not in {r.id for r in rows}
+
+
+def test_one_ledger_serves_many_threads_at_once(
+    session_factory: sessionmaker[Session], make_document: Callable[..., Document]
+) -> None:
+    """Pushes may be sent from a thread pool: each thread's row is its own, completed once."""
+    document = make_document()
+    ledger = SqlCallLedger(session_factory)
+    threads, calls = 8, 5
+    barrier = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def push_calls(worker: int) -> None:
+        try:
+            barrier.wait()
+            for n in range(calls):
+                request_id = f"t{worker}-{n}"
+                context = CallContext(document_id=document.id, attempt=worker + 1)
+                entry = ledger.begin(
+                    tenant="demo", interface="BILL.PUSH", request_id=request_id, context=context
+                )
+                ledger.finish(
+                    entry,
+                    tenant="demo",
+                    interface="BILL.PUSH",
+                    request_id=request_id,
+                    context=context,
+                    outcome="accepted",
+                    http_status=200,
+                    error_code=None,
+                    message=f"done {request_id}",
+                    latency_ms=worker,
+                )
+        except BaseException as error:
+            errors.append(error)
+
+    pool = [threading.Thread(target=push_calls, args=(w,)) for w in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=120)
+    assert errors == []
+    rows = _rows(session_factory)
+    assert len(rows) == threads * calls  # one row per call: begin's row was completed in place
+    for row in rows:
+        assert row.outcome == "accepted" and row.message == f"done {row.request_id}"
+        assert (
+            row.request_id is not None and row.attempt == int(row.request_id[1:].split("-")[0]) + 1
+        )
