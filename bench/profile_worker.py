@@ -8,6 +8,15 @@ process, is stopped with SIGTERM (warm shutdown, so the profile is written) once
 document is ``invoiced``, and the heaviest functions are printed (cumulative and own time)
 with the CPU milliseconds per document. py-spy is not installed; cProfile's overhead
 inflates absolute numbers (roughly 1.5–2×) but not the ranking.
+
+Then the database traffic per document, counted from the profile's call counts:
+
+| figure      | counted calls of                                              |
+|-------------|---------------------------------------------------------------|
+| tasks       | ``celery.app.trace.trace_task``                               |
+| statements  | ``psycopg.Cursor.execute`` (pings included)                   |
+| pings       | SQLAlchemy's psycopg ``do_ping`` (pre-ping / liveness check)  |
+| commits     | ``psycopg.Connection.commit``                                 |
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from bench.stack import REPO_ROOT, BenchOptions, running_bench_stack
 from bench.workload import bench_bills, cpu_seconds, post_batches, wait_settled
@@ -62,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         worker.popen.wait(timeout=60)
     print(f"{args.documents} documents, all invoiced: {done} {counts}")
     print(f"solo worker CPU under cProfile: {cpu * 1000 / args.documents:.1f} ms per document")
+    counts = call_counts(pstats.Stats(str(profile)))
+    print(
+        "per document: "
+        + ", ".join(f"{name} {n / args.documents:.2f}" for name, n in counts.items())
+        + f"  (totals: {counts})"
+    )
     for order in ("cumulative", "tottime"):
         out = io.StringIO()
         stats = pstats.Stats(str(profile), stream=out)
@@ -69,6 +85,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== by {order} ==")
         print("\n".join(out.getvalue().splitlines()[6:]))
     return 0 if done else 1
+
+
+_COUNTED = {
+    "tasks": ("celery/app/trace.py", "trace_task"),
+    "statements": ("psycopg/cursor.py", "execute"),
+    "pings": ("postgresql/_psycopg_common.py", "do_ping"),
+    "commits": ("psycopg/connection.py", "commit"),
+}
+
+
+def call_counts(stats: pstats.Stats) -> dict[str, int]:
+    """How often the functions of ``_COUNTED`` were called (module docstring table)."""
+    counts = dict.fromkeys(_COUNTED, 0)
+    table: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
+    for (filename, _line, function), (_cc, ncalls, *_rest) in table.items():
+        for name, (suffix, wanted) in _COUNTED.items():
+            if function == wanted and filename.replace("\\", "/").endswith(suffix):
+                counts[name] += ncalls
+    return counts
 
 
 if __name__ == "__main__":
