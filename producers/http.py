@@ -60,6 +60,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Final
@@ -485,8 +486,8 @@ def create_app(
         results: list[SubmitResult] = await in_thread(
             intake.submit_many, documents, tenant=tenant, actor=actor, defer_enqueue=True
         )
-        for result in results:
-            metrics.documents.labels(outcome=result.outcome.value).inc()
+        for outcome, count in Counter(result.outcome.value for result in results).items():
+            metrics.documents.labels(outcome=outcome).inc(count)
         background.add_task(intake.enqueue_pushes, results)
         return _batch_response(results) if batch else _single_response(results[0])
 

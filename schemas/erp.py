@@ -558,11 +558,6 @@ class _Invalid(Exception):
     """The field value could not be read; the issue is already recorded."""
 
 
-def _parse_field(name: str, path: str, spec: _Field, raw: Any, issues: _Issues) -> Any:
-    parse = _PARSERS[spec.kind]
-    return parse(name, path, spec, raw, issues)
-
-
 _SHOWN_LIMIT: Final = 60
 
 
@@ -890,15 +885,14 @@ def _read_fields(
     values: dict[str, Any] = {}
     broken: set[str] = set()
     for name, raw in data.items():
-        path = f"{prefix}{name}"
-        if not isinstance(name, str) or name not in fields:
-            _unknown_field(path, name, fields, issues)
+        spec = fields.get(name) if isinstance(name, str) else None
+        if spec is None:
+            _unknown_field(f"{prefix}{name}", name, fields, issues)
             continue
-        spec = fields[name]
-        if _is_empty(raw) and spec.kind != "lines":
+        if spec.kind != "lines" and _is_empty(raw):
             continue  # optional and absent; required ones are reported by the caller
         try:
-            values[name] = _parse_field(name, path, spec, raw, issues)
+            values[name] = _PARSERS[spec.kind](name, f"{prefix}{name}", spec, raw, issues)
         except _Invalid:
             broken.add(name)
     return values, broken
