@@ -23,7 +23,7 @@ report without keys is a SELECT, then the INSERT if nothing matched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -43,6 +43,7 @@ __all__ = [
     "InvoiceRecord",
     "RecordOutcome",
     "invoices_of",
+    "known_invoice",
     "record_invoice",
 ]
 
@@ -156,6 +157,43 @@ def invoices_of(session: Session, document_id: int) -> list[Invoice]:
         session.scalars(
             select(Invoice).where(Invoice.document_id == document_id).order_by(Invoice.id)
         ).all()
+    )
+
+
+def known_invoice(
+    invoices: Sequence[Invoice],
+    *,
+    order_no: str | None,
+    invoice_code: str | None,
+    invoice_num: str | None,
+    **reported: Any,
+) -> bool:
+    """Would ``record_invoice`` with these values leave one of ``invoices`` as it is?
+
+    True only for a keyed report (``order_no``, or ``invoice_num``) matched in ``invoices`` —
+    on the keys ``record_invoice`` matches on — whose every known value (``raw``, the wire
+    copy, aside) is already stored.
+    """  # fmt: skip
+    match: Invoice | None = None
+    if order_no:
+        match = next((i for i in invoices if i.order_no == order_no), None)
+    if match is None and invoice_num:
+        code = invoice_code or ""
+        match = next(
+            (i for i in invoices if i.invoice_code == code and i.invoice_num == invoice_num), None
+        )
+    if match is None:
+        return False
+    if (
+        (order_no and match.order_no != order_no)
+        or (invoice_num and match.invoice_num != invoice_num)
+        or (invoice_code and match.invoice_code != invoice_code)
+    ):
+        return False
+    return all(
+        value is None or getattr(match, name) == value
+        for name, value in reported.items()
+        if name != "raw"
     )
 
 

@@ -5,13 +5,15 @@ Runs against the simulator over real HTTP (the ``world`` of ``test_worker_world`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, event, func, select
 
+from schemas.kingdee import decode_data, encode_data
 from simulator.testing import make_bill
 from store.db import unit_of_work
 from store.models import CallbackInbox, CloudCall
@@ -100,6 +102,59 @@ def test_a_callback_for_a_paused_tenant_waits_without_asking_the_cloud(world: Wo
         resume_tenant(session, "demo")
     assert _run_reconcile(world, inbox_id)[0] == "processed"
     assert _queries(world) == queries + 1
+
+
+def test_a_repeat_of_stored_invoices_is_settled_without_a_query(world: World) -> None:
+    inbox_id = _pushed_with_callback(world, "COST-3")
+    body = world.callbacks.wait_for(1)[0].body
+    assert _run_reconcile(world, inbox_id)[0] == "processed"
+    doc_id = _document_of(world, inbox_id)
+    assert world.doc(doc_id).status == "invoiced"
+    queries, events = _queries(world), len(world.events(doc_id))
+
+    # The same invoices again under another dedupe key (as a second callback style or a
+    # redelivery with other bytes would be): one transaction, no query, nothing changed.
+    repeat = world.receive(_rewritten(body, lambda item: None))
+    with counted(_engine(world)) as counts:
+        assert _run_reconcile(world, repeat)[0] == "processed"
+    assert _queries(world) == queries
+    assert counts.commits == 1
+    assert [s for s in counts.statements if s != "BEGIN"] == [
+        "SELECT",
+        "SELECT",
+        "SELECT",
+        "UPDATE",
+    ]
+    with world.sessions() as session:
+        row = session.get(CallbackInbox, repeat)
+        assert (
+            row is not None
+            and row.document_id == doc_id
+            and "nothing to confirm" in (row.error or "")
+        )
+    assert len(world.events(doc_id)) == events and world.doc(doc_id).status == "invoiced"
+
+    # Anything not stored yet (here a new file URL, as a forged callback could claim) is
+    # confirmed by a query: the cloud's answer is applied, not the callback's.
+    def new_url(item: dict[str, Any]) -> None:
+        item["invoicePdfFileUrl"] = "https://forged.example/1.pdf"
+
+    news = world.receive(_rewritten(body, new_url))
+    assert _run_reconcile(world, news)[0] == "processed"
+    assert _queries(world) == queries + 1
+    assert all(
+        i.invoice_pdf_file_url != "https://forged.example/1.pdf" for i in world.invoices(doc_id)
+    )
+
+
+def _rewritten(body: bytes, change: Callable[[dict[str, Any]], None]) -> bytes:
+    """``body`` with ``change`` applied to each invoice item, re-encoded (other bytes)."""
+    envelope = json.loads(body)
+    payload = decode_data(envelope["data"])
+    for item in payload if isinstance(payload, list) else [payload]:
+        change(item)
+    envelope["data"] = encode_data(payload)
+    return json.dumps(envelope, indent=1).encode()
 
 
 def _run_reconcile(world: World, inbox_id: int) -> tuple[str, list[Followup]]:

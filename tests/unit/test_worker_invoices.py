@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from schemas.kingdee import InvoiceItem
 from store.models import Document, Invoice
 from store.states import Event
-from worker.services.invoices import verdict_for
+from worker.services.invoices import all_known, verdict_for
 
 
 def document(
@@ -80,3 +81,28 @@ def test_red_bills_count_red_invoices_by_absolute_amount() -> None:
     assert verdict_for(red_doc, [issued("-113.00", red=True)]).event is Event.issued_all
     # A blue invoice cannot settle a red bill.
     assert verdict_for(red_doc, [issued("113.00")]).event is None
+
+
+def test_all_known_only_when_every_reported_value_is_stored() -> None:
+    doc = document("100.00", "113.00")
+    doc.push_attempt = 1
+    stored = Invoice(
+        document_id=1, push_attempt=1, order_no="ORD-1", invoice_code="", invoice_num="N1",
+        invoice_status="0", include_tax_amount=Decimal("113.00"), raw={"old": "wire copy"},
+    )  # fmt: skip
+
+    def item(**fields: object) -> InvoiceItem:
+        base: dict[str, object] = {"billNo": "B-1", "orderNo": "ORD-1", "invoiceNum": "N1"}
+        return InvoiceItem.model_validate({**base, "invoiceStatus": "0", **fields})
+
+    assert all_known(doc, [stored], [item(includeTaxAmount=Decimal("113.00"))])
+    assert all_known(doc, [stored], [item(), item(billNo="OTHER", invoiceStatus="6")])
+    assert not all_known(doc, [stored], [item(invoiceStatus="6")])  # 作废: news
+    assert not all_known(doc, [stored], [item(invoicePdfFileUrl="https://x/1.pdf")])
+    assert not all_known(doc, [stored], [item(orderNo="ORD-2", invoiceNum="N2")])
+    assert not all_known(doc, [stored], [item(orderNo=None, invoiceNum=None)])  # no key
+    assert not all_known(doc, [stored], [item(billNo="OTHER")])  # nothing about this bill
+    assert not all_known(doc, [], [item()])
+    keys = ("order_no", "invoice_code", "invoice_num", "invoice_status", "push_attempt")
+    elsewhere = Invoice(document_id=2, **{key: getattr(stored, key) for key in keys})
+    assert not all_known(doc, [elsewhere], [item()])

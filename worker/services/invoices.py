@@ -33,13 +33,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from schemas.kingdee import InvoiceItem
-from store.invoices import InvoiceBelongsElsewhere, invoices_of, record_invoice
+from store.invoices import InvoiceBelongsElsewhere, invoices_of, known_invoice, record_invoice
 from store.lifecycle import TransitionResult, transition, update_fields
 from store.models import Document, Invoice
 from store.states import DocumentStatus, Event
 from worker.runtime import Runtime
 
-__all__ = ["InvoiceVerdict", "apply_invoices", "upsert_invoices", "verdict_for"]
+__all__ = ["InvoiceVerdict", "all_known", "apply_invoices", "upsert_invoices", "verdict_for"]
 
 log = logging.getLogger(__name__)
 
@@ -88,30 +88,45 @@ def upsert_invoices(
             unrecorded += 1
             continue
         try:
-            record_invoice(
-                session,
-                document_id=document.id,
-                push_attempt=document.push_attempt,
-                order_no=(item.orderNo or "").strip() or None,
-                invoice_code=(item.invoiceCode or "").strip() or None,
-                invoice_num=(item.invoiceNum or "").strip() or None,
-                invoice_type=item.invoiceType,
-                invoice_status=item.invoiceStatus,
-                total_amount=item.totalAmount,
-                total_tax_amount=item.totalTaxAmount,
-                include_tax_amount=_incl(item),
-                invoice_date=_date(item.invoiceDate),
-                invoice_file_url=item.invoiceFileUrl,
-                invoice_pdf_file_url=item.invoicePdfFileUrl,
-                invoice_xml_file_url=item.invoiceXmlFileUrl,
-                invoice_image_url=item.invoiceImageUrl,
-                issue_error_message=None if item.is_issued else item.issueErrorMessage,
-                raw=item.to_wire(),
-                now=now,
-            )
+            record_invoice(session, **_reported(document, item), now=now)
         except InvoiceBelongsElsewhere as exc:
             log.error(str(exc), extra={"document_id": document.id, "bill_no": item.billNo})
     return unrecorded
+
+
+def all_known(
+    document: Document, invoices: Sequence[Invoice], items: Sequence[InvoiceItem]
+) -> bool:
+    """Does every item about ``document``'s bill only repeat what ``invoices`` already hold?
+
+    False when no item is about the bill, or one has no key (``orderNo`` / ``invoiceNum``):
+    then only ``apply_invoices`` (after a confirming query) can tell.
+    """
+    mine = [item for item in items if item.billNo == document.bill_no]
+    return bool(mine) and all(known_invoice(invoices, **_reported(document, item)) for item in mine)
+
+
+def _reported(document: Document, item: InvoiceItem) -> dict[str, Any]:
+    """``record_invoice``'s keyword arguments for one reported item."""
+    return {
+        "document_id": document.id,
+        "push_attempt": document.push_attempt,
+        "order_no": (item.orderNo or "").strip() or None,
+        "invoice_code": (item.invoiceCode or "").strip() or None,
+        "invoice_num": (item.invoiceNum or "").strip() or None,
+        "invoice_type": item.invoiceType,
+        "invoice_status": item.invoiceStatus,
+        "total_amount": item.totalAmount,
+        "total_tax_amount": item.totalTaxAmount,
+        "include_tax_amount": _incl(item),
+        "invoice_date": _date(item.invoiceDate),
+        "invoice_file_url": item.invoiceFileUrl,
+        "invoice_pdf_file_url": item.invoicePdfFileUrl,
+        "invoice_xml_file_url": item.invoiceXmlFileUrl,
+        "invoice_image_url": item.invoiceImageUrl,
+        "issue_error_message": None if item.is_issued else item.issueErrorMessage,
+        "raw": item.to_wire(),
+    }
 
 
 def _incl(item: InvoiceItem) -> Decimal | None:

@@ -8,7 +8,9 @@ The receiver stored the raw body, deduplicated and acknowledged it; this runs af
 | 2    | ``parse_callback`` (按票 one object, 按单 array, or BILL.RETURN) — a body that  |
 |      | cannot be used → row ``failed`` with the reason                                |
 | 3    | per billNo: the current document (``sellerTaxpayerId`` narrows it); none →    |
-|      | row ``orphan``                                                                 |
+|      | row ``orphan``. An invoice callback about one ``invoiced`` document that only  |
+|      | repeats stored invoices (every value already recorded) → row ``processed`` at  |
+|      | once, with a note: no query, nothing to apply (a forged one changes nothing)   |
 | 4    | BILL.RETURN → ``returned`` once a confirming query finds the bill gone (with  |
 |      | ``confirm_with_query``; still there → nothing changes, the row is processed   |
 |      | with a note); invoice callbacks → the invoices, either from a                 |
@@ -40,13 +42,14 @@ from sqlalchemy.orm import Session
 from schemas.kingdee import CallbackParseError, InvoiceItem, ParsedCallback, parse_callback
 from store.db import unit_of_work
 from store.inbox import settle_callback
+from store.invoices import invoices_of
 from store.lifecycle import LostRace, TransitionResult, transition
 from store.models import CallbackInbox, Document, TenantState
 from store.states import DocumentStatus, Event, InboxState
 from worker import queues
 from worker.runtime import Followup, Runtime
 from worker.services.common import is_tenant_paused, owe_notification
-from worker.services.invoices import apply_invoices
+from worker.services.invoices import all_known, apply_invoices
 from worker.services.query import query_bill
 
 __all__ = ["MAX_ATTEMPTS", "ReconcileOutcome", "reconcile_callback"]
@@ -59,6 +62,7 @@ DEFER_SECONDS: Final = 2.0
 _WAITING_FOR_PUSH: Final = frozenset(
     {DocumentStatus.draft, DocumentStatus.pushing, DocumentStatus.in_doubt}
 )
+_NOTHING_NEW: Final = "already invoiced with every invoice as reported; nothing to confirm"
 _RETURNABLE: Final = frozenset(
     {DocumentStatus.pushed, DocumentStatus.invoice_failed, DocumentStatus.withdrawing}
 )
@@ -105,6 +109,16 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
                 for _, _, d in found
                 if d is not None
             }
+            if _nothing_new(session, parsed, found):
+                # A repeat of what is stored (a second callback style, a redelivery, a
+                # callback after the poller found the invoices): settled here, no query.
+                document = found[0][2]
+                assert document is not None
+                settle_callback(
+                    session, inbox_id, InboxState.processed, document_id=document.id,
+                    error=_NOTHING_NEW, now=rt.clock(),
+                )  # fmt: skip
+                return ReconcileOutcome(InboxState.processed.value, _NOTHING_NEW)
     if unusable is not None:
         return _finish(rt, inbox_id, InboxState.failed, unusable, None)
 
@@ -152,6 +166,21 @@ def _items_by_bill(parsed: ParsedCallback) -> dict[str, tuple[str | None, list[I
         seller, items = grouped.setdefault(item.billNo, (item.sellerTaxpayerId or None, []))
         items.append(item)
     return grouped
+
+
+def _nothing_new(
+    session: Session,
+    parsed: ParsedCallback,
+    found: list[tuple[str, list[InvoiceItem], Document | None]],
+) -> bool:
+    """An invoice callback about one ``invoiced`` document whose every invoice is stored
+    with every value it reports (``worker.services.invoices.all_known``)."""
+    if parsed.style == "return" or len(found) != 1:
+        return False
+    _, items, document = found[0]
+    if document is None or document.status != DocumentStatus.invoiced:
+        return False
+    return all_known(document, invoices_of(session, document.id), items)
 
 
 def _documents_and_pauses(
