@@ -130,9 +130,9 @@ def _server_spoke(dbapi_connection: Any) -> bool:
     Unknown (no socket, no ``poll``) counts as yes: the caller then pings.
     """
     try:
-        fd = dbapi_connection.fileno()
+        fd = dbapi_connection.fileno()  # raises when the driver knows it is closed
         poller = select.poll()
-    except (AttributeError, OSError, ValueError):
+    except Exception:
         return True
     poller.register(fd, select.POLLIN | select.POLLPRI)
     return bool(poller.poll(0))

@@ -91,3 +91,16 @@ def test_a_quiet_connection_has_nothing_to_read(counted_engine: tuple[Engine, li
         conn.execute(text("SELECT 1"))
         conn.rollback()
         assert _server_spoke(conn.connection.dbapi_connection) is False
+
+
+def test_a_connection_closed_under_the_pool_is_replaced(
+    counted_engine: tuple[Engine, list[int]],
+) -> None:
+    pooled, pings = counted_engine
+    with pooled.begin() as conn:
+        victim = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        raw = conn.connection.dbapi_connection
+    assert raw is not None
+    raw.close()  # e.g. the driver gave up on it
+    assert _backend_pid(pooled) != victim
+    assert pings == [1]
