@@ -240,7 +240,7 @@ def test_two_batches_with_the_same_new_bill_at_once_create_it_once(
         assert stored == ["TWICE", "X-1", "X-2"]
 
 
-def test_a_batch_through_celery_sends_one_push_message_per_owed_document(
+def test_a_batch_through_celery_sends_the_owed_pushes_as_one_batch_message(
     redis_url: str, database_url: str, session_factory: sessionmaker[Session]
 ) -> None:
     settings = bridge_settings(database_url, broker_url=redis_url, redis_url=redis_url)
@@ -257,15 +257,15 @@ def test_a_batch_through_celery_sends_one_push_message_per_owed_document(
         for raw in reversed(cast(list[bytes], client.lrange("push", 0, -1))):
             envelope = json.loads(raw)
             args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
-            if str(kwargs.get("bill_no", "")).startswith("BCEL-"):
+            labels = kwargs.get("bill_no") or ",".join(kwargs.get("bill_nos", []))
+            if str(labels).startswith("BCEL-"):
                 mine.append({"task": envelope["headers"]["task"], "args": args, "kw": kwargs})
         assert mine == [
             {"task": "fapiao.push", "args": [], "kw": {"document_id": results[0].document_id,
                                                         "bill_no": "BCEL-0", "tenant": "demo"}},
-            {"task": "fapiao.push", "args": [], "kw": {"document_id": results[1].document_id,
-                                                        "bill_no": "BCEL-1", "tenant": "demo"}},
-            {"task": "fapiao.push", "args": [], "kw": {"document_id": results[3].document_id,
-                                                        "bill_no": "BCEL-2", "tenant": "demo"}},
+            {"task": "fapiao.push_batch", "args": [], "kw": {
+                "document_ids": [results[1].document_id, results[3].document_id],
+                "bill_nos": ["BCEL-1", "BCEL-2"], "tenants": ["demo", "demo"]}},
         ]  # fmt: skip
     finally:
         client.close()
