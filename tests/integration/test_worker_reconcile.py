@@ -1,4 +1,4 @@
-"""Reconcile: what one callback costs the database, and the tenant pause read with the documents.
+"""Reconcile (and poll): what one callback costs the database; tenant pauses read with documents.
 
 Runs against the simulator over real HTTP (the ``world`` of ``test_worker_world``).
 """
@@ -155,6 +155,23 @@ def _rewritten(body: bytes, change: Callable[[dict[str, Any]], None]) -> bytes:
         change(item)
     envelope["data"] = encode_data(payload)
     return json.dumps(envelope, indent=1).encode()
+
+
+def test_a_poll_for_a_paused_tenant_waits_without_asking_the_cloud(world: World) -> None:
+    doc_id = store_bill(world.sessions, "demo", make_bill("COST-4", DEMO_SELLER, lines=1))
+    assert world.push(doc_id) == "pushed"
+    world.callbacks.wait_for(1)  # issued in the cloud (the callback itself is not used)
+    with unit_of_work(world.sessions) as session:
+        pause_tenant(session, "demo", "test: operator pause")
+    queries = _queries(world)
+    with counted(_engine(world)) as counts:
+        assert world.run(queues.POLL, document_id=doc_id) == "paused"
+    assert _queries(world) == queries
+    assert [s for s in counts.statements if s != "BEGIN"] == ["SELECT"]  # document + pause
+    with unit_of_work(world.sessions) as session:
+        resume_tenant(session, "demo")
+    assert world.run(queues.POLL, document_id=doc_id) == "invoiced"
+    assert _queries(world) == queries + 1
 
 
 def _run_reconcile(world: World, inbox_id: int) -> tuple[str, list[Followup]]:

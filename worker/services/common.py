@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas.cloud_contract import OutcomeClass
@@ -29,7 +30,7 @@ from schemas.tenants import TenantConfig
 from store import tenants as tenant_state
 from store.invoices import invoices_of
 from store.lifecycle import TransitionResult
-from store.models import Document, Invoice
+from store.models import Document, Invoice, TenantState
 from store.outbox import add_notification
 from store.states import DocumentStatus
 from worker import metrics, queues
@@ -40,7 +41,9 @@ from worker.tokens import TokenUnavailable
 __all__ = [
     "NOTIFIED",
     "call_with_token",
+    "document_and_pause",
     "document_task_kwargs",
+    "is_paused_from",
     "is_tenant_paused",
     "owe_notification",
     "pause_tenant",
@@ -92,6 +95,26 @@ def call_with_token(
 def is_tenant_paused(rt: Runtime, session: Session, tenant: TenantConfig) -> bool:
     """Paused by the operator switch in the tenants file or in ``tenant_state``."""
     return tenant.paused or tenant_state.is_paused(session, tenant.name)
+
+
+def document_and_pause(session: Session, document_id: int) -> tuple[Document | None, bool]:
+    """The document and its tenant's ``tenant_state.paused`` flag, in one statement.
+
+    The flag alone is not the whole answer: ``is_paused_from`` adds the tenants file switch.
+    """
+    row = session.execute(
+        select(Document, TenantState.paused)
+        .outerjoin(TenantState, TenantState.tenant == Document.tenant)
+        .where(Document.id == document_id)
+    ).one_or_none()
+    if row is None:
+        return None, False
+    return row[0], bool(row[1])
+
+
+def is_paused_from(tenant: TenantConfig, paused_in_database: bool) -> bool:
+    """``is_tenant_paused`` with the ``tenant_state`` flag already read."""
+    return tenant.paused or paused_in_database
 
 
 def pause_tenant(rt: Runtime, session: Session, tenant: str, reason: str) -> None:

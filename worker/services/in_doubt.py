@@ -35,7 +35,12 @@ from store.models import CloudCall, Document
 from store.states import DocumentStatus, Event
 from worker import queues
 from worker.runtime import Followup, Runtime
-from worker.services.common import is_tenant_paused, owe_notification, pause_tenant
+from worker.services.common import (
+    document_and_pause,
+    is_paused_from,
+    owe_notification,
+    pause_tenant,
+)
 from worker.services.invoices import apply_invoices
 from worker.services.query import query_bill
 
@@ -54,7 +59,7 @@ class ResolveOutcome:
 def resolve_in_doubt(rt: Runtime, document_id: int) -> ResolveOutcome:
     """Query once and apply what the cloud says (module docstring)."""
     with unit_of_work(rt.sessions) as session:
-        document = session.get(Document, document_id)
+        document, paused_in_database = document_and_pause(session, document_id)
         if document is None:
             return ResolveOutcome("skipped", "no such document")
         if document.status != DocumentStatus.in_doubt:
@@ -62,7 +67,7 @@ def resolve_in_doubt(rt: Runtime, document_id: int) -> ResolveOutcome:
         tenant = rt.tenant(document.tenant)
         if tenant is None:
             return ResolveOutcome("skipped", f"tenant {document.tenant!r} is not configured")
-        if is_tenant_paused(rt, session, tenant):
+        if is_paused_from(tenant, paused_in_database):
             return ResolveOutcome("paused", f"tenant {tenant.name} is paused")
         snapshot = _Snapshot(
             bill_no=document.bill_no,

@@ -34,7 +34,12 @@ from store.queries import due_for_poll
 from store.states import DocumentStatus
 from worker import metrics, queues
 from worker.runtime import Followup, Runtime
-from worker.services.common import is_tenant_paused, owe_notification, pause_tenant
+from worker.services.common import (
+    document_and_pause,
+    is_paused_from,
+    owe_notification,
+    pause_tenant,
+)
 from worker.services.invoices import apply_invoices
 from worker.services.query import query_bill
 
@@ -74,7 +79,7 @@ def poll_due(rt: Runtime, *, limit: int = POLL_BATCH) -> list[Followup]:
 def poll_document(rt: Runtime, document_id: int) -> PollOutcome:
     """Query one accepted document and apply what the cloud shows (module docstring)."""
     with unit_of_work(rt.sessions) as session:
-        document = session.get(Document, document_id)
+        document, paused_in_database = document_and_pause(session, document_id)
         if document is None:
             return PollOutcome("skipped", "no such document")
         status = DocumentStatus(document.status)
@@ -83,7 +88,7 @@ def poll_document(rt: Runtime, document_id: int) -> PollOutcome:
         tenant = rt.tenant(document.tenant)
         if tenant is None:
             return PollOutcome("skipped", f"tenant {document.tenant!r} is not configured")
-        if is_tenant_paused(rt, session, tenant):
+        if is_paused_from(tenant, paused_in_database):
             return PollOutcome("paused", f"tenant {tenant.name} is paused")
         bill_no, seller = document.bill_no, document.seller_tax_id
         attempt, poll_count = document.push_attempt, document.poll_count

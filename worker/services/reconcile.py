@@ -48,7 +48,7 @@ from store.models import CallbackInbox, Document, TenantState
 from store.states import DocumentStatus, Event, InboxState
 from worker import queues
 from worker.runtime import Followup, Runtime
-from worker.services.common import is_tenant_paused, owe_notification
+from worker.services.common import document_and_pause, is_paused_from, owe_notification
 from worker.services.invoices import all_known, apply_invoices
 from worker.services.query import query_bill
 
@@ -225,7 +225,7 @@ def _apply_return(
     """
     reason = (parsed.returned.reason if parsed.returned else "") or "no reason given"
     with unit_of_work(rt.sessions) as session:
-        document = session.get(Document, document_id)
+        document, paused_in_database = document_and_pause(session, document_id)
         assert document is not None
         status = DocumentStatus(document.status)
         if status in _WAITING_FOR_PUSH:
@@ -242,7 +242,7 @@ def _apply_return(
         if status in _RETURNABLE and rt.settings.callbacks.confirm_with_query:
             if tenant is None:
                 raise _Defer(f"tenant {document.tenant!r} is not configured")
-            if is_tenant_paused(rt, session, tenant):
+            if is_paused_from(tenant, paused_in_database):
                 raise _Defer(f"tenant {tenant.name} is paused")
 
     if status in _RETURNABLE and rt.settings.callbacks.confirm_with_query:
@@ -281,7 +281,7 @@ def _apply_return(
 def _is_paused(rt: Runtime, tenant_name: str, paused_in_database: dict[str, bool]) -> bool:
     """``is_tenant_paused`` from a ``tenant_state`` flag already read."""
     tenant = rt.tenant(tenant_name)
-    return tenant is not None and (tenant.paused or paused_in_database.get(tenant_name, False))
+    return tenant is not None and is_paused_from(tenant, paused_in_database.get(tenant_name, False))
 
 
 def _apply_invoice_callback(
