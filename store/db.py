@@ -39,17 +39,32 @@ explicitly still gets SQLAlchemy's ping on every checkout (this hook is then not
 
 `unit_of_work(session_factory)` yields a session, commits when the block succeeds and rolls
 back when it raises; it is the only place services should commit.
+
+Statements that need no transaction around them (psycopg sends `BEGIN` and `COMMIT` as round
+trips of their own, so a one-statement transaction is three round trips):
+
+| helper                               | PostgreSQL                            | SQLite         |
+|--------------------------------------|---------------------------------------|----------------|
+| `single_statements(engine)`          | a Core connection in autocommit: each | `engine.begin()` |
+| (a Connection)                       | statement is its own transaction,     | (one `BEGIN    |
+|                                      | committed when `execute` returns      | IMMEDIATE`)    |
+| `autocommit_session(session_factory)`| a Session on that autocommit engine   | `unit_of_work` |
+
+Use them only where each statement stands alone: a ledger row, reads whose answers need not
+come from one snapshot (under READ COMMITTED each statement has its own snapshot anyway),
+one compare-and-set `UPDATE`. Nothing is rolled back if the block raises after a statement.
 """
 
 from __future__ import annotations
 
 import select
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -57,11 +72,13 @@ from sqlalchemy.pool import StaticPool
 __all__ = [
     "PING_IDLE_SECONDS",
     "SQLITE_BUSY_TIMEOUT_MS",
+    "autocommit_session",
     "install_liveness_check",
     "is_postgres",
     "is_sqlite",
     "make_engine",
     "make_session_factory",
+    "single_statements",
     "unit_of_work",
 ]
 
@@ -187,6 +204,45 @@ def unit_of_work(session_factory: sessionmaker[Session]) -> Iterator[Session]:
     except BaseException:
         session.rollback()
         raise
+    finally:
+        session.close()
+
+
+_autocommit_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def _autocommit(engine: Engine) -> Engine:
+    """``engine`` with ``isolation_level=AUTOCOMMIT`` (same pool; built once per engine)."""
+    found = _autocommit_engines.get(engine)
+    if found is None:
+        found = engine.execution_options(isolation_level="AUTOCOMMIT")
+        _autocommit_engines[engine] = found
+    return found
+
+
+@contextmanager
+def single_statements(engine: Engine) -> Iterator[Connection]:
+    """A connection whose statements each commit on their own (module docstring table)."""
+    if not is_postgres(engine):
+        with engine.begin() as connection:
+            yield connection
+        return
+    with _autocommit(engine).connect() as connection:
+        yield connection
+
+
+@contextmanager
+def autocommit_session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session whose statements each commit on their own (module docstring table)."""
+    bind = session_factory.kw.get("bind")
+    if not isinstance(bind, Engine) or not is_postgres(bind):
+        with unit_of_work(session_factory) as session:
+            yield session
+        return
+    session = session_factory(bind=_autocommit(bind))
+    try:
+        yield session
+        session.commit()  # nothing to send: every statement committed already
     finally:
         session.close()
 

@@ -12,10 +12,12 @@ own short transactions so they survive whatever the caller's unit of work does n
 Masking of tokens and secrets: ``store.ledger.mask_secrets`` on every message and errorCode
 written (rows are written with Core statements, not through the ORM).
 
-Cost: each write is one Core statement in its own transaction on a pooled connection of the
-session factory's engine (``INSERT … RETURNING id`` for ``begin``; one ``UPDATE``, or one
-``INSERT`` when there is no row to complete, for ``finish``): one round trip plus the commit,
-no ORM session or unit of work.
+Cost: each write is one Core statement on a pooled connection of the session factory's
+engine (``INSERT … RETURNING id`` for ``begin``; one ``UPDATE``, or one ``INSERT`` when there
+is no row to complete, for ``finish``), no ORM session or unit of work. On PostgreSQL the
+connection is in autocommit (``store.db.single_statements``): the statement is its own
+transaction, durably committed when it returns — one round trip instead of BEGIN, statement,
+COMMIT. So the push row still exists before the request leaves.
 
 Thread safety: a ``SqlCallLedger`` holds no mutable state; every write checks a connection
 out of the engine's pool for its own transaction, so one ledger may be used by many threads
@@ -30,6 +32,7 @@ from sqlalchemy import Connection, Engine, Table, insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.columns import utcnow
+from store.db import single_statements
 from store.ledger import MESSAGE_LIMIT, mask_secrets
 from store.models import CloudCall
 from worker.kingdee import PENDING_OUTCOME, CallContext
@@ -57,7 +60,7 @@ class SqlCallLedger:
         request_id: str | None,
         context: CallContext,
     ) -> int | None:
-        with self._engine.begin() as connection:
+        with single_statements(self._engine) as connection:
             return _insert(
                 connection,
                 tenant=tenant,
@@ -82,7 +85,7 @@ class SqlCallLedger:
         message: str | None,
         latency_ms: int,
     ) -> None:
-        with self._engine.begin() as connection:
+        with single_statements(self._engine) as connection:
             if entry is not None:
                 # One UPDATE instead of loading the row first; masked here because the
                 # ORM's on-assignment masking does not see a Core statement.

@@ -1,4 +1,5 @@
-"""store.db: the checkout liveness check that replaces ``pool_pre_ping`` on PostgreSQL."""
+"""store.db on PostgreSQL: the checkout liveness check that replaces ``pool_pre_ping``, and
+statements run in autocommit (``single_statements``, ``autocommit_session``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,15 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
-from store.db import _server_spoke, make_engine
+from store.db import (
+    _server_spoke,
+    autocommit_session,
+    make_engine,
+    make_session_factory,
+    single_statements,
+)
 
 pytestmark = pytest.mark.postgres_only
 
@@ -104,3 +112,29 @@ def test_a_connection_closed_under_the_pool_is_replaced(
     raw.close()  # e.g. the driver gave up on it
     assert _backend_pid(pooled) != victim
     assert pings == [1]
+
+
+def test_single_statements_commit_as_they_return_and_leave_the_pool_transactional(
+    database_url: str, engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    pooled = make_engine(database_url, pool_size=1, max_overflow=0)
+    insert = text("INSERT INTO tenant_state (tenant, paused, updated_at) VALUES (:t, false, now())")
+    count = text("SELECT count(*) FROM tenant_state WHERE tenant = :t")
+    try:
+        with single_statements(pooled) as conn:
+            conn.execute(insert, {"t": "autocommitted"})
+            # Committed already: another connection sees it while this block is still open.
+            with engine.connect() as other:
+                assert other.execute(count, {"t": "autocommitted"}).scalar_one() == 1
+        # The same pooled connection is transactional again: a rollback undoes.
+        with pooled.connect() as conn:
+            conn.execute(insert, {"t": "rolled-back"})
+            conn.rollback()
+        with engine.connect() as other:
+            assert other.execute(count, {"t": "rolled-back"}).scalar_one() == 0
+        with autocommit_session(make_session_factory(pooled)) as session:
+            session.execute(insert, {"t": "session"})
+            with engine.connect() as other:
+                assert other.execute(count, {"t": "session"}).scalar_one() == 1
+    finally:
+        pooled.dispose()

@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas.cloud_contract import OutcomeClass
-from store.db import unit_of_work
+from store.db import autocommit_session, unit_of_work
 from store.lifecycle import LostRace, TransitionResult, transition, update_fields
 from store.models import CloudCall, Document
 from store.states import DocumentStatus, Event
@@ -58,7 +58,7 @@ class ResolveOutcome:
 
 def resolve_in_doubt(rt: Runtime, document_id: int) -> ResolveOutcome:
     """Query once and apply what the cloud says (module docstring)."""
-    with unit_of_work(rt.sessions) as session:
+    with autocommit_session(rt.sessions) as session:  # one read: no transaction needed
         document, paused_in_database = document_and_pause(session, document_id)
         if document is None:
             return ResolveOutcome("skipped", "no such document")

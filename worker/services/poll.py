@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
 
-from store.db import unit_of_work
+from store.db import autocommit_session, unit_of_work
 from store.lifecycle import LostRace, update_fields
 from store.models import Document
 from store.queries import due_for_poll
@@ -78,7 +78,7 @@ def poll_due(rt: Runtime, *, limit: int = POLL_BATCH) -> list[Followup]:
 
 def poll_document(rt: Runtime, document_id: int) -> PollOutcome:
     """Query one accepted document and apply what the cloud shows (module docstring)."""
-    with unit_of_work(rt.sessions) as session:
+    with autocommit_session(rt.sessions) as session:  # one read: no transaction needed
         document, paused_in_database = document_and_pause(session, document_id)
         if document is None:
             return PollOutcome("skipped", "no such document")

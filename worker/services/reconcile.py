@@ -40,7 +40,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas.kingdee import CallbackParseError, InvoiceItem, ParsedCallback, parse_callback
-from store.db import unit_of_work
+from store.db import autocommit_session, unit_of_work
 from store.inbox import settle_callback
 from store.invoices import invoices_of
 from store.lifecycle import LostRace, TransitionResult, transition
@@ -81,9 +81,10 @@ class _Defer(Exception):
 
 def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
     """Apply one stored callback (module docstring)."""
-    # One transaction, two statements: the row, then the documents it is about together with
-    # their tenants' pause flags (the checks before a confirming query need nothing fresher).
-    with unit_of_work(rt.sessions) as session:
+    # Two statements, each on its own (autocommit on PostgreSQL: no BEGIN/COMMIT round
+    # trips): the row, then the documents it is about together with their tenants' pause
+    # flags (the checks before a confirming query need nothing fresher).
+    with autocommit_session(rt.sessions) as session:
         row = session.execute(
             select(CallbackInbox.state, CallbackInbox.raw_body).where(CallbackInbox.id == inbox_id)
         ).one_or_none()
