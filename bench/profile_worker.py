@@ -16,7 +16,9 @@ Then the database traffic per document, counted from the profile's call counts:
 | tasks       | ``celery.app.trace.trace_task``                               |
 | statements  | ``psycopg.Cursor.execute`` (pings included)                   |
 | pings       | SQLAlchemy's psycopg ``do_ping`` (pre-ping / liveness check)  |
-| commits     | ``psycopg.Connection.commit``                                 |
+| commits     | ``psycopg.Connection.commit`` (a no-op in autocommit)         |
+| BEGINs      | psycopg's ``_get_tx_start_command``: one per ``BEGIN`` sent,  |
+|             | i.e. per transaction (autocommit statements send none)        |
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ _COUNTED = {
     "statements": ("psycopg/cursor.py", "execute"),
     "pings": ("postgresql/_psycopg_common.py", "do_ping"),
     "commits": ("psycopg/connection.py", "commit"),
+    "BEGINs": ("psycopg/_connection_base.py", "_get_tx_start_command"),
 }
 
 
