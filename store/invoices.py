@@ -16,7 +16,7 @@ invoice are safe: the loser of the unique-index race (its INSERT does nothing) r
 updates. Nothing here commits; nothing here moves a document's state (the reconciler
 decides with `store.lifecycle.transition`).
 
-Statements: a new keyed invoice is one `INSERT … ON CONFLICT DO NOTHING RETURNING`; a known
+Statements: a new keyed invoice is one `INSERT … ON CONFLICT DO NOTHING RETURNING id`; a known
 one is that INSERT (which does nothing), a SELECT and, if something is new, an UPDATE. A
 report without keys is a SELECT, then the INSERT if nothing matched.
 """
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -38,6 +38,9 @@ from sqlalchemy.orm import Session
 from store.columns import jsonable, utcnow
 from store.models import Invoice
 
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+
 __all__ = [
     "InvoiceBelongsElsewhere",
     "InvoiceRecord",
@@ -46,6 +49,9 @@ __all__ = [
     "known_invoice",
     "record_invoice",
 ]
+
+
+_invoices = cast("Table", Invoice.__table__)
 
 
 class InvoiceBelongsElsewhere(Exception):
@@ -67,7 +73,7 @@ class RecordOutcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class InvoiceRecord:
-    invoice: Invoice
+    invoice_id: int
     outcome: RecordOutcome
 
 
@@ -133,23 +139,25 @@ def record_invoice(
         raise InvoiceBelongsElsewhere(existing, document_id)
     changed = _fill(existing, reported)
     if not changed:
-        return InvoiceRecord(existing, RecordOutcome.unchanged)
+        return InvoiceRecord(existing.id, RecordOutcome.unchanged)
     existing.updated_at = now
     session.flush()
-    return InvoiceRecord(existing, RecordOutcome.updated)
+    return InvoiceRecord(existing.id, RecordOutcome.updated)
 
 
 def _insert(
     session: Session, document_id: int, reported: Mapping[str, Any], now: datetime
-) -> Invoice | None:
-    """``INSERT … ON CONFLICT DO NOTHING RETURNING`` the new row as an ORM object; None when a
-    unique index (``order_no``, or ``invoice_code`` + ``invoice_num``) already has it."""
+) -> int | None:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING id`` (Core, values as parameters: the
+    compiled statement is cached); None when a unique index (``order_no``, or
+    ``invoice_code`` + ``invoice_num``) already has the invoice."""
     values = {k: (jsonable(v) if k == "raw" else v) for k, v in reported.items() if v is not None}
     values.update(document_id=document_id, created_at=now, updated_at=now)
     values.setdefault("invoice_code", "")
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(Invoice).values(**values).on_conflict_do_nothing().returning(Invoice)
-    return session.scalars(statement).one_or_none()
+    statement = insert(_invoices).on_conflict_do_nothing().returning(_invoices.c.id)
+    created: int | None = session.execute(statement, values).scalar_one_or_none()
+    return created
 
 
 def invoices_of(session: Session, document_id: int) -> list[Invoice]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, insert, update
+from sqlalchemy import Connection, Engine, Table, bindparam, insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.columns import utcnow
@@ -41,6 +41,18 @@ __all__ = ["SqlCallLedger"]
 
 
 _calls = cast("Table", CloudCall.__table__)
+_INSERT = insert(_calls).returning(_calls.c.id)
+_COMPLETE = (
+    update(_calls)
+    .where(_calls.c.id == bindparam("entry"))
+    .values(
+        outcome=bindparam("outcome"),
+        http_status=bindparam("http_status"),
+        error_code=bindparam("error_code"),
+        message=bindparam("message"),
+        latency_ms=bindparam("latency_ms"),
+    )
+)
 
 
 class SqlCallLedger:
@@ -90,15 +102,15 @@ class SqlCallLedger:
                 # One UPDATE instead of loading the row first; masked here because the
                 # ORM's on-assignment masking does not see a Core statement.
                 completed = connection.execute(
-                    update(_calls)
-                    .where(_calls.c.id == entry)
-                    .values(
-                        outcome=outcome,
-                        http_status=http_status,
-                        error_code=None if error_code is None else mask_secrets(error_code),
-                        message=None if message is None else mask_secrets(message)[:MESSAGE_LIMIT],
-                        latency_ms=latency_ms,
-                    )
+                    _COMPLETE,
+                    {
+                        "entry": entry,
+                        "outcome": outcome,
+                        "http_status": http_status,
+                        "error_code": None if error_code is None else mask_secrets(error_code),
+                        "message": None if message is None else _masked(message),
+                        "latency_ms": latency_ms,
+                    },
                 )
                 if completed.rowcount == 1:
                     return
@@ -117,16 +129,19 @@ class SqlCallLedger:
             )
 
 
+def _masked(message: str) -> str:
+    return mask_secrets(message)[:MESSAGE_LIMIT]
+
+
 def _insert(connection: Connection, **values: Any) -> int:
     """One ``cloud_calls`` row by a Core ``INSERT … RETURNING id`` (no ORM flush), masked as
     ``store.ledger.record_cloud_call`` masks: the ORM's on-assignment masking is not involved."""
     message, code = values.get("message"), values.get("error_code")
     if message is not None:
-        values["message"] = mask_secrets(message)[:MESSAGE_LIMIT]
+        values["message"] = _masked(message)
     if code is not None:
         values["error_code"] = mask_secrets(code)
     values.setdefault("created_at", utcnow())
-    entry: int = connection.execute(
-        insert(_calls).values(**values).returning(_calls.c.id)
-    ).scalar_one()
+    # Values as parameters (not ``.values()``): the compiled statement comes from the cache.
+    entry: int = connection.execute(_INSERT, values).scalar_one()
     return entry
