@@ -298,6 +298,25 @@ def test_a_failed_apply_transaction_leaves_the_batch_to_the_lease_safety_net(
     assert world.sim.stats()["doubleIssue"] == NO_DOUBLE_ISSUE
 
 
+def test_a_call_that_raises_leaves_only_its_document_to_the_lease(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [store_bill(world.sessions, "demo", demo_bill(f"BRAISE-{i}")) for i in range(3)]
+    real = push_service._call
+
+    def redis_gone_for_the_second(rt: Any, **kw: Any) -> Any:
+        if kw["document_id"] == ids[1]:
+            raise ConnectionError("Redis went away while taking the rate gate")
+        return real(rt, **kw)
+
+    monkeypatch.setattr(push_service, "_call", redis_gone_for_the_second)
+    outcomes = push_documents(world.rt, ids)
+    assert [o.status for o in outcomes] == ["pushed", "pushing", "pushed"]
+    assert "lease expiry" in outcomes[1].detail
+    assert world.doc(ids[1]).status == "pushing"  # the sweeper's lease expiry settles it
+    assert sorted(c.document_id for c in push_ledger(world)) == [ids[0], ids[2]]
+
+
 def test_a_call_with_no_lease_left_is_not_sent_and_retried(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
