@@ -34,7 +34,8 @@ readable and is replaced before use. What remains uncovered is a server that van
 silently (host down, network cut) within `ping_idle_seconds` of a connection's last use: the
 first statement then fails with a disconnect error, SQLAlchemy invalidates the pool (every
 older connection is replaced at its next checkout), and the caller sees `OperationalError` —
-Celery tasks retry it (`worker.tasks`), the API answers 503. `pool_pre_ping=True` passed
+Celery tasks retry it (`worker.tasks`); an HTTP request fails and its client retries, as with
+a failure mid-transaction under `pool_pre_ping`. `pool_pre_ping=True` passed
 explicitly still gets SQLAlchemy's ping on every checkout (this hook is then not installed).
 
 `unit_of_work(session_factory)` yields a session, commits when the block succeeds and rolls
@@ -43,12 +44,14 @@ back when it raises; it is the only place services should commit.
 Statements that need no transaction around them (psycopg sends `BEGIN` and `COMMIT` as round
 trips of their own, so a one-statement transaction is three round trips):
 
-| helper                               | PostgreSQL                            | SQLite         |
-|--------------------------------------|---------------------------------------|----------------|
-| `single_statements(engine)`          | a Core connection in autocommit: each | `engine.begin()` |
-| (a Connection)                       | statement is its own transaction,     | (one `BEGIN    |
-|                                      | committed when `execute` returns      | IMMEDIATE`)    |
-| `autocommit_session(session_factory)`| a Session on that autocommit engine   | `unit_of_work` |
+| helper                                | PostgreSQL                         | SQLite            |
+|---------------------------------------|------------------------------------|-------------------|
+| `single_statements(engine)`           | a Core connection in autocommit:   | `engine.begin()`  |
+| (a Connection)                        | each statement is its own          | (one `BEGIN       |
+|                                       | transaction, committed (durably)   | IMMEDIATE`)       |
+|                                       | when `execute` returns             |                   |
+| `autocommit_session(session_factory)` | a Session on that autocommit       | `unit_of_work`    |
+|                                       | engine                             |                   |
 
 Use them only where each statement stands alone: a ledger row, reads whose answers need not
 come from one snapshot (under READ COMMITTED each statement has its own snapshot anyway),
