@@ -304,17 +304,35 @@ def test_a_call_that_raises_leaves_only_its_document_to_the_lease(
     ids = [store_bill(world.sessions, "demo", demo_bill(f"BRAISE-{i}")) for i in range(3)]
     real = push_service._call
 
-    def redis_gone_for_the_second(rt: Any, **kw: Any) -> Any:
+    def ledger_gone_for_the_second(rt: Any, **kw: Any) -> Any:
         if kw["document_id"] == ids[1]:
-            raise ConnectionError("Redis went away while taking the rate gate")
+            raise ConnectionError("the ledger's database went away after the request left")
         return real(rt, **kw)
 
-    monkeypatch.setattr(push_service, "_call", redis_gone_for_the_second)
+    monkeypatch.setattr(push_service, "_call", ledger_gone_for_the_second)
     outcomes = push_documents(world.rt, ids)
     assert [o.status for o in outcomes] == ["pushed", "pushing", "pushed"]
     assert "lease expiry" in outcomes[1].detail
     assert world.doc(ids[1]).status == "pushing"  # the sweeper's lease expiry settles it
     assert sorted(c.document_id for c in push_ledger(world)) == [ids[0], ids[2]]
+
+
+def test_redis_down_before_sending_is_transient_not_unknown(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [store_bill(world.sessions, "demo", demo_bill(f"BREDIS-{i}")) for i in range(2)]
+
+    def token_cache_down(*_args: Any, **_kw: Any) -> str:
+        raise redis.exceptions.ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(world.rt.tokens, "get", token_cache_down)
+    outcomes = push_documents(world.rt, ids)
+    # Redis is only used before the bill leaves: back to draft and retried, not in doubt.
+    assert [o.status for o in outcomes] == ["draft", "draft"]
+    assert all("Redis unavailable" in o.detail for o in outcomes)
+    assert push_ledger(world) == []
+    assert [f.task for o in outcomes for f in o.followups] == [queues.PUSH, queues.PUSH]
+    assert [world.doc(i).status for i in ids] == ["draft", "draft"]
 
 
 def test_a_call_with_no_lease_left_is_not_sent_and_retried(

@@ -56,7 +56,8 @@ document the SAME outcome ``push_document`` would, paying the fixed costs once p
 The lease of a batch claim covers its calls: ``push_lease`` × ⌈claimed / concurrency⌉. A
 call whose turn comes when less than one ``push_lease`` is left is not sent (``transient``:
 back to draft, retried): it could not finish inside its lease. If a call raises
-unexpectedly (a database or Redis outage while writing its ledger row) its document is left
+unexpectedly (a database outage while writing its ledger row; a Redis outage is a
+transient "not sent": Redis is only used before the bill leaves) its document is left
 ``pushing``; if step 3 fails as a whole, every document of the batch stays ``pushing``. In
 both cases the lease expires, the sweeper makes them ``in_doubt`` and a BILL.INVOICE.QUERY
 settles each one — the same safety net as a worker dying mid-push.
@@ -74,6 +75,7 @@ from time import monotonic
 from typing import Any, Final
 
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -386,6 +388,12 @@ def _call(
         return _Answer(OutcomeClass.CONFIG_ERROR, None, exc.reason, True, exc.reason)
     except CloudTransientError as exc:
         return _Answer(OutcomeClass.TRANSIENT, None, exc.reason, False)
+    except RedisError as exc:
+        # Redis is only touched BEFORE the bill leaves (token cache, rate gate) or after the
+        # cloud refused a stale token (invalidate): the bill was not applied, so this is a
+        # transient failure (back to draft, retried), not an unknown outcome.
+        reason = f"not sent: Redis unavailable (token cache / rate gate): {exc} / Redis不可用"
+        return _Answer(OutcomeClass.TRANSIENT, None, reason, False)
     return _Answer(result.outcome, result.error_code, result.message, result.auth_refreshed)
 
 
