@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import re
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_HALF_UP, Decimal, getcontext, localcontext
 from typing import Annotated, Any, Final, Self
 
 from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler
@@ -110,7 +110,25 @@ def to_decimal(value: object) -> Decimal:
 
 
 def quantize_cents(d: Decimal) -> Decimal:
-    """Round to cents, half away from zero (ROUND_HALF_UP), as Chinese tax rounding does."""
+    """Round to cents, half away from zero (ROUND_HALF_UP), as Chinese tax rounding does.
+
+    | ``d``                                    | how                                     |
+    |------------------------------------------|-----------------------------------------|
+    | ``d.adjusted() + 4 <= prec`` of the      | quantize in the current context: it has |
+    | current context (every amount, and NaN,  | room for every integer digit plus two   |
+    | Infinity: adjusted() is 0)               | decimals already                        |
+    | larger                                   | a local context with that much room     |
+
+    Both give the same value (sign, digits and exponent) and raise the same errors under any
+    context (quiet NaN stays NaN, Infinity and sNaN raise ``InvalidOperation``): the local
+    context would only copy the current one with the same precision. The fast path skips that
+    copy (``localcontext`` was ~1 µs of ~1.2 µs a call); unlike the copy it may set the
+    ``Inexact``/``Rounded`` flags of the current context, which only record that rounding
+    happened.
+    """
+    ctx = getcontext()
+    if d.adjusted() + 4 <= ctx.prec:
+        return d.quantize(CENT, ROUND_HALF_UP, ctx)
     with localcontext() as ctx:
         # quantize needs room for every integer digit plus two decimals.
         ctx.prec = max(ctx.prec, d.adjusted() + 4)

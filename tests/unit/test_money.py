@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from collections.abc import Callable
+from decimal import ROUND_HALF_UP, Decimal, Inexact, InvalidOperation, Rounded, localcontext
 from typing import Any
 
 import pytest
@@ -112,6 +113,121 @@ def test_quantize_cents_is_idempotent_and_within_half_a_cent(d: Decimal) -> None
 @given(amounts)
 def test_quantize_cents_is_symmetric_for_negative_amounts(d: Decimal) -> None:
     assert quantize_cents(-d) == -quantize_cents(d)
+
+
+def _quantize_cents_before(d: Decimal) -> Decimal:
+    """quantize_cents as it was before its fast path: always in a local context."""
+    with localcontext() as ctx:
+        ctx.prec = max(ctx.prec, d.adjusted() + 4)
+        return d.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def _outcome(quantize: Callable[[Decimal], Decimal], d: Decimal) -> tuple[object, str]:
+    """The exact result (sign, digits, exponent; NaN and -0 included) or the error raised."""
+    try:
+        result = quantize(d)
+    except ArithmeticError as error:
+        return type(error), ""
+    return result.as_tuple(), str(result)
+
+
+def _decimal(sign: int, digits: list[int], exponent: int) -> Decimal:
+    return Decimal((sign, tuple(digits), exponent))
+
+
+# Finite decimals of any size, tiny or huge exponents included (Decimal() does not check
+# them against the context), ties at the third decimal, and the special values.
+wide_decimals = st.one_of(
+    st.builds(
+        _decimal,
+        st.integers(0, 1),
+        st.lists(st.integers(0, 9), min_size=1, max_size=45),
+        st.one_of(st.integers(-40, 40), st.integers(-1_000_000, 1_000_000)),
+    ),
+    st.builds(
+        lambda sign, n: _decimal(sign, [int(c) for c in f"{n}5"], -3),
+        st.integers(0, 1),
+        st.integers(0, 10**30),
+    ),
+    st.sampled_from(
+        [Decimal(v) for v in ("NaN", "-NaN", "sNaN", "Infinity", "-Infinity", "-0", "-0E-9")]
+    ),
+    any_decimals,
+)
+
+
+@given(
+    wide_decimals,
+    st.one_of(st.just(28), st.integers(1, 60)),
+    st.booleans(),
+    st.booleans(),
+)
+def test_quantize_cents_gives_what_the_local_context_version_gave(
+    d: Decimal, prec: int, trap_inexact: bool, trap_rounded: bool
+) -> None:
+    with localcontext(prec=prec) as ctx:
+        ctx.traps[Inexact] = trap_inexact
+        ctx.traps[Rounded] = trap_rounded
+        assert _outcome(quantize_cents, d) == _outcome(_quantize_cents_before, d)
+
+
+@given(st.integers(10, 60), st.integers(-6, 1), st.integers(0, 1), st.data())
+def test_quantize_cents_agrees_at_the_edge_of_the_contexts_precision(
+    prec: int, offset: int, sign: int, data: st.DataObject
+) -> None:
+    # Integer digits around prec - 4, where the fast path hands over to the local context.
+    digits = prec - 3 + offset  # integer digits: adjusted() = prec - 4 + offset
+    fraction = data.draw(st.lists(st.integers(0, 9), min_size=3, max_size=3))
+    lead = data.draw(st.lists(st.integers(0, 9), min_size=digits - 1, max_size=digits - 1))
+    d = _decimal(sign, [data.draw(st.integers(1, 9)), *lead, *fraction], -3)
+    assert d.adjusted() == prec - 4 + offset
+    with localcontext(prec=prec):
+        assert _outcome(quantize_cents, d) == _outcome(_quantize_cents_before, d)
+
+
+@pytest.mark.parametrize("prec", range(4, 61))
+def test_quantize_cents_agrees_when_rounding_carries_into_a_new_digit(prec: int) -> None:
+    # 99…9.995 rounds to 100…0.00: one digit more than it had, the reason for "+ 4".
+    with localcontext(prec=prec):
+        for integer_digits in (prec - 4, prec - 3, prec - 2):
+            for sign in (0, 1):
+                d = _decimal(sign, [9] * integer_digits + [9, 9, 5], -3)
+                assert _outcome(quantize_cents, d) == _outcome(_quantize_cents_before, d)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("NaN", "NaN"),  # a quiet NaN passes through, as it always did
+        ("-0", "-0.00"),
+        ("-0.004", "-0.00"),
+        ("1E-999999", "0.00"),
+        ("1E+30", "1000000000000000000000000000000.00"),  # beyond 28 digits: local context
+        ("99999999999999999999999.995", "100000000000000000000000.00"),  # carries a digit
+    ],
+)
+def test_quantize_cents_edge_values(value: str, expected: str) -> None:
+    assert str(quantize_cents(Decimal(value))) == expected
+
+
+@pytest.mark.parametrize("value", ["Infinity", "-Infinity", "sNaN"])
+def test_quantize_cents_refuses_infinity_and_signalling_nan(value: str) -> None:
+    with pytest.raises(InvalidOperation):
+        quantize_cents(Decimal(value))
+
+
+@given(wide_decimals)
+def test_quantize_cents_sets_at_most_the_rounding_flags_of_the_callers_context(
+    d: Decimal,
+) -> None:
+    with localcontext() as ctx:
+        ctx.clear_flags()
+        try:
+            quantize_cents(d)
+        except InvalidOperation:
+            return
+        raised = {signal for signal, on in ctx.flags.items() if on}
+        assert raised <= {Inexact, Rounded}
 
 
 def test_decimal_places_counts_significant_places() -> None:
