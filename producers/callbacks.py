@@ -16,6 +16,15 @@ is keyed by billNo, seller and reason. Keys longer than the column are hashed (s
 | ``stored`` | a new inbox row, state ``received`` | 200 ACK, reconcile enqueued |
 | ``duplicate`` | the same key is stored already; nothing written | 200 ACK |
 | ``orphan`` (flag) | stored; no current document has that bill (reconcile: ``orphan``) | 200 ACK |
+
+A stored callback that matches exactly one document which is ``pushed`` (waiting for its
+invoices) also moves that document's ``next_poll_at`` to at least now + ``poll_grace``
+(``FAPIAO_CALLBACKS__POLL_GRACE_SECONDS``, 60 s), in the same transaction: the reconcile of
+this callback is already on its way and will ask the cloud itself, so a poll meanwhile would
+be a second BILL.INVOICE.QUERY for the same answer (under a backlog of callbacks that doubled
+the queries). The poll stays the safety net: if the reconcile is lost or deferred, the poll
+comes after the grace. Documents in any other state are left alone (an ``in_doubt`` document's
+queries are the in-doubt resolver's).
 """
 
 from __future__ import annotations
@@ -23,15 +32,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Final
 
-from sqlalchemy import select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
 from schemas.kingdee import InvoiceItem, ParsedCallback
 from schemas.tenants import normalise_tax_id
+from store.columns import utcnow
 from store.inbox import receive_callback
 from store.models import CallbackInbox, Document
+from store.states import DocumentStatus
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -43,6 +55,7 @@ __all__ = [
 ]
 
 MAX_KEY_LENGTH: Final = 200
+POLL_GRACE: Final = timedelta(seconds=60)
 
 
 def _item_key(item: InvoiceItem) -> str:
@@ -130,12 +143,18 @@ def _matching_document(session: Session, parsed: ParsedCallback) -> tuple[int | 
 
 
 def store_callback(
-    session: Session, raw_body: bytes, parsed: ParsedCallback, remote_addr: str | None
+    session: Session,
+    raw_body: bytes,
+    parsed: ParsedCallback,
+    remote_addr: str | None,
+    *,
+    poll_grace: timedelta = POLL_GRACE,
 ) -> StoredCallback:
     """Insert the raw body into ``callback_inbox`` unless its key is there. No commit.
 
     The row is linked to its document when exactly one current document matches (so
-    ``fapiao show`` lists it at once); the reconciler links or orphans the rest.
+    ``fapiao show`` lists it at once); the reconciler links or orphans the rest. A matched
+    ``pushed`` document's next poll moves to at least now + ``poll_grace`` (module docstring).
     """
     key = callback_dedupe_key(parsed)
     received = receive_callback(
@@ -155,7 +174,24 @@ def store_callback(
             .where(CallbackInbox.id == received.inbox_id)
             .values(document_id=document_id)
         )
-        tenant = session.scalar(select(Document.tenant).where(Document.id == document_id))
+        later = utcnow() + poll_grace
+        # One statement reads the tenant (a message label) and defers a redundant poll.
+        tenant = session.scalar(
+            update(Document)
+            .where(Document.id == document_id)
+            .values(
+                next_poll_at=case(
+                    (
+                        (Document.status == DocumentStatus.pushed.value)
+                        & or_(Document.next_poll_at.is_(None), Document.next_poll_at < later),
+                        later,
+                    ),
+                    else_=Document.next_poll_at,
+                )
+            )
+            .returning(Document.tenant)
+            .execution_options(synchronize_session=False)
+        )
     bill_no = next((bill for bill, _ in callback_bills(parsed) if bill), None)
     return StoredCallback(
         received.inbox_id,

@@ -63,6 +63,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Annotated, Any, Final
 
 from fastapi import BackgroundTasks, Depends, FastAPI, Query, Request
@@ -663,7 +664,13 @@ def create_app(
                 400, "bad_callback", f"callback refused: {problem}", "回调报文含有无效字符"
             )
         with unit_of_work(parts.sessions) as session:
-            return store_callback(session, raw, parsed, remote)
+            return store_callback(
+                session,
+                raw,
+                parsed,
+                remote,
+                poll_grace=timedelta(seconds=settings.callbacks.poll_grace_seconds),
+            )
 
     @app.post(
         "/callbacks/kingdee/{secret}",

@@ -36,6 +36,7 @@ value or a JSON array: ``FAPIAO_API_KEYS=k1,k2``, ``FAPIAO_POLL__SCHEDULE_SECOND
 | ``FAPIAO_CALLBACKS__MAX_BODY_BYTES`` | 1048576 | larger callback bodies get 413 |
 | ``FAPIAO_CALLBACKS__IP_ALLOWLIST`` | (any) | networks allowed to call back, e.g. ``10.0.0.0/8`` |
 | ``FAPIAO_CALLBACKS__CONFIRM_WITH_QUERY`` | true | query before trusting a callback |
+| ``FAPIAO_CALLBACKS__POLL_GRACE_SECONDS`` | 60 | a stored callback defers its document's poll |
 | ``FAPIAO_ERP_WEBHOOK__MAX_ATTEMPTS`` | 12 | webhook deliveries before giving up |
 | ``FAPIAO_ERP_WEBHOOK__BACKOFF_CAP_SECONDS`` | 600 | cap of the webhook retry backoff |
 
@@ -225,6 +226,7 @@ class CallbackSettings(_Group):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     ip_allowlist: NetworkList = Field(default_factory=list)
     confirm_with_query: bool = True
+    poll_grace_seconds: int = Field(default=60, ge=0, le=3600)
 
     def allows(self, address: str) -> bool:
         """Is a caller address allowed? An empty allow-list admits everyone."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from producers.enqueue import RECONCILE_TASK, RecordingEnqueuer
@@ -26,6 +27,7 @@ from producers.testing import (
 )
 from schemas.kingdee import CALLBACK_ACK, is_ack
 from schemas.money import dumps_exact
+from store.columns import utcnow
 from store.models import CallbackInbox, Document
 from store.states import InboxState
 
@@ -336,3 +338,36 @@ def test_rows_of_other_tables_are_untouched_by_callbacks(receiver: Receiver) -> 
         document = session.scalars(select(Document)).one()
         assert document.status == "draft"  # the receiver decides nothing; reconcile does
         assert session.scalar(select(func.count()).select_from(CallbackInbox)) == 1
+
+
+def test_a_callback_defers_its_pushed_documents_poll_and_nothing_else(
+    receiver: Receiver,
+) -> None:
+    pushed_soon, pushed_late, draft = (submitted(receiver, f"C-P{i}") for i in range(3))
+    now = utcnow()
+    with receiver.sessions.begin() as session:
+        for document_id, due in ((pushed_soon, now + timedelta(seconds=2)),
+                                 (pushed_late, now + timedelta(hours=1))):  # fmt: skip
+            session.execute(
+                update(Document)
+                .where(Document.id == document_id)
+                .values(status="pushed", next_poll_at=due)
+            )
+
+    for bill_no, number in (("C-P0", "21"), ("C-P1", "22"), ("C-P2", "23")):
+        assert receiver.send(callback_body([issued(bill_no, f"253300000000000000{number}")]))
+    with receiver.sessions() as session:
+        due = {d.id: d.next_poll_at for d in session.scalars(select(Document))}
+        states = {d.id: (d.status, d.version) for d in session.scalars(select(Document))}
+
+    # The reconcile already on its way will ask the cloud: no poll within the grace...
+    soon = due[pushed_soon]
+    assert soon is not None
+    assert soon.replace(tzinfo=None) >= (now + timedelta(seconds=59)).replace(tzinfo=None)
+    # ... a later poll is not brought forward, and other states are left alone.
+    late = due[pushed_late]
+    assert late is not None
+    assert late.replace(tzinfo=None) >= (now + timedelta(minutes=59)).replace(tzinfo=None)
+    assert due[draft] is None
+    assert states[draft] == ("draft", 1)
+    assert states[pushed_soon][0] == states[pushed_late][0] == "pushed"
