@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +45,14 @@ from sqlalchemy import Engine, func, select
 from store.db import make_engine
 from store.models import CloudCall, Document, DocumentEvent, Invoice, TenantState
 
-__all__ = ["CloudView", "InvariantReport", "check_invariants", "cloud_view", "main"]
+__all__ = [
+    "CloudView",
+    "InvariantReport",
+    "check_invariants",
+    "cloud_view",
+    "main",
+    "quiet_cloud_view",
+]
 
 FINISHED = frozenset({"invoiced", "withdrawn"})
 PARKED = frozenset({"rejected", "failed", "invoice_failed", "returned", "partially_invoiced"})
@@ -113,6 +121,35 @@ def cloud_view(simulator_url: str) -> CloudView:
         stats = client.get("/_sim/stats").json()
         bills = client.get("/_sim/bills").json()
     return CloudView(stats=stats, bills=bills)
+
+
+def quiet_cloud_view(
+    simulator_url: str, engine: Engine, *, settle: float = 1.0, timeout: float = 30.0
+) -> CloudView:
+    """``cloud_view`` once the bridge has gone quiet: the simulator's call counts and the
+    ledger's row count unchanged for ``settle`` seconds (at most ``timeout``).
+
+    A document is ``invoiced`` before its late duplicate callbacks and polls have finished
+    asking the cloud; judging the ledger against the cloud while they still run compares
+    two moments (the cloud counted a call whose ledger row is not read yet, or the reverse).
+    """
+
+    def snapshot() -> tuple[Any, int]:
+        with httpx.Client(base_url=simulator_url, timeout=60.0) as client:
+            calls = client.get("/_sim/stats").json().get("calls", {})
+        with engine.connect() as conn:
+            rows = conn.execute(select(func.count()).select_from(CloudCall)).scalar_one()
+        return calls, int(rows)
+
+    deadline = time.monotonic() + timeout
+    before = snapshot()
+    while time.monotonic() < deadline:
+        time.sleep(settle)
+        after = snapshot()
+        if after == before:
+            break
+        before = after
+    return cloud_view(simulator_url)
 
 
 def check_invariants(

@@ -140,6 +140,48 @@ class BenchStack:
                 pids.append(int(entry))
         return pids
 
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds (user + system) used so far by each part of the stack, from /proc.
+
+        ``worker`` sums every worker's group (main process and prefork children); ``api``,
+        ``simulator``, ``redis-server``, ``beat`` their own groups; ``postgres`` the postmaster,
+        its live backends and the backends it already reaped (its cutime/cstime), so two
+        samples' difference counts short-lived connections too; ``load generator`` is this
+        process (the harness posting documents and polling the database).
+        """
+        names = {p.pid: p.name for p in self.processes.processes if p.running()}
+        try:
+            postmaster = int((self.postgres.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            postmaster = -1
+        totals: dict[str, float] = {}
+        ticks = float(os.sysconf("SC_CLK_TCK"))
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            pid, ppid, group = int(entry), int(fields[1]), int(fields[2])
+            used = int(fields[11]) + int(fields[12])
+            if pid == postmaster:
+                name = "postgres"
+                used += int(fields[13]) + int(fields[14])  # reaped backends
+            elif ppid == postmaster:
+                name = "postgres"
+            elif group in names:
+                name = names[group]
+                if name.startswith("worker"):
+                    name = "worker"
+            else:
+                continue
+            totals[name] = totals.get(name, 0.0) + used / ticks
+        own = os.times()
+        totals["load generator"] = own.user + own.system
+        return totals
+
     def flush_redis(self) -> None:
         client = self.redis()
         try:

@@ -31,7 +31,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.invariants import check_invariants, cloud_view
+from bench.invariants import check_invariants, quiet_cloud_view
 from bench.naive import run_naive
 from bench.noop_app import COUNTER_KEY, NOOP_QUEUE, NOOP_TASK, create_noop_app
 from bench.stack import REPO_ROOT, BenchOptions, BenchStack, running_bench_stack
@@ -58,6 +58,7 @@ def bridge_lane(stack: BenchStack, n: int, batch: int, timeout: float) -> dict[s
     calls0 = _call_counts(stack.sim_stats())
     pids = stack.worker_pids()
     cpu0 = cpu_seconds(pids)
+    by_process0 = stack.cpu_by_process()
     started = time.perf_counter()
     with stack.api() as api:
         accepted, refused = post_batches(api, bills, batch)
@@ -65,6 +66,7 @@ def bridge_lane(stack: BenchStack, n: int, batch: int, timeout: float) -> dict[s
     done, counts = wait_settled(engine, prefix, n, {"invoiced"}, timeout=timeout, interval=0.2)
     elapsed = time.perf_counter() - started
     cpu = cpu_seconds(pids) - cpu0
+    by_process = stack.cpu_by_process()
     calls = _call_counts(stack.sim_stats()) - calls0
     engine.dispose()
     invoiced = counts.get("invoiced", 0)
@@ -81,6 +83,10 @@ def bridge_lane(stack: BenchStack, n: int, batch: int, timeout: float) -> dict[s
         "cloud_calls_per_document": round(sum(calls.values()) / max(1, invoiced), 2),
         "token_calls": calls["getAppToken"] + calls["login"],
         "worker_cpu_ms_per_document": round(cpu * 1000 / max(1, invoiced), 2),
+        "cpu_ms_per_document_by_process": {
+            name: round((used - by_process0.get(name, 0.0)) * 1000 / max(1, invoiced), 2)
+            for name, used in sorted(by_process.items())
+        },
     }
 
 
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         bridge = bridge_lane(stack, args.documents, args.batch, args.timeout)
         engine = make_engine(stack.database_url)
-        report = check_invariants(engine, cloud=cloud_view(stack.simulator_url))
+        report = check_invariants(engine, cloud=quiet_cloud_view(stack.simulator_url, engine))
         engine.dispose()
         raw = raw_celery_lane(stack, args.raw_tasks, args.timeout)
         naive = naive_lane(stack, args.naive_documents)
@@ -221,6 +227,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"token calls: bridge {bridge['token_calls']}, naive {naive['token_calls']}")
         print(f"worker CPU per document: {bridge['worker_cpu_ms_per_document']} ms")
+        shares = bridge["cpu_ms_per_document_by_process"]
+        whole = sum(shares.values())
+        parts = ", ".join(f"{name} {ms}" for name, ms in shares.items())
+        print(
+            f"CPU per invoiced document by process (ms): {parts}; all {whole:.1f} ms"
+            f" → {os.cpu_count() or 1} cores can carry at most"
+            f" {(os.cpu_count() or 1) * 1000 / max(whole, 0.001):.0f} documents/s"
+        )
         print("\n".join(report.summary_lines()))
         for item in missed:
             print(f"TARGET MISSED: {item}")
