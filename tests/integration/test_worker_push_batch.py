@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,7 +24,7 @@ from simulator.testing import CallbackRecorder, SimulatorHandle, make_bill
 from store.columns import utcnow
 from store.db import unit_of_work
 from store.lifecycle import claim_for_push, transition
-from store.models import CloudCall, Document, DocumentEvent, TenantState
+from store.models import CallbackInbox, CloudCall, Document, DocumentEvent, TenantState
 from store.tenants import pause_tenant
 from tests.integration.test_worker_world import DEMO_SELLER, SHOP_SELLER, World, make_world
 from worker import queues
@@ -445,3 +446,27 @@ def all_pushed(sessions: sessionmaker[Session], ids: list[int]) -> bool:
     with sessions() as session:
         statuses = session.scalars(select(Document.status).where(Document.id.in_(ids))).all()
     return len(statuses) == len(ids) and set(statuses) == {"pushed"}
+
+
+def test_a_callback_that_overtook_the_push_answer_defers_the_first_poll(
+    world: World,
+) -> None:
+    ids = [store_bill(world.sessions, "demo", demo_bill(f"BOVERTAKE-{i}")) for i in range(2)]
+    with unit_of_work(world.sessions) as session:
+        # The receiver stored (and linked) a callback for the first one before the answer.
+        session.add(
+            CallbackInbox(
+                dedupe_key="overtook-1", raw_body=b"{}", style="per_bill", state="received",
+                document_id=ids[0], received_at=utcnow(),
+            )
+        )  # fmt: skip
+    before = utcnow()
+    outcomes = push_documents(world.rt, ids)
+    assert [o.status for o in outcomes] == ["pushed", "pushed"]
+    grace = world.rt.settings.callbacks.poll_grace_seconds
+    first, second = (world.doc(i).next_poll_at for i in ids)
+    assert first is not None and second is not None
+    naive = before.replace(tzinfo=None)
+    # Its reconcile will ask the cloud: the poll is only the safety net, after the grace.
+    assert first.replace(tzinfo=None) >= naive + timedelta(seconds=grace - 1)
+    assert second.replace(tzinfo=None) < naive + timedelta(seconds=grace - 1)

@@ -18,7 +18,10 @@ Outcome → transition (``worker.retry_policy`` decides; this module only writes
 
 | action          | event     | document      | extra                                         |
 |-----------------|-----------|---------------|-----------------------------------------------|
-| ``apply``       | accepted  | pushed        | first poll due after ``poll_schedule[0]``     |
+| ``apply``       | accepted  | pushed        | first poll due after ``poll_schedule[0]``, or |
+|                 |           |               | after the callbacks' poll grace when the      |
+|                 |           |               | cloud's callback is already stored (it        |
+|                 |           |               | overtook the answer; its reconcile queries)   |
 | ``reject``      | refused   | rejected      | the cloud's errorCode + message               |
 | ``query``       | unsure    | in_doubt      | ``fapiao.resolve_in_doubt`` soon              |
 | ``retry``       | retry     | draft         | ``next_attempt_at`` = now + jittered backoff  |
@@ -89,8 +92,8 @@ from store.lifecycle import (
     claim_many_for_push,
     transition,
 )
-from store.models import Document
-from store.states import DocumentStatus, Event
+from store.models import CallbackInbox, Document
+from store.states import DocumentStatus, Event, InboxState
 from worker import queues
 from worker.kingdee import (
     CallContext,
@@ -261,6 +264,10 @@ def push_documents(rt: Runtime, document_ids: Sequence[int]) -> list[PushOutcome
 
     now = rt.clock()
     with unit_of_work(rt.sessions) as session:
+        waiting = _callbacks_waiting(
+            session,
+            [p.document_id for p, a in zip(calls, answers, strict=True) if a is not None],
+        )
         for pending, answer in zip(calls, answers, strict=True):
             if answer is None:
                 outcomes[pending.index] = PushOutcome(
@@ -278,6 +285,8 @@ def push_documents(rt: Runtime, document_ids: Sequence[int]) -> list[PushOutcome
                 _decide(rt, answer, pending.attempt),
                 now,
             )
+            if pending.document_id in waiting:
+                _poll_after_grace(rt, plan)
             try:
                 outcomes[pending.index] = _write(rt, session, plan)
             except LostRace:  # moved on again while the late acceptance was applied
@@ -430,7 +439,39 @@ def _apply(
 ) -> PushOutcome:
     plan = _plan(rt, document_id, bill_no, tenant, attempt, answer, decision, rt.clock())
     with unit_of_work(rt.sessions) as session:
+        if plan.action is Action.APPLY and _callbacks_waiting(session, [document_id]):
+            _poll_after_grace(rt, plan)
         return _write(rt, session, plan)
+
+
+def _callbacks_waiting(session: Session, document_ids: Sequence[int]) -> set[int]:
+    """Which of ``document_ids`` have a stored callback not reconciled yet (one SELECT).
+
+    The cloud called back before the push answer was applied (the callback overtook it):
+    the reconcile of that callback will ask the cloud itself.
+    """
+    if not document_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(CallbackInbox.document_id)
+            .where(
+                CallbackInbox.document_id.in_(sorted(set(document_ids))),
+                CallbackInbox.state == InboxState.received.value,
+            )
+            .distinct()
+        )
+    )
+
+
+def _poll_after_grace(rt: Runtime, plan: _Plan) -> None:
+    """An accepted document whose callback already waits: its first poll only after the
+    callbacks' poll grace (``FAPIAO_CALLBACKS__POLL_GRACE_SECONDS``), as the receiver does
+    for a callback that arrives after the push answer; the poll stays the safety net."""
+    if plan.action is Action.APPLY:
+        grace = timedelta(seconds=rt.settings.callbacks.poll_grace_seconds)
+        first = plan.changes["next_poll_at"]
+        plan.changes["next_poll_at"] = max(first, plan.now + grace)
 
 
 def _plan(
