@@ -25,6 +25,11 @@ be a second BILL.INVOICE.QUERY for the same answer (under a backlog of callbacks
 the queries). The poll stays the safety net: if the reconcile is lost or deferred, the poll
 comes after the grace. Documents in any other state are left alone (an ``in_doubt`` document's
 queries are the in-doubt resolver's).
+
+Statements of a stored callback: the INSERT (its ``document_id`` found by a subquery in the
+same statement) and, for a linked document, the UPDATE above; then the route's COMMIT. Only an
+unlinked callback asks once more whether any document has its bill (orphan or ambiguous). Both
+hot statements are built once and run with parameters (``store_callback``'s table).
 """
 
 from __future__ import annotations
@@ -33,16 +38,16 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Final
+from typing import Any, Final, cast
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import Table, bindparam, case, or_, select, update
 from sqlalchemy.orm import Session
 
 from schemas.kingdee import InvoiceItem, ParsedCallback
 from schemas.tenants import normalise_tax_id
 from store.columns import utcnow
 from store.inbox import receive_callback
-from store.models import CallbackInbox, Document
+from store.models import Document
 from store.states import DocumentStatus
 
 __all__ = [
@@ -127,19 +132,40 @@ class StoredCallback:
     tenant: str | None = None
 
 
-def _matching_document(session: Session, parsed: ParsedCallback) -> tuple[int | None, bool]:
-    """(the one document it is about or None, orphan: no document matches at all)."""
-    ids: set[int] = set()
-    for bill_no, seller in callback_bills(parsed):
-        statement = select(Document.id).where(
-            Document.bill_no == bill_no, Document.is_current.is_(True)
+_DOCUMENTS: Final = cast("Table", Document.__table__)
+_LATER: Final = bindparam("later", type_=_DOCUMENTS.c.next_poll_at.type)
+# One statement reads the tenant (a message label) and defers a redundant poll; built once.
+_DEFER_POLL: Final = (
+    update(_DOCUMENTS)
+    .where(_DOCUMENTS.c.id == bindparam("document_id", type_=_DOCUMENTS.c.id.type))
+    .values(
+        next_poll_at=case(
+            (
+                (_DOCUMENTS.c.status == DocumentStatus.pushed.value)
+                & or_(_DOCUMENTS.c.next_poll_at.is_(None), _DOCUMENTS.c.next_poll_at < _LATER),
+                _LATER,
+            ),
+            else_=_DOCUMENTS.c.next_poll_at,
         )
-        if seller:
-            statement = statement.where(Document.seller_tax_id == seller)
-        ids.update(session.scalars(statement))
-    if len(ids) == 1:
-        return next(iter(ids)), False
-    return None, not ids
+    )
+    .returning(_DOCUMENTS.c.tenant)
+)
+
+
+def _any_document(session: Session, bills: set[tuple[str, str | None]]) -> bool:
+    """Does any current document have one of ``bills``? (Only asked when none was linked.)"""
+    matches = [
+        (Document.bill_no == bill_no) & (Document.seller_tax_id == seller)
+        if seller
+        else Document.bill_no == bill_no
+        for bill_no, seller in bills
+    ]
+    if not matches:
+        return False
+    found = session.scalar(
+        select(Document.id).where(Document.is_current.is_(True), or_(*matches)).limit(1)
+    )
+    return found is not None
 
 
 def store_callback(
@@ -155,44 +181,35 @@ def store_callback(
     The row is linked to its document when exactly one current document matches (so
     ``fapiao show`` lists it at once); the reconciler links or orphans the rest. A matched
     ``pushed`` document's next poll moves to at least now + ``poll_grace`` (module docstring).
+
+    | statement | when |
+    |---|---|
+    | INSERT ... ON CONFLICT DO NOTHING, ``document_id`` from a subquery | always |
+    | SELECT the stored row's id | a duplicate |
+    | UPDATE documents ... RETURNING tenant (poll grace) | a linked document |
+    | SELECT any document of the bills (orphan or ambiguous?) | no document linked |
     """
-    key = callback_dedupe_key(parsed)
+    bills = callback_bills(parsed)
     received = receive_callback(
         session,
-        dedupe_key=key,
+        dedupe_key=callback_dedupe_key(parsed),
         raw_body=raw_body,
         remote_addr=remote_addr[:64] if remote_addr else None,
         style=parsed.style,
+        bills=bills,
     )
     if received.duplicate:
         return StoredCallback(received.inbox_id, duplicate=True, orphan=False, document_id=None)
-    document_id, orphan = _matching_document(session, parsed)
+    document_id = received.document_id
     tenant: str | None = None
+    orphan = False
     if document_id is not None:
-        session.execute(
-            update(CallbackInbox)
-            .where(CallbackInbox.id == received.inbox_id)
-            .values(document_id=document_id)
-        )
-        later = utcnow() + poll_grace
-        # One statement reads the tenant (a message label) and defers a redundant poll.
-        tenant = session.scalar(
-            update(Document)
-            .where(Document.id == document_id)
-            .values(
-                next_poll_at=case(
-                    (
-                        (Document.status == DocumentStatus.pushed.value)
-                        & or_(Document.next_poll_at.is_(None), Document.next_poll_at < later),
-                        later,
-                    ),
-                    else_=Document.next_poll_at,
-                )
-            )
-            .returning(Document.tenant)
-            .execution_options(synchronize_session=False)
-        )
-    bill_no = next((bill for bill, _ in callback_bills(parsed) if bill), None)
+        tenant = session.execute(
+            _DEFER_POLL, {"document_id": document_id, "later": utcnow() + poll_grace}
+        ).scalar_one_or_none()
+    else:
+        orphan = not _any_document(session, bills)
+    bill_no = next((bill for bill, _ in bills if bill), None)
     return StoredCallback(
         received.inbox_id,
         duplicate=False,

@@ -18,6 +18,7 @@ from producers.http import create_app
 from producers.testing import (
     CALLBACK_SECRET,
     SELLER_DEMO,
+    SELLER_DEMO_2,
     auth_headers,
     bill_json,
     bridge_settings,
@@ -204,6 +205,38 @@ def test_an_unknown_bill_is_stored_as_an_orphan_and_counted_not_refused(
     assert receiver.enqueuer.of(RECONCILE_TASK) == [{"inbox_id": row.id, "bill_no": "NOBODY-1"}]
     assert receiver.metric("fapiao_callbacks_received_total", result="orphan") == 1
     assert receiver.metric("fapiao_callbacks_received_total", result="stored") == 1
+
+
+def test_a_bill_shared_by_two_sellers_links_only_the_callback_naming_its_seller(
+    receiver: Receiver,
+) -> None:
+    ids = {}
+    for seller in (SELLER_DEMO, SELLER_DEMO_2):
+        response = receiver.client.post(
+            "/v1/documents",
+            content=bill_json(make_bill("C-S1", seller=seller)),
+            headers=auth_headers(),
+        )
+        assert response.status_code == 202
+        ids[seller] = response.json()["document_id"]
+
+    named = issued("C-S1", "25330000000000000031", sellerTaxpayerId=SELLER_DEMO_2.lower())
+    unnamed = issued("C-S1", "25330000000000000032", sellerTaxpayerId="")
+    assert receiver.send(callback_body([named])).status_code == 200
+    assert receiver.send(callback_body([unnamed])).status_code == 200
+
+    first, second = receiver.inbox()
+    # The seller (normalised) picks one document; without it two match: linked later.
+    assert first.document_id == ids[SELLER_DEMO_2]
+    assert second.document_id is None and second.state == InboxState.received.value
+    assert receiver.enqueuer.of(RECONCILE_TASK) == [
+        {"inbox_id": first.id, "bill_no": "C-S1", "tenant": "demo"},
+        {"inbox_id": second.id, "bill_no": "C-S1"},
+    ]
+    # Two candidates is not an orphan.
+    assert receiver.metric("fapiao_callbacks_received_total", result="stored") == 2
+    metrics = receiver.client.get("/metrics").text
+    assert 'fapiao_callbacks_received_total{result="orphan"} 1.0' not in metrics
 
 
 def test_a_wrong_secret_is_404_and_stores_nothing(receiver: Receiver) -> None:
