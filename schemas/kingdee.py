@@ -253,6 +253,8 @@ def decode_data(value: str | list[Any] | dict[str, Any], codec: DataCodec = BASE
 
 
 def _as_text(value: Any) -> Any:
+    if type(value) is str:  # nearly every wire text: skip the checks below (same result)
+        return value
     if isinstance(value, bool):
         return value
     if isinstance(value, int | Decimal):
