@@ -47,7 +47,7 @@ from schemas.kingdee import InvoiceItem, ParsedCallback
 from schemas.tenants import normalise_tax_id
 from store.columns import utcnow
 from store.inbox import receive_callback
-from store.models import Document
+from store.models import CallbackInbox, Document
 from store.states import DocumentStatus
 
 __all__ = [
@@ -163,6 +163,7 @@ class StoredCallback:
 
 
 _DOCUMENTS: Final = cast("Table", Document.__table__)
+_INBOX: Final = cast("Table", CallbackInbox.__table__)
 _LATER: Final = bindparam("later", type_=_DOCUMENTS.c.next_poll_at.type)
 # One statement reads the tenant (a message label) and defers a redundant poll; built once.
 _DEFER_POLL: Final = (
@@ -182,6 +183,11 @@ _DEFER_POLL: Final = (
 )
 
 
+# Bills folded into the INSERT's subquery (bind parameters: 2 a bill). A callback names one
+# bill; a sender mixing more gets the former per-bill SELECTs (no parameter limit to hit).
+MAX_LINKED_BILLS: Final = 8
+
+
 def _any_document(session: Session, bills: set[tuple[str, str | None]]) -> bool:
     """Does any current document have one of ``bills``? (Only asked when none was linked.)"""
     matches = [
@@ -196,6 +202,23 @@ def _any_document(session: Session, bills: set[tuple[str, str | None]]) -> bool:
         select(Document.id).where(Document.is_current.is_(True), or_(*matches)).limit(1)
     )
     return found is not None
+
+
+def _matching_document(
+    session: Session, bills: set[tuple[str, str | None]]
+) -> tuple[int | None, bool]:
+    """(the one document of many ``bills`` or None, orphan: none matches), a SELECT a bill."""
+    ids: set[int] = set()
+    for bill_no, seller in bills:
+        statement = select(Document.id).where(
+            Document.bill_no == bill_no, Document.is_current.is_(True)
+        )
+        if seller:
+            statement = statement.where(Document.seller_tax_id == seller)
+        ids.update(session.scalars(statement))
+    if len(ids) == 1:
+        return next(iter(ids)), False
+    return None, not ids
 
 
 def store_callback(
@@ -218,27 +241,36 @@ def store_callback(
     | SELECT the stored row's id | a duplicate |
     | UPDATE documents ... RETURNING tenant (poll grace) | a linked document |
     | SELECT any document of the bills (orphan or ambiguous?) | no document linked |
+    | a SELECT per bill, UPDATE the row's ``document_id`` | over ``MAX_LINKED_BILLS`` bills |
     """
     bills = callback_bills(parsed)
+    linked_in_insert = len(bills) <= MAX_LINKED_BILLS
     received = receive_callback(
         session,
         dedupe_key=callback_dedupe_key(parsed),
         raw_body=raw_body,
         remote_addr=remote_addr[:64] if remote_addr else None,
         style=parsed.style,
-        bills=bills,
+        bills=bills if linked_in_insert else None,
     )
     if received.duplicate:
         return StoredCallback(received.inbox_id, duplicate=True, orphan=False, document_id=None)
-    document_id = received.document_id
+    if linked_in_insert:
+        document_id = received.document_id
+        orphan = document_id is None and not _any_document(session, bills)
+    else:
+        document_id, orphan = _matching_document(session, bills)
+        if document_id is not None:
+            session.execute(
+                update(_INBOX)
+                .where(_INBOX.c.id == received.inbox_id)
+                .values(document_id=document_id)
+            )
     tenant: str | None = None
-    orphan = False
     if document_id is not None:
         tenant = session.execute(
             _DEFER_POLL, {"document_id": document_id, "later": utcnow() + poll_grace}
         ).scalar_one_or_none()
-    else:
-        orphan = not _any_document(session, bills)
     bill_no = next((bill for bill, _ in bills if bill), None)
     return StoredCallback(
         received.inbox_id,

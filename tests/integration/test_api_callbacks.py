@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from producers.callbacks import MAX_LINKED_BILLS
 from producers.enqueue import RECONCILE_TASK, RecordingEnqueuer
 from producers.http import create_app
 from producers.testing import (
@@ -237,6 +238,24 @@ def test_a_bill_shared_by_two_sellers_links_only_the_callback_naming_its_seller(
     assert receiver.metric("fapiao_callbacks_received_total", result="stored") == 2
     metrics = receiver.client.get("/metrics").text
     assert 'fapiao_callbacks_received_total{result="orphan"} 1.0' not in metrics
+
+
+def test_a_callback_naming_many_bills_is_linked_or_orphaned_like_one_naming_one(
+    receiver: Receiver,
+) -> None:
+    # Over MAX_LINKED_BILLS bills: matched by a SELECT per bill instead of in the INSERT.
+    count = MAX_LINKED_BILLS + 2
+    document_id = submitted(receiver, "C-M5")
+    known = [issued(f"C-M{i}", f"2533000000000000{40 + i:04d}") for i in range(count)]
+    unknown = [issued(f"NOBODY-M{i}", f"2533000000000000{60 + i:04d}") for i in range(count)]
+
+    assert receiver.send(callback_body(known)).status_code == 200
+    assert receiver.send(callback_body(unknown)).status_code == 200
+
+    linked, orphan = receiver.inbox()
+    assert (linked.document_id, orphan.document_id) == (document_id, None)
+    assert [m.get("tenant") for m in receiver.enqueuer.of(RECONCILE_TASK)] == ["demo", None]
+    assert receiver.metric("fapiao_callbacks_received_total", result="orphan") == 1
 
 
 def test_a_wrong_secret_is_404_and_stores_nothing(receiver: Receiver) -> None:
