@@ -127,18 +127,8 @@ class BenchStack:
     def worker_pids(self) -> list[int]:
         """Every process of every worker (main and prefork children), from /proc."""
         groups = {w.pid for w in self.workers if w.running()}
-        pids: list[int] = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[2]) in groups:  # field 5: process group id
-                pids.append(int(entry))
-        return pids
+        # fields[2] is /proc's field 5: the process group id.
+        return [pid for pid, fields in _proc_stats() if int(fields[2]) in groups]
 
     def cpu_by_process(self) -> dict[str, float]:
         """CPU seconds (user + system) used so far by each part of the stack, from /proc.
@@ -156,15 +146,8 @@ class BenchStack:
             postmaster = -1
         totals: dict[str, float] = {}
         ticks = float(os.sysconf("SC_CLK_TCK"))
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            pid, ppid, group = int(entry), int(fields[1]), int(fields[2])
+        for pid, fields in _proc_stats():
+            ppid, group = int(fields[1]), int(fields[2])
             used = int(fields[11]) + int(fields[12])
             if pid == postmaster:
                 name = "postgres"
@@ -208,6 +191,18 @@ class BenchStack:
         with self.sim() as sim:
             bills: list[dict[str, Any]] = sim.get("/_sim/bills").json()
             return bills
+
+
+def _proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/<pid>/stat after the command name) of every live process."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        yield int(entry), stat.rsplit(")", 1)[1].split()
 
 
 def _settings_env(

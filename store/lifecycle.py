@@ -607,57 +607,10 @@ def claim_for_push(
 
     One compare-and-set `UPDATE ... WHERE id=:id AND status='draft'`: of two concurrent
     claimers exactly one gets a row back; the other gets None and should drop the task.
+    (The batch claim of one id: the same statement and event row, one place.)
     """
-    now = now or utcnow()
-    lease = now + timedelta(seconds=lease_seconds)
-    row = session.execute(
-        update(_documents)
-        .where(_documents.c.id == document_id, _documents.c.status == DocumentStatus.draft.value)
-        .values(
-            status=DocumentStatus.pushing.value,
-            version=_documents.c.version + 1,
-            push_attempt=_documents.c.push_attempt + 1,
-            lease_expires_at=lease,
-            next_attempt_at=None,
-            status_changed_at=now,
-            updated_at=now,
-        )
-        .returning(
-            _documents.c.tenant,
-            _documents.c.seller_tax_id,
-            _documents.c.bill_no,
-            _documents.c.revision,
-            _documents.c.version,
-            _documents.c.push_attempt,
-            _documents.c.lease_expires_at,
-        )
-    ).one_or_none()
-    if row is None:
-        return None
-    session.execute(
-        insert(_events).values(
-            document_id=document_id,
-            from_status=DocumentStatus.draft.value,
-            to_status=DocumentStatus.pushing.value,
-            event=Event.claim.value,
-            outcome=EventOutcome.applied.value,
-            actor=actor,
-            reason=f"lease until {lease.isoformat()}",
-            attempt=row.push_attempt,
-            created_at=now,
-        )
-    )
-    _expire_loaded(session, document_id)
-    return Claimed(
-        document_id=document_id,
-        tenant=row.tenant,
-        seller_tax_id=row.seller_tax_id,
-        bill_no=row.bill_no,
-        revision=row.revision,
-        version=row.version,
-        push_attempt=row.push_attempt,
-        lease_expires_at=row.lease_expires_at,
-    )
+    claims = claim_many_for_push(session, [document_id], lease_seconds, now, actor=actor)
+    return claims.get(document_id)
 
 
 # Ids per UPDATE … WHERE id IN (…): well under SQLite's and PostgreSQL's parameter limits.
