@@ -47,6 +47,7 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, cast
@@ -376,24 +377,12 @@ class Intake:
     def store(self, session: Session, prepared: _Prepared, actor: str) -> SubmitResult:
         """accept_document in a SAVEPOINT; no commit, no enqueue."""
         bill = prepared.bill
-        totals = bill.total()
-        payload, content_hash = self._payload(prepared)
+        item = self._to_accept(prepared)
+        fields_ = {f.name: getattr(item, f.name) for f in dataclass_fields(item)}
         for attempt in range(_ACCEPT_TRIES):
             try:
                 with session.begin_nested():
-                    acceptance = accept_document(
-                        session,
-                        tenant=prepared.tenant,
-                        seller_tax_id=prepared.seller_tax_id,
-                        bill_no=bill.billNo,
-                        payload=payload,
-                        content_hash=content_hash,
-                        total_amount=bill.totalAmount,
-                        total_incl_tax=totals.incl,
-                        total_tax=totals.tax,
-                        invoice_type=bill.invoiceType.value,
-                        actor=actor,
-                    )
+                    acceptance = accept_document(session, **fields_, actor=actor)
             except RevisionConflict as conflict:
                 return SubmitResult(
                     bill.billNo,
