@@ -1,35 +1,60 @@
 # fapiao-bridge — the two commands a new user needs are `make demo` and `make test`.
 SHELL := /bin/bash
 PYTHON ?= python3
-UV := $(PYTHON) -m uv
+# uv from PATH, else `$(PYTHON) -m uv`, else the pinned wheel fetched into .tools/ (scripts/uv):
+# works with Debian's stock python3, which refuses `pip install` (PEP 668).
+UV ?= scripts/uv
+export PYTHON
+export UV_PYTHON_DOWNLOADS ?= never
 VENV := .venv
 PY := $(VENV)/bin/python
+PROD_VENV ?= .venv-production
 PG_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-pg test-sqlite lint format services bench bench-full clean
+.PHONY: install install-runtime demo test test-tools test-production test-pg test-sqlite lint \
+	format services bench bench-full clean
 
-## install: create .venv and install exactly what uv.lock pins (installs uv itself if missing)
+## install: .venv with exactly what uv.lock pins, development tools included (tests, lint)
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml uv.lock
-	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check 'uv>=0.5'
-	$(UV) sync --frozen
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@ $(VENV)/.installed-runtime
+
+## install-runtime: .venv with what the bridge and the demo run on, no development tools
+##                  (--inexact: a venv that already has them keeps them)
+install-runtime: $(VENV)/.installed-runtime
+
+$(VENV)/.installed-runtime: pyproject.toml uv.lock
+	$(UV) sync --frozen --no-dev --extra demo --inexact --python $(PYTHON)
 	@touch $@
 
 ## demo: the whole bridge end to end against the simulator (SQLite, Redis or a fallback)
 ##       DEMO_ARGS=--keep-running keeps it up; DEMO_ARGS=--headless prints plain lines
 DEMO_ARGS ?=
-demo: install
+demo: install-runtime
 	$(PY) -m demo $(DEMO_ARGS)
 
 ## services: make sure PostgreSQL and Redis answer on loopback (starts them when installed)
 services:
 	@scripts/ensure-services.sh
 
-## test: the whole suite, once against PostgreSQL and once against the SQLite default
-test: install services test-pg test-sqlite
+## test: the production install's smoke run, then the whole suite, once against PostgreSQL and
+##       once against the SQLite default
+test: install services test-tools test-production test-pg test-sqlite
+
+## test-tools: system tools some tests drive (promtool, chromium), installed when missing
+test-tools:
+	@scripts/ensure-test-tools.sh
+
+## test-production: build the environment the Dockerfile builds (no dev dependencies) and take
+##                  one document to `invoiced` with api, worker, beat and Flower started from it
+test-production: services
+	@echo "== production install =="
+	UV=$(UV) scripts/build-production-env.sh $(PROD_VENV)
+	FAPIAO_SMOKE_DATABASE_URL=$(PG_TEST_URL) $(PROD_VENV)/bin/python scripts/production_smoke.py
 
 test-pg:
 	@echo "== pytest on PostgreSQL =="
@@ -69,4 +94,4 @@ format: install
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(PROD_VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis
