@@ -802,10 +802,15 @@ def api(
     import uvicorn
 
     from producers.http import create_app
+    from schemas.settings import SettingsError
     from worker.logs import configure_logging
 
     context = _context(ctx)
     settings = context.settings()
+    try:
+        settings.require_api_secrets()  # only the API process needs them (not db, workers)
+    except SettingsError as exc:
+        _fail(str(exc), code=2)
     configure_logging(settings.log_format, settings.log_level)
     http_app: Any
     if workers > 1:
