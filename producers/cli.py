@@ -836,17 +836,16 @@ def db_purge(
         return
     from rich.table import Table
 
+    console = _console()
     table = Table(title=f"purged: older than {cutoff:%Y-%m-%d %H:%M:%S} UTC")
-    for column in ("table", "deleted", "kept (changed meanwhile)", "exported to"):
+    for column in ("table", "deleted", "kept (changed meanwhile)"):
         table.add_column(column)
     for item in report:
-        table.add_row(
-            item.table,
-            str(item.deleted),
-            str(item.kept),
-            str(item.export_file) if item.export_file else "-",
-        )
-    _console().print(table)
+        table.add_row(item.table, str(item.deleted), str(item.kept))
+    console.print(table)
+    for item in report:
+        if item.export_file is not None:
+            console.print(f"exported {item.exported} {item.table} row(s) to {item.export_file}")
 
 
 # ---------------------------------------------------------------------------------- doctor

@@ -168,6 +168,13 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot export {type(value).__name__}")
 
 
+_ENCODER: Final = json.JSONEncoder(default=_jsonable, ensure_ascii=False, sort_keys=True)
+
+
+def _encode(row: dict[str, Any]) -> str:
+    return _ENCODER.encode(row) + "\n"
+
+
 def _stream(connection: Connection, name: str, cutoff: datetime) -> Iterable[dict[str, Any]]:
     table = _TABLES[name]
     result = connection.execution_options(stream_results=True, yield_per=_STREAM_CHUNK).execute(
@@ -182,11 +189,19 @@ def _export(rows: Iterable[dict[str, Any]], path: Path, ids: array[int]) -> None
         raise FileExistsError(f"{path} exists already; refusing to overwrite an export")
     partial = path.with_name(path.name + ".partial")
     try:
-        with open(partial, "xb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as out:
+        # Level 6 (not gzip's default 9): nearly the same size at a fraction of the CPU.
+        with (
+            open(partial, "xb") as raw,
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) as out,
+        ):
+            lines: list[str] = []
             for row in rows:
                 ids.append(int(row["id"]))
-                line = json.dumps(row, default=_jsonable, ensure_ascii=False, sort_keys=True)
-                out.write(line.encode("utf-8") + b"\n")
+                lines.append(_encode(row))
+                if len(lines) >= _STREAM_CHUNK:
+                    out.write("".join(lines).encode("utf-8"))
+                    lines.clear()
+            out.write("".join(lines).encode("utf-8"))
             out.close()  # writes the gzip trailer before the fsync below
             raw.flush()
             os.fsync(raw.fileno())
