@@ -17,7 +17,8 @@ How a run goes (``purge``):
 
 1. One consistent snapshot (PostgreSQL: a READ ONLY, REPEATABLE READ transaction; SQLite: one
    read transaction, which in WAL mode is a snapshot that does not block writers when the
-   engine begins transactions DEFERRED) streams every doomed row of each table, ordered by
+   engine begins transactions DEFERRED: ``make_engine(url, sqlite_begin="DEFERRED")``, as
+   ``fapiao db purge`` does) streams every doomed row of each table, ordered by
    id, into ``<table>-<stamp>.jsonl.gz`` in the export directory, and remembers the ids. A
    file is written as ``….partial``, flushed to disk, then renamed: a complete name means a
    complete file. Nothing is deleted before every file is complete.
