@@ -13,6 +13,7 @@ simulator) are imported lazily so that ``fapiao --help`` stays fast and the laye
 | ``withdraw BILL_NO`` | withdraw (BILL.WITHDRAW when it reached the cloud) | refused |
 | ``tenants list|pause|resume`` | the tenants, and the operator's pause switch | unknown |
 | ``db upgrade`` / ``db current`` | Alembic migrations | |
+| ``db purge --older-than 90d`` | export, then delete old settled rows (``store.purge``) | |
 | ``doctor`` | settings, database, Redis, each tenant's token; what to fix | 1 if any fails |
 | ``api`` | serve the HTTP app (uvicorn) | |
 | ``simulator`` | the simulated Kingdee cloud (``simulator.cli``, loaded lazily) | |
@@ -32,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -736,6 +738,116 @@ def db_current(ctx: typer.Context, as_json: JsonOption = False) -> None:
         _console().print(f"current {data['current']}, head {data['head']}")
 
 
+def _cutoff(older_than: str, now: datetime) -> datetime:
+    """``--older-than``: a duration (90d, 12h, 30m) or an ISO date/datetime, not in the future."""
+    try:
+        cutoff = parse_since(older_than, now=now)
+    except typer.BadParameter as exc:
+        raise typer.BadParameter(str(exc.message), param_hint="--older-than") from None
+    if cutoff > now:
+        raise typer.BadParameter(f"{older_than!r} is in the future", param_hint="--older-than")
+    return cutoff
+
+
+@db_app.command("purge")
+def db_purge(
+    ctx: typer.Context,
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", help="Age of what goes: 90d, 12h, 30m (or an ISO date as cutoff)."
+        ),
+    ],
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            "--export",
+            file_okay=False,
+            help="Directory to write the doomed rows to first (JSON Lines, gzip, per table).",
+        ),
+    ] = None,
+    no_export: Annotated[
+        bool, typer.Option("--no-export", help="Delete without exporting (say so explicitly).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would go per table; change nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=50_000, help="Rows per DELETE transaction.")
+    ] = 5000,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete old settled callbacks, cloud-call ledger rows and delivered ERP notifications.
+
+    Only rows whose document is no longer live; never documents, events or invoices, never an
+    unsettled callback or an undelivered notification. Rows are exported before deletion
+    (--export DIR) unless --no-export says otherwise.
+    """
+    from store.db import make_engine
+    from store.purge import count_doomed, purge
+
+    now = datetime.now(UTC)
+    cutoff = _cutoff(older_than, now)
+    if not dry_run and (export is None) == (not no_export):
+        raise typer.BadParameter(
+            "give --export DIR (rows are saved before they are deleted) or --no-export",
+            param_hint="--export / --no-export",
+        )
+    settings = _context(ctx).settings()
+    # DEFERRED on SQLite: the export's read snapshot must not hold the write lock meanwhile.
+    engine = make_engine(settings.database_url, sqlite_begin="DEFERRED")
+    try:
+        counts = count_doomed(engine, cutoff)
+        total = sum(counts.values())
+        if dry_run or total == 0:
+            if as_json:
+                _print_json(
+                    {"dry_run": dry_run, "cutoff": cutoff, "would_delete": counts, "total": total}
+                )
+            else:
+                _console().print(
+                    f"{'would delete' if dry_run else 'nothing to delete'} (older than"
+                    f" {cutoff:%Y-%m-%d %H:%M:%S} UTC): "
+                    + ", ".join(f"{name} {count}" for name, count in counts.items())
+                )
+            return
+        if not yes:
+            listed = ", ".join(f"{name} {count}" for name, count in counts.items())
+            if not typer.confirm(f"Delete {total} row(s) ({listed})?", default=False):
+                _console(stderr=True).print("nothing deleted")
+                raise typer.Exit(1)
+        try:
+            with _progress(not as_json, total, "purging") as advance:
+                report = purge(
+                    engine,
+                    cutoff,
+                    export_dir=export if not no_export else None,
+                    batch_size=batch_size,
+                    now=now,
+                    progress=lambda _table, done: advance(done),
+                )
+        except OSError as exc:
+            _fail(f"export failed, nothing deleted: {exc}")
+    finally:
+        engine.dispose()
+    if as_json:
+        _print_json({"dry_run": False, "cutoff": cutoff, "tables": [r.as_dict() for r in report]})
+        return
+    from rich.table import Table
+
+    console = _console()
+    table = Table(title=f"purged: older than {cutoff:%Y-%m-%d %H:%M:%S} UTC")
+    for column in ("table", "deleted", "kept (changed meanwhile)"):
+        table.add_column(column)
+    for item in report:
+        table.add_row(item.table, str(item.deleted), str(item.kept))
+    console.print(table)
+    for item in report:
+        if item.export_file is not None:
+            console.print(f"exported {item.exported} {item.table} row(s) to {item.export_file}")
+
+
 # ---------------------------------------------------------------------------------- doctor
 
 
@@ -802,10 +914,15 @@ def api(
     import uvicorn
 
     from producers.http import create_app
+    from schemas.settings import SettingsError
     from worker.logs import configure_logging
 
     context = _context(ctx)
     settings = context.settings()
+    try:
+        settings.require_api_secrets()  # only the API process needs them (not db, workers)
+    except SettingsError as exc:
+        _fail(str(exc), code=2)
     configure_logging(settings.log_format, settings.log_level)
     http_app: Any
     if workers > 1:

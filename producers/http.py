@@ -375,7 +375,7 @@ def app_from_environment() -> FastAPI:
     (nothing is shared across the fork). Prometheus counters are per process."""
     from worker.logs import configure_logging
 
-    settings = Settings.load()
+    settings = Settings.load(role="api")
     configure_logging(settings.log_format, settings.log_level)
     return create_app(settings)
 

@@ -10,8 +10,8 @@ value or a JSON array: ``FAPIAO_API_KEYS=k1,k2``, ``FAPIAO_POLL__SCHEDULE_SECOND
 | ``FAPIAO_BROKER_URL`` | ``redis://127.0.0.1:6379/0`` | Celery broker |
 | ``FAPIAO_REDIS_URL`` | ``redis://127.0.0.1:6379/0`` | token cache, locks, rate limits |
 | ``FAPIAO_TENANTS_FILE`` | ``tenants.toml`` | the tenants TOML file (``schemas.tenants``) |
-| ``FAPIAO_API_KEYS`` | (none) | keys accepted by the HTTP API; required in production |
-| ``FAPIAO_CALLBACK_SECRET`` | (none) | secret path part of the callback URL; prod: required |
+| ``FAPIAO_API_KEYS`` | (none) | keys accepted by the HTTP API; prod: required by the API |
+| ``FAPIAO_CALLBACK_SECRET`` | (none) | secret path part of the callback URL; ditto |
 | ``FAPIAO_ENVIRONMENT`` | ``production`` | ``development`` / ``production`` / ``test`` |
 | ``FAPIAO_LOG_FORMAT`` / ``_LEVEL`` | ``json`` / ``INFO`` | ``json`` or ``console``; level |
 | ``FAPIAO_TOKENS__REFRESH_MARGIN_SECONDS`` | 600 | refresh this long before expire_time |
@@ -42,7 +42,10 @@ value or a JSON array: ``FAPIAO_API_KEYS=k1,k2``, ``FAPIAO_POLL__SCHEDULE_SECOND
 
 ``Settings.load()`` turns a validation failure into ``SettingsError`` whose lines each start
 with the ``FAPIAO_...`` variable at fault. Placeholder secrets are refused outside
-``development``; production also requires API keys and a callback secret.
+``development`` wherever they are set. API keys and a callback secret are required in
+production by the HTTP API process only (``Settings.load(role="api")``, i.e. ``fapiao api``
+and ``producers.http.app_from_environment``): ``fapiao db upgrade``, read-only commands,
+workers and beat start without them.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ __all__ = [
     "HttpSettings",
     "InDoubtSettings",
     "PollSettings",
+    "ProcessRole",
     "PushSettings",
     "Settings",
     "SettingsError",
@@ -83,6 +87,9 @@ __all__ = [
 ]
 
 ENV_PREFIX: Final = "FAPIAO_"
+
+# Which process loads the settings: only "api" demands API keys and a callback secret.
+ProcessRole = Literal["api", "worker", "cli"]
 
 
 class SettingsError(ValueError):
@@ -330,18 +337,31 @@ class Settings(BaseSettings):
             )
         if self.environment != "development":
             self._refuse_placeholders()
-        if self.environment == "production":
-            if not self.api_keys:
-                raise ValueError(
-                    f"{env_name('api_keys')} is required in production (comma-separated keys)"
-                    " / 生产环境必须配置API密钥"
-                )
-            if self.callback_secret is None:
-                raise ValueError(
-                    f"{env_name('callback_secret')} is required in production"
-                    " / 生产环境必须配置回调密钥"
-                )
         return self
+
+    def require_api_secrets(self) -> None:
+        """The HTTP API's own demand: in production, API keys and a callback secret.
+
+        Only the API process serves requests that need them; migrations, read-only commands,
+        workers and beat start without them (``Settings.load(role="api")`` calls this).
+        """
+        if self.environment != "production":
+            return
+        problems: list[str] = []
+        if not self.api_keys:
+            problems.append(
+                f"{env_name('api_keys')} is required in production (comma-separated keys)"
+                " / 生产环境必须配置API密钥"
+            )
+        if self.callback_secret is None:
+            problems.append(
+                f"{env_name('callback_secret')} is required in production"
+                " / 生产环境必须配置回调密钥"
+            )
+        if problems:
+            raise SettingsError(
+                "\n".join(["invalid settings for the HTTP API / 配置无效:", *problems])
+            )
 
     def _refuse_placeholders(self) -> None:
         for index, key in enumerate(self.api_keys):
@@ -357,12 +377,18 @@ class Settings(BaseSettings):
             )
 
     @classmethod
-    def load(cls, **overrides: Any) -> Settings:
-        """Read the environment once; ``SettingsError`` names each bad ``FAPIAO_`` variable."""
+    def load(cls, *, role: ProcessRole | None = None, **overrides: Any) -> Settings:
+        """Read the environment once; ``SettingsError`` names each bad ``FAPIAO_`` variable.
+
+        ``role="api"`` (the HTTP API's composition roots) adds ``require_api_secrets()``.
+        """
         try:
-            return cls(**overrides)
+            settings = cls(**overrides)
         except ValidationError as exc:
             raise SettingsError(_explain(exc)) from exc
+        if role == "api":
+            settings.require_api_secrets()
+        return settings
 
     def load_tenants(self) -> TenantsFile:
         """The tenants file named by ``FAPIAO_TENANTS_FILE``, checked for this environment."""

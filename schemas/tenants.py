@@ -23,15 +23,32 @@ The bridge and the simulator read the same file (``FAPIAO_TENANTS_FILE``), so
 A ``business_system_code`` starting with ``3std1`` gets per-bill callbacks (5.1.03), any other
 per-invoice callbacks (5.1.02).
 
+Each secret (``app_secret``, ``erp_webhook_secret``) is given in exactly ONE of three forms:
+
+| form | example | the secret is |
+|---|---|---|
+| ``<key>`` | ``app_secret = "…"`` | the value itself (plaintext in the file) |
+| ``<key>_file`` | ``app_secret_file = "/run/secrets/acme_app_secret"`` | the file's text |
+| ``<key>_env`` | ``app_secret_env = "ACME_APP_SECRET"`` | that environment variable's value |
+
+A secret file is read as UTF-8 without its trailing line breaks; a relative path is relative
+to the tenants file's directory (docker/Kubernetes secrets are absolute: ``/run/secrets/…``).
+``load_tenants`` reads the file or variable; a missing, unreadable or empty file, an unset or
+empty variable, or two forms for one secret are errors naming the tenant, the key and the
+path or variable (never the value).
+
 Secrets are ``SecretStr``: ``repr``, ``str`` and ``model_dump_json`` show ``**********``.
 Placeholder secrets (see ``is_placeholder_secret``) are refused unless the environment is
-``development``. Every error names the file, the tenant and the field (English + Chinese).
+``development``, whichever form they came from. Every error names the file, the tenant and the
+field (English + Chinese).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -51,6 +68,7 @@ from schemas.cloud_contract import callback_style_for
 
 __all__ = [
     "PLACEHOLDER_MARKERS",
+    "SECRET_KEYS",
     "TAXPAYER_ID_PATTERN",
     "Environment",
     "TenantConfig",
@@ -81,6 +99,9 @@ PLACEHOLDER_MARKERS: Final[tuple[str, ...]] = (
 )
 _PLACEHOLDER_WORDS: Final = frozenset({"secret", "password", "passwd", "changeit", "test", "demo"})
 MIN_SECRET_LENGTH: Final = 8
+
+# The tenant keys holding secrets; each also accepts "<key>_file" and "<key>_env".
+SECRET_KEYS: Final[tuple[str, ...]] = ("app_secret", "erp_webhook_secret")
 
 
 class TenantsFileError(ValueError):
@@ -257,27 +278,126 @@ def _describe(errors: ValidationError, path: Path, raw: Any) -> list[str]:
     return lines
 
 
-def _refuse_placeholders(tenants: TenantsFile, path: Path, environment: str) -> None:
+def _tenant_label(raw_tenant: Any, index: int) -> str:
+    name = raw_tenant.get("name") if isinstance(raw_tenant, dict) else None
+    return f"{name!r} (#{index + 1})" if isinstance(name, str) and name else f"#{index + 1}"
+
+
+def _read_secret_file(value: Any, base: Path) -> tuple[str | None, str]:
+    """(the secret, "") or (None, why not)."""
+    if not isinstance(value, str) or not value.strip():
+        return None, "must be a file path / 必须是文件路径"
+    path = Path(value.strip())
+    if not path.is_absolute():
+        path = base / path
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return None, f"secret file {path} does not exist / 密钥文件不存在"
+    except UnicodeDecodeError:
+        return None, f"secret file {path} is not UTF-8 text / 密钥文件不是UTF-8文本"
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        return None, f"cannot read secret file {path} ({reason}) / 无法读取密钥文件"
+    secret = text.rstrip("\r\n")
+    if not secret.strip():
+        return None, f"secret file {path} is empty / 密钥文件为空"
+    return secret, ""
+
+
+def _read_secret_env(value: Any, environ: Mapping[str, str]) -> tuple[str | None, str]:
+    """(the secret, "") or (None, why not)."""
+    if not isinstance(value, str) or not value.strip():
+        return None, "must be an environment variable name / 必须是环境变量名"
+    name = value.strip()
+    secret = environ.get(name)
+    if secret is None:
+        return None, f"environment variable {name} is not set / 环境变量未设置"
+    if not secret.strip():
+        return None, f"environment variable {name} is empty / 环境变量为空"
+    return secret, ""
+
+
+def _resolve_secrets(
+    raw: dict[str, Any], file: Path, environ: Mapping[str, str]
+) -> dict[tuple[int, str], str]:
+    """Replace every ``<key>_file`` / ``<key>_env`` of ``raw`` by ``<key>`` (in place).
+
+    Returns where each resolved secret came from, keyed by (tenant index, key), for messages.
+    """
+    tenants = raw.get("tenants")
+    if not isinstance(tenants, list):
+        return {}
+    problems: list[str] = []
+    sources: dict[tuple[int, str], str] = {}
+    for index, tenant in enumerate(tenants):
+        if not isinstance(tenant, dict):
+            continue
+        where = f"{file}: tenant {_tenant_label(tenant, index)}"
+        for key in SECRET_KEYS:
+            given = [k for k in (key, f"{key}_file", f"{key}_env") if k in tenant]
+            if len(given) > 1:
+                both = " and ".join(repr(k) for k in given)
+                problems.append(
+                    f"{where}: {both} are {'both' if len(given) == 2 else 'all'} given;"
+                    " use exactly one of them"
+                    " / 同一密钥只能用一种方式提供"
+                )
+                continue
+            if not given or given[0] == key:
+                continue
+            form = given[0]
+            value = tenant.pop(form)
+            if form.endswith("_file"):
+                secret, why = _read_secret_file(value, file.parent)
+            else:
+                secret, why = _read_secret_env(value, environ)
+            if secret is None:
+                problems.append(f"{where}, field {form!r}: {why}")
+                continue
+            tenant[key] = secret
+            sources[(index, key)] = f"{form} {str(value).strip()}"
+    if problems:
+        raise TenantsFileError("invalid tenants file / 租户配置无效:\n" + "\n".join(problems))
+    return sources
+
+
+def _refuse_placeholders(
+    tenants: TenantsFile,
+    path: Path,
+    environment: str,
+    sources: Mapping[tuple[int, str], str] | None = None,
+) -> None:
     if environment == "development":
         return
     problems: list[str] = []
-    for tenant in tenants.tenants:
+    for index, tenant in enumerate(tenants.tenants):
         secrets = {"app_secret": tenant.app_secret}
         if tenant.erp_webhook_secret is not None:
             secrets["erp_webhook_secret"] = tenant.erp_webhook_secret
         for field, secret in secrets.items():
             if is_placeholder_secret(secret):
+                source = (sources or {}).get((index, field))
+                origin = f" (from {source})" if source else ""
                 problems.append(
-                    f"{path}: tenant {tenant.name!r}, field {field!r}: placeholder or too short"
-                    f" secret refused in {environment} (allowed only with"
+                    f"{path}: tenant {tenant.name!r}, field {field!r}{origin}: placeholder or"
+                    f" too short secret refused in {environment} (allowed only with"
                     " FAPIAO_ENVIRONMENT=development) / 非开发环境不允许使用占位密钥"
                 )
     if problems:
         raise TenantsFileError("\n".join(problems))
 
 
-def load_tenants(path: str | Path, environment: str = "production") -> TenantsFile:
-    """Read and validate the tenants TOML file; placeholder secrets only in development."""
+def load_tenants(
+    path: str | Path,
+    environment: str = "production",
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> TenantsFile:
+    """Read and validate the tenants TOML file; placeholder secrets only in development.
+
+    ``<key>_env`` secrets are looked up in ``environ`` (default: the process environment).
+    """
     file = Path(path)
     try:
         text = file.read_bytes()
@@ -298,11 +418,12 @@ def load_tenants(path: str | Path, environment: str = "production") -> TenantsFi
         raise TenantsFileError(f"{file}: not valid TOML ({exc}) / TOML格式错误") from exc
     if "tenants" not in raw:
         raise TenantsFileError(f"{file}: no [[tenants]] table / 未定义任何租户 ([[tenants]])")
+    sources = _resolve_secrets(raw, file, os.environ if environ is None else environ)
     try:
         tenants = TenantsFile.model_validate(raw)
     except ValidationError as exc:
         raise TenantsFileError(
             "invalid tenants file / 租户配置无效:\n" + "\n".join(_describe(exc, file, raw))
         ) from exc
-    _refuse_placeholders(tenants, file, environment)
+    _refuse_placeholders(tenants, file, environment, sources)
     return tenants

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import schemas.settings as settings_module
-from schemas.settings import Settings, SettingsError, env_name
+from schemas.settings import ProcessRole, Settings, SettingsError, env_name
 
 KEY_1 = "k3y-ZmQ8r2vN0pX7"
 KEY_2 = "k3y-Yt5wL9cB1sH4"
@@ -45,10 +45,33 @@ def test_defaults_in_development(clean_env: pytest.MonkeyPatch) -> None:
     assert s.callbacks.allows("203.0.113.9")
 
 
-def test_environment_defaults_to_production_which_needs_keys() -> None:
+def test_environment_defaults_to_production_where_the_api_needs_keys() -> None:
     with pytest.raises(SettingsError) as info:
-        Settings.load()
+        Settings.load(role="api")
     assert "FAPIAO_API_KEYS" in str(info.value)
+    assert "FAPIAO_CALLBACK_SECRET" in str(info.value)
+
+
+@pytest.mark.parametrize("role", [None, "worker", "cli"])
+def test_processes_other_than_the_api_start_without_api_secrets(role: ProcessRole | None) -> None:
+    s = Settings.load(role=role)
+    assert s.environment == "production"
+    assert s.api_keys == [] and s.callback_secret is None
+    with pytest.raises(SettingsError, match="FAPIAO_API_KEYS is required in production"):
+        s.require_api_secrets()
+
+
+def test_the_api_role_is_satisfied_by_real_keys(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("FAPIAO_API_KEYS", KEY_1)
+    clean_env.setenv("FAPIAO_CALLBACK_SECRET", CALLBACK)
+    s = Settings.load(role="api")
+    assert [k.get_secret_value() for k in s.api_keys] == [KEY_1]
+
+
+def test_placeholders_are_refused_without_the_api_role_too(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("FAPIAO_API_KEYS", "change-me-please")
+    with pytest.raises(SettingsError, match="FAPIAO_API_KEYS"):
+        Settings.load(role="worker")
 
 
 def test_production_from_env_with_nested_groups_and_comma_lists(
@@ -171,10 +194,12 @@ def test_test_environment_does_not_require_keys(clean_env: pytest.MonkeyPatch) -
     assert s.api_keys == [] and s.callback_secret is None
 
 
-def test_production_requires_a_callback_secret(clean_env: pytest.MonkeyPatch) -> None:
+def test_production_api_requires_a_callback_secret(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("FAPIAO_API_KEYS", KEY_1)
-    with pytest.raises(SettingsError, match="FAPIAO_CALLBACK_SECRET"):
-        Settings.load()
+    with pytest.raises(SettingsError, match="FAPIAO_CALLBACK_SECRET") as info:
+        Settings.load(role="api")
+    assert "FAPIAO_API_KEYS" not in str(info.value)
+    assert KEY_1 not in str(info.value)
 
 
 def test_keyword_overrides_win_over_the_environment(clean_env: pytest.MonkeyPatch) -> None:
