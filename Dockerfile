@@ -46,8 +46,10 @@ COPY simulator ./simulator
 COPY migrations ./migrations
 
 # The project as a wheel into site-packages (not a link to /src, which the runtime lacks).
+# --reinstall-package: the cache mount outlives builds, and uv keys a local project's built
+# wheel on pyproject.toml alone, so a changed source tree would otherwise ship the old wheel.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable
+    uv sync --frozen --no-dev --no-editable --reinstall-package fapiao-bridge
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

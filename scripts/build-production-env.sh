@@ -12,5 +12,7 @@ uv=${UV:-scripts/uv}
 rm -rf "$target"
 export UV_PROJECT_ENVIRONMENT=$target UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy
 $uv sync --quiet --frozen --no-dev --no-install-project
-$uv sync --quiet --frozen --no-dev --no-editable
+# --reinstall-package: uv caches the built wheel of a local project by pyproject.toml alone, so
+# without it a changed source tree would install yesterday's wheel.
+$uv sync --quiet --frozen --no-dev --no-editable --reinstall-package fapiao-bridge
 echo "production environment: $target ($("$target/bin/python" --version))"
