@@ -2,9 +2,10 @@
 
 ``create_app(settings, components=None)`` is the factory (``fapiao api`` serves it with uvicorn;
 ``app_from_environment()`` builds it inside each process of ``fapiao api --workers N``);
-OpenAPI lives at ``/docs``. ``/v1`` needs ``Authorization: Bearer <key>`` with one of
-``FAPIAO_API_KEYS`` (compared in constant time); with no keys configured the API is open only
-when ``FAPIAO_ENVIRONMENT=development``.
+the OpenAPI document is ``/openapi.json`` (copy: ``docs/openapi.json``), browsable offline at
+``/docs`` (Swagger UI) and ``/redoc`` (``producers.openapi``). ``/v1`` needs
+``Authorization: Bearer <key>`` with one of ``FAPIAO_API_KEYS`` (compared in constant time);
+with no keys configured the API is open only when ``FAPIAO_ENVIRONMENT=development``.
 
 Routes
 
@@ -75,6 +76,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from producers.api_models import (
+    BATCH_FORMS,
+    BatchAnswer,
+    CallbackAck,
+    DocumentView,
+    ErrorAnswer,
+    HealthAnswer,
+    OperatorAnswer,
+    SubmitAnswer,
+)
 from producers.bootstrap import Components
 from producers.callbacks import StoredCallback, store_callback, unstorable_text
 from producers.documents import (
@@ -92,6 +103,8 @@ from producers.health import check_database, check_redis
 from producers.intake import SubmitOutcome, SubmitResult
 from producers.json_schemas import document_schema, notification_schema
 from producers.metrics import BridgeMetrics
+from producers.openapi import install as install_openapi
+from producers.openapi import mount_docs
 from schemas.kingdee import CALLBACK_ACK, CallbackParseError, parse_callback
 from schemas.money import loads_exact
 from schemas.settings import Settings
@@ -369,6 +382,42 @@ SellerQuery = Annotated[
 TenantQuery = Annotated[str | None, Query(description="tenant name filter")]
 
 
+# Answers shared by several routes, for the OpenAPI document (producers.api_models).
+_UNAUTHORIZED: Final[dict[str, Any]] = {
+    "model": ErrorAnswer,
+    "description": "no or wrong API key (unauthorized); WWW-Authenticate says Bearer",
+}
+_UNAVAILABLE: Final[dict[str, Any]] = {
+    "model": ErrorAnswer,
+    "description": "the database is unavailable (unavailable); Retry-After says when",
+}
+_NOT_FOUND: Final[dict[str, Any]] = {
+    "model": ErrorAnswer,
+    "description": "no document with this billNo (not_found)",
+}
+_AMBIGUOUS: Final[dict[str, Any]] = {
+    "model": ErrorAnswer,
+    "description": "several sellers share this billNo (ambiguous_bill_no); candidates lists "
+    "them, repeat with ?seller_tax_id=",
+}
+_BAD_QUERY: Final[dict[str, Any]] = {
+    "model": ErrorAnswer,
+    "description": "a query parameter is wrong (bad_request)",
+}
+_BAD_REASON: Final[dict[str, Any]] = {
+    "model": ErrorAnswer,
+    "description": 'the body is not JSON or not {"reason": text} (malformed_json, '
+    "bad_shape, bad_reason)",
+}
+_REASON_BODY: Final[dict[str, Any]] = {
+    "requestBody": {
+        "required": False,
+        "description": "optional; an empty body is fine",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReasonBody"}}},
+    }
+}
+
+
 def app_from_environment() -> FastAPI:
     """The app for one process of ``fapiao api --workers N`` (a uvicorn factory): settings from
     the ``FAPIAO_*`` environment, logging, engine and broker built in the worker process itself
@@ -417,7 +466,11 @@ def create_app(
         description=__doc__ or "",
         lifespan=lifespan,
         default_response_class=JSONAnswer,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_openapi(app)
+    mount_docs(app, title="fapiao-bridge")
     app.state.components = parts
     app.state.api_keys = app_keys
     app.state.metrics = metrics
@@ -456,21 +509,62 @@ def create_app(
         tags=["documents"],
         summary="Submit one document or a batch",
         status_code=202,
+        response_model=None,
         responses={
-            200: {"description": "identical content was accepted before (unchanged)"},
-            207: {"description": "batch: not every item was accepted; see results[i]"},
-            400: {"description": "not JSON, or not a document/array"},
-            401: {"description": "no or wrong API key"},
-            409: {"description": "different content while the bill is live"},
-            413: {"description": "body or batch too large"},
-            422: {"description": "the document breaks rules; issues list each"},
+            202: {
+                "description": "single document: accepted, push owed (outcome created or "
+                "new_revision); batch: every item accepted or unchanged (BatchAnswer)",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                {"$ref": "#/components/schemas/SubmitAnswer"},
+                                {"$ref": "#/components/schemas/BatchAnswer"},
+                            ]
+                        }
+                    }
+                },
+            },
+            200: {
+                "model": SubmitAnswer,
+                "description": "single document: identical content was accepted before "
+                "(outcome unchanged)",
+            },
+            207: {
+                "model": BatchAnswer,
+                "description": "batch: not every item was accepted; results[i].status_code "
+                "is the truth per item",
+            },
+            400: {
+                "model": ErrorAnswer,
+                "description": "not UTF-8 JSON, not a document/array, empty batch "
+                "(malformed_json, bad_shape, bad_batch, empty_batch, bad_request)",
+            },
+            401: _UNAUTHORIZED,
+            409: {
+                "model": SubmitAnswer,
+                "description": "single document: different content while the bill is live "
+                "(outcome conflict, error.code revision_conflict)",
+            },
+            413: {
+                "model": ErrorAnswer,
+                "description": "body over the limit (body_too_large) or more than 1000 "
+                "documents (batch_too_large)",
+            },
+            422: {
+                "model": SubmitAnswer,
+                "description": "single document: it breaks rules (outcome invalid, "
+                "error.code invalid_document); issues[] lists each",
+            },
+            503: _UNAVAILABLE,
         },
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "description": "A document (see GET /v1/schema/document), an array of them, "
-                'or {"documents": [...]}',
-                "content": {"application/json": {"schema": {"type": ["object", "array"]}}},
+                "description": "One ERP document (ErpDocument, also GET /v1/schema/document), "
+                'an array of them, or {"documents": [...]}; at most 1000. Numbers may be '
+                "JSON numbers or numeric strings and are read exactly (never as floats).",
+                "content": {"application/json": {"schema": BATCH_FORMS}},
             }
         },
     )
@@ -507,7 +601,15 @@ def create_app(
         "/v1/documents/{bill_no}",
         tags=["documents"],
         summary="State, reason, invoices and timeline of a document",
-        responses={404: {"description": "unknown bill"}, 409: {"description": "ambiguous"}},
+        response_model=None,
+        responses={
+            200: {"model": DocumentView, "description": "the document"},
+            400: _BAD_QUERY,
+            401: _UNAUTHORIZED,
+            404: _NOT_FOUND,
+            409: _AMBIGUOUS,
+            503: _UNAVAILABLE,
+        },
     )
     async def get_document(
         bill_no: str, actor: Actor, seller_tax_id: SellerQuery = None, tenant: TenantQuery = None
@@ -581,11 +683,24 @@ def create_app(
         "/v1/documents/{bill_no}/withdraw",
         tags=["documents"],
         summary="Withdraw a document (BILL.WITHDRAW when it reached the cloud)",
+        response_model=None,
         responses={
-            200: {"description": "done at once (never pushed) or already withdrawn"},
-            202: {"description": "BILL.WITHDRAW owed"},
-            409: {"description": "not allowed in this state, or ambiguous bill number"},
+            200: {
+                "model": OperatorAnswer,
+                "description": "done at once (never pushed) or already withdrawn",
+            },
+            202: {"model": OperatorAnswer, "description": "BILL.WITHDRAW owed"},
+            400: _BAD_REASON,
+            401: _UNAUTHORIZED,
+            404: _NOT_FOUND,
+            409: {
+                "model": ErrorAnswer,
+                "description": "not allowed in this state (not_allowed), changed meanwhile "
+                "(changed_meanwhile), or ambiguous bill number (ambiguous_bill_no)",
+            },
+            503: _UNAVAILABLE,
         },
+        openapi_extra=_REASON_BODY,
     )
     async def post_withdraw(
         bill_no: str,
@@ -609,10 +724,22 @@ def create_app(
         "/v1/documents/{bill_no}/replay",
         tags=["documents"],
         summary="Push a failed or rejected document again (same content)",
+        status_code=202,
+        response_model=None,
         responses={
-            202: {"description": "back to draft, push owed"},
-            409: {"description": "not failed/rejected, or ambiguous bill number"},
+            202: {"model": OperatorAnswer, "description": "back to draft, push owed"},
+            200: {"model": OperatorAnswer, "description": "nothing to do (outcome unchanged)"},
+            400: _BAD_REASON,
+            401: _UNAUTHORIZED,
+            404: _NOT_FOUND,
+            409: {
+                "model": ErrorAnswer,
+                "description": "not failed/rejected (not_replayable, with current_status), "
+                "changed meanwhile, or ambiguous bill number (ambiguous_bill_no)",
+            },
+            503: _UNAVAILABLE,
         },
+        openapi_extra=_REASON_BODY,
     )
     async def post_replay(
         bill_no: str,
@@ -632,7 +759,12 @@ def create_app(
             )
         return _action_response(action)
 
-    @app.get("/v1/schema/document", tags=["schemas"], summary="JSON Schema of the ERP document")
+    @app.get(
+        "/v1/schema/document",
+        tags=["schemas"],
+        summary="JSON Schema of the ERP document",
+        responses={401: _UNAUTHORIZED},
+    )
     async def get_document_schema(actor: Actor) -> dict[str, Any]:
         return document_schema()
 
@@ -640,6 +772,7 @@ def create_app(
         "/v1/schema/notification",
         tags=["schemas"],
         summary="JSON Schema of the notification posted to the ERP webhook",
+        responses={401: _UNAUTHORIZED},
     )
     async def get_notification_schema(actor: Actor) -> dict[str, Any]:
         return notification_schema()
@@ -676,13 +809,14 @@ def create_app(
         "/callbacks/kingdee/{secret}",
         tags=["callbacks"],
         summary="Kingdee Invoice Cloud callbacks (5.1.01 / 5.1.02 / 5.1.03)",
+        response_model=None,
         responses={
-            200: {"description": "stored (or a duplicate); Kingdee's ACK body"},
-            400: {"description": "not a callback we can read"},
-            403: {"description": "caller not in the IP allow-list"},
+            200: {"model": CallbackAck, "description": "stored (or a duplicate); Kingdee's ACK"},
+            400: {"model": ErrorAnswer, "description": "not a callback we can read"},
+            403: {"model": ErrorAnswer, "description": "caller not in the IP allow-list"},
             404: {"description": "wrong secret"},
-            413: {"description": "body too large"},
-            503: {"description": "could not store it; the cloud retries"},
+            413: {"model": ErrorAnswer, "description": "body too large"},
+            503: {"model": ErrorAnswer, "description": "could not store it; the cloud retries"},
         },
     )
     async def post_callback(secret: str, request: Request, background: BackgroundTasks) -> Response:
@@ -734,12 +868,29 @@ def create_app(
         }
         return (200 if healthy else 503), body
 
-    @app.get("/healthz", tags=["operations"], summary="Database and Redis reachable?")
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        summary="Database and Redis reachable?",
+        response_model=None,
+        responses={
+            200: {"model": HealthAnswer, "description": "every check passed"},
+            503: {"model": HealthAnswer, "description": "a check failed (status unhealthy)"},
+        },
+    )
     async def healthz() -> JSONAnswer:
         status, body = await in_thread(_health)
         return JSONAnswer(body, status_code=status)
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={
+            200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+        },
+    )
     async def get_metrics() -> Response:
         content: bytes = await in_thread(generate_latest, metrics.registry)
         return Response(content, media_type=CONTENT_TYPE_LATEST)

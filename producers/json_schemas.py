@@ -222,7 +222,9 @@ def notification_schema() -> dict[str, Any]:
             "POSTed to the tenant's erp_webhook_url on every user-visible outcome. Headers: "
             "X-Fapiao-Event, X-Fapiao-Delivery (same on every retry: deduplicate on it), "
             "X-Fapiao-Timestamp and X-Fapiao-Signature = sha256=HMAC-SHA256(erp_webhook_secret, "
-            "timestamp + '.' + body)."
+            "timestamp + '.' + body); and the same as Standard Webhooks headers: webhook-id "
+            "(= X-Fapiao-Delivery), webhook-timestamp, webhook-signature = v1,base64 "
+            "HMAC-SHA256(erp_webhook_secret, id + '.' + timestamp + '.' + body)."
         ),
         "type": "object",
         "required": [

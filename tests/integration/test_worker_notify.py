@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -114,6 +115,15 @@ def test_every_visible_outcome_is_posted_signed_to_the_erp(
     ).hexdigest()
     assert headers["x-fapiao-signature"] == "sha256=" + expected
     assert headers["x-fapiao-event"] == "document.invoiced"
+    # Standard Webhooks: same delivery id and timestamp, HMAC over "<id>.<timestamp>.<body>".
+    assert headers["webhook-id"] == headers["x-fapiao-delivery"]
+    assert headers["webhook-timestamp"] == headers["x-fapiao-timestamp"]
+    standard = hmac.new(
+        WEBHOOK_SECRET.encode(),
+        f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body,
+        hashlib.sha256,
+    ).digest()
+    assert headers["webhook-signature"] == "v1," + base64.b64encode(standard).decode()
     with world.sessions() as session:
         states = session.scalars(select(ErpOutbox.state).order_by(ErpOutbox.id)).all()
     assert states == ["delivered", "delivered"]

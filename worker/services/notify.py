@@ -12,9 +12,20 @@ Request (one per outbox row)
 | ``X-Fapiao-Timestamp``   | unix seconds when this attempt was signed                     |
 | ``X-Fapiao-Signature``   | ``sha256=`` + hex HMAC-SHA256(``erp_webhook_secret``,         |
 |                          | ``<timestamp>`` + ``.`` + ``<body bytes>``)                   |
+| ``webhook-id``           | = ``X-Fapiao-Delivery`` (Standard Webhooks)                   |
+| ``webhook-timestamp``    | = ``X-Fapiao-Timestamp``                                      |
+| ``webhook-signature``    | ``v1,`` + base64 HMAC-SHA256(key, ``<id>.<timestamp>.<body>``) |
 
-The ERP verifies by recomputing the HMAC over the timestamp, a dot and the raw body, comparing
-in constant time, and refusing timestamps older than a few minutes (replays).
+Both header sets are sent on every delivery: ``X-Fapiao-*`` (the original scheme, kept until a
+later major version) and the Standard Webhooks ones (https://www.standardwebhooks.com), which
+ready-made verifiers in most languages check. Their key is the UTF-8 bytes of
+``erp_webhook_secret``, so a receiver gives its library ``whsec_`` + base64 of those bytes
+(``standard_webhooks_secret``); a secret that already has the standard form ``whsec_<base64>``
+is used decoded, exactly as those libraries read it. Signatures are sent only when the tenant
+has a secret.
+
+The ERP verifies by recomputing the HMAC over the signed text from the raw body, comparing in
+constant time, and refusing timestamps more than a few minutes away from its clock (replays).
 
 | answer                          | row                                                         |
 |---------------------------------|-------------------------------------------------------------|
@@ -28,6 +39,8 @@ in constant time, and refusing timestamps older than a few minutes (replays).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import logging
@@ -44,7 +57,19 @@ from store.states import OutboxState
 from worker import metrics, queues
 from worker.runtime import Followup, Runtime
 
-__all__ = ["SIGNATURE_HEADER", "NotifyOutcome", "notify_erp", "sign"]
+__all__ = [
+    "SIGNATURE_HEADER",
+    "STANDARD_ID_HEADER",
+    "STANDARD_SIGNATURE_HEADER",
+    "STANDARD_TIMESTAMP_HEADER",
+    "NotifyOutcome",
+    "notify_erp",
+    "sign",
+    "sign_standard",
+    "signed_headers",
+    "standard_webhooks_key",
+    "standard_webhooks_secret",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +77,10 @@ SIGNATURE_HEADER: Final = "X-Fapiao-Signature"
 TIMESTAMP_HEADER: Final = "X-Fapiao-Timestamp"
 EVENT_HEADER: Final = "X-Fapiao-Event"
 DELIVERY_HEADER: Final = "X-Fapiao-Delivery"
+STANDARD_ID_HEADER: Final = "webhook-id"
+STANDARD_TIMESTAMP_HEADER: Final = "webhook-timestamp"
+STANDARD_SIGNATURE_HEADER: Final = "webhook-signature"
+_STANDARD_PREFIX: Final = "whsec_"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +94,46 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     """``sha256=<hex>`` of HMAC-SHA256(secret, timestamp + "." + body)."""
     mac = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256)
     return "sha256=" + mac.hexdigest()
+
+
+def standard_webhooks_key(secret: str) -> bytes:
+    """The Standard Webhooks HMAC key: ``whsec_<base64>`` decoded, any other secret's UTF-8."""
+    if secret.startswith(_STANDARD_PREFIX):
+        try:
+            return base64.b64decode(secret.removeprefix(_STANDARD_PREFIX), validate=True)
+        except binascii.Error:
+            pass  # not the standard form after all: the text itself is the key
+    return secret.encode("utf-8")
+
+
+def standard_webhooks_secret(secret: str) -> str:
+    """What a receiver configures in a Standard Webhooks library for ``erp_webhook_secret``."""
+    return _STANDARD_PREFIX + base64.b64encode(standard_webhooks_key(secret)).decode("ascii")
+
+
+def sign_standard(secret: str, message_id: str, timestamp: str, body: bytes) -> str:
+    """``v1,<base64>`` of HMAC-SHA256(key, id + "." + timestamp + "." + body)."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    mac = hmac.new(standard_webhooks_key(secret), signed, hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode("ascii")
+
+
+def signed_headers(
+    *, event: str, delivery_id: str, timestamp: str, body: bytes, secret: str | None
+) -> dict[str, str]:
+    """Every header of one delivery attempt (module docstring), signatures when ``secret``."""
+    headers = {
+        "Content-Type": "application/json; charset=utf-8",
+        EVENT_HEADER: event,
+        DELIVERY_HEADER: delivery_id,
+        TIMESTAMP_HEADER: timestamp,
+        STANDARD_ID_HEADER: delivery_id,
+        STANDARD_TIMESTAMP_HEADER: timestamp,
+    }
+    if secret is not None:
+        headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
+        headers[STANDARD_SIGNATURE_HEADER] = sign_standard(secret, delivery_id, timestamp, body)
+    return headers
 
 
 def notify_erp(rt: Runtime, outbox_id: int) -> NotifyOutcome:
@@ -87,16 +156,14 @@ def notify_erp(rt: Runtime, outbox_id: int) -> NotifyOutcome:
         return _park(rt, outbox_id, "the tenant has no erp_webhook_url (any more)")
     now = rt.clock()
     timestamp = str(int(now.timestamp()))
-    headers = {
-        "Content-Type": "application/json; charset=utf-8",
-        EVENT_HEADER: event,
-        DELIVERY_HEADER: str(outbox_id),
-        TIMESTAMP_HEADER: timestamp,
-    }
-    if tenant.erp_webhook_secret is not None:
-        headers[SIGNATURE_HEADER] = sign(
-            tenant.erp_webhook_secret.get_secret_value(), timestamp, body
-        )
+    secret = tenant.erp_webhook_secret
+    headers = signed_headers(
+        event=event,
+        delivery_id=str(outbox_id),
+        timestamp=timestamp,
+        body=body,
+        secret=secret.get_secret_value() if secret is not None else None,
+    )
     error: str | None
     try:
         response = rt.http.post(str(tenant.erp_webhook_url), content=body, headers=headers)

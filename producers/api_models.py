@@ -1,0 +1,341 @@
+"""Pydantic models of the HTTP answers, for the OpenAPI document only.
+
+The routes of ``producers.http`` build their bodies as plain dicts and parse request bodies
+themselves (raw bytes → ``loads_exact``: numbers stay exact, never floats); these models
+describe those bodies to ERP teams and to client generators. They are named in the routes'
+``responses=`` and never validate or filter a live answer, so describing a field here changes
+no behaviour: a test (``tests/integration/test_api_openapi.py``) checks real answers against
+them instead.
+
+The request body (the ERP document) is not a model: ``producers.json_schemas.document_schema``
+is the one description, generated from the validator's own field table, and ``openapi_schemas``
+places it under ``components/schemas`` as ``ErpDocument`` and ``ErpBillDetail``.
+
+Amounts are exact decimal text (``"106.00"``); times are ISO 8601 text.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from producers.json_schemas import document_schema
+from store.states import DocumentStatus
+
+__all__ = [
+    "BATCH_FORMS",
+    "BatchAnswer",
+    "CallbackAck",
+    "DocumentView",
+    "ErrorAnswer",
+    "HealthAnswer",
+    "OperatorAnswer",
+    "ReasonBody",
+    "SubmitAnswer",
+    "openapi_schemas",
+]
+
+_MONEY = r"^-?\d+(\.\d+)?$"
+
+Money = Annotated[str, Field(pattern=_MONEY, description="exact decimal text", examples=["106.00"])]
+Status = Annotated[DocumentStatus, Field(description="the document's state")]
+Outcome = Literal["created", "new_revision", "unchanged", "invalid", "conflict"]
+
+
+class _Answer(BaseModel):
+    # Answers may gain members; clients ignore the ones they do not know.
+    model_config = ConfigDict(extra="allow")
+
+
+class Issue(_Answer):
+    """One broken rule of a document."""
+
+    path: str = Field(
+        description="where: a field name, billDetail[i].field, or empty for the whole bill",
+        examples=["billDetail[0].taxAmount"],
+    )
+    rule: str = Field(description="stable rule code (schemas.errors.RULES)", examples=["tax"])
+    message: str = Field(description="what is wrong (English)")
+    message_zh: str = Field(description="what is wrong (中文)")
+    hint: str = Field(description="how to fix it (English)")
+    hint_zh: str = Field("", description="how to fix it (中文), when given")
+
+
+class ErrorDetail(_Answer):
+    """A stable ``code`` and bilingual text."""
+
+    code: str = Field(
+        description="stable machine code, e.g. unauthorized, malformed_json, bad_shape, "
+        "bad_batch, empty_batch, body_too_large, batch_too_large, bad_request, not_found, "
+        "ambiguous_bill_no, not_replayable, not_allowed, changed_meanwhile, unavailable",
+        examples=["not_found"],
+    )
+    message: str = Field(description="English text")
+    message_zh: str = Field(description="中文说明")
+
+
+class ErrorAnswer(_Answer):
+    """Every refusal of a whole request. Some codes add members beside ``error``:
+    ``limit_bytes`` (body_too_large), ``limit`` (batch_too_large), ``candidates`` and ``hint``
+    (ambiguous_bill_no), ``current_status`` (not_replayable)."""
+
+    error: ErrorDetail
+    candidates: list[dict[str, Any]] | None = Field(
+        None, description="ambiguous_bill_no: tenant, seller_tax_id, document_id, status of each"
+    )
+    hint: str | None = Field(None, description="ambiguous_bill_no: how to repeat the request")
+    limit_bytes: int | None = Field(None, description="body_too_large: the body limit")
+    limit: int | None = Field(None, description="batch_too_large: most documents per batch")
+    current_status: str | None = Field(None, description="not_replayable: the document's state")
+
+
+class Links(_Answer):
+    self: str = Field(description="the document's view", examples=["/v1/documents/SO-1"])
+
+
+class SubmitAnswer(_Answer):
+    """What happened to one submitted document (the whole answer of a single submission).
+
+    ``outcome``: ``created`` / ``new_revision`` (202, push owed), ``unchanged`` (200, identical
+    content accepted before), ``invalid`` (422, ``issues`` lists every broken rule),
+    ``conflict`` (409, different content while the bill is live)."""
+
+    bill_no: str | None = Field(description="billNo as sent (null when unreadable)")
+    outcome: Outcome
+    status_code: int = Field(description="the HTTP status of this result", examples=[202])
+    document_id: int | None = Field(description="the bridge's document id, once stored")
+    status: Status | None = None
+    tenant: str | None = None
+    seller_tax_id: str | None = None
+    revision: int | None = Field(None, description="1 for a new bill, +1 per accepted change")
+    message: str | None = Field(None, description="conflict: why")
+    issues: list[Issue] = Field(description="invalid: every broken rule; else empty")
+    links: Links | None = Field(None, description="when stored")
+    error: ErrorDetail | None = Field(
+        None,
+        description="single submissions only, outcome invalid (code invalid_document) "
+        "or conflict (code revision_conflict)",
+    )
+
+
+class BatchItem(SubmitAnswer):
+    index: int = Field(description="position in the submitted batch, from 0")
+
+
+class BatchSummary(_Answer):
+    """How many items had each outcome."""
+
+    created: int
+    new_revision: int
+    unchanged: int
+    invalid: int
+    conflict: int
+
+
+class BatchAnswer(_Answer):
+    """A batch: 202 when every item was accepted or unchanged, else 207 (each
+    ``results[i].status_code`` is the truth for item i)."""
+
+    results: list[BatchItem]
+    summary: BatchSummary
+    count: int = Field(description="number of documents in the batch")
+
+
+class InvoiceView(_Answer):
+    invoice_code: str | None = Field(description="发票代码 (empty for 数电)")
+    invoice_num: str | None = Field(description="发票号码")
+    order_no: str | None = Field(description="发票流水号")
+    invoice_type: str | None
+    invoice_status: str | None = Field(description="0 正常, 2 待开, 3 红冲, 6 作废")
+    invoice_date: str | None = Field(description="yyyy-MM-dd")
+    total_amount: Money | None
+    total_tax_amount: Money | None
+    include_tax_amount: Money | None
+    issue_error_message: str | None
+    files: dict[str, str] = Field(
+        description="invoiceFileUrl, invoicePdfFileUrl, invoiceXmlFileUrl, invoiceImageUrl "
+        "(those known)"
+    )
+    created_at: str
+
+
+class RevisionRef(_Answer):
+    revision: int
+    document_id: int
+    status: Status
+
+
+class TransitionEntry(_Answer):
+    at: str
+    kind: Literal["transition"]
+    event: str
+    from_: str | None = Field(alias="from", description="the state left")
+    to: str | None
+    outcome: str
+    actor: str | None
+    reason: str | None
+    attempt: int | None
+
+
+class CloudCallEntry(_Answer):
+    at: str
+    kind: Literal["cloud_call"]
+    interface: str = Field(examples=["BILL.PUSH"])
+    outcome: str
+    http_status: int | None
+    error_code: str | None
+    message: str | None
+    attempt: int | None
+    latency_ms: int | float | None
+    request_id: str | None
+
+
+class CallbackEntry(_Answer):
+    at: str
+    kind: Literal["callback"]
+    inbox_id: int
+    style: str
+    state: str
+    error: str | None
+
+
+class InvoiceEntry(_Answer):
+    at: str
+    kind: Literal["invoice"]
+    invoice_num: str | None
+    invoice_code: str | None
+    invoice_status: str | None
+    issue_error_message: str | None
+
+
+TimelineEntry = Annotated[
+    TransitionEntry | CloudCallEntry | CallbackEntry | InvoiceEntry,
+    Field(discriminator="kind"),
+]
+
+
+class DocumentView(_Answer):
+    """State, reason, invoices and one merged timeline of transitions, cloud calls, callbacks
+    and invoices, oldest first."""
+
+    document_id: int
+    bill_no: str
+    tenant: str
+    seller_tax_id: str
+    revision: int
+    status: Status
+    status_changed_at: str | None
+    age_seconds: float | None = Field(description="seconds in the current state")
+    invoice_type: str | None
+    total_amount: Money | None
+    total_incl_tax: Money | None
+    issued_amount: Money | None
+    last_error_code: str | None
+    created_at: str
+    reason: str | None = Field(description="why the document is in this state")
+    last_error_message: str | None
+    push_attempt: int
+    next_attempt_at: str | None
+    next_poll_at: str | None
+    invoices: list[InvoiceView]
+    revisions: list[RevisionRef]
+    timeline: list[TimelineEntry]
+
+
+class OperatorAnswer(_Answer):
+    """Withdraw or replay: ``outcome`` ``unchanged`` when there was nothing to do."""
+
+    document_id: int
+    bill_no: str
+    tenant: str
+    from_status: Status
+    status: Status
+    outcome: Literal["applied", "unchanged"]
+
+
+class ReasonBody(_Answer):
+    """Optional body of withdraw and replay (an empty body is fine too)."""
+
+    reason: str | None = Field(
+        None, description="kept in the audit trail (first 500 characters)", examples=["客户取消"]
+    )
+
+
+class HealthCheck(_Answer):
+    ok: bool
+    detail: str
+    hint: str | None = None
+    latency_ms: float | None = None
+
+
+class HealthAnswer(_Answer):
+    status: Literal["ok", "unhealthy"]
+    checks: dict[str, HealthCheck] = Field(description="database, and redis when configured")
+
+
+class CallbackAck(_Answer):
+    """Kingdee's expected acknowledgement."""
+
+    success: bool = Field(examples=[True])
+    code: str = Field(examples=["0"])
+    errorCode: str = Field(examples=["0"])
+    message: str = Field(examples=["success"])
+
+
+_DOCUMENT_REF: Final = {"$ref": "#/components/schemas/ErpDocument"}
+
+BATCH_FORMS: Final[dict[str, Any]] = {
+    "oneOf": [
+        _DOCUMENT_REF,
+        {
+            "title": "batch (array)",
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 1000,
+            "items": _DOCUMENT_REF,
+        },
+        {
+            "title": "batch (object)",
+            "type": "object",
+            "required": ["documents"],
+            "additionalProperties": False,
+            "properties": {
+                "documents": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 1000,
+                    "items": _DOCUMENT_REF,
+                }
+            },
+        },
+    ]
+}
+"""The body of POST /v1/documents: one document, an array, or ``{"documents": [...]}``."""
+
+
+def openapi_schemas() -> dict[str, dict[str, Any]]:
+    """``ErpDocument``, ``ErpBillDetail`` and ``ReasonBody`` for ``components/schemas``: the
+    document JSON
+    Schema with its ``$defs`` lifted out (a ``#/$defs`` reference would not resolve inside
+    the OpenAPI document) and its standalone ``$schema``/``$id`` dropped."""
+    schema = document_schema()
+    detail = schema.pop("$defs")["billDetail"]
+    for key in ("$schema", "$id"):
+        schema.pop(key, None)
+    return {
+        "ErpDocument": _relink(schema),
+        "ErpBillDetail": _relink(detail),
+        # Named by withdraw/replay's openapi_extra (their bodies are read raw, not by a model).
+        "ReasonBody": ReasonBody.model_json_schema(),
+    }
+
+
+def _relink(value: Any) -> Any:
+    if isinstance(value, dict):
+        if value.get("$ref") == "#/$defs/billDetail":
+            return {**value, "$ref": "#/components/schemas/ErpBillDetail"}
+        return {key: _relink(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_relink(item) for item in value]
+    return value
