@@ -220,9 +220,24 @@ def _bad_json(detail: str) -> ApiError:
     )
 
 
-def parse_json_body(raw: bytes) -> Any:
-    """UTF-8 JSON with every number exact (``loads_exact``); 400 with the reason otherwise."""
+def parse_json_body(raw: bytes, *, upgrade: str | None = None) -> Any:
+    """UTF-8 JSON with every number exact (``loads_exact``); 400 with the reason otherwise.
+
+    ``upgrade``: the request's Upgrade header. uvicorn's httptools parser stops reading at an
+    ``Upgrade: h2c`` request (Java's HttpClient sends one by default over http://), so the body
+    arrives empty; the answer then says so instead of blaming the client's JSON.
+    """
     if not raw.strip():
+        if upgrade:
+            raise ApiError(
+                400,
+                "body_dropped_by_upgrade",
+                f"the body was dropped: the request asked to upgrade the connection"
+                f" (Upgrade: {upgrade}); send HTTP/1.1 without an Upgrade header (Java:"
+                " HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1))",
+                f"请求体被丢弃：请求要求升级连接（Upgrade: {upgrade}）；请使用不带 Upgrade 头的"
+                " HTTP/1.1（Java：HttpClient.Version.HTTP_1_1）",
+            )
         raise _bad_json("the body is empty")
     try:
         text = raw.decode("utf-8-sig")
@@ -577,7 +592,9 @@ def create_app(
         ] = None,
     ) -> Response:
         raw = await read_limited_body(request, max_document_bytes)
-        documents, batch = documents_of(parse_json_body(raw))
+        documents, batch = documents_of(
+            parse_json_body(raw, upgrade=request.headers.get("upgrade"))
+        )
         results: list[SubmitResult] = await in_thread(
             intake.submit_many, documents, tenant=tenant, actor=actor, defer_enqueue=True
         )

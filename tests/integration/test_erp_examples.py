@@ -260,3 +260,28 @@ def test_a_standard_webhooks_secret_form_verifies_the_same_signature() -> None:
     assert example.verify(standard_webhooks_secret(SECRET), *args, body)
     assert example.verify(SECRET, *args, body)
     assert not example.verify(standard_webhooks_secret("someone-else-secret"), *args, body)
+
+
+def test_a_body_dropped_by_an_h2c_upgrade_is_named_as_such(api_process: str) -> None:
+    # What Java's HttpClient sends over http:// by default: uvicorn's httptools parser stops at
+    # the upgrade and the app sees no body; the answer must say why, not "invalid JSON".
+    host, port = api_process.removeprefix("http://").split(":")
+    body = DOCUMENT.read_bytes()
+    request = (
+        f"POST /v1/documents HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
+        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAEAAEAAAAIAAAAA\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert b" 400 " in status_line, answer
+    assert b'"code":"body_dropped_by_upgrade"' in rest.replace(b" ", b""), answer
+    assert b"HTTP_1_1" in rest
