@@ -270,7 +270,8 @@ def test_a_body_dropped_by_an_h2c_upgrade_is_named_as_such(api_process: str) -> 
     request = (
         f"POST /v1/documents HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
-        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAEAAEAAAAIAAAAA\r\n"
+        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        "HTTP2-Settings: AAEAAEAAAAIAAAAA\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     with socket.create_connection((host, int(port)), timeout=10) as sock:
