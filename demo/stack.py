@@ -98,7 +98,10 @@ class DemoStack:
 
     @property
     def env_file(self) -> Path:
-        """``FAPIAO_*`` settings of the demo, for ``set -a; . .demo/demo.env; set +a``."""
+        """The demo's ``FAPIAO_*`` settings plus ``FAPIAO_API_URL`` / ``FAPIAO_API_KEY``.
+
+        For a shell: ``set -a; . .demo/demo.env; set +a``.
+        """
         return self.options.workdir / "demo.env"
 
     def check_alive(self) -> None:
@@ -218,8 +221,12 @@ def _start(
         )
     )
 
+    # The children's settings, plus what a client needs (the README's curl examples):
+    # FAPIAO_API_URL and FAPIAO_API_KEY are read by no process (Settings ignores them).
+    client = {"FAPIAO_API_URL": api_url, "FAPIAO_API_KEY": api_key}
+    settings = {k: v for k, v in env.items() if k.startswith("FAPIAO_")}
     (options.workdir / "demo.env").write_text(
-        "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items() if k.startswith("FAPIAO_")),
+        "".join(f"{k}={shlex.quote(v)}\n" for k, v in {**settings, **client}.items()),
         encoding="utf-8",
     )
     _migrate(options, env, logs / "migrate.log")
