@@ -1,8 +1,9 @@
-"""The README's quick start, run as written against a fresh stack; the Chinese one must match.
+"""The README's quick start and curl examples, run as written; the Chinese README must match.
 
-The block to run is the fenced ``sh`` block right after ``<!-- readme-test: quickstart -->``
-in README.md; README.zh-CN.md carries the same marker and must hold the same commands
-(comments and blank lines aside).
+The blocks are the fenced ``sh`` blocks right after ``<!-- readme-test: quickstart -->`` and
+``<!-- readme-test: curl -->`` in README.md; README.zh-CN.md carries the same markers and
+must hold the same commands (comments and blank lines aside). The curl block uses only
+variables the quick start exports and ``make demo`` writes to ``.demo/demo.env``.
 
 How the block is run (``test_the_quick_start_reaches_invoiced``):
 
@@ -14,11 +15,12 @@ How the block is run (``test_the_quick_start_reaches_invoiced``):
   FAPIAO_TEST_REDIS_URL (flushed before and after); every other ``FAPIAO_*`` variable of
   the calling environment is dropped;
 - ports 8765, 8000, 5555: free ports (each literal must be in the block);
-- background jobs (``&``): the block runs as one bash script (``set -eu``); a trailer waits
-  for the jobs and, on SIGTERM, stops and reaps them.
+- background jobs (``&``): the quick start, then the curl block, run as one bash script
+  (``set -eu``); a trailer waits for the jobs and, on SIGTERM, stops and reaps them.
 
 It then asserts that the script's own ``until`` loop ended (the document is ``invoiced``), the
-final ``fapiao show`` says so, and the database agrees (one issued invoice).
+final ``fapiao show`` says so, the database agrees (one issued invoice), and the curl
+examples were answered (a document created, the quick start's document shown invoiced).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-MARKER = "<!-- readme-test: quickstart -->"
+QUICKSTART = "quickstart"
+CURL = "curl"
 BILL_NO = "SJXC-XS-2025110601"
 # The README's fixed ports and what they are; each must appear in the block.
 README_PORTS = {"8765": "simulator", "8000": "api", "5555": "flower"}
@@ -57,13 +60,14 @@ def free_port() -> int:
         return port
 
 
-def quickstart_block(readme: Path) -> str:
-    """The fenced block right after the marker (the text between the fences)."""
+def marked_block(readme: Path, name: str) -> str:
+    """The fenced block right after ``<!-- readme-test: NAME -->`` (the text between fences)."""
+    marker = f"<!-- readme-test: {name} -->"
     text = readme.read_text(encoding="utf-8")
-    assert text.count(MARKER) == 1, f"{readme.name}: exactly one {MARKER!r} expected"
-    after = text.split(MARKER, 1)[1]
+    assert text.count(marker) == 1, f"{readme.name}: exactly one {marker!r} expected"
+    after = text.split(marker, 1)[1]
     match = re.match(r"\s*```(?:sh|bash|shell)\n(.*?)\n```", after, re.DOTALL)
-    assert match is not None, f"{readme.name}: a ```sh block must follow {MARKER!r}"
+    assert match is not None, f"{readme.name}: a ```sh block must follow {marker!r}"
     return match.group(1) + "\n"
 
 
@@ -79,14 +83,29 @@ def test_commands_ignore_comments_and_join_continuations() -> None:
     assert commands(block) == ["export A=1", "fapiao api --port 8000 &"]
 
 
-def test_the_chinese_quick_start_runs_the_same_commands() -> None:
-    english = commands(quickstart_block(ROOT / "README.md"))
-    chinese = commands(quickstart_block(ROOT / "README.zh-CN.md"))
+@pytest.mark.parametrize("name", [QUICKSTART, CURL])
+def test_the_chinese_readme_runs_the_same_commands(name: str) -> None:
+    english = commands(marked_block(ROOT / "README.md", name))
+    chinese = commands(marked_block(ROOT / "README.zh-CN.md", name))
     assert chinese == english
 
 
+def test_the_curl_examples_use_what_the_quick_start_and_the_demo_set() -> None:
+    from demo.stack import demo_env_text
+
+    used = set(re.findall(r"\$(FAPIAO_\w+)", marked_block(ROOT / "README.md", CURL)))
+    assert used == {"FAPIAO_API_URL", "FAPIAO_API_KEY"}
+    exported = set(re.findall(r"\b(FAPIAO_\w+)=", marked_block(ROOT / "README.md", QUICKSTART)))
+    assert used <= exported
+    written = demo_env_text(
+        {"FAPIAO_API_KEYS": "k", "PATH": "/bin"}, api_url="http://127.0.0.1:1", api_key="k"
+    )
+    names = {line.split("=", 1)[0] for line in written.splitlines()}
+    assert names == {"FAPIAO_API_KEYS", "FAPIAO_API_URL", "FAPIAO_API_KEY"}
+
+
 def test_the_quick_start_names_the_ports_the_test_replaces() -> None:
-    block = quickstart_block(ROOT / "README.md")
+    block = marked_block(ROOT / "README.md", QUICKSTART)
     for port, what in README_PORTS.items():
         assert re.search(rf"\b{port}\b", block), f"the {what} port {port} is not in the block"
     tenants = (ROOT / "demo" / "tenants.toml").read_text(encoding="utf-8")
@@ -130,7 +149,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 @pytest.mark.slow
 def test_the_quick_start_reaches_invoiced(redis_url: str, tmp_path: Path) -> None:
     ports = {port: free_port() for port in README_PORTS}
-    block = quickstart_block(ROOT / "README.md")
+    block = marked_block(ROOT / "README.md", QUICKSTART) + marked_block(ROOT / "README.md", CURL)
     for port, actual in ports.items():
         block = re.sub(rf"\b{port}\b", str(actual), block)
     scene = _scene(tmp_path, ports)
@@ -179,3 +198,8 @@ def test_the_quick_start_reaches_invoiced(redis_url: str, tmp_path: Path) -> Non
         ).fetchone()
     assert status == "invoiced"
     assert issued == 1
+    # The curl block: a new document accepted, then the quick start's document as JSON.
+    assert re.search(r'"bill_no":\s*"HZYF-RT-251120-003"[^}]*"outcome":\s*"created"', output)
+    shown = re.search(r'\{"document_id":[^\n]*"bill_no":\s*"SJXC-XS-2025110601"[^\n]*', output)
+    assert shown is not None, output[-4000:]
+    assert re.search(r'"status":\s*"invoiced"', shown.group(0)), shown.group(0)
