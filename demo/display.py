@@ -31,7 +31,7 @@ from demo.stack import DemoStack
 
 __all__ = ["LiveDisplay", "PlainDisplay", "render_final", "render_where_next"]
 
-# Display order follows the lifecycle (ARCHITECTURE.md).
+# Display order follows the lifecycle (docs/LIFECYCLE.md).
 STATE_ORDER = (
     "draft",
     "pushing",
