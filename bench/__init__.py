@@ -1,4 +1,4 @@
-"""Benchmarks, chaos runs and fuzzing of the bridge (figures: docs/PERFORMANCE.md, RELIABILITY.md).
+"""Benchmarks, chaos runs, fuzzing of the bridge (docs/PERFORMANCE.md, docs/RELIABILITY.md).
 
 Every harness is a command with ``--help``, prints its figures (``--json`` for machines),
 exits non-zero when an invariant breaks, and with ``--strict`` when a target is missed.

@@ -31,7 +31,7 @@ from demo.stack import DemoStack
 
 __all__ = ["LiveDisplay", "PlainDisplay", "render_final", "render_where_next"]
 
-# Display order follows the lifecycle (ARCHITECTURE.md).
+# Display order follows the lifecycle (docs/LIFECYCLE.md).
 STATE_ORDER = (
     "draft",
     "pushing",
@@ -217,8 +217,8 @@ def render_where_next(console: Console, stack: DemoStack, samples: SampleSet) ->
         f"Flower (Celery tasks, search by bill_no): {stack.flower_url}"
         f"  user [bold]{user}[/] password [bold]{escape(password)}[/]",
         f"HTTP API: {stack.api_url}/docs  (Authorization: Bearer {escape(stack.api_key)})",
-        f"  curl -H 'Authorization: Bearer {escape(stack.api_key)}'"
-        f" {stack.api_url}/v1/documents/{example.bill_no}",
+        f'  {env} curl -H "Authorization: Bearer $FAPIAO_API_KEY"'
+        f" $FAPIAO_API_URL/v1/documents/{example.bill_no}",
         f"Simulated cloud: {stack.simulator_url}/_sim/stats, {stack.simulator_url}/_sim/bills",
         f"One document's whole story: {env} .venv/bin/fapiao show {example.bill_no}",
         f"States by tenant: {env} .venv/bin/fapiao status",

@@ -46,7 +46,7 @@ from pathlib import Path
 from demo.processes import ProcessGroup, free_port, wait_for_log, wait_http
 from demo.redis_source import RedisSource, redis_for_demo
 
-__all__ = ["REPO_ROOT", "DemoOptions", "DemoStack", "running_stack"]
+__all__ = ["REPO_ROOT", "DemoOptions", "DemoStack", "demo_env_text", "running_stack"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TENANTS_TEMPLATE = Path(__file__).resolve().parent / "tenants.toml"
@@ -98,13 +98,27 @@ class DemoStack:
 
     @property
     def env_file(self) -> Path:
-        """``FAPIAO_*`` settings of the demo, for ``set -a; . .demo/demo.env; set +a``."""
+        """The demo's ``FAPIAO_*`` settings plus ``FAPIAO_API_URL`` / ``FAPIAO_API_KEY``.
+
+        For a shell: ``set -a; . .demo/demo.env; set +a``.
+        """
         return self.options.workdir / "demo.env"
 
     def check_alive(self) -> None:
         """Raise ``ChildExited`` if any child died."""
         for process in self.processes.processes:
             process.check_alive()
+
+
+def demo_env_text(env: dict[str, str], *, api_url: str, api_key: str) -> str:
+    """``.demo/demo.env``: the children's ``FAPIAO_*`` settings plus what a client needs.
+
+    ``FAPIAO_API_URL`` and ``FAPIAO_API_KEY`` (the README's curl examples) are read by no
+    process: ``Settings`` ignores unknown ``FAPIAO_*`` names.
+    """
+    values = {k: v for k, v in env.items() if k.startswith("FAPIAO_")}
+    values.update(FAPIAO_API_URL=api_url, FAPIAO_API_KEY=api_key)
+    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
 
 def _fresh_workdir(workdir: Path) -> None:
@@ -219,8 +233,7 @@ def _start(
     )
 
     (options.workdir / "demo.env").write_text(
-        "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items() if k.startswith("FAPIAO_")),
-        encoding="utf-8",
+        demo_env_text(env, api_url=api_url, api_key=api_key), encoding="utf-8"
     )
     _migrate(options, env, logs / "migrate.log")
 

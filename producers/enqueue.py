@@ -1,7 +1,7 @@
 """The port from producers to the broker: ``Enqueuer``, its Celery adapter and a recording fake.
 
 Producers enqueue only AFTER the database transaction that made the work durable has
-committed (STYLE.md, habit 3). A lost enqueue (broker down, process killed between commit and
+committed (docs/ARCHITECTURE.md). A lost enqueue (broker down, process killed between commit and
 send) is harmless: the worker's sweeper re-finds due drafts, withdrawals and unprocessed
 callbacks in the database. So an enqueue failure is logged and swallowed, never raised into
 the ERP's request.

@@ -1,11 +1,11 @@
 """Every guessed part of the Kingdee Invoice Cloud contract, in one place.
 
-kingdee-api.md tags each fact [C] confirmed in code, [D] seen in docs, [I] inferred, [G] guess.
+docs/CLOUD-CONTRACT.md tags facts [C] confirmed in code, [D] documented, [I] inferred, [G] guess.
 Whatever is not [C]/[D] and shapes behaviour lives here, so that when a real tenant (or the
 official error-code list doc-3746910) shows otherwise, ONE edit of this module changes the
 bridge and the simulator together. Nothing here does I/O.
 
-Guess table (§ = kingdee-api.md section; tag = confidence of the fact behind it)
+Guess table (§ = docs/CLOUD-CONTRACT.md section; tag = confidence of the fact behind it)
 
 | name here | what it decides | § | tag |
 |---|---|---|---|
@@ -62,11 +62,11 @@ Gateway error table (``GATEWAY_ERRORS``; codes are guesses except ``-10001``)
 Unknown codes fall back to the message text (auth markers, 已存在/重复, 系统异常/繁忙/超时),
 else ``rejected``: the cloud answered, so nothing was created.
 
-Note on ``-10002``: kingdee-api.md §6.3 files 未进行接口授权 under configuration, but the vendor's
-integration guide (常见报错2) shows the very same text when the access_token has expired. The
-only safe reading is "refresh the token and retry once"; if it survives a fresh token the
-worker treats it as a configuration error (ARCHITECTURE.md: auth errors that survive one
-refresh → failed, tenant paused).
+Note on ``-10002`` (docs/CLOUD-CONTRACT.md §6.3): 未进行接口授权 reads as a permission error,
+but the vendor's integration guide (常见报错2) shows the very same text when the access_token
+has expired. The only safe reading is "refresh the token and retry once"; if it survives a
+fresh token the worker treats it as a configuration error (docs/ARCHITECTURE.md, retry
+policy: an auth error that survives one refresh pauses the tenant).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ERP document: a BILL.PUSH 开票申请单 exactly as Kingdee spells it (kingdee-api.md §6.1).
+"""The ERP document: a BILL.PUSH 开票申请单 as Kingdee spells it (docs/CLOUD-CONTRACT.md §6.1).
 
 The bridge (before accepting a document) and the simulator (before accepting a push) both
 call :func:`validate_bill`, so the simulator refuses exactly what the bridge refuses.

@@ -1,10 +1,10 @@
 """Kingdee Invoice Cloud wire formats: one definition shared by the bridge and the simulator.
 
 Pure models and codecs, no I/O. Field names are spelled exactly as the cloud spells them
-(camelCase, ``apptoken``, ``tenantid`` …). Facts cite kingdee-api.md sections; everything
+(camelCase, ``apptoken``, ``tenantid`` …). Facts cite docs/CLOUD-CONTRACT.md sections; everything
 the docs leave open is decided in ``schemas.cloud_contract``.
 
-Messages (kingdee-api.md section, model or helper)
+Messages (docs/CLOUD-CONTRACT.md section, model or helper)
 
 | § | message | model / helper |
 |---|---|---|

@@ -318,7 +318,7 @@ class Settings(BaseSettings):
     def _coherent(self) -> Settings:
         visibility = self.broker.visibility_timeout_seconds
         # A countdown or runtime longer than the visibility timeout makes Redis redeliver the
-        # task while it still waits/runs (STACK-NOTES: 3 tasks ran 12 times); keep a wide margin.
+        # task while it still waits/runs (docs/STACK.md: 3 tasks ran 12 times); keep a wide margin.
         for loc, value in (
             (("push", "backoff_cap_seconds"), self.push.backoff_cap_seconds),
             (("erp_webhook", "backoff_cap_seconds"), self.erp_webhook.backoff_cap_seconds),

@@ -1,6 +1,6 @@
 """China VAT arithmetic for 开票申请单 amounts: pure functions, Decimal in, Decimal out.
 
-Rules (kingdee-api.md §10.6, §11)
+Rules (docs/CLOUD-CONTRACT.md §10.6, §11)
 
 | name | rule | source |
 |---|---|---|

@@ -19,7 +19,7 @@ Modules (each lists its public API in ``__all__``)
 | ``simulator.stats`` | call, token and callback counters |
 | ``simulator.testing`` | ``running_simulator(...)`` for other test suites |
 
-Only ``schemas`` is imported from the project (ARCHITECTURE.md: rooms). Importing this
+Only ``schemas`` is imported from the project (docs/ARCHITECTURE.md, rooms). Importing this
 package builds nothing.
 """
 

@@ -4,7 +4,7 @@
 matters (routing, status codes, latency, 5xx and dropped connections). Everything here runs
 on the event loop thread.
 
-Gateway checks, in the order the cloud is assumed to make them (kingdee-api.md §11 [G]):
+Gateway checks, in the order the cloud is assumed to make them (docs/CLOUD-CONTRACT.md §11 [G]):
 
 | step | refusal (errorCode, message from ``schemas.cloud_contract``) |
 |---|---|

@@ -1,7 +1,7 @@
 """How the simulated cloud turns an accepted bill into invoices: split, number, describe.
 
-Splitting (拆分, kingdee-api.md §6.4/§12 [G]): a bill becomes several invoices when it has more
-lines than one invoice may hold (``max_lines_per_invoice``: 8 税控, 2000 数电) or when its
+Splitting (拆分, docs/CLOUD-CONTRACT.md §6.4/§12 [G]): a bill becomes several invoices when it
+has more lines than one invoice may hold (``max_lines_per_invoice``: 8 税控, 2000 数电) or when its
 amount excluding tax exceeds the per-invoice limit (限额, configurable, off by default). A
 goods line and the discount lines that follow it stay together. A line (with its discounts)
 larger than the limit is cut into equal parts, cent-exact: the cents of every amount and tax

@@ -4,7 +4,7 @@ These strings are a contract (CLI, HTTP, metrics and docs use them); `store.life
 holds the table that connects them. They live in their own module so `store.models` can
 name them in CHECK constraints and partial indexes without importing the lifecycle.
 
-Document states (see ARCHITECTURE.md, "The lifecycle"):
+Document states (see docs/LIFECYCLE.md, "States"):
 
 | state                | meaning                                                           |
 |----------------------|-------------------------------------------------------------------|

@@ -1,6 +1,6 @@
 """The Celery application factory: ``create_app(settings)``; ``celery -A worker …`` uses it.
 
-Configuration (why each knob is set; STACK-NOTES.md has the measurements)
+Configuration (why each knob is set; docs/STACK.md has the measurements)
 
 | setting                         | value                       | why                          |
 |---------------------------------|-----------------------------|------------------------------|

@@ -195,7 +195,7 @@ class CloudResult:
 
 
 class KingdeeClient(Protocol):
-    """The operations of one tenant's account (kingdee-api.md §3, §4, §6–§8)."""
+    """The operations of one tenant's account (docs/CLOUD-CONTRACT.md §3, §4, §6–§8)."""
 
     @property
     def tenant(self) -> TenantConfig: ...

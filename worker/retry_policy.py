@@ -40,7 +40,7 @@ Schedules (all compressible through settings for tests)
 | ERP webhook      | full jitter, capped; parked after max attempts      | 5 s, cap 1 h, 12   |
 
 Broker countdowns never carry these waits: a retry is a row with a due time that a beat task
-picks up (STACK-NOTES: a countdown longer than the visibility timeout runs a task again).
+picks up (docs/STACK.md: a countdown longer than the visibility timeout runs a task again).
 """
 
 from __future__ import annotations

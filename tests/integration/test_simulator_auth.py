@@ -1,6 +1,6 @@
 """Simulator tokens over real HTTP: getAppToken.do, login.do, and the access_token on openApi.
 
-The request shapes of the public clients (kingdee-api.md §2.2, §3) are accepted; the wrong
+The request shapes of the public clients (docs/CLOUD-CONTRACT.md §2.2, §3) are accepted; the wrong
 ones are refused the way the cloud refuses them (cloud_contract shapes).
 """
 

@@ -1,6 +1,6 @@
 """Callbacks from the simulator to a real HTTP listener: both styles (5.1.03 per bill for
 ``3std1`` codes, 5.1.02 per invoice otherwise), BILL.RETURN, retries on non-ACK / non-200 /
-timeout, per-code URL override, and the callback faults (kingdee-api.md §9)."""
+timeout, per-code URL override, and the callback faults (docs/CLOUD-CONTRACT.md §9)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The simulated gateway over real HTTP: envelope checks, BILL.PUSH validation and error table,
-duplicates, BILL.WITHDRAW messages, BILL.INVOICE.QUERY (kingdee-api.md §2.3, §6–§8)."""
+duplicates, BILL.WITHDRAW messages, BILL.INVOICE.QUERY (docs/CLOUD-CONTRACT.md §2.3, §6–§8)."""
 
 from __future__ import annotations
 

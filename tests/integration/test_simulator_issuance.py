@@ -1,5 +1,5 @@
 """Issuance in the simulator over real HTTP: auto/manual, splitting, numbers, files, issuance
-faults, operator actions, double-issue detection (kingdee-api.md §6.4, §9.1, §12)."""
+faults, operator actions, double-issue detection (docs/CLOUD-CONTRACT.md §6.4, §9.1, §12)."""
 
 from __future__ import annotations
 

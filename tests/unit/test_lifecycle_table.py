@@ -17,8 +17,8 @@ from store.lifecycle import (
 from store.models import Document
 from store.states import POLLED_STATUSES, RESUBMITTABLE_STATUSES, DocumentStatus, Event
 
-# Written by hand from ARCHITECTURE.md and the brief, NOT derived from TRANSITIONS, so a typo
-# in either one fails the comparison.
+# Written by hand from the design (docs/LIFECYCLE.md) and the brief, NOT derived from
+# TRANSITIONS, so a typo in either one fails the comparison.
 EXPECTED: set[tuple[str, str, str]] = {
     ("draft", "claim", "pushing"),
     ("draft", "withdraw", "withdrawn"),
@@ -98,7 +98,7 @@ DELIBERATE_RETREATS = {
 }
 
 ARCHITECTURE_EXITS = {
-    # ARCHITECTURE.md "leaves by" column, state by state.
+    # The design's "leaves by" column, state by state (docs/LIFECYCLE.md, States).
     "draft": {("claim", "pushing"), ("withdraw", "withdrawn")},
     "pushing": {
         ("accepted", "pushed"),
