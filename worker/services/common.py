@@ -191,7 +191,8 @@ def owe_notification(
 
 def observe_milestones(results: Sequence[TransitionResult], now: datetime) -> None:
     """Submit→pushed / submit→invoiced, once per document: only the applied transition into
-    the state counts (invoiced is terminal; pushed is reached from pushing or in_doubt once)."""
+    the state counts (invoiced is terminal; pushed is reached from pushing or in_doubt once).
+    Observed before the caller commits: a commit that then fails leaves one stray sample."""
     for result in results:
         if not result.applied or result.created_at is None:
             continue
