@@ -28,6 +28,7 @@ from __future__ import annotations
 import getpass
 import json
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -916,6 +917,7 @@ def api(
     from producers.http import create_app
     from schemas.settings import SettingsError
     from worker.logs import configure_logging
+    from worker.metrics import OWN_DIR_PREFIX, prepare_multiprocess
 
     context = _context(ctx)
     settings = context.settings()
@@ -925,25 +927,32 @@ def api(
         _fail(str(exc), code=2)
     configure_logging(settings.log_format, settings.log_level)
     http_app: Any
+    shared_metrics: Path | None = None
     if workers > 1:
         context.components()  # refuse a bad tenants file here, before any worker starts
         http_app = "producers.http:app_from_environment"
+        # Spawned processes inherit the variable: their counters add up (producers.metrics).
+        shared_metrics = prepare_multiprocess(settings.metrics.multiproc_dir).path
     else:
         http_app = create_app(settings, components=context.components())
-    uvicorn.run(
-        http_app,
-        factory=workers > 1,
-        workers=workers,
-        host=host,
-        port=port,
-        http="httptools",
-        loop="uvloop" if sys.platform != "win32" else "asyncio",
-        proxy_headers=forwarded_allow_ips is not None,
-        forwarded_allow_ips=forwarded_allow_ips,
-        access_log=False,
-        log_level=log_level,
-        log_config=None,  # keep configure_logging's structured handler (FAPIAO_LOG_FORMAT)
-    )
+    try:
+        uvicorn.run(
+            http_app,
+            factory=workers > 1,
+            workers=workers,
+            host=host,
+            port=port,
+            http="httptools",
+            loop="uvloop" if sys.platform != "win32" else "asyncio",
+            proxy_headers=forwarded_allow_ips is not None,
+            forwarded_allow_ips=forwarded_allow_ips,
+            access_log=False,
+            log_level=log_level,
+            log_config=None,  # keep configure_logging's structured handler (FAPIAO_LOG_FORMAT)
+        )
+    finally:
+        if shared_metrics is not None and shared_metrics.name.startswith(OWN_DIR_PREFIX):
+            shutil.rmtree(shared_metrics, ignore_errors=True)
 
 
 @app.command(

@@ -2,7 +2,7 @@
 
 Most numbers are read from the database at scrape time, so every API replica reports the
 same truth whichever process did the work (workers run elsewhere). The receiver's own
-counters are per process.
+counters are summed over the API processes of one ``fapiao api`` (below).
 
 | metric | type | labels | source |
 |---|---|---|---|
@@ -15,21 +15,29 @@ counters are per process.
 | ``fapiao_tenant_paused`` | gauge | tenant | 1 while a tenant is paused |
 | ``fapiao_queue_depth`` | gauge | queue | Redis LLEN of each Celery queue |
 | ``fapiao_metrics_source_up`` | gauge | source | 0 when the database/Redis was unreadable |
-| ``fapiao_callbacks_received_total`` | counter | result | this process: stored, duplicate, … |
-| ``fapiao_documents_submitted_total`` | counter | outcome | this process: created, invalid, … |
+| ``fapiao_callbacks_received_total`` | counter | result | API processes: stored, duplicate, … |
+| ``fapiao_documents_submitted_total`` | counter | outcome | API processes: created, invalid, … |
 
 ``_recorded_total`` names avoid a clash with the worker's in-process counters of the same
 facts (``worker.metrics``).
+
+Several API processes (``fapiao api --workers N``): the command points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before uvicorn spawns them, each process
+writes its counters there, and ``/metrics`` from any of them serves the sum over all
+(``MultiProcessCollector``) plus the database numbers, so successive scrapes agree whichever
+process answers.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -38,9 +46,12 @@ from store.columns import utcnow
 from store.models import CallbackInbox, CloudCall, Document, ErpOutbox, TenantState
 from store.states import DocumentStatus, InboxState, OutboxState
 
-__all__ = ["QUEUES", "BridgeMetrics", "DatabaseCollector"]
+__all__ = ["MULTIPROC_ENV", "QUEUES", "BridgeMetrics", "DatabaseCollector"]
 
 log = logging.getLogger(__name__)
+
+# prometheus_client's switch for multiprocess mode (set by ``fapiao api --workers N``).
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 # The worker's queues (worker/queues.py QUEUES); repeated as data so /metrics needs no worker.
 QUEUES: Final[tuple[str, ...]] = ("push", "poll", "callbacks", "erp", "maintenance")
@@ -194,17 +205,22 @@ class BridgeMetrics:
         queue_depth: Callable[[str], int] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
+        shared = os.environ.get(MULTIPROC_ENV)
+        # Multiprocess: the counters write to files; the registry reads every process's.
+        own: CollectorRegistry | None = None if shared else self.registry
+        if shared:
+            MultiProcessCollector(self.registry, path=shared)  # type: ignore[no-untyped-call]
         self.callbacks = Counter(
             "fapiao_callbacks_received",
-            "Callbacks received by this process, by result",
+            "Callbacks received by the API, by result",
             ["result"],
-            registry=self.registry,
+            registry=own,
         )
         self.documents = Counter(
             "fapiao_documents_submitted",
-            "Documents submitted to this process, by outcome",
+            "Documents submitted to the API, by outcome",
             ["outcome"],
-            registry=self.registry,
+            registry=own,
         )
         for result in ("stored", "duplicate", "orphan", "refused", "unavailable"):
             self.callbacks.labels(result=result)

@@ -39,6 +39,9 @@ value or a JSON array: ``FAPIAO_API_KEYS=k1,k2``, ``FAPIAO_POLL__SCHEDULE_SECOND
 | ``FAPIAO_CALLBACKS__POLL_GRACE_SECONDS`` | 60 | a stored callback defers its document's poll |
 | ``FAPIAO_ERP_WEBHOOK__MAX_ATTEMPTS`` | 12 | webhook deliveries before giving up |
 | ``FAPIAO_ERP_WEBHOOK__BACKOFF_CAP_SECONDS`` | 600 | cap of the webhook retry backoff |
+| ``FAPIAO_METRICS__WORKER_PORT`` | 0 | ``celery worker`` serves its metrics on this port (0: off) |
+| ``FAPIAO_METRICS__HOST`` | ``0.0.0.0`` | interface of that exporter |
+| ``FAPIAO_METRICS__MULTIPROC_DIR`` | (system temp) | parent of a fresh per-start dir of counters |
 
 ``Settings.load()`` turns a validation failure into ``SettingsError`` whose lines each start
 with the ``FAPIAO_...`` variable at fault. Placeholder secrets are refused outside
@@ -76,6 +79,7 @@ __all__ = [
     "ErpWebhookSettings",
     "HttpSettings",
     "InDoubtSettings",
+    "MetricsSettings",
     "PollSettings",
     "ProcessRole",
     "PushSettings",
@@ -222,6 +226,8 @@ class StuckAlertSettings(_Group):
     pushed: int = Field(default=86400, ge=1)
     partially_invoiced: int = Field(default=86400, ge=1)
     withdrawing: int = Field(default=3600, ge=1)
+    # Polled until an operator re-issues or withdraws; same age as the poller's own alert.
+    invoice_failed: int = Field(default=86400, ge=1)
 
     def for_state(self, state: str) -> int | None:
         """The alert age of ``state``; None for states that cannot be stuck (terminal ones)."""
@@ -249,6 +255,15 @@ class CallbackSettings(_Group):
 class ErpWebhookSettings(_Group):
     max_attempts: int = Field(default=12, ge=1, le=1000)
     backoff_cap_seconds: Seconds = 600.0
+
+
+class MetricsSettings(_Group):
+    # worker_port: 0 keeps the worker's exporter off (the API's /metrics is always on).
+    # multiproc_dir: each worker start creates a fresh directory under it (default: the
+    # system temp dir) and removes it at shutdown; a tmpfs keeps the writes off disk.
+    worker_port: int = Field(default=0, ge=0, le=65535)
+    host: str = "0.0.0.0"
+    multiproc_dir: Path | None = None
 
 
 class Settings(BaseSettings):
@@ -283,6 +298,7 @@ class Settings(BaseSettings):
     stuck_alert: StuckAlertSettings = Field(default_factory=StuckAlertSettings)
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     erp_webhook: ErpWebhookSettings = Field(default_factory=ErpWebhookSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @field_validator("database_url")
     @classmethod

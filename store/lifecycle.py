@@ -342,6 +342,9 @@ class TransitionResult:
     to_status: DocumentStatus
     outcome: TransitionOutcome
     version: int  # the document's version after the call
+    # Read by the same SELECT as the status (free): latency metrics need them.
+    tenant: str = ""
+    created_at: datetime | None = None
 
     @property
     def applied(self) -> bool:
@@ -406,10 +409,13 @@ def transition(
             _documents.c.version,
             _documents.c.push_attempt,
             _documents.c.bill_no,
+            _documents.c.tenant,
+            _documents.c.created_at,
         ).where(_documents.c.id == document_id)
     ).one_or_none()
     if row is None:
         raise DocumentNotFound(document_id)
+    known = {"tenant": row.tenant, "created_at": row.created_at}
     status = DocumentStatus(row.status)
     version: int = row.version
 
@@ -434,7 +440,7 @@ def transition(
             )
         )
         return TransitionResult(
-            document_id, event, status, status, TransitionOutcome.stale, version
+            document_id, event, status, status, TransitionOutcome.stale, version, **known
         )
 
     if (expected_status is not None and status != DocumentStatus(expected_status)) or (
@@ -453,7 +459,9 @@ def transition(
     if target is None:
         raise TransitionNotAllowed(status, event, document_id, row.bill_no)
     if target == status:
-        return TransitionResult(document_id, event, status, status, TransitionOutcome.noop, version)
+        return TransitionResult(
+            document_id, event, status, status, TransitionOutcome.noop, version, **known
+        )
     if event in _DEDICATED:
         raise ValueError(f"'{event}' is applied by {_DEDICATED[event]}, not by transition()")
 
@@ -501,7 +509,7 @@ def transition(
     )
     _expire_loaded(session, document_id)
     return TransitionResult(
-        document_id, event, status, target, TransitionOutcome.applied, version + 1
+        document_id, event, status, target, TransitionOutcome.applied, version + 1, **known
     )
 
 

@@ -25,6 +25,9 @@ Configuration (why each knob is set; docs/STACK.md has the measurements)
 | ``beat_schedule``               | ``beat_schedule(settings)`` | sweeps, due polls (with      |
 |                                 |                             | in-doubt), token refresh     |
 | log format                      | ``worker.logs``             | extras kept, secrets masked  |
+| metrics exporter                | ``FAPIAO_METRICS__WORKER_`` | ``celery worker`` serves the |
+|                                 | ``PORT`` (0: off)           | sum of its pool processes    |
+|                                 |                             | (``worker.metrics``)         |
 
 Beat intervals: ``fapiao.poll_due`` every min(5 s, first poll delay), ``fapiao.sweep`` every
 min(10 s, push lease / 2), ``fapiao.refresh_tokens`` every max(30 s, refresh margin / 2).
@@ -37,6 +40,8 @@ long wait is a due time in the database.
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +156,7 @@ def create_app(settings: Settings | None = None, *, main: str = "fapiao") -> Fap
     app.conf.update(celery_config(settings))
     register_tasks(app)
     _structured_logs(settings)
+    _metrics_exporter()
     return app
 
 
@@ -168,3 +174,44 @@ def _structured_logs(settings: Settings) -> None:
         uid = f"fapiao-logs-{signal.name}"
         signal.disconnect(dispatch_uid=uid)
         signal.connect(install, weak=False, dispatch_uid=uid)
+
+
+def _metrics_exporter() -> None:
+    """``celery worker`` (its parent process) serves ``worker.metrics`` when a port is set."""
+    from celery.signals import celeryd_init, worker_process_shutdown, worker_shutdown
+
+    from worker import metrics
+
+    running: list[metrics.Exporter] = []
+
+    def start(instance: Any = None, **_: Any) -> None:
+        # celeryd_init: the CLI worker only, before the pool forks (children inherit the mode).
+        settings: Settings = instance.app.settings
+        if not settings.metrics.worker_port or running:
+            return
+        prepared = metrics.prepare_multiprocess(settings.metrics.multiproc_dir)
+        if prepared.reexec_needed:
+            # Nothing is connected or forked yet; the new image finds the variable set.
+            os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+        running.append(
+            metrics.start_exporter(
+                settings.metrics.worker_port, settings.metrics.host, prepared.path
+            )
+        )
+
+    def child_exited(pid: int | None = None, **_: Any) -> None:
+        if running and pid is not None:
+            metrics.process_dead(pid)
+
+    def stop(**_: Any) -> None:
+        while running:
+            running.pop().stop()
+
+    for signal, receiver in (
+        (celeryd_init, start),
+        (worker_process_shutdown, child_exited),
+        (worker_shutdown, stop),
+    ):
+        uid = f"fapiao-metrics-{signal.name}"
+        signal.disconnect(dispatch_uid=uid)
+        signal.connect(receiver, weak=False, dispatch_uid=uid)

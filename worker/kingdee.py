@@ -589,8 +589,10 @@ class HttpKingdeeClient:
         message: str,
         started: float,
     ) -> None:
-        latency_ms = int((self._clock() - started) * 1000)
+        elapsed = max(0.0, self._clock() - started)
+        latency_ms = int(elapsed * 1000)
         metrics.cloud_calls().labels(interface=interface, outcome=outcome.value).inc()
+        metrics.cloud_call_seconds().labels(interface=interface).observe(elapsed)
         self._ledger.finish(
             entry,
             tenant=self._tenant.name,

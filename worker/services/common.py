@@ -12,7 +12,9 @@
 
 ``owe_notification`` writes an ``erp_outbox`` row in the caller's transaction for every
 user-visible transition (table ``NOTIFIED``) of a tenant that has a webhook; the row id comes
-back as a ``Followup`` for ``fapiao.notify_erp`` to send after commit.
+back as a ``Followup`` for ``fapiao.notify_erp`` to send after commit. Every service hands its
+transitions to it, so it also observes the submit→pushed and submit→invoiced histograms
+(``observe_milestones``: from the columns the transition already read, no extra statement).
 """
 
 from __future__ import annotations
@@ -45,11 +47,15 @@ __all__ = [
     "document_task_kwargs",
     "is_paused_from",
     "is_tenant_paused",
+    "observe_milestones",
     "owe_notification",
     "pause_tenant",
 ]
 
 log = logging.getLogger(__name__)
+
+# A first acceptance (withdrawing → pushed after a refused withdrawal is not one).
+_FIRST_PUSHED: Final = frozenset({DocumentStatus.pushing, DocumentStatus.in_doubt})
 
 # States the ERP hears about (every state an ERP user would act on or show).
 NOTIFIED: Final[frozenset[DocumentStatus]] = frozenset(
@@ -143,6 +149,8 @@ def owe_notification(
     ``tenant`` (the document's, when the caller knows it) skips re-reading the document
     when that tenant has no webhook.
     """
+    now = now or rt.clock()
+    observe_milestones(results, now)
     applied = [r for r in results if r.applied and r.to_status in NOTIFIED]
     if not applied:
         return []
@@ -157,7 +165,6 @@ def owe_notification(
     config = rt.tenant(document.tenant)
     if config is None or config.erp_webhook_url is None:
         return []
-    now = now or rt.clock()
     invoices = invoices_of(session, document_id)
     payload: dict[str, Any] = {
         "event": f"document.{final.to_status.value}",
@@ -180,6 +187,23 @@ def owe_notification(
     )
     labels = {"outbox_id": row.id, "bill_no": document.bill_no, "tenant": document.tenant}
     return [Followup(queues.NOTIFY_ERP, labels)]
+
+
+def observe_milestones(results: Sequence[TransitionResult], now: datetime) -> None:
+    """Submit→pushed / submit→invoiced, once per document: only the applied transition into
+    the state counts (invoiced is terminal; pushed is reached from pushing or in_doubt once).
+    Observed before the caller commits: a commit that then fails leaves one stray sample."""
+    for result in results:
+        if not result.applied or result.created_at is None:
+            continue
+        if result.to_status is DocumentStatus.pushed and result.from_status in _FIRST_PUSHED:
+            histogram = metrics.submit_to_pushed()
+        elif result.to_status is DocumentStatus.invoiced:
+            histogram = metrics.submit_to_invoiced()
+        else:
+            continue
+        seconds = max(0.0, (now - result.created_at).total_seconds())
+        histogram.labels(tenant=result.tenant).observe(seconds)
 
 
 def _invoice_view(invoice: Invoice) -> dict[str, Any]:

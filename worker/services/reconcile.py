@@ -33,6 +33,7 @@ answer).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -46,7 +47,7 @@ from store.invoices import invoices_of
 from store.lifecycle import LostRace, TransitionResult, transition
 from store.models import CallbackInbox, Document, TenantState
 from store.states import DocumentStatus, Event, InboxState
-from worker import queues
+from worker import metrics, queues
 from worker.runtime import Followup, Runtime
 from worker.services.common import document_and_pause, is_paused_from, owe_notification
 from worker.services.invoices import all_known, apply_invoices
@@ -110,6 +111,7 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
                 for _, _, d in found
                 if d is not None
             }
+            _note_quota(parsed, paused)
             if _nothing_new(session, parsed, found):
                 # A repeat of what is stored (a second callback style, a redelivery, a
                 # callback after the poller found the invoices): settled here, no query.
@@ -156,6 +158,16 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
     note = "; ".join(notes) or None
     outcome = _finish(rt, inbox_id, InboxState.processed, note, document_ids[0])
     return ReconcileOutcome(outcome.state, outcome.detail, followups)
+
+
+def _note_quota(parsed: ParsedCallback, tenants: Iterable[str]) -> None:
+    """``bizControl.isWarning`` of a per-bill callback → ``fapiao_quota_warning`` (a gauge only;
+    quota handling itself is not done here)."""
+    warning = parsed.bizControl.isWarning if parsed.bizControl is not None else None
+    if warning is None:
+        return
+    for tenant in tenants:
+        metrics.quota_warning().labels(tenant=tenant).set(1 if warning else 0)
 
 
 def _items_by_bill(parsed: ParsedCallback) -> dict[str, tuple[str | None, list[InvoiceItem]]]:

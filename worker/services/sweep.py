@@ -136,6 +136,7 @@ def sweep(rt: Runtime, *, limit: int = SWEEP_BATCH) -> SweepReport:
                     "alert_after_seconds": limit_seconds,
                 },
             )
+    metrics.sweeps().inc()
     return report
 
 
