@@ -20,7 +20,7 @@ on ``sys.path``): a module the install lacks fails here exactly as it would in t
 
 Then one sample document goes in over HTTP with ``FAPIAO_ENVIRONMENT=production`` and real
 (non-placeholder) secrets, and must reach ``invoiced``; Flower must list its tasks under its
-bill number, and the worker's metrics must be scrapeable when it serves them.
+bill number, and the worker's exporter must show the BILL.PUSH call in its counters.
 
 Environment: ``FAPIAO_SMOKE_DATABASE_URL`` (a PostgreSQL server URL: a fresh database is
 created and dropped; unset → an SQLite file), ``FAPIAO_SMOKE_REDIS_URL`` (default
@@ -214,6 +214,7 @@ def run(
     started: float,
 ) -> int:
     sim_port, api_port, flower_port = free_port(), free_port(), free_port()
+    metrics_port = free_port()
     simulator_url, api_url = f"http://{HOST}:{sim_port}", f"http://{HOST}:{api_port}"
     flower_url = f"http://{HOST}:{flower_port}"
     api_key, callback_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -231,6 +232,8 @@ def run(
         "FAPIAO_REDIS_URL": redis_url,
         "FAPIAO_TENANTS_FILE": str(tenants),
         "FAPIAO_LOG_FORMAT": "json",
+        "FAPIAO_METRICS__WORKER_PORT": str(metrics_port),
+        "FAPIAO_METRICS__HOST": HOST,
     }
     api_env = {**env, "FAPIAO_API_KEYS": api_key, "FAPIAO_CALLBACK_SECRET": callback_secret}
     procs = Processes(bin_dir, workdir, env)
@@ -318,10 +321,25 @@ def run(
 
         names = wait_until("Flower's task list", flower_tasks, procs, 30)
 
+        step = "the worker's metrics exporter counts the cloud calls"
+
+        def worker_counters() -> list[str]:
+            text = client.get(f"http://{HOST}:{metrics_port}/metrics").text
+            return [
+                line
+                for line in text.splitlines()
+                if line.startswith("fapiao_cloud_calls_total{")
+                and 'interface="BILL.PUSH"' in line
+                and float(line.rsplit(" ", 1)[1]) >= 1
+            ]
+
+        counters = wait_until("the worker's metrics", worker_counters, procs, 30)
+
         print(
             f"production smoke: OK in {time.monotonic() - started:.1f} s —"
             f" {bill_no} invoiced ({len(view.get('invoices', []))} invoice(s));"
-            f" Flower shows {sorted(set(names))} for it; processes started from {bin_dir}"
+            f" Flower shows {sorted(set(names))} for it; worker scrape: {counters[0]};"
+            f" processes started from {bin_dir}"
         )
         return 0
     except (SmokeFailure, httpx.HTTPError, subprocess.SubprocessError) as exc:
