@@ -158,6 +158,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "socket_connect_timeout": 5,
         },
         "result_backend": None,
+        # No results to expire: keeps celery.backend_cleanup out of beat's schedule.
+        "result_expires": None,
         "task_ignore_result": True,
         "task_serializer": "json",
         "result_serializer": "json",

@@ -11,12 +11,15 @@ listens meanwhile: beat sends its messages without ``task-sent`` events.
 | both beats running     | one holds the redbeat lock and fires; the other fires nothing |
 | the holder SIGKILLed   | the lock expires; the other acquires it and fires            |
 | throughout             | sends of one entry at least ~one interval apart              |
+| health probe           | ``python -m worker.beat`` fails before any beat, passes after |
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -145,6 +148,7 @@ def test_two_beats_fire_each_entry_once_and_the_standby_takes_over(
     assert config["beat_scheduler"] == "redbeat.RedBeatScheduler"
     lock_timeout = float(config["redbeat_lock_timeout"])
     interval = {queues.POLL_DUE: every.poll_due, queues.SWEEP: every.sweep}
+    assert probe(env) == 1  # the health probe: no beat has fired yet
     first_dir, second_dir = tmp_path / "a", tmp_path / "b"
     first_dir.mkdir()
     second_dir.mkdir()
@@ -192,6 +196,15 @@ def test_two_beats_fire_each_entry_once_and_the_standby_takes_over(
     # message sent by any other process still does (the receiver is listening).
     assert sent_events.names == []
     sent_events.canary()
+    assert probe(env) == 0  # the schedule in Redis shows recent runs
+
+
+def probe(env: dict[str, str]) -> int:
+    """Exit code of ``python -m worker.beat`` (the compose health check of beat)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.beat"], env=env, capture_output=True, timeout=60
+    )
+    return done.returncode
 
 
 def test_beat_uses_redbeat_with_an_explicit_redis_and_a_per_deployment_prefix(
