@@ -60,12 +60,12 @@ LABEL org.opencontainers.image.title="fapiao-bridge" \
 
 # A fixed uid/gid so bind-mounted files (the tenants file) can be made readable to it alone.
 # /var/lib/fapiao/* are created here, owned by that user, because a named volume mounted on
-# an existing directory starts with the directory's ownership: beat's schedule and the
+# an existing directory starts with the directory's ownership: Flower's history and the
 # simulator's state file stay writable without running anything as root.
 RUN groupadd --system --gid 10001 fapiao \
     && useradd --system --uid 10001 --gid fapiao --no-create-home \
         --home-dir /var/lib/fapiao --shell /usr/sbin/nologin fapiao \
-    && mkdir -p /etc/fapiao /var/lib/fapiao/beat /var/lib/fapiao/simulator \
+    && mkdir -p /etc/fapiao /var/lib/fapiao/flower /var/lib/fapiao/simulator \
     && chown -R fapiao:fapiao /var/lib/fapiao
 
 COPY --from=builder /app/.venv /app/.venv

@@ -11,11 +11,13 @@ and one log per process, and stops all of it when the block ends (Ctrl-C include
 | migrate | ``fapiao db upgrade`` (``python -m producers.cli``) | exit code 0 |
 | simulator | ``python -m simulator`` (short delays, callbacks to the API) | ``/_sim/healthz`` |
 | HTTP app | ``fapiao api`` | ``/healthz`` |
-| Flower | ``celery -A worker flower --basic-auth=…`` | ``/healthcheck`` |
+| Flower | ``celery -A worker flower --basic-auth=…`` (+ ``worker.flower``) | ``/healthcheck`` |
 | worker | ``celery -A worker worker`` (prefork, 2 processes) | logs "ready" |
-| beat | ``celery -A worker beat`` | logs "beat: Starting" |
+| beat | ``celery -A worker beat`` (redbeat: schedule, lock in Redis) | logs "beat: Starting" |
 
-Flower starts before the worker so that it sees every task event from the first one.
+Flower starts before the worker so that it sees every task event from the first one; it
+keeps its history in ``flower.db`` of the work directory (``--persistent``), so a Flower
+restarted during a demo still lists the earlier tasks.
 
 Compressed timing (``DemoOptions``; the environment of every child, ``FAPIAO_*``):
 
@@ -45,6 +47,7 @@ from pathlib import Path
 
 from demo.processes import ProcessGroup, free_port, wait_for_log, wait_http
 from demo.redis_source import RedisSource, redis_for_demo
+from worker.flower import flower_options
 
 __all__ = ["REPO_ROOT", "DemoOptions", "DemoStack", "demo_env_text", "running_stack"]
 
@@ -52,6 +55,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TENANTS_TEMPLATE = Path(__file__).resolve().parent / "tenants.toml"
 TEMPLATE_ORIGIN = "http://127.0.0.1:8765"
 HOST = "127.0.0.1"
+DEMO_FLOWER_SAVE_MS = 5_000  # a demo is short: save Flower's history often
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +126,16 @@ def demo_env_text(env: dict[str, str], *, api_url: str, api_key: str) -> str:
 
 
 def _fresh_workdir(workdir: Path) -> None:
-    """Forget the previous run: its database, beat schedule, logs (only files the demo owns)."""
+    """Forget the previous run: its database, Flower history, logs (only files the demo owns)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    patterns = ("fapiao.db*", "celerybeat-schedule*", "tenants.toml", "demo.env", "logs/*.log")
+    patterns = (
+        "fapiao.db*",
+        "flower.db*",
+        "celerybeat-schedule*",
+        "tenants.toml",
+        "demo.env",
+        "logs/*.log",
+    )
     for pattern in patterns:
         for path in workdir.glob(pattern):
             path.unlink(missing_ok=True)
@@ -258,7 +269,9 @@ def _start(
         [python, "-m", "celery", "-A", "worker", "flower", f"--address={HOST}",
          f"--port={flower_port}",
          f"--basic-auth={options.flower_user}:{options.flower_password}",
-         "--persistent=False", "--logging=warning"],
+         *flower_options(db=options.workdir / "flower.db",
+                         state_save_interval_ms=DEMO_FLOWER_SAVE_MS),
+         "--logging=warning"],
         env=env, log_path=logs / "flower.log", cwd=REPO_ROOT,
     )  # fmt: skip
     wait_http(f"{simulator_url}/_sim/healthz", timeout=timeout, process=simulator)
@@ -273,8 +286,7 @@ def _start(
     )  # fmt: skip
     beat = processes.start(
         "beat",
-        [python, "-m", "celery", "-A", "worker", "beat", "--loglevel=INFO",
-         f"--schedule={options.workdir / 'celerybeat-schedule'}"],
+        [python, "-m", "celery", "-A", "worker", "beat", "--loglevel=INFO"],
         env=env, log_path=logs / "beat.log", cwd=REPO_ROOT,
     )  # fmt: skip
     wait_for_log(worker, " ready.", timeout=timeout)

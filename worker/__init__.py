@@ -15,6 +15,8 @@
 | ``worker.queues``      | task names and routes                                          |
 | ``worker.logs``        | JSON / console log formatters (extras kept, secrets masked)    |
 | ``worker.metrics``     | Prometheus counters (token refreshes, calls, alerts, …)        |
+| ``worker.flower``      | Flower's options (task columns, persistent history)            |
+| ``worker.beat``        | ``python -m worker.beat``: is some (redbeat) beat firing?      |
 | ``worker.testing``     | fast settings, recording broker, ``drain`` (tests only)        |
 
 ``worker.app`` (alias ``worker.celery``) is built on first access from ``Settings.load()``;

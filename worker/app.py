@@ -24,6 +24,8 @@ Configuration (why each knob is set; docs/STACK.md has the measurements)
 | ``task_time_limit``             | half the visibility timeout | is redelivered elsewhere     |
 | ``beat_schedule``               | ``beat_schedule(settings)`` | sweeps, due polls (with      |
 |                                 |                             | in-doubt), token refresh     |
+| ``beat_scheduler``              | ``redbeat.RedBeatScheduler``| several beats never fire     |
+|                                 | (``beat_config``)           | twice: one holds the lock    |
 | log format                      | ``worker.logs``             | extras kept, secrets masked  |
 | metrics exporter                | ``FAPIAO_METRICS__WORKER_`` | ``celery worker`` serves the |
 |                                 | ``PORT`` (0: off)           | sum of its pool processes    |
@@ -34,12 +36,23 @@ min(10 s, push lease / 2), ``fapiao.refresh_tokens`` every max(30 s, refresh mar
 Each beat message expires after one interval, so a stopped worker does not come back to a
 pile of them.
 
+Beat runs the celery-redbeat scheduler (``beat_config``): the schedule and a lock live in
+Redis (``FAPIAO_REDIS_URL``), so any number of ``celery -A worker beat`` processes may run;
+the one holding the lock fires, the others wait and take over within the lock timeout
+(5 × the shortest interval, at least 10 s) plus one loop interval (the shortest interval).
+Keys are prefixed ``fapiao:beat:<digest of the broker URL, password masked>:``: beats of one
+deployment (one broker) share a lock, deployments sharing a Redis never block each other.
+Beat's own messages (the maintenance tasks) are sent without a ``task-sent`` event
+(``_quiet_beat``): with ``worker.tasks``' quiet maintenance tasks they stay out of Flower.
+
 Broker countdowns are capped far below the visibility timeout (``Runtime.dispatch``); every
 long wait is a due time in the database.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -47,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from kombu.entity import Exchange, Queue
+from kombu.utils.url import maybe_sanitize_url
 
 from schemas.settings import Settings
 from worker import queues
@@ -55,7 +69,15 @@ from worker.runtime import policy_from_settings
 if TYPE_CHECKING:
     from worker.runtime import Runtime
 
-__all__ = ["BeatIntervals", "FapiaoCelery", "beat_intervals", "celery_config", "create_app"]
+__all__ = [
+    "BeatIntervals",
+    "FapiaoCelery",
+    "beat_config",
+    "beat_intervals",
+    "beat_key_prefix",
+    "celery_config",
+    "create_app",
+]
 
 
 class FapiaoCelery(Celery):  # type: ignore[misc]
@@ -98,6 +120,29 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
+def beat_key_prefix(settings: Settings) -> str:
+    """``fapiao:beat:<digest>:`` — one schedule and lock per broker (module docstring)."""
+    broker = maybe_sanitize_url(settings.broker_url)
+    return f"fapiao:beat:{hashlib.sha256(broker.encode()).hexdigest()[:12]}:"
+
+
+def beat_config(settings: Settings) -> dict[str, Any]:
+    """The scheduler settings of ``celery -A worker beat`` (celery-redbeat, module docstring)."""
+    every = beat_intervals(settings)
+    loop = min(every.poll_due, every.sweep, every.refresh_tokens)
+    return {
+        "beat_schedule": beat_schedule(settings),
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        # The standby retries the lock every loop interval: keep it short.
+        "beat_max_loop_interval": loop,
+        "redbeat_redis_url": settings.redis_url,
+        # Explicit, so redbeat does not borrow the broker's transport options.
+        "redbeat_redis_options": {"socket_timeout": 10, "socket_connect_timeout": 5},
+        "redbeat_key_prefix": beat_key_prefix(settings),
+        "redbeat_lock_timeout": int(max(10, math.ceil(5 * loop))),
+    }
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Every Celery setting the module docstring lists, from ``settings``."""
     policy = policy_from_settings(settings)
@@ -118,6 +163,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "socket_connect_timeout": 5,
         },
         "result_backend": None,
+        # No results to expire: keeps celery.backend_cleanup out of beat's schedule.
+        "result_expires": None,
         "task_ignore_result": True,
         "task_serializer": "json",
         "result_serializer": "json",
@@ -142,7 +189,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "timezone": "UTC",
         "enable_utc": True,
-        "beat_schedule": beat_schedule(settings),
+        **beat_config(settings),
     }
 
 
@@ -157,7 +204,25 @@ def create_app(settings: Settings | None = None, *, main: str = "fapiao") -> Fap
     register_tasks(app)
     _structured_logs(settings)
     _metrics_exporter()
+    _quiet_beat()
     return app
+
+
+def _quiet_beat() -> None:
+    """In a beat process, send without ``task-sent`` events (module docstring).
+
+    Beat sends only the maintenance tasks; a worker (another process, or the forked child
+    of ``worker -B``) keeps announcing every message it sends.
+    """
+    from celery.signals import beat_init
+
+    def quiet(sender: Any = None, **_: Any) -> None:
+        app = getattr(sender, "app", None)
+        if app is not None:
+            app.conf.task_send_sent_event = False
+
+    beat_init.disconnect(dispatch_uid="fapiao-quiet-beat")
+    beat_init.connect(quiet, weak=False, dispatch_uid="fapiao-quiet-beat")
 
 
 def _structured_logs(settings: Settings) -> None:

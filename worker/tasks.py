@@ -1,22 +1,39 @@
-"""Thin Celery tasks: decode ids, call one service, send its follow-ups, return a status word.
+"""Thin Celery tasks: decode ids, call one service, send its follow-ups, return a summary.
 
-| task                        | service                                   | returns           |
+| task                        | service                                   | returns (summary) |
 |-----------------------------|-------------------------------------------|-------------------|
-| ``fapiao.push``             | ``services.push.push_document``           | state / skipped   |
-| ``fapiao.push_batch``       | ``services.push.push_documents``          | count per state   |
-| ``fapiao.resolve_in_doubt`` | ``services.in_doubt.resolve_in_doubt``    | state / skipped   |
-| ``fapiao.poll``             | ``services.poll.poll_document``           | state             |
+| ``fapiao.push``             | ``services.push.push_document``           | bill by state     |
+| ``fapiao.push_batch``       | ``services.push.push_documents``          | bills by state    |
+| ``fapiao.resolve_in_doubt`` | ``services.in_doubt.resolve_in_doubt``    | bill by state     |
+| ``fapiao.poll``             | ``services.poll.poll_document``           | bill by state     |
 | ``fapiao.poll_due``         | ``services.poll.poll_due``                | tasks sent        |
-| ``fapiao.reconcile``        | ``services.reconcile.reconcile_callback`` | inbox row state   |
-| ``fapiao.withdraw``         | ``services.withdraw.withdraw_document``   | state             |
-| ``fapiao.notify_erp``       | ``services.notify.notify_erp``            | outbox row state  |
-| ``fapiao.refresh_tokens``   | ``services.refresh.refresh_tokens``       | tenants refreshed |
-| ``fapiao.sweep``            | ``services.sweep.sweep``                  | summary           |
+| ``fapiao.reconcile``        | ``services.reconcile.reconcile_callback`` | bill by inbox row |
+|                             |                                           | state             |
+| ``fapiao.withdraw``         | ``services.withdraw.withdraw_document``   | bill by state     |
+| ``fapiao.notify_erp``       | ``services.notify.notify_erp``            | bill by outbox    |
+|                             |                                           | row state         |
+| ``fapiao.refresh_tokens``   | ``services.refresh.refresh_tokens``       | tenants by result |
+| ``fapiao.sweep``            | ``services.sweep.sweep``                  | counts            |
 
-``bill_no`` and ``tenant`` keywords are accepted and ignored by the body: they are there for
-Flower. Infrastructure hiccups (database or Redis connection errors) are retried by Celery
-with a short, jittered backoff far below the visibility timeout; everything the cloud says is
-handled by the services and never raises. A task that loses its worker is re-queued
+The return value is for Flower, not for a result backend (results are ignored): the
+worker's ``task-succeeded`` event carries its ``repr``, which Flower shows and searches as
+the task's *result*. A summary groups bill numbers by the state the service reported
+(``outcome_summary``): ``{"pushed": ["B1"], "rejected": {"B2": "<the cloud's errorCode and
+message>"}}`` — states that need no explanation list bill numbers, every other state maps
+each bill to the service's reason. It is kept under ``SUMMARY_BUDGET`` characters (fewer
+entries, shortened reasons, ``"more": {state: n}`` for what was left out), below Celery's
+``resultrepr_maxsize``.
+
+``bill_no`` and ``tenant`` keywords (``bill_nos``/``tenants`` for a batch) label the message
+for Flower and the summary; the body reads the document itself. Maintenance tasks
+(``fapiao.poll_due``, ``fapiao.sweep``, ``fapiao.refresh_tokens``: beat sends one every few
+seconds, ~26,000 a day) send no task events while they succeed (``send_events=False``), so
+they do not crowd Flower's history; ``QuietRequest`` still announces a failure, retry or
+rejection of one (with its name), and the worker logs every failure either way.
+
+Infrastructure hiccups (database or Redis connection errors) are retried by Celery with a
+short, jittered backoff far below the visibility timeout; everything the cloud says is handled
+by the services and never raises. A task that loses its worker is re-queued
 (``acks_late`` + ``task_reject_on_worker_lost``) and is harmless to run twice.
 
 One ``Runtime`` per process (``runtime_for``), built lazily after the prefork fork so no
@@ -33,9 +50,11 @@ import math
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
+from celery.worker.request import Request
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -49,7 +68,18 @@ if TYPE_CHECKING:
 
     from worker.app import FapiaoCelery
 
-__all__ = ["CeleryEnqueuer", "register_tasks", "reset_runtime", "run", "runtime_for"]
+__all__ = [
+    "MAINTENANCE_TASKS",
+    "CeleryEnqueuer",
+    "Handled",
+    "QuietRequest",
+    "outcome_summary",
+    "register_tasks",
+    "reset_runtime",
+    "run",
+    "runtime_for",
+    "summarize",
+]
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +153,85 @@ def reset_runtime(app: FapiaoCelery, runtime: Runtime | None = None) -> None:
         old.close()
 
 
-Handler = Callable[[Runtime, Mapping[str, Any]], tuple[str, list[Followup]]]
+Summary = dict[str, Any]
+
+# States whose bill numbers need no reason beside them in a summary.
+PLAIN_STATES: Final = frozenset(
+    {"pushed", "invoiced", "withdrawn", "delivered", "processed", "partially_invoiced"}
+)
+SUMMARY_BUDGET: Final = 900  # characters of repr(summary); Celery cuts the event at 1024
+REASON_CHARS: Final = 160
+
+MAINTENANCE_TASKS: Final = frozenset({queues.POLL_DUE, queues.SWEEP, queues.REFRESH_TOKENS})
+
+
+def outcome_summary(outcomes: Iterable[tuple[str, str, str]]) -> Summary:
+    """``{state: [bill, …]}`` / ``{state: {bill: reason}}`` from ``(bill, state, reason)``.
+
+    Kept under ``SUMMARY_BUDGET`` characters: reasons are shortened, and the biggest group
+    loses entries until it fits; what was left out is counted in ``"more": {state: n}``.
+    """
+    grouped: dict[str, list[tuple[str, str]]] = {}
+    for label, state, reason in outcomes:
+        grouped.setdefault(state, []).append((label, reason))
+    summary: Summary = {}
+    for state, entries in grouped.items():
+        if state in PLAIN_STATES:
+            summary[state] = [label for label, _ in entries]
+        else:
+            summary[state] = {label: _shorten(reason) for label, reason in entries}
+    more: dict[str, int] = {}
+    while len(repr(summary)) > SUMMARY_BUDGET:
+        cut = _largest_group(summary)
+        if cut is None:
+            break
+        kept = summary[cut]
+        if isinstance(kept, dict):
+            kept.pop(next(reversed(kept)))
+        else:
+            kept.pop()
+        more[cut] = more.get(cut, 0) + 1
+        summary["more"] = dict(more)
+    return summary
+
+
+def _shorten(reason: str) -> str:
+    reason = " ".join(reason.split())
+    return reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 1] + "…"
+
+
+def _largest_group(summary: Summary) -> str | None:
+    """The state with the most entries left (a bill list before reasons on a tie)."""
+    sizes = {
+        state: (len(entries), isinstance(entries, list))
+        for state, entries in summary.items()
+        if state != "more" and entries
+    }
+    return max(sizes, key=lambda state: sizes[state]) if sizes else None
+
+
+def _label(kwargs: Mapping[str, Any], id_key: str) -> str:
+    """The bill number of a message, else its id (``document 7``, ``inbox 3``)."""
+    bill_no = kwargs.get("bill_no")
+    if bill_no:
+        return str(bill_no)
+    return f"{id_key.removesuffix('_id')} {kwargs.get(id_key)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """What a service said: the status word, the messages it owes, the summary for Flower."""
+
+    status: str
+    followups: list[Followup]
+    summary: Summary
+
+
+Handler = Callable[[Runtime, Mapping[str, Any]], Handled]
+
+
+def _one(kwargs: Mapping[str, Any], id_key: str, status: str, detail: str) -> Summary:
+    return outcome_summary([(_label(kwargs, id_key), status, detail)])
 
 
 def _handlers() -> dict[str, Handler]:
@@ -136,52 +244,70 @@ def _handlers() -> dict[str, Handler]:
     from worker.services.sweep import sweep
     from worker.services.withdraw import withdraw_document
 
-    def push(rt: Runtime, kw: Mapping[str, Any]) -> tuple[str, list[Followup]]:
+    def push(rt: Runtime, kw: Mapping[str, Any]) -> Handled:
         out = push_document(rt, int(kw["document_id"]))
-        return out.status, out.followups
+        return Handled(out.status, out.followups, _one(kw, "document_id", out.status, out.detail))
 
-    def push_batch(rt: Runtime, kw: Mapping[str, Any]) -> tuple[str, list[Followup]]:
-        outcomes = push_documents(rt, [int(i) for i in kw["document_ids"]])
+    def push_batch(rt: Runtime, kw: Mapping[str, Any]) -> Handled:
+        ids = [int(i) for i in kw["document_ids"]]
+        outcomes = push_documents(rt, ids)
         counts = Counter(out.status for out in outcomes)
-        summary = " ".join(f"{status}={n}" for status, n in sorted(counts.items()))
-        return summary, [f for out in outcomes for f in out.followups]
-
-    def resolve(rt: Runtime, kw: Mapping[str, Any]) -> tuple[str, list[Followup]]:
-        out = resolve_in_doubt(rt, int(kw["document_id"]))
-        return out.status, out.followups
-
-    def poll(rt: Runtime, kw: Mapping[str, Any]) -> tuple[str, list[Followup]]:
-        out = poll_document(rt, int(kw["document_id"]))
-        return out.status, out.followups
-
-    def due(rt: Runtime, kw: Mapping[str, Any]) -> tuple[str, list[Followup]]:
-        followups = poll_due(rt)
-        return f"due={len(followups)}", followups
-
-    def reconcile(rt: Runtime, kw: Mapping[str, Any]) -> tuple[str, list[Followup]]:
-        out = reconcile_callback(rt, int(kw["inbox_id"]))
-        return out.state, out.followups
-
-    def withdraw(rt: Runtime, kw: Mapping[str, Any]) -> tuple[str, list[Followup]]:
-        out = withdraw_document(rt, int(kw["document_id"]))
-        return out.status, out.followups
-
-    def notify(rt: Runtime, kw: Mapping[str, Any]) -> tuple[str, list[Followup]]:
-        out = notify_erp(rt, int(kw["outbox_id"]))
-        return out.state, out.followups
-
-    def refresh(rt: Runtime, kw: Mapping[str, Any]) -> tuple[str, list[Followup]]:
-        report = refresh_tokens(rt)
-        return f"fresh={len(report.fresh)} paused={len(report.paused)}", []
-
-    def sweep_once(rt: Runtime, kw: Mapping[str, Any]) -> tuple[str, list[Followup]]:
-        report = sweep(rt)
-        summary = (
-            f"drafts={report.drafts} leases={report.expired_leases}"
-            f" withdrawals={report.withdrawals} notifications={report.notifications}"
-            f" callbacks={report.callbacks} alerts={len(report.alerts)}"
+        status = " ".join(f"{state}={n}" for state, n in sorted(counts.items()))
+        bill_nos = list(kw.get("bill_nos") or [])
+        labels = [
+            str(bill_nos[i]) if i < len(bill_nos) and bill_nos[i] else f"document {doc}"
+            for i, doc in enumerate(ids)
+        ]
+        summary = outcome_summary(
+            (label, out.status, out.detail) for label, out in zip(labels, outcomes, strict=True)
         )
-        return summary, report.followups
+        return Handled(status, [f for out in outcomes for f in out.followups], summary)
+
+    def resolve(rt: Runtime, kw: Mapping[str, Any]) -> Handled:
+        out = resolve_in_doubt(rt, int(kw["document_id"]))
+        return Handled(out.status, out.followups, _one(kw, "document_id", out.status, out.detail))
+
+    def poll(rt: Runtime, kw: Mapping[str, Any]) -> Handled:
+        out = poll_document(rt, int(kw["document_id"]))
+        return Handled(out.status, out.followups, _one(kw, "document_id", out.status, out.detail))
+
+    def due(rt: Runtime, kw: Mapping[str, Any]) -> Handled:
+        followups = poll_due(rt)
+        return Handled(f"due={len(followups)}", followups, {"due": len(followups)})
+
+    def reconcile(rt: Runtime, kw: Mapping[str, Any]) -> Handled:
+        out = reconcile_callback(rt, int(kw["inbox_id"]))
+        return Handled(out.state, out.followups, _one(kw, "inbox_id", out.state, out.detail))
+
+    def withdraw(rt: Runtime, kw: Mapping[str, Any]) -> Handled:
+        out = withdraw_document(rt, int(kw["document_id"]))
+        return Handled(out.status, out.followups, _one(kw, "document_id", out.status, out.detail))
+
+    def notify(rt: Runtime, kw: Mapping[str, Any]) -> Handled:
+        out = notify_erp(rt, int(kw["outbox_id"]))
+        return Handled(out.state, out.followups, _one(kw, "outbox_id", out.state, out.detail))
+
+    def refresh(rt: Runtime, kw: Mapping[str, Any]) -> Handled:
+        report = refresh_tokens(rt)
+        summary = {
+            "fresh": report.fresh,
+            "paused": report.paused,
+            "unreachable": report.unreachable,
+        }
+        return Handled(f"fresh={len(report.fresh)} paused={len(report.paused)}", [], summary)
+
+    def sweep_once(rt: Runtime, kw: Mapping[str, Any]) -> Handled:
+        report = sweep(rt)
+        counts = {
+            "drafts": report.drafts,
+            "leases": report.expired_leases,
+            "withdrawals": report.withdrawals,
+            "notifications": report.notifications,
+            "callbacks": report.callbacks,
+            "alerts": len(report.alerts),
+        }
+        status = " ".join(f"{key}={n}" for key, n in counts.items())
+        return Handled(status, report.followups, counts)
 
     return {
         queues.PUSH: push,
@@ -199,59 +325,93 @@ def _handlers() -> dict[str, Handler]:
 
 def run(rt: Runtime, task: str, kwargs: Mapping[str, Any]) -> tuple[str, list[Followup]]:
     """Run the service behind ``task`` once; its follow-ups are NOT sent (the caller does)."""
+    handled = _handlers()[task](rt, kwargs)
+    return handled.status, handled.followups
+
+
+def summarize(rt: Runtime, task: str, kwargs: Mapping[str, Any]) -> Handled:
+    """Like ``run``, with the summary the task returns (tests, tools)."""
     return _handlers()[task](rt, kwargs)
+
+
+LOUD_EVENTS: Final = frozenset({"task-failed", "task-retried", "task-rejected", "task-revoked"})
+
+
+class QuietRequest(Request):  # type: ignore[misc]
+    """The request of a maintenance task: events only when something went wrong.
+
+    ``Task.send_events=False`` silences every event of the task; this request still sends
+    the ones an operator must see, named (an event without its ``task-received`` would
+    otherwise show in Flower as a nameless task).
+    """
+
+    def send_event(self, type: str, **fields: Any) -> None:
+        eventer = self.eventer
+        if type in LOUD_EVENTS and eventer is not None and eventer.enabled:
+            eventer.send(type, uuid=self.id, name=self.name, **fields)
+
+
+QUIET_OPTIONS: Final[dict[str, Any]] = {
+    "send_events": False,
+    "Request": f"{__name__}:QuietRequest",
+}
 
 
 def register_tasks(app: FapiaoCelery) -> None:
     """Register every ``fapiao.*`` task on ``app`` (module docstring)."""
     handlers = _handlers()
 
-    def body(task: str, kwargs: Mapping[str, Any]) -> str:
+    def body(task: str, kwargs: Mapping[str, Any]) -> Summary:
         rt = runtime_for(app)
-        status, followups = handlers[task](rt, kwargs)
-        rt.dispatch(followups)
-        return status
+        handled = handlers[task](rt, kwargs)
+        rt.dispatch(handled.followups)
+        return handled.summary
+
+    def labels(bill_no: str, tenant: str) -> dict[str, str]:
+        return {"bill_no": bill_no, "tenant": tenant}
 
     @app.task(name=queues.PUSH, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
-    def push(document_id: int, bill_no: str = "", tenant: str = "") -> str:
-        return body(queues.PUSH, {"document_id": document_id})
+    def push(document_id: int, bill_no: str = "", tenant: str = "") -> Summary:
+        return body(queues.PUSH, {"document_id": document_id, **labels(bill_no, tenant)})
 
     @app.task(name=queues.PUSH_BATCH, **TASK_OPTIONS, **_batch_time_limits(app))  # type: ignore[untyped-decorator]
     def push_batch(
         document_ids: list[int], bill_nos: list[str] | None = None, tenants: list[str] | None = None
-    ) -> str:
-        return body(queues.PUSH_BATCH, {"document_ids": document_ids})
+    ) -> Summary:
+        return body(queues.PUSH_BATCH, {"document_ids": document_ids, "bill_nos": bill_nos})
 
     @app.task(name=queues.RESOLVE_IN_DOUBT, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
-    def resolve_in_doubt(document_id: int, bill_no: str = "", tenant: str = "") -> str:
-        return body(queues.RESOLVE_IN_DOUBT, {"document_id": document_id})
+    def resolve_in_doubt(document_id: int, bill_no: str = "", tenant: str = "") -> Summary:
+        return body(
+            queues.RESOLVE_IN_DOUBT, {"document_id": document_id, **labels(bill_no, tenant)}
+        )
 
     @app.task(name=queues.POLL, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
-    def poll(document_id: int, bill_no: str = "", tenant: str = "") -> str:
-        return body(queues.POLL, {"document_id": document_id})
+    def poll(document_id: int, bill_no: str = "", tenant: str = "") -> Summary:
+        return body(queues.POLL, {"document_id": document_id, **labels(bill_no, tenant)})
 
-    @app.task(name=queues.POLL_DUE, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
-    def poll_due() -> str:
+    @app.task(name=queues.POLL_DUE, **TASK_OPTIONS, **QUIET_OPTIONS)  # type: ignore[untyped-decorator]
+    def poll_due() -> Summary:
         return body(queues.POLL_DUE, {})
 
     @app.task(name=queues.RECONCILE, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
-    def reconcile(inbox_id: int, bill_no: str = "", tenant: str = "") -> str:
-        return body(queues.RECONCILE, {"inbox_id": inbox_id})
+    def reconcile(inbox_id: int, bill_no: str = "", tenant: str = "") -> Summary:
+        return body(queues.RECONCILE, {"inbox_id": inbox_id, **labels(bill_no, tenant)})
 
     @app.task(name=queues.WITHDRAW, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
-    def withdraw(document_id: int, bill_no: str = "", tenant: str = "") -> str:
-        return body(queues.WITHDRAW, {"document_id": document_id})
+    def withdraw(document_id: int, bill_no: str = "", tenant: str = "") -> Summary:
+        return body(queues.WITHDRAW, {"document_id": document_id, **labels(bill_no, tenant)})
 
     @app.task(name=queues.NOTIFY_ERP, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
-    def notify_erp(outbox_id: int, bill_no: str = "", tenant: str = "") -> str:
-        return body(queues.NOTIFY_ERP, {"outbox_id": outbox_id})
+    def notify_erp(outbox_id: int, bill_no: str = "", tenant: str = "") -> Summary:
+        return body(queues.NOTIFY_ERP, {"outbox_id": outbox_id, **labels(bill_no, tenant)})
 
-    @app.task(name=queues.REFRESH_TOKENS, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
-    def refresh_tokens() -> str:
+    @app.task(name=queues.REFRESH_TOKENS, **TASK_OPTIONS, **QUIET_OPTIONS)  # type: ignore[untyped-decorator]
+    def refresh_tokens() -> Summary:
         return body(queues.REFRESH_TOKENS, {})
 
-    @app.task(name=queues.SWEEP, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
-    def sweep() -> str:
+    @app.task(name=queues.SWEEP, **TASK_OPTIONS, **QUIET_OPTIONS)  # type: ignore[untyped-decorator]
+    def sweep() -> Summary:
         return body(queues.SWEEP, {})
 
 

@@ -16,6 +16,8 @@ actually provides. Shell snippets in the file are run for real with stand-in exe
 | ``fapiao`` verbs | each verb (and ``--option``) used is registered in ``producers.cli.app`` |
 | ``celery -A worker`` | the app module builds, and the workers consume exactly its queues |
 | flower | refuses to start without ``FLOWER_BASIC_AUTH=user:password``, then passes it on |
+| flower options | ``worker.flower.flower_options``; its history file on a volume the image owns |
+| beat | redbeat (no schedule file); the probe is ``python -m worker.beat`` |
 | tenants file | mounted read-only where ``FAPIAO_TENANTS_FILE`` points; tenants on the simulator |
 | Dockerfile | multi-stage, ``uv sync --frozen --no-dev``, venv copied, non-root ``USER`` |
 | .dockerignore | admits what the Dockerfile copies, keeps secrets and the venv out |
@@ -44,6 +46,7 @@ from pydantic import BaseModel
 
 from schemas.settings import ENV_PREFIX, Settings, SettingsError
 from schemas.tenants import load_tenants
+from worker.flower import flower_options
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -326,17 +329,29 @@ def test_worker_probe_pings_the_node_the_worker_names_itself(compose: dict[str, 
     assert f"--destination={node.removesuffix('%h')}${{HOSTNAME}}" in probe
 
 
-def test_beat_probe_watches_its_schedule_file_on_a_writable_volume(
-    compose: dict[str, Any],
+def test_beat_runs_redbeat_and_its_probe_reads_the_shared_schedule(
+    compose: dict[str, Any], clean_environment: pytest.MonkeyPatch
 ) -> None:
     beat = services(compose)["beat"]
-    schedule = option_value(process_argv(beat), "--schedule", "-s")
-    assert schedule + "*" in _probe_text(beat)
-    directory = str(Path(schedule).parent)
-    mounts = [m for m in beat["volumes"] if isinstance(m, str) and m.endswith(":" + directory)]
-    assert mounts, f"beat's schedule directory {directory} must be a volume"
+    argv = process_argv(beat)
+    # redbeat keeps the schedule and its lock in Redis: no schedule file, any number of beats.
+    assert not option_names(argv) & {"--schedule", "-s", "--scheduler", "-S"}, argv
+    from worker import create_app
+
+    app = create_app(settings_of(beat, clean_environment))
+    assert app.conf.beat_scheduler == "redbeat.RedBeatScheduler"
+    assert beat["healthcheck"]["test"] == ["CMD", "python", "-m", "worker.beat"]
+    assert importlib.util.find_spec("worker.beat") is not None
+
+
+def test_flower_keeps_its_history_on_a_writable_volume(compose: dict[str, Any]) -> None:
+    flower = services(compose)["flower"]
+    database = option_value(process_argv(flower), "--db")
+    directory = str(Path(database).parent)
+    volumes = [m for m in flower["volumes"] if isinstance(m, str) and m.endswith(":" + directory)]
+    assert volumes, f"Flower's history directory {directory} must be a volume"
+    assert volumes[0].split(":")[0] in compose["volumes"]
     assert directory in _runtime_stage_text(), "the image must create it, owned by its user"
-    assert beat.get("deploy", {}).get("replicas", 1) == 1, "plain beat runs as one instance"
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -550,13 +565,12 @@ def test_flower_starts_with_basic_auth(compose: dict[str, Any], tmp_path: Path) 
         _flower_script(compose), "celery", {"FLOWER_BASIC_AUTH": "ops:s3cret-pw"}, tmp_path
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [
-        "-A",
-        "worker",
-        "flower",
-        "--port=5555",
-        "--basic-auth=ops:s3cret-pw",
-    ]
+    argv = result.stdout.splitlines()
+    assert argv[:5] == ["-A", "worker", "flower", "--port=5555", "--basic-auth=ops:s3cret-pw"]
+    # The rest are worker.flower's options, the same the demo uses (one source).
+    database = option_value(argv, "--db")
+    assert argv[5:] == flower_options(db=database)
+    assert "kwargs" in option_value(argv, "--tasks_columns").split(",")
 
 
 # --- simulator ----------------------------------------------------------------------------------

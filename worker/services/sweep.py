@@ -69,12 +69,18 @@ def sweep(rt: Runtime, *, limit: int = SWEEP_BATCH) -> SweepReport:
         withdrawals = due_withdrawals(session, now, limit, redeliver_after=again)
         outbox = due_outbox(session, now, limit, redeliver_after=again)
         inbox = stale_inbox(session, now, limit, older_than=again)
-        # Label notification messages with their bill (Flower / log search by bill number).
+        # Label notification and callback messages with their bill (Flower / log search by
+        # bill number).
         labels: dict[int, tuple[str, str]] = {}
         for row in outbox:
             owner = session.get(Document, row.document_id) if row.document_id else None
             if owner is not None:
                 labels[row.id] = (owner.bill_no, owner.tenant)
+        callback_labels: dict[int, tuple[str, str]] = {}
+        for row in inbox:
+            owner = session.get(Document, row.document_id) if row.document_id else None
+            if owner is not None:
+                callback_labels[row.id] = (owner.bill_no, owner.tenant)
     owed = [(doc.id, doc.bill_no, doc.tenant) for doc in drafts]
     for task, message in queues.push_messages(owed, rt.settings.push.batch_size):
         report.followups.append(Followup(task, message))
@@ -86,7 +92,10 @@ def sweep(rt: Runtime, *, limit: int = SWEEP_BATCH) -> SweepReport:
             kwargs["bill_no"], kwargs["tenant"] = labels[row.id]
         report.followups.append(Followup(queues.NOTIFY_ERP, kwargs))
     for row in inbox:
-        report.followups.append(Followup(queues.RECONCILE, {"inbox_id": row.id}))
+        callback: dict[str, object] = {"inbox_id": row.id}
+        if row.id in callback_labels:
+            callback["bill_no"], callback["tenant"] = callback_labels[row.id]
+        report.followups.append(Followup(queues.RECONCILE, callback))
     report.drafts, report.withdrawals = len(drafts), len(withdrawals)
     report.notifications, report.callbacks = len(outbox), len(inbox)
 
