@@ -51,6 +51,8 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from worker.flower import flower_options  # from the installed wheel, like every process here
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "demo" / "samples" / "08xdp-digital-special.json"
 HOST = "127.0.0.1"
@@ -252,27 +254,13 @@ def run(
         procs.start(
             "flower", "celery", "-A", "worker", "flower", f"--address={HOST}",
             f"--port={flower_port}", f"--basic-auth={flower_auth[0]}:{flower_auth[1]}",
+            *flower_options(db=workdir / "flower.db"),
         )  # fmt: skip
         procs.start(
-            "worker",
-            "celery",
-            "-A",
-            "worker",
-            "worker",
-            "--loglevel=INFO",
-            "--concurrency=2",
-            "-n",
-            "smoke@%h",
-        )
-        procs.start(
-            "beat",
-            "celery",
-            "-A",
-            "worker",
-            "beat",
-            "--loglevel=INFO",
-            f"--schedule={workdir / 'beat'}",
-        )
+            "worker", "celery", "-A", "worker", "worker", "--loglevel=INFO", "--concurrency=2",
+            "-n", "smoke@%h",
+        )  # fmt: skip
+        procs.start("beat", "celery", "-A", "worker", "beat", "--loglevel=INFO")
         client = httpx.Client(timeout=5.0)
         wait_until(
             "the simulator",
