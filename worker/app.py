@@ -24,7 +24,7 @@ Configuration (why each knob is set; docs/STACK.md has the measurements)
 | ``task_time_limit``             | half the visibility timeout | is redelivered elsewhere     |
 | ``beat_schedule``               | ``beat_schedule(settings)`` | sweeps, due polls (with      |
 |                                 |                             | in-doubt), token refresh     |
-| ``beat_scheduler``              | ``redbeat.RedBeatScheduler``| several beats never fire     |
+| ``beat_scheduler``              | ``worker.beat``'s redbeat   | several beats never fire     |
 |                                 | (``beat_config``)           | twice: one holds the lock    |
 | log format                      | ``worker.logs``             | extras kept, secrets masked  |
 | metrics exporter                | ``FAPIAO_METRICS__WORKER_`` | ``celery worker`` serves the |
@@ -132,7 +132,7 @@ def beat_config(settings: Settings) -> dict[str, Any]:
     loop = min(every.poll_due, every.sweep, every.refresh_tokens)
     return {
         "beat_schedule": beat_schedule(settings),
-        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "beat_scheduler": "worker.beat:ResilientRedBeatScheduler",
         # The standby retries the lock every loop interval: keep it short.
         "beat_max_loop_interval": loop,
         "redbeat_redis_url": settings.redis_url,

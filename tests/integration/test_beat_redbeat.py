@@ -145,7 +145,7 @@ def test_two_beats_fire_each_entry_once_and_the_standby_takes_over(
 ) -> None:
     every = beat_intervals(settings)
     config = beat_config(settings)
-    assert config["beat_scheduler"] == "redbeat.RedBeatScheduler"
+    assert config["beat_scheduler"] == "worker.beat:ResilientRedBeatScheduler"
     lock_timeout = float(config["redbeat_lock_timeout"])
     interval = {queues.POLL_DUE: every.poll_due, queues.SWEEP: every.sweep}
     assert probe(env) == 1  # the health probe: no beat has fired yet
@@ -211,7 +211,7 @@ def test_beat_uses_redbeat_with_an_explicit_redis_and_a_per_deployment_prefix(
     settings: Settings,
 ) -> None:
     conf = create_app(settings).conf
-    assert conf.beat_scheduler == "redbeat.RedBeatScheduler"
+    assert conf.beat_scheduler == "worker.beat:ResilientRedBeatScheduler"
     assert conf.redbeat_redis_url == settings.redis_url
     assert conf.beat_schedule.keys() == {"poll-due", "sweep", "refresh-tokens"}
     other = create_app(settings.model_copy(update={"broker_url": "redis://elsewhere:6379/3"}))
@@ -219,3 +219,44 @@ def test_beat_uses_redbeat_with_an_explicit_redis_and_a_per_deployment_prefix(
     assert "elsewhere" not in other.conf.redbeat_key_prefix
     # The standby must retry the lock more often than the lock can expire.
     assert conf.beat_max_loop_interval * 2 <= conf.redbeat_lock_timeout
+
+
+def test_beats_keep_firing_once_after_redis_loses_lock_and_schedule(
+    settings: Settings, env: dict[str, str], redis_url: str, tmp_path: Path
+) -> None:
+    # A Redis restart without persistence, or a FLUSHALL, takes redbeat's lock and schedule
+    # with it; plain redbeat then exits (LockNotOwnedError) and the sweeper stops exactly when
+    # it must re-find the lost work. Both beats must survive, and only one may fire.
+    every = beat_intervals(settings)
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    for directory in dirs:
+        directory.mkdir()
+    beats = [start_celery(env, directory, "beat", "-l", "info") for directory in dirs]
+    client = redis.Redis.from_url(redis_url)
+    try:
+        wait_until(
+            lambda: sum(1 for task, _ in beat_messages(redis_url) if task == queues.SWEEP) >= 2,
+            timeout=60,
+            interval=0.5,
+        )
+        client.flushdb()  # lock, schedule and queued messages gone at once
+        wait_until(
+            lambda: sum(1 for task, _ in beat_messages(redis_url) if task == queues.SWEEP) >= 3,
+            timeout=60,
+            interval=0.5,
+        )
+        for beat, directory in zip(beats, dirs, strict=True):
+            assert beat.poll() is None, (directory / "beat.log").read_text(encoding="utf-8")
+        logs = "".join((d / "beat.log").read_text(encoding="utf-8") for d in dirs)
+        assert "LockNotOwnedError" not in logs
+    finally:
+        for beat in beats:
+            stop(beat)
+        client.close()
+
+    messages = beat_messages(redis_url)  # all sent after the flush
+    for task, seconds in {queues.POLL_DUE: every.poll_due, queues.SWEEP: every.sweep}.items():
+        times = sorted(expires for name, expires in messages if name == task)
+        assert len(times) >= 3, (task, times)
+        gaps = [(b - a).total_seconds() for a, b in pairwise(times)]
+        assert min(gaps) >= 0.5 * seconds, (task, gaps)

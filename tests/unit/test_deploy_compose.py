@@ -339,7 +339,7 @@ def test_beat_runs_redbeat_and_its_probe_reads_the_shared_schedule(
     from worker import create_app
 
     app = create_app(settings_of(beat, clean_environment))
-    assert app.conf.beat_scheduler == "redbeat.RedBeatScheduler"
+    assert app.conf.beat_scheduler == "worker.beat:ResilientRedBeatScheduler"
     assert beat["healthcheck"]["test"] == ["CMD", "python", "-m", "worker.beat"]
     assert importlib.util.find_spec("worker.beat") is not None
 
