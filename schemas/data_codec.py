@@ -1,4 +1,4 @@
-"""The ``data`` codecs of the 加密策略 (kingdee-api.md §2.3): BASE64 (default) and AES.
+"""The ``data`` codecs of the 加密策略 (docs/CLOUD-CONTRACT.md §2.3): BASE64 (default) and AES.
 
 Both the bridge (request ``data``, answers and callbacks it reads) and the simulator (the
 reverse) call ``codec_for`` / ``codec_for_tenant``, so one function decides the bytes on the wire.

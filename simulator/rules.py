@@ -1,4 +1,4 @@
-"""The simulated cloud's own BILL.PUSH checks, written from kingdee-api.md §6.1, §10 and §11.
+"""The simulated cloud's own BILL.PUSH checks, from docs/CLOUD-CONTRACT.md §6.1, §10 and §11.
 
 Independent of the bridge on purpose: nothing here imports ``schemas.erp``, ``schemas.tax`` or
 ``schemas.money``, so a differential test (tests/unit/test_simulator_differential.py) can

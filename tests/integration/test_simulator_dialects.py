@@ -1,7 +1,7 @@
 """Every contract dialect over real HTTP: each switch value gives exactly its wire shape.
 
 Switches and values: ``schemas.cloud_contract.DIALECT_SWITCHES``; documented in
-docs/DIALECTS.md. Also the AES 加密策略 of a tenant (kingdee-api.md §2.3).
+docs/DIALECTS.md. Also the AES 加密策略 of a tenant (docs/CLOUD-CONTRACT.md §2.3).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The AES 加密策略 codec (schemas.data_codec, kingdee-api.md §2.3) and tenant settings."""
+"""The AES 加密策略 codec (schemas.data_codec, docs/CLOUD-CONTRACT.md §2.3) and tenant settings."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Two readings of one contract: the simulator's own rules vs the bridge's ``validate_bill``.
 
-``simulator.rules`` is written from kingdee-api.md §6.1/§10/§11 without the bridge's code;
+``simulator.rules`` is written from docs/CLOUD-CONTRACT.md §6.1/§10/§11 without the bridge's code;
 hypothesis generates valid and near-valid bills (amounts off by cents, taxes at the ±0.06
 edge, lengths at the limits in characters and GBK bytes, missing fields, discount lines, every
 invoiceType, includeTaxFlag 0/1, red bills) and both must agree: accept vs refuse, and where
