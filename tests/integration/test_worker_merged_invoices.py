@@ -6,6 +6,7 @@ callbacks and queries applied again change nothing (docs/CLOUD-CONTRACT.md "Merg
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from producers.testing import bridge_settings, build_test_components, run_cli
 from simulator.testing import CallbackRecorder, SimulatorHandle, make_bill, running_simulator
 from store.columns import utcnow
 from store.db import unit_of_work
@@ -191,7 +193,7 @@ def test_three_merged_bills_reach_invoiced_on_one_invoice(merge_world: World, te
     assert world.sim.stats()["invoices"]["issued"] == 1
 
 
-def test_two_merged_and_one_separate(merge_world: World) -> None:
+def test_two_merged_and_one_separate(merge_world: World, database_url: str) -> None:
     world = merge_world
     bills = [
         merged_bill("MIX-1", DEMO_SELLER, "100.00"),
@@ -221,6 +223,23 @@ def test_two_merged_and_one_separate(merge_world: World) -> None:
         }
     assert world.sim.stats()["invoices"]["issued"] == 2
     assert world.sim.stats()["doubleIssue"] == NO_DOUBLE_ISSUE
+
+    # What operators see (`/v1/documents/{bill_no}` and `fapiao show` share the view).
+    components = build_test_components(bridge_settings(database_url), world.sessions)
+    shown = {no: run_cli(components, "show", no) for no in ("MIX-1", "MIX-2", "MIX-3")}
+    views = {no: json.loads(run_cli(components, "show", no, "--json").output) for no in shown}
+    assert [(i["merged"], i["bill_nos"]) for i in views["MIX-2"]["invoices"]] == [
+        (True, ["MIX-1", "MIX-2"])
+    ]
+    assert [(i["merged"], i["bill_nos"]) for i in views["MIX-3"]["invoices"]] == [
+        (False, ["MIX-3"])
+    ]
+    assert (
+        views["MIX-1"]["invoices"][0]["invoice_num"] == views["MIX-2"]["invoices"][0]["invoice_num"]
+    )
+    assert "merged with" in shown["MIX-1"].output and "MIX-2" in shown["MIX-1"].output
+    assert "merged with" in shown["MIX-2"].output
+    assert "merged with" not in shown["MIX-3"].output
 
     assert_repeats_change_nothing(world, [r.body for r in received], ids)
 
