@@ -12,7 +12,7 @@ The same invoice arrives many times (per-invoice and per-bill callbacks, retries
 Known values are never erased by a later report that lacks them (None means "not said").
 
 Merged invoices (BILL.PUSH ``autoMerge=1``: one invoice for several bills of one buyer and
-seller, docs/CLOUD-CONTRACT.md "Merged invoices"): an invoice already recorded for ANOTHER
+seller, docs/CLOUD-CONTRACT.md §6.6): an invoice already recorded for ANOTHER
 document of the same tenant and seller (another bill) is LINKED to this one
 (``invoice_documents``) instead of refused; its row keeps the first document's ``raw`` and
 ``push_attempt`` (the wire copy differs per bill only in the bill's own header fields), the
@@ -25,7 +25,7 @@ decides with `store.lifecycle.transition`).
 
 Which invoices cover a document: ``invoices_of`` (through ``invoice_documents``);
 ``coverings`` adds how many documents each covers; ``share_of`` is the part of an invoice's
-lines that belongs to one document (the coverage rule, docs/CLOUD-CONTRACT.md).
+lines that belongs to one document (the coverage rule, docs/CLOUD-CONTRACT.md §6.6).
 
 Statements: a new keyed invoice is one `INSERT … ON CONFLICT DO NOTHING RETURNING id` (on
 PostgreSQL its link row is inserted by the same statement, a data-modifying CTE; SQLite runs a

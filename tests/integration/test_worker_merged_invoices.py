@@ -1,7 +1,7 @@
 """Merged invoices end to end: bills pushed with ``autoMerge=1`` of one buyer and seller, the
 simulator playing ``merge=when_asked`` (one invoice for the bills pending together), real
 HTTP, real database, real Redis. Every bill reaches ``invoiced`` linked to the same invoice;
-callbacks and queries applied again change nothing (docs/CLOUD-CONTRACT.md "Merged invoices").
+callbacks and queries applied again change nothing (docs/CLOUD-CONTRACT.md §6.6).
 """
 
 from __future__ import annotations
