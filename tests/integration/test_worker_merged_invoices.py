@@ -39,9 +39,8 @@ NO_DOUBLE_ISSUE: dict[str, list[object]] = {"live_twice": [], "over_issued": []}
 
 @pytest.fixture
 def merging_sim(callbacks: CallbackRecorder) -> Iterator[SimulatorHandle]:
-    # Issuance a second after acceptance: the bills pushed one by one are pending together.
     with running_simulator(
-        issue_delay=1.0, callback_url=callbacks.url, seed=11, dialect={"merge": "when_asked"}
+        issue_delay=0.2, callback_url=callbacks.url, seed=11, dialect={"merge": "when_asked"}
     ) as handle:
         yield handle
 
@@ -70,8 +69,16 @@ def merged_bill(bill_no: str, seller: str, amount: str, **header: Any) -> dict[s
 
 
 def push_all(world: World, tenant: str, bills: list[dict[str, Any]]) -> list[int]:
+    """One BILL.PUSH of every bill (``fapiao.push_batch``): the bills are pending together
+    however slowly the machine runs, so the simulator merges them."""
     ids = [store_bill(world.sessions, tenant, bill) for bill in bills]
-    assert [world.push(doc_id) for doc_id in ids] == ["pushed"] * len(ids)
+    status = world.run(
+        queues.PUSH_BATCH,
+        document_ids=ids,
+        bill_nos=[bill["billNo"] for bill in bills],
+        tenants=[tenant] * len(ids),
+    )
+    assert status == f"pushed={len(ids)}"
     return ids
 
 
