@@ -25,6 +25,7 @@ from store.db import unit_of_work
 from store.inbox import receive_callback
 from store.invoices import bills_covered, invoices_of
 from store.models import CloudCall, Document, DocumentEvent, Invoice, InvoiceDocument
+from tests.integration.test_worker_notify import WEBHOOK_SECRET, Webhook
 from tests.integration.test_worker_world import DEMO_SELLER, SHOP_SELLER, World, make_world
 from worker import queues
 from worker.services.invoices import apply_invoices
@@ -293,6 +294,49 @@ def test_merged_bills_from_callbacks_only_ask_the_cloud_nothing(trusting_merge: 
         )
         assert queries == 0
         assert session.scalar(select(func.count()).select_from(InvoiceDocument)) == 3
+
+
+def test_the_erp_hears_each_merged_bill_invoiced_with_the_bills_its_invoice_covers(
+    merging_sim: SimulatorHandle,
+    callbacks: CallbackRecorder,
+    session_factory: sessionmaker[Session],
+    database_url: str,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    specs: list[dict[str, Any]] = [dict(spec) for spec in merging_sim.specs]
+    demo = next(spec for spec in specs if spec["name"] == "demo")
+    hook = Webhook()
+    demo["erp_webhook_url"], demo["erp_webhook_secret"] = hook.url, WEBHOOK_SECRET
+    try:
+        for world in make_world(
+            merging_sim, callbacks, session_factory, database_url, redis_url, tmp_path, None,
+            specs,
+        ):  # fmt: skip
+            bills = [merged_bill(f"MERP-{n}", DEMO_SELLER, "100.00") for n in (1, 2)]
+            push_all(world, "demo", bills)
+            wait_issued(world, [b["billNo"] for b in bills])
+            for r in world.callbacks.wait_for(2):
+                world.reconcile(r.body)
+            drain(world.rt, world.enqueuer)
+    finally:
+        hook.close()
+    invoiced = {
+        payload["billNo"]: payload
+        for payload in (json.loads(body) for _, body in hook.received)
+        if payload["event"] == "document.invoiced"
+    }
+    assert sorted(invoiced) == ["MERP-1", "MERP-2"]
+    for bill_no, payload in invoiced.items():
+        assert payload["issuedAmount"] == "113.00"  # this bill's share of the 226.00 invoice
+        [invoice] = payload["invoices"]
+        assert bill_no in invoice["billNos"]
+        assert invoice["includeTaxAmount"] == "226.00"
+    # A notification says what is known when it is written: the bill reconciled second
+    # hears that the invoice covers both (the first may have been alone so far).
+    last = max(invoiced.values(), key=lambda payload: str(payload["occurredAt"]))
+    assert last["invoices"][0]["billNos"] == ["MERP-1", "MERP-2"]
+    assert len({p["invoices"][0]["invoiceNum"] for p in invoiced.values()}) == 1
 
 
 def test_merged_bills_whose_line_ids_collide_still_count_each_bill_once(
