@@ -194,7 +194,8 @@ def valid_bills(draw: st.DrawFn) -> dict[str, Any]:
             line["price"] = (abs(amount) / quantity).quantize(Decimal("1E-8"))
         lines.append(line)
         if not red and draw(st.integers(0, 3)) == 0:
-            off = -Decimal(draw(st.integers(1, int(amount / CENT)))) * CENT
+            # A discount smaller than its line: a 100% discount leaves nothing to invoice.
+            off = -Decimal(draw(st.integers(1, int(amount / CENT) - 1))) * CENT
             discount: dict[str, Any] = {
                 "detailId": f"D{index}x",
                 "lineProperty": 1,
