@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from simulator.testing import make_bill
 from tests.integration.test_worker_world import DEMO_SELLER, World
 from worker import queues
@@ -21,7 +19,6 @@ pytest_plugins = ["tests.integration.test_worker_world"]
 NO_DOUBLE_ISSUE: dict[str, list[object]] = {"live_twice": [], "over_issued": []}
 
 
-@pytest.mark.xfail(strict=True, reason="(a) not fixed yet")
 def test_in_doubt_push_that_never_arrived_is_pushed_again_under_empty_list(world: World) -> None:
     world.sim.set_dialect(unknown_bill="empty_list")
     world.sim.set_faults(drop_before=1.0)  # the request never reaches the cloud
@@ -32,9 +29,11 @@ def test_in_doubt_push_that_never_arrived_is_pushed_again_under_empty_list(world
     assert [b["billNo"] for b in world.sim.bills()] == ["EL-1"]  # it reached the cloud, once
     assert world.doc(doc_id).status in ("pushed", "invoiced")
     assert world.sim.stats()["doubleIssue"] == NO_DOUBLE_ISSUE
+    # The operator sees why it was pushed again: the probe and its answer.
+    reasons = [e.reason or "" for e in world.events(doc_id) if e.to_status == "draft"]
+    assert any("probe BILL.WITHDRAW" in r and "单据不存在" in r for r in reasons), reasons
 
 
-@pytest.mark.xfail(strict=True, reason="(b) not fixed yet")
 def test_withdraw_refused_at_the_envelope_level_goes_to_the_true_state(world: World) -> None:
     world.sim.set_dialect(withdraw_refusal="envelope")
     doc_id = store_bill(world.sessions, "demo", make_bill("ENV-1", DEMO_SELLER))
