@@ -341,3 +341,46 @@ def test_a_callback_no_aes_key_opens_is_refused_without_being_applied(aes_world:
     body["data"] = AesGcmCodec("not-the-key").encode(b'[{"billNo": "AES-3"}]')
     with pytest.raises(CallbackParseError, match="cannot be decoded"):
         parse_callback_with(json.dumps(body).encode(), world.rt.tenants.callback_codecs())
+
+
+# --------------------------------------------------------------------------- duplicate_bill
+
+
+@pytest.mark.parametrize("declared", ["accepted", None])
+def test_a_replay_after_giving_up_in_doubt_queries_before_pushing_again(
+    sim: SimulatorHandle,
+    callbacks: CallbackRecorder,
+    session_factory: sessionmaker[Session],
+    database_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    declared: str | None,
+) -> None:
+    """duplicate_bill=accepted: the cloud would take a second live bill with the same billNo.
+    A replay of a document that gave up in doubt (its bill IS in the cloud) must not push
+    blind."""
+    sim.set_dialect(duplicate_bill="accepted")
+    cloud = {"duplicate_bill": declared} if declared else None
+    worlds = make_world(
+        sim, callbacks, session_factory, database_url, redis_url, tmp_path, cloud=cloud
+    )
+    world = next(worlds)
+    try:
+        world.sim.set_faults(drop_after_commit=1.0)
+        doc_id = store_bill(world.sessions, "demo", bill("M-REPLAY", auto=False))
+        assert world.push(doc_id) == "in_doubt"
+        world.enqueuer.take()
+        world.sim.set_faults(api_5xx_before=1.0)  # nothing can be learnt …
+        later = utcnow() + timedelta(hours=2)
+        world.rt.clock = lambda: later
+        assert world.run(queues.RESOLVE_IN_DOUBT, document_id=doc_id) == "failed"  # … gave up
+        world.sim.set_faults()
+        world.apply(doc_id, "replay")  # an operator replays it
+        assert world.push(doc_id) == "in_doubt"  # held back: a query decides first
+        assert "BILL.INVOICE.QUERY decides first" in (world.doc(doc_id).last_error_message or "")
+        drain(world.rt, world.enqueuer, max_steps=30)
+        assert world.doc(doc_id).status == "pushed"
+        assert len(live_bills(world, "M-REPLAY")) == 1
+        assert world.sim.stats()["doubleIssue"] == NO_DOUBLE_ISSUE
+    finally:
+        worlds.close()
