@@ -381,12 +381,13 @@ class GatewayResponse(BaseModel):
 
     @property
     def ok(self) -> bool:
-        """``success is True or status is True`` (§2.4); ``returnCode`` only if both absent."""
-        if self.success is True or self.status is True:
-            return True
-        if self.success is None and self.status is None:
-            return normalise_code(self.returnCode) in SUCCESS_ERROR_CODES
-        return False
+        """``success`` decides; without it the legacy ``status`` (§2.4, dialect
+        ``status_field``); ``returnCode`` only if both are absent."""
+        if self.success is not None:
+            return self.success
+        if self.status is not None:
+            return self.status
+        return normalise_code(self.returnCode) in SUCCESS_ERROR_CODES
 
     @property
     def error_code(self) -> str | None:

@@ -64,7 +64,17 @@ from typing import Any, Final, Protocol
 import httpx
 from pydantic import SecretStr, ValidationError
 
-from schemas.cloud_contract import OutcomeClass, classify_http_status, normalise_code
+from schemas.cloud_contract import (
+    ACCOUNT_TEXT_MARKER,
+    BUSINESS_SYSTEM_TEXT_MARKER,
+    NOT_AUTHORISED_TEXT_MARKER,
+    SELLER_UNKNOWN_TEXT_MARKER,
+    UNDECODABLE_TEXT_MARKER,
+    ErrorCode,
+    OutcomeClass,
+    classify_http_status,
+    normalise_code,
+)
 from schemas.data_codec import codec_for_tenant
 from schemas.kingdee import (
     ACCESS_TOKEN_PARAM,
@@ -254,7 +264,7 @@ def config_reason(
             f" of {where} / 网关地址不正确"
         )
     elif interface == APP_TOKEN_INTERFACE:
-        if "account" in code.lower() or "数据中心" in text or "accountid" in text.lower():
+        if "account" in code.lower() or ACCOUNT_TEXT_MARKER in text or "accountid" in text.lower():
             field = "account_id"
         else:
             field = "app_id / app_secret"
@@ -266,21 +276,25 @@ def config_reason(
             f"login.do refused: check `user`, `usertype` and `account_id` of {where}"
             " / 登录失败，请检查user、usertype、account_id"
         )
-    elif code == "-10001" or "业务系统编码" in text:
+    elif code == ErrorCode.UNKNOWN_BUSINESS_SYSTEM or BUSINESS_SYSTEM_TEXT_MARKER in text:
         fix = (
             f"unknown business system: check `business_system_code` of {where} / 业务系统编码不正确"
         )
-    elif code == "-10005" or "未在发票云维护" in text:
+    elif code == ErrorCode.SELLER_UNKNOWN or SELLER_UNKNOWN_TEXT_MARKER in text:
         fix = (
             f"seller not set up in the cloud: check `seller_tax_ids` of {where} and the"
             " seller's setup in the cloud console / 销方税号未在发票云维护"
         )
-    elif code == "-10003" or "解密" in text:
+    elif code == ErrorCode.DATA_UNDECODABLE or UNDECODABLE_TEXT_MARKER in text:
         fix = (
             "the cloud cannot decode `data`: set the 加密策略 of `business_system_code` to"
             f" BASE64 in the cloud console for {where} / data解密失败，请检查加密策略"
         )
-    elif code in {"-10002", "401", "403"} or http_status in (401, 403) or "授权" in text:
+    elif (
+        code in {ErrorCode.NOT_AUTHORISED, ErrorCode.TOKEN_EXPIRED, ErrorCode.FORBIDDEN}
+        or http_status in (401, 403)
+        or NOT_AUTHORISED_TEXT_MARKER in text
+    ):
         fix = (
             "authentication still fails with a fresh access_token: grant the app `app_id`"
             f" access to {interface} (接口授权) and check `user` of {where}"
