@@ -33,7 +33,7 @@ A ``business_system_code`` starting with ``3std1`` gets per-bill callbacks (5.1.
 per-invoice callbacks (5.1.02).
 
 ``data``, answers and callbacks are encoded with ``schemas.data_codec.codec_for_tenant``
-(AES-128-GCM, key ``SHA1(SHA1(aes_key))[:16]``, kingdee-api.md §2.3 [C S16]).
+(AES-128-GCM, key ``SHA1(SHA1(aes_key))[:16]``, docs/CLOUD-CONTRACT.md §2.3 [C S16]).
 
 Each secret (``app_secret``, ``erp_webhook_secret``, ``aes_key``) is given in exactly ONE of
 three forms:
