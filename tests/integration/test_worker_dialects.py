@@ -202,6 +202,26 @@ def pushed_bill_lost_by_the_cloud(world: World) -> tuple[int, str]:
     return doc_id, "pushed (reason)"
 
 
+def callback_reports_a_failure(world: World) -> tuple[int, str]:
+    world.sim.set_faults(issue_fail=1.0)
+    doc_id = store_bill(world.sessions, "demo", bill("M-FAIL", auto=True))
+    assert world.push(doc_id) == "pushed"
+    body = world.callbacks.wait_for(1)[0].body
+    assert world.reconcile(body) == "processed"
+    assert world.invoices(doc_id)[0].issue_error_message  # the cloud's reason, kept
+    return doc_id, "invoice_failed"
+
+
+def cloud_returns_the_bill(world: World) -> tuple[int, str]:
+    doc_id = store_bill(world.sessions, "demo", bill("M-RET", auto=False))
+    assert world.push(doc_id) == "pushed"
+    world.sim.admin.post("/_sim/bills/M-RET/return").raise_for_status()
+    body = world.callbacks.wait_for(1)[0].body
+    assert world.reconcile(body) == "processed"
+    assert live_bills(world, "M-RET") == []
+    return doc_id, "returned"
+
+
 @dataclass(frozen=True)
 class Scenario:
     run: Callable[[World], tuple[int, str]]
@@ -240,6 +260,8 @@ SCENARIOS: dict[str, Scenario] = {
     "auth_refused": Scenario(auth_refused, ("expired_token",)),
     "reconcile": Scenario(reconcile_callback, ("query_lines", "callback_data", "status_field")),
     "pushed_lost": Scenario(pushed_bill_lost_by_the_cloud, ("unknown_bill",)),
+    "callback_failure": Scenario(callback_reports_a_failure, ("failed_in_query", "callback_data")),
+    "returned": Scenario(cloud_returns_the_bill, ("unknown_bill", "withdraw_refusal")),
 }
 
 CELLS = [
@@ -284,15 +306,17 @@ def test_the_bridge_is_right_under_every_reading(scenario: str, dialect_world: W
     if document.status not in terminal and expected == document.status:
         # A non-terminal true state: the cloud's own (waiting for a user, paused with a
         # reason); nothing is silently stuck in pushing / in_doubt / withdrawing.
-        assert document.status in ("pushed", "draft")
+        assert document.status in ("pushed", "draft", "invoice_failed")
         if document.status == "draft":
             assert paused_reason(world) is not None
+        if document.status == "invoice_failed":
+            assert all(i.issue_error_message for i in world.invoices(doc_id))
 
 
 def test_the_matrix_covers_every_switch_the_worker_reads() -> None:
     covered = {s for scenario in SCENARIOS.values() for s in scenario.switches}
-    # merge (dialects-merge) and failed_in_query are the other helpers' / not read here.
-    assert covered >= set(DIALECT_SWITCHES) - {"merge", "failed_in_query"}
+    # merge: the dialects-merge helper's part (one invoice for several bills).
+    assert covered >= set(DIALECT_SWITCHES) - {"merge"}
 
 
 # --------------------------------------------------------------------------- AES tenants
