@@ -27,6 +27,9 @@ Guess table (§ = docs/CLOUD-CONTRACT.md section; tag = confidence of the fact b
 | ``CALLBACK_RETRY_DELAYS_SECONDS``, ``..._TIMEOUT_...`` | cloud re-sends of callbacks | 9.1 | [G] |
 | ``callback_style_for`` | ``3std1`` prefix → per bill, else per invoice | 9 | [D] |
 | ``max_lines_per_invoice``, ``SINGLE_INVOICE_...`` | when the cloud splits a bill | 12 | [G] |
+| ``DIALECT_SWITCHES``, ``Dialect`` | [G] parts with several plausible wire shapes | many | [G] |
+| ``expired_token_answer`` | the expired-token answer under each dialect | 5 | [G]/[D] |
+| ``ErrorCode``, ``failure_body``, texts | named codes, wire texts of the simulator | 6.3 | [G] |
 
 Outcome classes (``OutcomeClass``) — what the worker does with a gateway answer
 
@@ -103,6 +106,7 @@ __all__ = [
     "MAX_LINES_PER_INVOICE_DIGITAL",
     "MAX_LINES_PER_INVOICE_TAX_CONTROL",
     "NOT_AUTHORISED_TEXT_MARKER",
+    "NOT_JSON_ERROR_CODE",
     "NOT_JSON_MESSAGE",
     "PER_BILL_CALLBACK_PREFIX",
     "PUSH_BATCH_LABEL_TEMPLATE",
@@ -524,6 +528,7 @@ def max_lines_per_invoice(invoice_type: str) -> int:
 
 QUERY_OK_MESSAGE: Final = "查询成功"  # [G] message of a successful BILL.INVOICE.QUERY
 NOT_JSON_MESSAGE: Final = "请求报文不是合法的JSON"  # [G] HTTP 400 for a body that is not JSON
+NOT_JSON_ERROR_CODE: Final = "400"  # [G] errorCode of that HTTP 400 answer
 REQUEST_BODY_LABEL: Final = "请求报文"  # field name in -10004 when the envelope is no object
 BILL_LABEL: Final = "单据"  # field name in -10006 when no better field is known
 FILE_NOT_FOUND_MESSAGE: Final = "文件不存在"  # [G] invoice file URL of an unknown orderNo
