@@ -30,10 +30,10 @@ AMBIGUOUS empty answer (``unknown_bill`` not declared ``error``/``empty_data``) 
 confirmed: the callback is unsigned, so no call that changes the cloud (a withdraw probe) may
 follow from it; the document is left as it is, the row's note says why, and the stuck alert
 counter is raised (an operator checks the console and withdraws the document). Under
-``failed_in_query=omitted`` the query lists issued invoices only, so failed issuances the
-callback reports and the query does not list are applied from the callback (unless the tenant
-declares ``failed_in_query = "listed"``): they can never remove an issued invoice, and
-without them the document would wait for invoices that never come.
+``failed_in_query=omitted`` the query lists issued invoices only: failed issuances the
+callback reports and the query does not list are applied from the callback only for a tenant
+that declares ``failed_in_query = "omitted"``; otherwise the stuck alert is raised (a callback
+alone never decides, invariant 4).
 
 Deferred (row stays ``received``, ``attempts`` + 1, task sent again shortly; after
 ``MAX_ATTEMPTS`` the row is ``failed``): the confirming query could not be made, the tenant
@@ -332,18 +332,25 @@ def _is_paused(rt: Runtime, tenant_name: str, paused_in_database: dict[str, bool
 def _failures_the_query_omits(
     tenant: TenantConfig, reported: list[InvoiceItem], listed: list[InvoiceItem]
 ) -> list[InvoiceItem]:
-    """Failed issuances the callback reports and the query does not list.
+    """Failed issuances the callback reports and the query does not list, to apply anyway.
 
     Dialect ``failed_in_query=omitted``: the query lists issued invoices only, so a failure is
-    known from its callback alone; dropping it would leave the document waiting for invoices
-    that will never come. Unless the tenant declares ``listed`` (then the query is the whole
-    truth), such failures are kept. They never remove an invoice: a later issued one (a
-    retry in the cloud) still moves the document on.
+    known from its callback alone. Only a tenant that DECLARES ``omitted`` gets them applied
+    from the (unsigned) callback; otherwise invariant 4 holds (a callback is only a trigger)
+    and an unconfirmed failure raises the stuck alert instead. A failure never removes an
+    issued invoice: a later one still moves the document on.
     """
-    if tenant.declares("failed_in_query", "listed"):
-        return []
     known = {item.dedupe_key for item in listed}
-    return [i for i in reported if i.is_failed and i.dedupe_key not in known]
+    omitted = [i for i in reported if i.is_failed and i.dedupe_key not in known]
+    if not omitted or tenant.declares("failed_in_query", "omitted"):
+        return omitted
+    if not listed:
+        metrics.stuck_documents().labels(status="pushed").inc()
+        log.warning(
+            "callback reports failed issuance the query does not show",
+            extra={"tenant": tenant.name, "bill_no": omitted[0].billNo},
+        )
+    return []
 
 
 def _apply_invoice_callback(
