@@ -24,6 +24,17 @@ cause a query, never a wrong state: the cloud's own answer is applied, the callb
 the trigger. Duplicates and out-of-order callbacks change nothing because the verdict is
 computed from every invoice known and the state table only moves forward.
 
+Contract dialects (docs/CLOUD-CONTRACT.md §14): callbacks of AES tenants are decoded with each
+AES tenant's key (``TenantsFile.callback_codecs``). A 回退 whose confirming query gives an
+AMBIGUOUS empty answer (``unknown_bill`` not declared ``error``/``empty_data``) cannot be
+confirmed: the callback is unsigned, so no call that changes the cloud (a withdraw probe) may
+follow from it; the document is left as it is, the row's note says why, and the stuck alert
+counter is raised (an operator checks the console and withdraws the document). Under
+``failed_in_query=omitted`` the query lists issued invoices only: failed issuances the
+callback reports and the query does not list are applied from the callback only for a tenant
+that declares ``failed_in_query = "omitted"``; otherwise the stuck alert is raised (a callback
+alone never decides, invariant 4).
+
 Deferred (row stays ``received``, ``attempts`` + 1, task sent again shortly; after
 ``MAX_ATTEMPTS`` the row is ``failed``): the confirming query could not be made, the tenant
 is paused, or the document is still ``pushing``/``draft`` (the callback overtook the push
@@ -40,7 +51,13 @@ from typing import Final
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from schemas.kingdee import CallbackParseError, InvoiceItem, ParsedCallback, parse_callback
+from schemas.kingdee import (
+    CallbackParseError,
+    InvoiceItem,
+    ParsedCallback,
+    parse_callback_with,
+)
+from schemas.tenants import TenantConfig
 from store.db import autocommit_session, unit_of_work
 from store.inbox import settle_callback
 from store.invoices import invoices_of
@@ -95,7 +112,7 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
             return ReconcileOutcome("skipped", f"callback already {row.state}")
         raw = bytes(row.raw_body)
         try:
-            parsed = parse_callback(raw)
+            parsed = parse_callback_with(raw, rt.tenants.callback_codecs())
         except CallbackParseError as exc:
             unusable: str | None = str(exc)
         else:
@@ -265,13 +282,28 @@ def _apply_return(
             rt, tenant, bill_no=bill_no, seller_tax_id=seller, document_id=document_id,
             attempt=attempt,
         )  # fmt: skip
-        if answer.kind == "present":
+        if answer.kind == "present" and answer.ambiguous:
+            # unknown_bill=empty_list (or undeclared): the empty answer may be the cloud's
+            # way of saying "no such bill" — or the bill is live. The callback is unsigned
+            # (invariant 4), so nothing that changes the cloud (a withdraw probe) may follow
+            # from it: the document stays as it is, and the operator is alerted.
+            metrics.stuck_documents().labels(status=status.value).inc()
+            log.warning(
+                "return callback cannot be confirmed: ambiguous empty query answer",
+                extra={"document_id": document_id, "bill_no": bill_no},
+            )
+            return [], (
+                "回退 not confirmed: BILL.INVOICE.QUERY answers an empty invoiceList, which"
+                " under this tenant's unknown_bill reading may mean the bill is gone or still"
+                " there; check the cloud console and withdraw the document if it is gone"
+            )
+        elif answer.kind == "present":
             log.warning(
                 "return callback not confirmed: the cloud still has the bill",
                 extra={"document_id": document_id, "bill_no": bill_no},
             )
             return [], "回退 not confirmed: BILL.INVOICE.QUERY still finds the bill; unchanged"
-        if answer.kind != "absent":
+        elif answer.kind != "absent":
             raise _Defer(f"confirming query failed: {answer.reason}")
 
     with unit_of_work(rt.sessions) as session:
@@ -295,6 +327,30 @@ def _is_paused(rt: Runtime, tenant_name: str, paused_in_database: dict[str, bool
     """``is_tenant_paused`` from a ``tenant_state`` flag already read."""
     tenant = rt.tenant(tenant_name)
     return tenant is not None and is_paused_from(tenant, paused_in_database.get(tenant_name, False))
+
+
+def _failures_the_query_omits(
+    tenant: TenantConfig, reported: list[InvoiceItem], listed: list[InvoiceItem]
+) -> list[InvoiceItem]:
+    """Failed issuances the callback reports and the query does not list, to apply anyway.
+
+    Dialect ``failed_in_query=omitted``: the query lists issued invoices only, so a failure is
+    known from its callback alone. Only a tenant that DECLARES ``omitted`` gets them applied
+    from the (unsigned) callback; otherwise invariant 4 holds (a callback is only a trigger)
+    and an unconfirmed failure raises the stuck alert instead. A failure never removes an
+    issued invoice: a later one still moves the document on.
+    """
+    known = {item.dedupe_key for item in listed}
+    omitted = [i for i in reported if i.is_failed and i.dedupe_key not in known]
+    if not omitted or tenant.declares("failed_in_query", "omitted"):
+        return omitted
+    if not listed:
+        metrics.stuck_documents().labels(status="pushed").inc()
+        log.warning(
+            "callback reports failed issuance the query does not show",
+            extra={"tenant": tenant.name, "bill_no": omitted[0].billNo},
+        )
+    return []
 
 
 def _apply_invoice_callback(
@@ -337,7 +393,7 @@ def _apply_invoice_callback(
             return [], False
         if answer.kind != "present":
             raise _Defer(f"confirming query failed: {answer.reason}")
-        items = answer.items
+        items = answer.items + _failures_the_query_omits(tenant, items, answer.items)
         source += " confirmed by BILL.INVOICE.QUERY"
 
     with unit_of_work(rt.sessions) as session:
