@@ -30,7 +30,7 @@ from producers.enqueue import Enqueuer, RecordingEnqueuer
 from schemas.kingdee import InvoiceItem, build_callback
 from schemas.money import dumps_exact
 from schemas.settings import Settings
-from schemas.tenants import TenantsFile
+from schemas.tenants import SECRET_KEYS, TenantsFile
 
 __all__ = [
     "API_KEY",
@@ -191,6 +191,8 @@ def _toml(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, dict):  # e.g. the [tenants.cloud] declarations, as an inline table
+        return "{" + ", ".join(f"{key} = {_toml(item)}" for key, item in value.items()) + "}"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -203,7 +205,7 @@ def write_tenants_toml(path: str | Path, tenants: TenantsFile | None = None) -> 
         for name, value in tenant.model_dump(mode="json").items():
             if value is None:
                 continue
-            if name in ("app_secret", "erp_webhook_secret"):
+            if name in SECRET_KEYS:
                 secret = getattr(tenant, name)
                 value = secret.get_secret_value()
             lines.append(f"{name} = {_toml(value)}")
