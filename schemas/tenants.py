@@ -19,11 +19,17 @@ The bridge and the simulator read the same file (``FAPIAO_TENANTS_FILE``), so
 | ``erp_webhook_url`` | URL | where outcomes are posted back to the ERP (optional) |
 | ``erp_webhook_secret`` | secret | HMAC key for those posts (optional) |
 | ``paused`` | bool | operator switch: no pushes while true |
+| ``data_encryption`` | ``base64``/``aes`` | 加密策略 of ``business_system_code`` (``base64``) |
+| ``aes_key`` | secret | its aesKey; required iff ``data_encryption = "aes"`` |
 
 A ``business_system_code`` starting with ``3std1`` gets per-bill callbacks (5.1.03), any other
 per-invoice callbacks (5.1.02).
 
-Each secret (``app_secret``, ``erp_webhook_secret``) is given in exactly ONE of three forms:
+``data``, answers and callbacks are encoded with ``schemas.data_codec.codec_for_tenant``
+(AES-128-GCM, key ``SHA1(SHA1(aes_key))[:16]``, kingdee-api.md §2.3 [C S16]).
+
+Each secret (``app_secret``, ``erp_webhook_secret``, ``aes_key``) is given in exactly ONE of
+three forms:
 
 | form | example | the secret is |
 |---|---|---|
@@ -101,7 +107,7 @@ _PLACEHOLDER_WORDS: Final = frozenset({"secret", "password", "passwd", "changeit
 MIN_SECRET_LENGTH: Final = 8
 
 # The tenant keys holding secrets; each also accepts "<key>_file" and "<key>_env".
-SECRET_KEYS: Final[tuple[str, ...]] = ("app_secret", "erp_webhook_secret")
+SECRET_KEYS: Final[tuple[str, ...]] = ("app_secret", "erp_webhook_secret", "aes_key")
 
 
 class TenantsFileError(ValueError):
@@ -155,6 +161,23 @@ class TenantConfig(BaseModel):
     erp_webhook_url: AnyHttpUrl | None = None
     erp_webhook_secret: SecretStr | None = None
     paused: bool = False
+    data_encryption: Literal["base64", "aes"] = "base64"
+    aes_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _aes_key_iff_aes(self) -> TenantConfig:
+        has_key = self.aes_key is not None and bool(self.aes_key.get_secret_value())
+        if self.data_encryption == "aes" and not has_key:
+            raise ValueError(
+                "data_encryption 'aes' needs aes_key (or aes_key_file / aes_key_env)"
+                " / AES加密策略需要aes_key"
+            )
+        if self.data_encryption == "base64" and self.aes_key is not None:
+            raise ValueError(
+                "aes_key is given but data_encryption is 'base64'; set data_encryption = 'aes'"
+                " or remove aes_key / 未启用AES加密却配置了aes_key"
+            )
+        return self
 
     @field_validator("name")
     @classmethod
@@ -375,6 +398,8 @@ def _refuse_placeholders(
         secrets = {"app_secret": tenant.app_secret}
         if tenant.erp_webhook_secret is not None:
             secrets["erp_webhook_secret"] = tenant.erp_webhook_secret
+        if tenant.aes_key is not None:
+            secrets["aes_key"] = tenant.aes_key
         for field, secret in secrets.items():
             if is_placeholder_secret(secret):
                 source = (sources or {}).get((index, field))
