@@ -21,6 +21,13 @@ The bridge and the simulator read the same file (``FAPIAO_TENANTS_FILE``), so
 | ``paused`` | bool | operator switch: no pushes while true |
 | ``data_encryption`` | ``base64``/``aes`` | 加密策略 of ``business_system_code`` (``base64``) |
 | ``aes_key`` | secret | its aesKey; required iff ``data_encryption = "aes"`` |
+| ``[tenants.cloud]`` | table | what is KNOWN of this tenant's contract dialect (below) |
+
+``[tenants.cloud]`` declares, per switch of ``schemas.cloud_contract.DIALECT_SWITCHES``, the
+reading this tenant has been seen to use (``unknown_bill = "error"``). Names and values are
+checked against that registry; an unknown one is an error naming the tenant, the key and the
+choices. A switch not declared means "unknown": the bridge then behaves so that it is right
+under EVERY value of it (docs/CLOUD-CONTRACT.md, "How the bridge behaves under each reading").
 
 A ``business_system_code`` starting with ``3std1`` gets per-bill callbacks (5.1.03), any other
 per-invoice callbacks (5.1.02).
@@ -70,7 +77,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.cloud_contract import callback_style_for
+from schemas.cloud_contract import DIALECT_SWITCHES, DialectError, callback_style_for
 
 __all__ = [
     "PLACEHOLDER_MARKERS",
@@ -163,6 +170,39 @@ class TenantConfig(BaseModel):
     paused: bool = False
     data_encryption: Literal["base64", "aes"] = "base64"
     aes_key: SecretStr | None = None
+    cloud: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("cloud", mode="before")
+    @classmethod
+    def _declared_dialect(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise ValueError(
+                'must be a table of dialect switches, e.g. [tenants.cloud] unknown_bill = "error"'
+                " / cloud 必须是表"
+            )
+        for name, reading in value.items():
+            if name not in DIALECT_SWITCHES:
+                raise ValueError(
+                    f"unknown cloud switch {name!r}; switches: {', '.join(DIALECT_SWITCHES)}"
+                    " / 未知的接口方言开关"
+                )
+            choices = DIALECT_SWITCHES[name]
+            if reading not in choices:
+                raise ValueError(
+                    f"cloud.{name} = {reading!r} is not a reading of {name!r}; choices:"
+                    f" {', '.join(choices)} / 接口方言取值不正确"
+                )
+        return dict(value)
+
+    def declared(self, switch: str) -> str | None:
+        """The declared reading of dialect ``switch``; None = unknown (be right under all)."""
+        if switch not in DIALECT_SWITCHES:
+            raise DialectError(f"unknown dialect switch {switch!r}")
+        return self.cloud.get(switch)
+
+    def declares(self, switch: str, *readings: str) -> bool:
+        """True when ``switch`` is declared and its reading is one of ``readings``."""
+        return self.declared(switch) in readings
 
     @model_validator(mode="after")
     def _aes_key_iff_aes(self) -> TenantConfig:
