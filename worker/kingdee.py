@@ -462,6 +462,30 @@ class HttpKingdeeClient:
         )
         return self._gateway(request, access_token, context, record_before=False)
 
+    def send_envelope(
+        self, envelope: Mapping[str, Any], *, access_token: str, context: CallContext
+    ) -> CloudResult:
+        """POST a hand-made gateway envelope exactly as given, ledgered like any call.
+
+        For ``fapiao probe``, which must send what ``GatewayRequest`` refuses to build (an
+        envelope without ``requestId``) to learn how the cloud answers it.
+        """
+        request = GatewayRequest.model_construct(
+            requestId=str(envelope.get("requestId") or ""),
+            businessSystemCode=str(envelope.get("businessSystemCode") or ""),
+            interfaceCode=str(envelope.get("interfaceCode") or "openApi"),
+            data=envelope.get("data", ""),
+        )
+        interface = request.interfaceCode
+        started = self._clock()
+        answer = self._send(interface, OPENAPI_PATH, envelope, access_token=access_token)
+        result = self._result(request, answer)
+        self._finish(
+            None, interface, request.requestId or None, context, result.outcome,
+            result.http_status, result.error_code, result.message, started,
+        )  # fmt: skip
+        return result
+
     def _gateway(
         self,
         request: GatewayRequest,
