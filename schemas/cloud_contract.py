@@ -126,6 +126,7 @@ __all__ = [
     "WITHDRAW_ISSUING",
     "WITHDRAW_MAX_SERIAL_NOS",
     "WITHDRAW_OK_MESSAGE",
+    "WITHDRAW_REFUSAL_MARKER",
     "BillReturn",
     "CallbackStyle",
     "Dialect",
@@ -431,6 +432,8 @@ WITHDRAW_BILL_UNKNOWN: Final = "单据不存在"
 WITHDRAW_ALREADY_ISSUED: Final = "单据已开票，不允许撤回"
 WITHDRAW_ISSUING: Final = "单据开票中，不允许撤回"
 WITHDRAW_ALREADY_WITHDRAWN: Final = "单据已撤回"
+# The part every "will not withdraw" reason shares (已开票 / 开票中 …, §7 [G]).
+WITHDRAW_REFUSAL_MARKER: Final = "不允许撤回"
 
 
 class WithdrawItemResult(BaseModel):
