@@ -1,4 +1,4 @@
-"""``fapiao probe``: learn a sandbox tenant's contract dialect from harmless calls.
+"""``fapiao probe``: learn a sandbox tenant's contract dialect from harmless calls (docs/PROBE.md).
 
 docs/CLOUD-CONTRACT.md ("Contract dialects") lists the guessed parts of the cloud's answers as
 switches (``schemas.cloud_contract.DIALECT_SWITCHES``). The probe asks a tenant the questions
