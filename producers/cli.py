@@ -918,6 +918,7 @@ def probe(
         make_http_client,
     )
     from worker.ledger import SqlCallLedger
+    from worker.ratelimit import RedisRateGate
 
     context = _context(ctx)
     components = context.components()
@@ -935,7 +936,10 @@ def probe(
         )
     http = make_http_client(context.settings().http)
     try:
-        client = HttpKingdeeClient(config, http, ledger=SqlCallLedger(components.sessions))
+        # The workers' shared per-tenant rate gate: the probe takes its calls from the same budget.
+        gate = RedisRateGate(components.redis) if components.redis is not None else None
+        ledger = SqlCallLedger(components.sessions)
+        client = HttpKingdeeClient(config, http, ledger=ledger, rate_gate=gate)
         try:
             token = fetch_access_token(client)
         except CloudError as exc:

@@ -77,8 +77,10 @@ def tenants_file(simulator: SimulatorHandle, tmp_path: Path) -> Path:
     """The simulator's tenants; ``demo`` is marked ``sandbox = true``, ``shop`` is not."""
     path = simulator.write_tenants_file(tmp_path / "tenants.toml")
     text = path.read_text(encoding="utf-8")
+    # A generous rate limit: the probe takes its calls through the workers' Redis rate gate.
     marked = text.replace(
-        '[[tenants]]\nname = "demo"\n', '[[tenants]]\nname = "demo"\nsandbox = true\n'
+        '[[tenants]]\nname = "demo"\n',
+        '[[tenants]]\nname = "demo"\nsandbox = true\nrate_limit_per_second = 50.0\n',
     )
     assert marked != text
     path.write_text(marked, encoding="utf-8")
