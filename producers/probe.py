@@ -485,6 +485,8 @@ class _Probe:
                 if response is None:
                     continue  # not answered: ask again
                 items = _withdraw_items(result, self.tenant) if response.ok else None
+                if response.ok and not items:
+                    continue  # success without readable items: the next answer will tell
                 if response.ok and items and all(i.get("success") is True for i in items):
                     reading = _data_reading(result)
                     if reading is not None and "withdraw" not in self.success_readings:
