@@ -79,6 +79,8 @@ from pydantic import (
 )
 
 from schemas.cloud_contract import DIALECT_SWITCHES, DialectError, callback_style_for
+from schemas.data_codec import codec_for_tenant
+from schemas.kingdee import DataCodec
 
 __all__ = [
     "PLACEHOLDER_MARKERS",
@@ -316,6 +318,14 @@ class TenantsFile(BaseModel):
     @property
     def names(self) -> list[str]:
         return [t.name for t in self.tenants]
+
+    def callback_codecs(self) -> list[DataCodec]:
+        """The codecs to try on a callback's ``data`` after BASE64: one per AES tenant.
+
+        A callback does not say which tenant sent it; ``schemas.kingdee.parse_callback_with``
+        tries each key (AES-GCM's tag makes a wrong key fail cleanly).
+        """
+        return [codec_for_tenant(t) for t in self.tenants if t.data_encryption == "aes"]
 
 
 def _describe(errors: ValidationError, path: Path, raw: Any) -> list[str]:

@@ -35,6 +35,10 @@ Exceptions (raised only while fetching tokens; gateway calls return ``CloudResul
      ├── CloudTransientError   nothing was decided; try again later
      └── CloudConfigError      an operator must fix a setting; ``.reason`` names it
 
+``data`` (§2.3): requests are encoded with the tenant's codec (``data_encryption``: BASE64, or
+AES-GCM with ``aes_key``; ``schemas.data_codec``), and a string ``data`` in an answer is decoded
+with it before anyone reads it (``_decoded``).
+
 Authentication (§2.2, §3): the access_token goes as query parameter AND header
 ``access_token``; getAppToken.do gets both ``appSecret`` and ``appSecuret``.
 Secrets never reach logs: httpx's own request log (which prints URLs with the token) is
@@ -61,12 +65,14 @@ import httpx
 from pydantic import SecretStr, ValidationError
 
 from schemas.cloud_contract import OutcomeClass, classify_http_status, normalise_code
+from schemas.data_codec import codec_for_tenant
 from schemas.kingdee import (
     ACCESS_TOKEN_PARAM,
     APP_TOKEN_PATH,
     LOGIN_PATH,
     OPENAPI_PATH,
     AppTokenRequest,
+    DataCodec,
     DataDecodeError,
     GatewayRequest,
     GatewayResponse,
@@ -75,6 +81,7 @@ from schemas.kingdee import (
     LoginRequest,
     TokenResponse,
     WithdrawRequestData,
+    decode_data,
     push_accepted,
     push_request,
 )
@@ -368,6 +375,8 @@ class HttpKingdeeClient:
         self._ledger = ledger
         self._gate = rate_gate
         self._clock = clock
+        # The tenant's 加密策略 (§2.3): BASE64, or AES-GCM with its aes_key.
+        self._codec: DataCodec = codec_for_tenant(tenant)
 
     @property
     def tenant(self) -> TenantConfig:
@@ -436,7 +445,7 @@ class HttpKingdeeClient:
     def push(
         self, bill: Mapping[str, Any], *, access_token: str, context: CallContext
     ) -> CloudResult:
-        request = push_request(self._tenant.business_system_code, [bill])
+        request = push_request(self._tenant.business_system_code, [bill], codec=self._codec)
         return self._gateway(request, access_token, context, record_before=True)
 
     def withdraw(
@@ -449,7 +458,10 @@ class HttpKingdeeClient:
     ) -> CloudResult:
         payload = WithdrawRequestData(serialNos=list(bill_nos), sellerTaxpayerId=seller_tax_id)
         request = GatewayRequest.build(
-            self._tenant.business_system_code, InterfaceCode.BILL_WITHDRAW, payload.to_wire()
+            self._tenant.business_system_code,
+            InterfaceCode.BILL_WITHDRAW,
+            payload.to_wire(),
+            codec=self._codec,
         )
         return self._gateway(request, access_token, context, record_before=False)
 
@@ -458,7 +470,10 @@ class HttpKingdeeClient:
     ) -> CloudResult:
         payload = InvoiceQueryRequestData(sellerTaxpayerId=seller_tax_id, serialNo=bill_no)
         request = GatewayRequest.build(
-            self._tenant.business_system_code, InterfaceCode.BILL_INVOICE_QUERY, payload.to_wire()
+            self._tenant.business_system_code,
+            InterfaceCode.BILL_INVOICE_QUERY,
+            payload.to_wire(),
+            codec=self._codec,
         )
         return self._gateway(request, access_token, context, record_before=False)
 
@@ -543,6 +558,7 @@ class HttpKingdeeClient:
                 None,
                 f"unreadable gateway answer: {exc.errors()[0]['msg']}",
             )
+        response = self._decoded(response)
         if interface == InterfaceCode.BILL_PUSH and push_accepted(response):
             outcome = OutcomeClass.ACCEPTED
         else:
@@ -556,6 +572,20 @@ class HttpKingdeeClient:
             response.message,
             response,
         )
+
+    def _decoded(self, response: GatewayResponse) -> GatewayResponse:
+        """``data`` decoded with the tenant's codec when it is a string (BASE64 or AES; also
+        push/withdraw answers under dialect ``success_data=base64``), so callers read plain
+        JSON. A string that does not decode is left as it is: readers that need it (withdraw,
+        query) then fail to decode it and ask again; a push does not need it."""
+        data = response.data
+        if not isinstance(data, str) or not data.strip():
+            return response
+        try:
+            decoded = decode_data(data, self._codec)
+        except DataDecodeError:
+            return response
+        return response.model_copy(update={"data": decoded})
 
     # ----------------------------------------------------------------- transport
 

@@ -40,7 +40,12 @@ from typing import Final
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from schemas.kingdee import CallbackParseError, InvoiceItem, ParsedCallback, parse_callback
+from schemas.kingdee import (
+    CallbackParseError,
+    InvoiceItem,
+    ParsedCallback,
+    parse_callback_with,
+)
 from store.db import autocommit_session, unit_of_work
 from store.inbox import settle_callback
 from store.invoices import invoices_of
@@ -95,7 +100,7 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
             return ReconcileOutcome("skipped", f"callback already {row.state}")
         raw = bytes(row.raw_body)
         try:
-            parsed = parse_callback(raw)
+            parsed = parse_callback_with(raw, rt.tenants.callback_codecs())
         except CallbackParseError as exc:
             unusable: str | None = str(exc)
         else:
