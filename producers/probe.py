@@ -202,7 +202,7 @@ def probe_bill(bill_no: str, seller_tax_id: str, today: datetime) -> dict[str, A
 
 def _describe(result: CloudResult) -> str:
     """The answer as it came back (``data`` shortened), or what the transport saw."""
-    response = result.response
+    response = result.received or result.response
     if response is None:
         status = f"HTTP {result.http_status}" if result.http_status is not None else "no answer"
         return f"{status} ({result.outcome.value}): {result.message}"
@@ -236,7 +236,8 @@ def _decoded(result: CloudResult, tenant: TenantConfig) -> tuple[bool, Any]:
 
 def _data_reading(result: CloudResult) -> str | None:
     """success_data: ``base64`` for a string ``data``, ``plain`` for an array/object."""
-    data = result.response.data if result.response is not None else None
+    received = result.received or result.response
+    data = received.data if received is not None else None
     if isinstance(data, str) and data.strip():
         return "base64"
     if isinstance(data, list | dict):
@@ -310,8 +311,9 @@ class _Probe:
 
     def note(self, call: str, result: CloudResult) -> Evidence:
         evidence = Evidence(call, _describe(result))
-        if result.response is not None and result.http_status == 200:
-            reading = "present" if "status" in result.response.model_fields_set else "absent"
+        received = result.received or result.response
+        if received is not None and result.http_status == 200:
+            reading = "present" if "status" in received.model_fields_set else "absent"
             self.status_readings.add(reading)
             self.answers_200.append(evidence)
         return evidence

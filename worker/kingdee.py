@@ -191,6 +191,8 @@ class CloudResult:
     message: str
     response: GatewayResponse | None = None
     auth_refreshed: bool = False
+    # The answer as it came, ``data`` not decoded (``fapiao probe`` reads its shape).
+    received: GatewayResponse | None = None
 
     @property
     def sent(self) -> bool:
@@ -558,6 +560,7 @@ class HttpKingdeeClient:
                 None,
                 f"unreadable gateway answer: {exc.errors()[0]['msg']}",
             )
+        received = response
         response = self._decoded(response)
         if interface == InterfaceCode.BILL_PUSH and push_accepted(response):
             outcome = OutcomeClass.ACCEPTED
@@ -571,6 +574,7 @@ class HttpKingdeeClient:
             response.error_code,
             response.message,
             response,
+            received=received,
         )
 
     def _decoded(self, response: GatewayResponse) -> GatewayResponse:
