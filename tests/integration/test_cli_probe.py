@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -22,11 +23,11 @@ from typer.testing import CliRunner, Result
 from producers.cli import CliContext, app
 from producers.probe import PROBE_PREFIX, probe_bill, run_probe
 from producers.testing import API_KEY, CALLBACK_SECRET
-from schemas.cloud_contract import DIALECT_SWITCHES, OutcomeClass
+from schemas.cloud_contract import DIALECT_SWITCHES, Dialect, OutcomeClass
 from schemas.erp import validate_bill
 from schemas.settings import Settings
 from schemas.tenants import TenantConfig, load_tenants
-from simulator.testing import SimulatorHandle, running_simulator
+from simulator.testing import SimulatorHandle, running_simulator, sim_tenant_specs
 from store.models import CloudCall
 from worker.kingdee import (
     CallContext,
@@ -215,7 +216,11 @@ def test_force_probes_a_tenant_without_sandbox_and_prints_a_pasteable_table(
 
 
 def test_json_shape(
-    simulator: SimulatorHandle, tenants_file: Path, database_url: str, redis_url: str
+    simulator: SimulatorHandle,
+    tenants_file: Path,
+    database_url: str,
+    redis_url: str,
+    session_factory: sessionmaker[Session],
 ) -> None:
     simulator.reset()
 
@@ -344,3 +349,24 @@ def test_a_test_bill_the_cloud_never_confirmed_gone_is_reported(
             report.left_live, tenant.seller_tax_ids[0], access_token=token, context=CallContext()
         )
     assert probe_bills(simulator, live="1") == []
+
+
+def test_an_aes_tenant_is_probed_with_its_own_codec(
+    database_url: str, redis_url: str, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    specs = sim_tenant_specs()
+    specs[0].update(data_encryption="aes", aes_key="probe-" + secrets.token_hex(12))
+    played = {"unknown_bill": "empty_list", "success_data": "base64", "request_id": "optional"}
+    with running_simulator(specs, dialect=played) as aes_simulator:
+        tenants = aes_simulator.write_tenants_file(tmp_path / "tenants.toml")
+        text = tenants.read_text(encoding="utf-8")
+        tenants.write_text(text.replace('name = "demo"\n', 'name = "demo"\nsandbox = true\n'))
+
+        result = probe(settings_for(database_url, redis_url, tenants), "--tenant", "demo", "--json")
+
+        assert result.exit_code == 0, result.output
+        expected = {**Dialect.default().as_dict(), **played}
+        assert json.loads(result.stdout)["cloud"] == {
+            name: (expected[name] if name in DETERMINED else None) for name in DIALECT_SWITCHES
+        }
+        assert_nothing_issued_nothing_live(aes_simulator)
