@@ -13,6 +13,8 @@ Each cell asserts:
 
 from __future__ import annotations
 
+import json
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,12 +25,21 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.cloud_contract import DIALECT_SWITCHES
-from simulator.testing import CallbackRecorder, CloudSession, SimulatorHandle, make_bill
+from schemas.data_codec import AesGcmCodec
+from schemas.kingdee import CallbackParseError, parse_callback_with
+from simulator.testing import (
+    CallbackRecorder,
+    CloudSession,
+    SimulatorHandle,
+    make_bill,
+    running_simulator,
+    sim_tenant_specs,
+)
 from store.columns import utcnow
 from store.db import unit_of_work
 from store.lifecycle import transition
 from store.models import TenantState
-from tests.integration.test_worker_world import DEMO_SELLER, World, make_world
+from tests.integration.test_worker_world import DEMO_SELLER, SHOP_SELLER, World, make_world
 from worker import queues
 from worker.testing import drain, store_bill
 
@@ -282,3 +293,94 @@ def test_the_matrix_covers_every_switch_the_worker_reads() -> None:
     covered = {s for scenario in SCENARIOS.values() for s in scenario.switches}
     # merge (dialects-merge) and failed_in_query are the other helpers' / not read here.
     assert covered >= set(DIALECT_SWITCHES) - {"merge", "failed_in_query"}
+
+
+# --------------------------------------------------------------------------- AES tenants
+
+
+@pytest.fixture
+def aes_world(
+    callbacks: CallbackRecorder,
+    session_factory: sessionmaker[Session],
+    database_url: str,
+    redis_url: str,
+    tmp_path: Path,
+) -> Iterator[World]:
+    """Both simulator tenants use the AES 加密策略, each with its own key."""
+    specs = sim_tenant_specs()
+    for spec in specs:
+        spec["data_encryption"] = "aes"
+        spec["aes_key"] = "aes-" + secrets.token_hex(8)
+    with running_simulator(
+        specs, issue_delay=0.05, callback_url=callbacks.url, max_lines_per_invoice=2, seed=5
+    ) as handle:
+        yield from make_world(handle, callbacks, session_factory, database_url, redis_url, tmp_path)
+
+
+def test_an_aes_tenant_pushes_queries_withdraws_and_reads_callbacks(aes_world: World) -> None:
+    world = aes_world
+    world.sim.set_dialect(success_data="base64")  # withdraw results arrive encrypted too
+    doc_id = store_bill(world.sessions, "demo", bill("AES-1", auto=True))
+    assert world.push(doc_id) == "pushed"
+    body = world.callbacks.wait_for(1)[0].body
+    assert "AES-1" not in body.decode("utf-8")  # the callback's data is encrypted
+    assert world.reconcile(body) == "processed"
+    assert world.doc(doc_id).status == "invoiced"
+    other = store_bill(world.sessions, "shop", make_bill("AES-2", SHOP_SELLER, auto_invoice=False))
+    assert world.push(other) == "pushed"
+    world.apply(other, "withdraw")
+    assert world.run(queues.WITHDRAW, document_id=other) == "withdrawn"
+    assert world.sim.stats()["doubleIssue"] == NO_DOUBLE_ISSUE
+
+
+def test_a_callback_no_aes_key_opens_is_refused_without_being_applied(aes_world: World) -> None:
+    world = aes_world
+    doc_id = store_bill(world.sessions, "demo", bill("AES-3", auto=True))
+    assert world.push(doc_id) == "pushed"
+    body = world.callbacks.wait_for(1)[0].json()
+    body["data"] = AesGcmCodec("not-the-key").encode(b'[{"billNo": "AES-3"}]')
+    with pytest.raises(CallbackParseError, match="cannot be decoded"):
+        parse_callback_with(json.dumps(body).encode(), world.rt.tenants.callback_codecs())
+
+
+# --------------------------------------------------------------------------- duplicate_bill
+
+
+@pytest.mark.parametrize("declared", ["accepted", None])
+def test_a_replay_after_giving_up_in_doubt_queries_before_pushing_again(
+    sim: SimulatorHandle,
+    callbacks: CallbackRecorder,
+    session_factory: sessionmaker[Session],
+    database_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    declared: str | None,
+) -> None:
+    """duplicate_bill=accepted: the cloud would take a second live bill with the same billNo.
+    A replay of a document that gave up in doubt (its bill IS in the cloud) must not push
+    blind."""
+    sim.set_dialect(duplicate_bill="accepted")
+    cloud = {"duplicate_bill": declared} if declared else None
+    worlds = make_world(
+        sim, callbacks, session_factory, database_url, redis_url, tmp_path, cloud=cloud
+    )
+    world = next(worlds)
+    try:
+        world.sim.set_faults(drop_after_commit=1.0)
+        doc_id = store_bill(world.sessions, "demo", bill("M-REPLAY", auto=False))
+        assert world.push(doc_id) == "in_doubt"
+        world.enqueuer.take()
+        world.sim.set_faults(api_5xx_before=1.0)  # nothing can be learnt …
+        later = utcnow() + timedelta(hours=2)
+        world.rt.clock = lambda: later
+        assert world.run(queues.RESOLVE_IN_DOUBT, document_id=doc_id) == "failed"  # … gave up
+        world.sim.set_faults()
+        world.apply(doc_id, "replay")  # an operator replays it
+        assert world.push(doc_id) == "in_doubt"  # held back: a query decides first
+        assert "BILL.INVOICE.QUERY decides first" in (world.doc(doc_id).last_error_message or "")
+        drain(world.rt, world.enqueuer, max_steps=30)
+        assert world.doc(doc_id).status == "pushed"
+        assert len(live_bills(world, "M-REPLAY")) == 1
+        assert world.sim.stats()["doubleIssue"] == NO_DOUBLE_ISSUE
+    finally:
+        worlds.close()
