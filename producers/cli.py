@@ -15,6 +15,7 @@ simulator) are imported lazily so that ``fapiao --help`` stays fast and the laye
 | ``db upgrade`` / ``db current`` | Alembic migrations | |
 | ``db purge --older-than 90d`` | export, then delete old settled rows (``store.purge``) | |
 | ``doctor`` | settings, database, Redis, each tenant's token; what to fix | 1 if any fails |
+| ``probe --tenant NAME`` | a sandbox tenant's dialect (``[tenants.cloud]``) | a bill left live |
 | ``api`` | serve the HTTP app (uvicorn) | |
 | ``simulator`` | the simulated Kingdee cloud (``simulator.cli``, loaded lazily) | |
 
@@ -889,6 +890,97 @@ def doctor(
             table.add_row(check.name, mark, escape(check.detail), escape(check.hint))
         _console().print(table)
     if not all(check.ok for check in checks):
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------- probe
+
+
+@app.command()
+def probe(
+    ctx: typer.Context,
+    tenant: Annotated[str, typer.Option("--tenant", help="Tenant name (a sandbox account).")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Probe a tenant not marked sandbox = true (pushes test bills)."
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Learn a sandbox tenant's contract dialect and print its [tenants.cloud] table.
+
+    Only harmless calls: queries and withdraws of random unknown bills, one call with a
+    made-up token, and test bills pushed with autoInvoice 0 and withdrawn at once.
+    """
+    from producers.probe import cloud_table, run_probe
+    from worker.kingdee import (
+        CallContext,
+        CloudError,
+        HttpKingdeeClient,
+        fetch_access_token,
+        make_http_client,
+    )
+    from worker.ledger import SqlCallLedger
+    from worker.ratelimit import RedisRateGate
+
+    context = _context(ctx)
+    components = context.components()
+    config = components.tenants.by_name(tenant)
+    if config is None:
+        _fail(f"unknown tenant {tenant!r}; known: {', '.join(components.tenants.names)}", code=2)
+    if not config.sandbox and not force:
+        _fail(
+            f"tenant {tenant!r} is not marked `sandbox = true` in the tenants file. The probe"
+            " pushes test bills (autoInvoice 0, withdrawn at once) and must only meet a sandbox"
+            " account: mark it, or pass --force if you are sure."
+            f" / 租户 {tenant!r} 未标记 sandbox = true；探测会推送测试单据（不开票，随即撤回），"
+            "只应对沙箱账号运行：请先标记，或确认后使用 --force",
+            code=2,
+        )
+    http = make_http_client(context.settings().http)
+    try:
+        # The workers' shared per-tenant rate gate: the probe takes its calls from the same budget.
+        gate = RedisRateGate(components.redis) if components.redis is not None else None
+        ledger = SqlCallLedger(components.sessions)
+        client = HttpKingdeeClient(config, http, ledger=ledger, rate_gate=gate)
+        try:
+            token = fetch_access_token(client)
+        except CloudError as exc:
+            _fail(f"no access_token for tenant {tenant!r}: {exc.reason}")
+        report = run_probe(
+            client,
+            lambda envelope, access_token: client.send_envelope(
+                envelope, access_token=access_token, context=CallContext()
+            ),
+            token.value,
+        )
+    finally:
+        http.close()
+    if as_json:
+        _print_json(report.as_json())
+    else:
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(title=f"fapiao probe: tenant {tenant}, seller {report.seller_tax_id}")
+        for column in ("switch", "reading", "why", "evidence (call → answer)"):
+            table.add_column(column, overflow="fold")
+        for name, finding in report.findings.items():
+            shown = "\n".join(f"{e.call} → {e.answer}" for e in finding.evidence[:2])
+            value = finding.value or "[dim]unknown[/]"
+            table.add_row(name, value, escape(finding.reason), escape(shown))
+        _console(stderr=True).print(table)
+        typer.echo(cloud_table(report), nl=False)
+    if report.left_live:
+        err = _console(stderr=True)
+        for bill_no in report.left_live:
+            err.print(
+                f"[bold red]WARNING: test bill {bill_no} may still be LIVE in tenant {tenant!r}"
+                " (the cloud never confirmed it gone): withdraw it in the cloud console."
+                f" / 警告：测试单据 {bill_no} 可能仍在云端，请在发票云手工撤回。[/]",
+                highlight=False,
+            )
         raise typer.Exit(1)
 
 

@@ -19,6 +19,7 @@ The bridge and the simulator read the same file (``FAPIAO_TENANTS_FILE``), so
 | ``erp_webhook_url`` | URL | where outcomes are posted back to the ERP (optional) |
 | ``erp_webhook_secret`` | secret | HMAC key for those posts (optional) |
 | ``paused`` | bool | operator switch: no pushes while true |
+| ``sandbox`` | bool | a test account (沙箱): ``fapiao probe`` may push test bills to it |
 | ``data_encryption`` | ``base64``/``aes`` | 加密策略 of ``business_system_code`` (``base64``) |
 | ``aes_key`` | secret | its aesKey; required iff ``data_encryption = "aes"`` |
 | ``[tenants.cloud]`` | table | what is KNOWN of this tenant's contract dialect (below) |
@@ -170,6 +171,7 @@ class TenantConfig(BaseModel):
     erp_webhook_url: AnyHttpUrl | None = None
     erp_webhook_secret: SecretStr | None = None
     paused: bool = False
+    sandbox: bool = False
     data_encryption: Literal["base64", "aes"] = "base64"
     aes_key: SecretStr | None = None
     cloud: dict[str, str] = Field(default_factory=dict)

@@ -201,6 +201,8 @@ class CloudResult:
     message: str
     response: GatewayResponse | None = None
     auth_refreshed: bool = False
+    # The answer as it came, ``data`` not decoded (``fapiao probe`` reads its shape).
+    received: GatewayResponse | None = None
 
     @property
     def sent(self) -> bool:
@@ -492,6 +494,30 @@ class HttpKingdeeClient:
         )
         return self._gateway(request, access_token, context, record_before=False)
 
+    def send_envelope(
+        self, envelope: Mapping[str, Any], *, access_token: str, context: CallContext
+    ) -> CloudResult:
+        """POST a hand-made gateway envelope exactly as given, ledgered like any call.
+
+        For ``fapiao probe``, which must send what ``GatewayRequest`` refuses to build (an
+        envelope without ``requestId``) to learn how the cloud answers it.
+        """
+        request = GatewayRequest.model_construct(
+            requestId=str(envelope.get("requestId") or ""),
+            businessSystemCode=str(envelope.get("businessSystemCode") or ""),
+            interfaceCode=str(envelope.get("interfaceCode") or "openApi"),
+            data=envelope.get("data", ""),
+        )
+        interface = request.interfaceCode
+        started = self._clock()
+        answer = self._send(interface, OPENAPI_PATH, envelope, access_token=access_token)
+        result = self._result(request, answer)
+        self._finish(
+            None, interface, request.requestId or None, context, result.outcome,
+            result.http_status, result.error_code, result.message, started,
+        )  # fmt: skip
+        return result
+
     def _gateway(
         self,
         request: GatewayRequest,
@@ -549,6 +575,7 @@ class HttpKingdeeClient:
                 None,
                 f"unreadable gateway answer: {exc.errors()[0]['msg']}",
             )
+        received = response
         response = self._decoded(response)
         if interface == InterfaceCode.BILL_PUSH and push_accepted(response):
             outcome = OutcomeClass.ACCEPTED
@@ -562,6 +589,7 @@ class HttpKingdeeClient:
             response.error_code,
             response.message,
             response,
+            received=received,
         )
 
     def _decoded(self, response: GatewayResponse) -> GatewayResponse:
