@@ -46,6 +46,7 @@ from schemas.cloud_contract import (
     WITHDRAW_BILL_UNKNOWN,
     ErrorCode,
     OutcomeClass,
+    gateway_error,
     is_unknown_bill,
 )
 from schemas.data_codec import codec_for_tenant
@@ -352,7 +353,9 @@ class _Probe:
             return
         if not response.ok:
             if is_unknown_bill(result.error_code, response.message):
-                self.settle("unknown_bill", "error", "a failure saying 单据不存在", evidence)
+                self.settle(
+                    "unknown_bill", "error", f"a failure saying {WITHDRAW_BILL_UNKNOWN}", evidence
+                )
             else:
                 self.settle(
                     "unknown_bill", None, "the query was refused for another reason", evidence
@@ -414,9 +417,13 @@ class _Probe:
             self.settle("expired_token", "http_401", f"HTTP 401 ({why})", evidence)
         elif response is not None and not response.ok:
             code = result.error_code
-            if code == ErrorCode.NOT_AUTHORISED or "未进行接口授权" in response.message:
+            unauthorised = gateway_error(ErrorCode.NOT_AUTHORISED)
+            if code == unauthorised.code or unauthorised.message_template in response.message:
                 self.settle(
-                    "expired_token", "unauthorized_text", f"-10002 未进行接口授权 ({why})", evidence
+                    "expired_token",
+                    "unauthorized_text",
+                    f"{unauthorised.code} {unauthorised.message_template} ({why})",
+                    evidence,
                 )
             elif code == ErrorCode.TOKEN_EXPIRED:
                 self.settle("expired_token", "invented_401", f"errorCode 401 ({why})", evidence)

@@ -45,6 +45,7 @@ _OUR_SCHEMA: Final = (
     "our own JSON Schema description of a field (the Chinese name of a Kingdee field)"
 )
 _OUR_LOG: Final = "our own audit note naming the 回退 action, not a cloud text"
+_PROBE_BILL: Final = "content of fapiao probe's own test bill (says: probe test, do not issue)"
 
 # (path relative to the repository, literal) → reason.
 ALLOWED: Final[dict[tuple[str, str], str]] = {
@@ -56,6 +57,8 @@ ALLOWED: Final[dict[tuple[str, str], str]] = {
     ("simulator/testing.py", "个"): _SAMPLE,
     ("simulator/testing.py", "测试商品"): _SAMPLE,
     ("worker/services/reconcile.py", "; 回退 not applied"): _OUR_LOG,
+    ("producers/probe.py", "接口探测测试（勿开票）"): _PROBE_BILL,
+    ("producers/probe.py", "接口探测"): _PROBE_BILL,
     ("producers/http.py", "单据校验未通过，共 "): _OUR_API,
     ("producers/http.py", " 处问题"): _OUR_API,
     ("producers/http.py", "单据编号已存在且内容不同"): _OUR_API,
