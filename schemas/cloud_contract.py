@@ -57,6 +57,7 @@ Gateway error table (``GATEWAY_ERRORS``; codes are guesses except ``-10001``)
 | ``-10009`` | 单据编号<billNo>已存在 | duplicate |
 | ``-10010`` | 接口编码不存在 | config_error |
 | ``-10011`` | 单据不存在 | rejected (query: see ``is_unknown_bill``) |
+| ``-10012`` | <the withdraw refusal text> | rejected (dialect ``withdraw_refusal=envelope``) |
 | ``9999`` | 系统异常 | transient |
 
 Unknown codes fall back to the message text (auth markers, 已存在/重复, 系统异常/繁忙/超时),
@@ -71,9 +72,12 @@ policy: an auth error that survives one refresh pauses the tenant).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -81,18 +85,31 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 __all__ = [
     "AUTH_FAILURE_ERROR_CODES",
     "AUTH_FAILURE_MARKERS",
+    "BILL_LABEL",
     "CALLBACK_RETRY_DELAYS_SECONDS",
     "CALLBACK_TIMEOUT_SECONDS",
+    "DEFAULT_RETURN_REASON",
+    "DIALECT_SWITCHES",
     "DIGITAL_INVOICE_TYPES",
+    "FIELD_LABELS",
+    "FILE_NOT_FOUND_MESSAGE",
     "GATEWAY_ERRORS",
+    "GOODS_SHORT_NAMES",
+    "GOODS_SHORT_NAME_DEFAULT",
+    "ISSUE_ERROR_MESSAGES",
     "MAX_LINES_PER_INVOICE_DIGITAL",
     "MAX_LINES_PER_INVOICE_TAX_CONTROL",
+    "NOT_JSON_MESSAGE",
     "PER_BILL_CALLBACK_PREFIX",
+    "PUSH_BATCH_LABEL_TEMPLATE",
     "PUSH_ITEM_OK_MESSAGE",
     "PUSH_MAX_BILLS",
     "PUSH_SUCCESS_MESSAGE",
+    "QUERY_OK_MESSAGE",
     "QUERY_UNKNOWN_BILL_ERROR_CODE",
     "QUERY_UNKNOWN_BILL_MESSAGE",
+    "REQUEST_BODY_LABEL",
+    "ROW_LABEL_TEMPLATE",
     "SINGLE_INVOICE_AMOUNT_LIMIT",
     "SUCCESS_ERROR_CODES",
     "TOKEN_EXPIRED_ERROR_CODE",
@@ -108,8 +125,12 @@ __all__ = [
     "WITHDRAW_ISSUING",
     "WITHDRAW_MAX_SERIAL_NOS",
     "WITHDRAW_OK_MESSAGE",
+    "WITHDRAW_REFUSAL_MARKER",
     "BillReturn",
     "CallbackStyle",
+    "Dialect",
+    "DialectError",
+    "ErrorCode",
     "GatewayError",
     "OutcomeClass",
     "PushResultItem",
@@ -118,7 +139,9 @@ __all__ = [
     "callback_style_for",
     "classify_gateway_failure",
     "classify_http_status",
+    "expired_token_answer",
     "expired_token_body",
+    "failure_body",
     "gateway_error",
     "is_auth_failure",
     "is_unknown_bill",
@@ -233,6 +256,13 @@ GATEWAY_ERRORS: Final[tuple[GatewayError, ...]] = (
     GatewayError(
         "-10011", "单据不存在", OutcomeClass.REJECTED, "bill unknown to the cloud (query/withdraw)"
     ),
+    GatewayError(
+        "-10012",
+        "{reason}",
+        OutcomeClass.REJECTED,
+        "BILL.WITHDRAW refused for the only/all bill(s), at the envelope level"
+        " (dialect withdraw_refusal=envelope); the text is the per-bill reason",
+    ),
     GatewayError("9999", "系统异常", OutcomeClass.TRANSIENT, "cloud-side exception"),
 )
 
@@ -264,6 +294,20 @@ def expired_token_body() -> dict[str, Any]:
         "message": TOKEN_EXPIRED_MESSAGE,
         "data": None,
     }
+
+
+def expired_token_answer(reading: str) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) of a missing/expired access_token under dialect ``expired_token``.
+
+    ``invented_401``: §5's proposal [G]; ``unauthorized_text``: the vendor guide's 常见报错2,
+    ``-10002`` 未进行接口授权 [D]; ``http_401``: an infrastructure 401 (§2.1 [I]) whose body
+    repeats the §5 proposal.
+    """
+    if reading == "unauthorized_text":
+        return 200, failure_body(ErrorCode.NOT_AUTHORISED)
+    if reading == "http_401":
+        return 401, expired_token_body()
+    return 200, expired_token_body()
 
 
 def is_auth_failure(http_status: int | None, errorCode: object, message: str | None) -> bool:
@@ -387,6 +431,8 @@ WITHDRAW_BILL_UNKNOWN: Final = "单据不存在"
 WITHDRAW_ALREADY_ISSUED: Final = "单据已开票，不允许撤回"
 WITHDRAW_ISSUING: Final = "单据开票中，不允许撤回"
 WITHDRAW_ALREADY_WITHDRAWN: Final = "单据已撤回"
+# The part every "will not withdraw" reason shares (已开票 / 开票中 …, §7 [G]).
+WITHDRAW_REFUSAL_MARKER: Final = "不允许撤回"
 
 
 class WithdrawItemResult(BaseModel):
@@ -461,3 +507,183 @@ def max_lines_per_invoice(invoice_type: str) -> int:
     if invoice_type in DIGITAL_INVOICE_TYPES:
         return MAX_LINES_PER_INVOICE_DIGITAL
     return MAX_LINES_PER_INVOICE_TAX_CONTROL
+
+
+# --------------------------------------------------------------------------- wire texts
+# Texts the simulated cloud writes that are not in ``GATEWAY_ERRORS``; kept here so that
+# tests/unit/test_cloud_contract_literals.py can hold every contract text in one module.
+
+QUERY_OK_MESSAGE: Final = "查询成功"  # [G] message of a successful BILL.INVOICE.QUERY
+NOT_JSON_MESSAGE: Final = "请求报文不是合法的JSON"  # [G] HTTP 400 for a body that is not JSON
+REQUEST_BODY_LABEL: Final = "请求报文"  # field name in -10004 when the envelope is no object
+BILL_LABEL: Final = "单据"  # field name in -10006 when no better field is known
+FILE_NOT_FOUND_MESSAGE: Final = "文件不存在"  # [G] invoice file URL of an unknown orderNo
+ROW_LABEL_TEMPLATE: Final = "第{row}行"  # prefix naming a 1-based line in -10004/-10006
+PUSH_BATCH_LABEL_TEMPLATE: Final = "单次推送单据数量(最多{limit}张)"  # -10006 on a batch > limit
+FIELD_LABELS: Final[Mapping[str, str]] = {
+    "invoiceType": "发票种类",
+    "taxRate": "税率",
+    "revenueCode": "税收分类编码",
+}
+# Texts seen in Kingdee's 待开单据 list and integrators' logs for failed issuance (§12 [G]).
+ISSUE_ERROR_MESSAGES: Final[tuple[str, ...]] = (
+    "税局登录失效，请重新登录电子税务局",
+    "授信额度不足",
+    "税控设备离线",
+    "发票领用存不足",
+    "购方税号校验不通过",
+    "开票超时，请稍后重试",
+)
+DEFAULT_RETURN_REASON: Final = "开票信息有误，退回上游修改"  # [G] 5.1.01 回退 reason
+# The *简称* the cloud prefixes to goods names, by revenue code prefix (§8 goodsName [D]; the
+# table itself is [G]: the real one is the tax bureau's 商品和服务税收分类编码表).
+GOODS_SHORT_NAMES: Final[tuple[tuple[str, str], ...]] = (
+    ("304", "信息技术服务"),
+    ("3", "现代服务"),
+    ("1090", "计算机配套产品"),
+    ("109", "电子设备"),
+    ("103", "食品"),
+)
+GOODS_SHORT_NAME_DEFAULT: Final = "货物"
+
+
+class ErrorCode(StrEnum):
+    """The errorCodes of ``GATEWAY_ERRORS`` by name (all [G] but ``-10001`` [D])."""
+
+    UNKNOWN_BUSINESS_SYSTEM = "-10001"
+    NOT_AUTHORISED = "-10002"
+    TOKEN_EXPIRED = "401"
+    FORBIDDEN = "403"
+    DATA_UNDECODABLE = "-10003"
+    REQUIRED = "-10004"
+    SELLER_UNKNOWN = "-10005"
+    INVALID = "-10006"
+    TOTAL_MISMATCH = "-10007"
+    LINE_TAX = "-10008"
+    DUPLICATE = "-10009"
+    UNKNOWN_INTERFACE = "-10010"
+    BILL_UNKNOWN = "-10011"
+    WITHDRAW_REFUSED = "-10012"
+    SYSTEM_ERROR = "9999"
+
+
+def failure_body(error_code: str, /, **values: object) -> dict[str, Any]:
+    """The §6.3 failure envelope for ``error_code`` with its message placeholders filled."""
+    return {
+        "success": False,
+        "errorCode": str(error_code),
+        "message": gateway_error(str(error_code)).message(**values),
+        "data": None,
+    }
+
+
+# --------------------------------------------------------------------------- dialects
+#
+# A dialect is one reading of every [G] fact below that has more than one plausible shape on
+# the wire. The simulator plays any of them (``fapiao simulator --dialect NAME=VALUE``,
+# ``GET/PUT /_sim/dialect``); the bridge must be right under all of them. The first value of
+# each switch is the default (the reading the simulator played before dialects existed).
+#
+# | switch | values | § | tag |
+# |---|---|---|---|
+# | unknown_bill | error · empty_list · empty_data | 8 | [G] |
+# | withdraw_refusal | per_item · envelope | 7 | [G] |
+# | expired_token | invented_401 · unauthorized_text · http_401 | 5, guide 常见报错2 | [G]/[D] |
+# | success_data | plain · base64 | 2.4, 6.2 | [G] |
+# | status_field | absent · present | 2.4 | [C S13,S14] |
+# | query_lines | goods · invoiceDetail | 8 | [D]/[I] |
+# | duplicate_bill | refused · accepted | 6.5 | [G] |
+# | unknown_fields | refused · ignored | 6.1 | [G] |
+# | request_id | required · optional | 2.3 | [D] |
+# | merge | never · when_asked | 6, 6.4 | [D S4]/[G] |
+# | callback_data | base64 · plain | 9 | [D S7]/[C S13,S14] |
+# | failed_in_query | listed · omitted | 8 | [G] |
+
+DIALECT_SWITCHES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        "unknown_bill": ("error", "empty_list", "empty_data"),
+        "withdraw_refusal": ("per_item", "envelope"),
+        "expired_token": ("invented_401", "unauthorized_text", "http_401"),
+        "success_data": ("plain", "base64"),
+        "status_field": ("absent", "present"),
+        "query_lines": ("goods", "invoiceDetail"),
+        "duplicate_bill": ("refused", "accepted"),
+        "unknown_fields": ("refused", "ignored"),
+        "request_id": ("required", "optional"),
+        "merge": ("never", "when_asked"),
+        "callback_data": ("base64", "plain"),
+        "failed_in_query": ("listed", "omitted"),
+    }
+)
+
+
+class DialectError(ValueError):
+    """An unknown switch or value; the message names it and lists the choices."""
+
+
+def _check_switch(name: str, value: object) -> str:
+    if name not in DIALECT_SWITCHES:
+        raise DialectError(
+            f"unknown dialect switch {name!r}; switches: {', '.join(DIALECT_SWITCHES)}"
+        )
+    choices = DIALECT_SWITCHES[name]
+    if not isinstance(value, str) or value not in choices:
+        raise DialectError(
+            f"unknown value {value!r} for dialect switch {name!r}; choices: {', '.join(choices)}"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """One reading of the contract's [G] parts: one attribute per ``DIALECT_SWITCHES`` key."""
+
+    unknown_bill: str = "error"
+    withdraw_refusal: str = "per_item"
+    expired_token: str = "invented_401"
+    success_data: str = "plain"
+    status_field: str = "absent"
+    query_lines: str = "goods"
+    duplicate_bill: str = "refused"
+    unknown_fields: str = "refused"
+    request_id: str = "required"
+    merge: str = "never"
+    callback_data: str = "base64"
+    failed_in_query: str = "listed"
+
+    def __post_init__(self) -> None:
+        for name in DIALECT_SWITCHES:
+            _check_switch(name, getattr(self, name))
+
+    @classmethod
+    def default(cls) -> Dialect:
+        """The first value of every switch."""
+        return cls(**{name: values[0] for name, values in DIALECT_SWITCHES.items()})
+
+    @classmethod
+    def parse(cls, specs: Iterable[str], base: Dialect | None = None) -> Dialect:
+        """``["NAME=VALUE", ...]`` (the ``--dialect`` option) applied to ``base`` (default)."""
+        changes: dict[str, str] = {}
+        for spec in specs:
+            name, sep, value = spec.partition("=")
+            if not sep:
+                raise DialectError(
+                    f"{spec!r} is not NAME=VALUE; switches: {', '.join(DIALECT_SWITCHES)}"
+                )
+            changes[name.strip()] = value.strip()
+        return (base or cls.default()).replace(changes)
+
+    def replace(self, changes: Mapping[str, object]) -> Dialect:
+        """A copy with ``changes`` applied; any unknown name or value raises ``DialectError``."""
+        for name, value in changes.items():
+            _check_switch(str(name), value)
+        return dataclasses.replace(self, **{str(k): str(v) for k, v in changes.items()})
+
+    def as_dict(self) -> dict[str, str]:
+        """Every switch and its value, in ``DIALECT_SWITCHES`` order."""
+        return {name: getattr(self, name) for name in DIALECT_SWITCHES}
+
+    def differences(self) -> dict[str, str]:
+        """Only the switches that differ from the default."""
+        default = Dialect.default().as_dict()
+        return {k: v for k, v in self.as_dict().items() if default[k] != v}

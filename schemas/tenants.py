@@ -19,11 +19,24 @@ The bridge and the simulator read the same file (``FAPIAO_TENANTS_FILE``), so
 | ``erp_webhook_url`` | URL | where outcomes are posted back to the ERP (optional) |
 | ``erp_webhook_secret`` | secret | HMAC key for those posts (optional) |
 | ``paused`` | bool | operator switch: no pushes while true |
+| ``data_encryption`` | ``base64``/``aes`` | 加密策略 of ``business_system_code`` (``base64``) |
+| ``aes_key`` | secret | its aesKey; required iff ``data_encryption = "aes"`` |
+| ``[tenants.cloud]`` | table | what is KNOWN of this tenant's contract dialect (below) |
+
+``[tenants.cloud]`` declares, per switch of ``schemas.cloud_contract.DIALECT_SWITCHES``, the
+reading this tenant has been seen to use (``unknown_bill = "error"``). Names and values are
+checked against that registry; an unknown one is an error naming the tenant, the key and the
+choices. A switch not declared means "unknown": the bridge then behaves so that it is right
+under EVERY value of it (docs/CLOUD-CONTRACT.md, "How the bridge behaves under each reading").
 
 A ``business_system_code`` starting with ``3std1`` gets per-bill callbacks (5.1.03), any other
 per-invoice callbacks (5.1.02).
 
-Each secret (``app_secret``, ``erp_webhook_secret``) is given in exactly ONE of three forms:
+``data``, answers and callbacks are encoded with ``schemas.data_codec.codec_for_tenant``
+(AES-128-GCM, key ``SHA1(SHA1(aes_key))[:16]``, kingdee-api.md §2.3 [C S16]).
+
+Each secret (``app_secret``, ``erp_webhook_secret``, ``aes_key``) is given in exactly ONE of
+three forms:
 
 | form | example | the secret is |
 |---|---|---|
@@ -64,7 +77,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.cloud_contract import callback_style_for
+from schemas.cloud_contract import DIALECT_SWITCHES, DialectError, callback_style_for
 
 __all__ = [
     "PLACEHOLDER_MARKERS",
@@ -101,7 +114,7 @@ _PLACEHOLDER_WORDS: Final = frozenset({"secret", "password", "passwd", "changeit
 MIN_SECRET_LENGTH: Final = 8
 
 # The tenant keys holding secrets; each also accepts "<key>_file" and "<key>_env".
-SECRET_KEYS: Final[tuple[str, ...]] = ("app_secret", "erp_webhook_secret")
+SECRET_KEYS: Final[tuple[str, ...]] = ("app_secret", "erp_webhook_secret", "aes_key")
 
 
 class TenantsFileError(ValueError):
@@ -155,6 +168,56 @@ class TenantConfig(BaseModel):
     erp_webhook_url: AnyHttpUrl | None = None
     erp_webhook_secret: SecretStr | None = None
     paused: bool = False
+    data_encryption: Literal["base64", "aes"] = "base64"
+    aes_key: SecretStr | None = None
+    cloud: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("cloud", mode="before")
+    @classmethod
+    def _declared_dialect(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise ValueError(
+                'must be a table of dialect switches, e.g. [tenants.cloud] unknown_bill = "error"'
+                " / cloud 必须是表"
+            )
+        for name, reading in value.items():
+            if name not in DIALECT_SWITCHES:
+                raise ValueError(
+                    f"unknown cloud switch {name!r}; switches: {', '.join(DIALECT_SWITCHES)}"
+                    " / 未知的接口方言开关"
+                )
+            choices = DIALECT_SWITCHES[name]
+            if reading not in choices:
+                raise ValueError(
+                    f"cloud.{name} = {reading!r} is not a reading of {name!r}; choices:"
+                    f" {', '.join(choices)} / 接口方言取值不正确"
+                )
+        return dict(value)
+
+    def declared(self, switch: str) -> str | None:
+        """The declared reading of dialect ``switch``; None = unknown (be right under all)."""
+        if switch not in DIALECT_SWITCHES:
+            raise DialectError(f"unknown dialect switch {switch!r}")
+        return self.cloud.get(switch)
+
+    def declares(self, switch: str, *readings: str) -> bool:
+        """True when ``switch`` is declared and its reading is one of ``readings``."""
+        return self.declared(switch) in readings
+
+    @model_validator(mode="after")
+    def _aes_key_iff_aes(self) -> TenantConfig:
+        has_key = self.aes_key is not None and bool(self.aes_key.get_secret_value())
+        if self.data_encryption == "aes" and not has_key:
+            raise ValueError(
+                "data_encryption 'aes' needs aes_key (or aes_key_file / aes_key_env)"
+                " / AES加密策略需要aes_key"
+            )
+        if self.data_encryption == "base64" and self.aes_key is not None:
+            raise ValueError(
+                "aes_key is given but data_encryption is 'base64'; set data_encryption = 'aes'"
+                " or remove aes_key / 未启用AES加密却配置了aes_key"
+            )
+        return self
 
     @field_validator("name")
     @classmethod
@@ -375,6 +438,8 @@ def _refuse_placeholders(
         secrets = {"app_secret": tenant.app_secret}
         if tenant.erp_webhook_secret is not None:
             secrets["erp_webhook_secret"] = tenant.erp_webhook_secret
+        if tenant.aes_key is not None:
+            secrets["aes_key"] = tenant.aes_key
         for field, secret in secrets.items():
             if is_placeholder_secret(secret):
                 source = (sources or {}).get((index, field))

@@ -20,9 +20,16 @@ Routes (``{base}`` is the path of a tenant's base URL, e.g. ``/demo``)
 | GET | ``/_sim/callbacks`` (``billNo``, ``state``) | recent callback deliveries |
 | GET PUT | ``/_sim/callback-urls`` | callback URL per businessSystemCode |
 | GET PUT PATCH | ``/_sim/bill-rules`` | rules for named billNos (``simulator.bill_rules``) |
+| GET PUT | ``/_sim/dialect`` | the contract reading played (``cloud_contract.Dialect``) (b) |
 | POST | ``/_sim/reset`` (``keep_tokens``) | forget everything (tests) |
 
 (a) the access_token travels in the query string or in the header ``access_token``.
+(b) ``PUT`` takes a partial object ``{"switch": "value"}`` and answers the full new object; an
+unknown switch or value is a 400 naming the choices. ``POST /_sim/reset`` restores the dialect
+the process was started with (``--dialect``).
+
+Dialect switches played here (the rest in ``simulator.cloud``): ``expired_token`` (the answer
+to a missing/expired token) and ``status_field`` (``status`` added to every gateway answer).
 
 The cloud endpoints are dispatched by exact path from a dict and answered with raw ASGI
 messages (the hot path stays lean); ``/_sim/`` is a Starlette router.
@@ -46,7 +53,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from schemas.cloud_contract import expired_token_body
+from schemas.cloud_contract import (
+    DIALECT_SWITCHES,
+    FILE_NOT_FOUND_MESSAGE,
+    NOT_JSON_MESSAGE,
+    DialectError,
+    expired_token_answer,
+)
 from schemas.kingdee import ACCESS_TOKEN_PARAM, APP_TOKEN_PATH, LOGIN_PATH, OPENAPI_PATH
 from schemas.money import dumps_exact, loads_exact
 from simulator.bill_rules import BillRulesError
@@ -275,21 +288,23 @@ class SimulatorApp:
             cloud.tokens.expire(token)
         tenant = cloud.authenticate(path, token)
         if tenant is None or dice.roll("auth_fail"):
-            body = expired_token_body()
-            stats.call(interface, str(body["errorCode"]))
-            await _send_json(send, 200, body)
+            status, body = expired_token_answer(cloud.dialect.expired_token)
+            stats.call(interface, str(body["errorCode"]) if status == 200 else f"http_{status}")
+            await _send_json(send, status, self._with_status(body))
             return
         if envelope is None:
             stats.call(interface, "http_400")
             await _send_json(
                 send,
                 400,
-                {
-                    "success": False,
-                    "errorCode": "400",
-                    "message": "请求报文不是合法的JSON",
-                    "data": None,
-                },
+                self._with_status(
+                    {
+                        "success": False,
+                        "errorCode": "400",
+                        "message": NOT_JSON_MESSAGE,
+                        "data": None,
+                    }
+                ),
             )
             return
         if interface == _PUSH:
@@ -310,13 +325,19 @@ class SimulatorApp:
                 stats.call(result.interface, "dropped_after_commit")
                 await _drop(send)
         stats.call(result.interface, result.outcome)
-        await _send_json(send, 200, result.body)
+        await _send_json(send, 200, self._with_status(result.body))
+
+    def _with_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Dialect ``status_field=present``: ``status`` (bool) beside ``success`` (§2.4)."""
+        if self.cloud.dialect.status_field == "present":
+            return {**body, "status": bool(body.get("success"))}
+        return body
 
     async def _file(self, scope: Scope, send: Send, name: str) -> None:
         order_no, _, kind = name.rpartition(".")
         found = self.cloud.invoice_file(order_no) if scope["method"] in ("GET", "HEAD") else None
         if found is None or kind not in file_kinds_for(found[0].invoice_type).values():
-            await _send_json(send, 404, {"success": False, "message": "文件不存在"})
+            await _send_json(send, 404, {"success": False, "message": FILE_NOT_FOUND_MESSAGE})
             return
         bill, invoice = found
         body = render_file(bill, invoice, kind)
@@ -480,6 +501,16 @@ def _admin_router(cloud: SimulatedCloud) -> Router:
                 return ExactJSONResponse({"error": str(exc)}, status_code=400)
         return ExactJSONResponse(cloud.bill_rules.as_json())
 
+    async def dialect(request: Request) -> Response:
+        if request.method == "PUT":
+            body = await _json_object(request)
+            try:
+                cloud.dialect = cloud.dialect.replace(body)
+            except DialectError as exc:
+                choices = {name: list(values) for name, values in DIALECT_SWITCHES.items()}
+                return ExactJSONResponse({"error": str(exc), "choices": choices}, status_code=400)
+        return ExactJSONResponse(cloud.dialect.as_dict())
+
     async def reset(request: Request) -> Response:
         keep = request.query_params.get("keep_tokens") in ("1", "true")
         await cloud.reset(keep_tokens=keep)
@@ -500,6 +531,7 @@ def _admin_router(cloud: SimulatedCloud) -> Router:
             Route("/_sim/callbacks", callbacks, methods=["GET"]),
             Route("/_sim/callback-urls", callback_urls, methods=["GET", "PUT"]),
             Route("/_sim/bill-rules", bill_rules, methods=["GET", "PUT", "PATCH"]),
+            Route("/_sim/dialect", dialect, methods=["GET", "PUT"]),
             Route("/_sim/reset", reset, methods=["POST"]),
         ]
     )

@@ -13,11 +13,15 @@ Examples::
     fapiao simulator --issue-delay 0.2 --token-ttl 30 --callback-retry-schedule 0.05,0.1,0.2
     fapiao simulator --tenants-file one-tenant.toml --tenant-path /demo
     fapiao simulator --tenant-path demo=/kingdee --tenant-path shop=/shop2
+    fapiao simulator --dialect unknown_bill=empty_list --dialect merge=when_asked
 
 ``--tenant-path`` overrides the path a tenant is served under (by default the path of its
 ``base_url``): a bare ``/path`` when the tenants file has exactly one tenant, else
 ``NAME=/path`` (repeatable, one per tenant). The tenant then answers only under the new path,
 and its invoice file URLs point there too.
+
+``--dialect NAME=VALUE`` (repeatable) picks one reading of a guessed part of the contract
+(``schemas.cloud_contract.DIALECT_SWITCHES``; ``GET /_sim/dialect`` lists the current one).
 """
 
 from __future__ import annotations
@@ -146,11 +150,21 @@ def simulator(
     plain_query_data: Annotated[
         bool, typer.Option(help="Answer BILL.INVOICE.QUERY with plain JSON `data`.")
     ] = False,
+    dialect: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=(
+                "Contract dialect NAME=VALUE (repeatable): which reading of a guessed part of"
+                " the contract to play; see GET /_sim/dialect."
+            ),
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run a faithful, fault-injecting Kingdee Invoice Cloud for development and tests."""
     import uvicorn
 
+    from schemas.cloud_contract import Dialect, DialectError
     from schemas.tenants import TenantsFileError, load_tenants
     from simulator.app import create_app
     from simulator.config import SimulatorConfig, parse_schedule
@@ -169,6 +183,10 @@ def simulator(
         plan = FaultPlan.from_specs(faults or [])
     except FaultSpecError as exc:
         raise typer.BadParameter(str(exc), param_hint="--faults") from exc
+    try:
+        played = Dialect.parse(dialect or [])
+    except DialectError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--dialect") from exc
     defaults = SimulatorConfig()
     try:
         limit = Decimal(invoice_amount_limit) if invoice_amount_limit else None
@@ -187,6 +205,7 @@ def simulator(
             max_lines_per_invoice=max_lines_per_invoice,
             lenient_data=lenient_data,
             plain_query_data=plain_query_data,
+            dialect=played,
             faults=plan,
             seed=seed,
             state_file=state_file,
@@ -205,6 +224,8 @@ def simulator(
         )
     if plan.active():
         typer.echo(f"faults: {plan.active()}")
+    if played.differences():
+        typer.echo(f"dialect: {played.differences()}")
     typer.echo(f"admin: http://{host}:{port}/_sim/stats")
     uvicorn.run(
         app,

@@ -12,7 +12,7 @@ Gateway checks, in the order the cloud is assumed to make them (docs/CLOUD-CONTR
 | businessSystemCode registered for the tenant | ``-10001`` ``未知业务系统编码<code>`` |
 | interfaceCode known | ``-10010`` ``接口编码不存在`` |
 | ``data`` base64 → JSON (raw JSON only in lenient mode) | ``-10003`` ``data解密失败`` |
-| BILL.PUSH: each bill passes ``validate_bill`` | ``-10004``/``-10006``/``-10008``/``-10007`` |
+| BILL.PUSH: each bill passes ``simulator.rules.check_bill`` | ``-10004``…``-10008`` |
 | BILL.PUSH: seller tax id configured for the tenant | ``-10005`` ``销方税号<x>未在发票云维护`` |
 | BILL.PUSH: billNo not live already | ``-10009`` ``单据编号<billNo>已存在`` |
 | BILL.PUSH: billNo named by a refuse rule (``simulator.bill_rules``) | that rule's errorCode |
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -39,32 +38,35 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.cloud_contract import (
+    BILL_LABEL,
+    ISSUE_ERROR_MESSAGES,
+    PUSH_BATCH_LABEL_TEMPLATE,
     PUSH_ITEM_OK_MESSAGE,
     PUSH_MAX_BILLS,
     PUSH_SUCCESS_MESSAGE,
-    QUERY_UNKNOWN_BILL_ERROR_CODE,
-    QUERY_UNKNOWN_BILL_MESSAGE,
+    QUERY_OK_MESSAGE,
+    REQUEST_BODY_LABEL,
     TOKEN_FAILURE_BAD_ACCOUNT,
     TOKEN_FAILURE_BAD_APP,
     TOKEN_FAILURE_BAD_LOGIN,
-    UNKNOWN_INTERFACE_ERROR_CODE,
     WITHDRAW_ALREADY_ISSUED,
     WITHDRAW_ALREADY_WITHDRAWN,
     WITHDRAW_BILL_UNKNOWN,
     WITHDRAW_ISSUING,
     WITHDRAW_OK_MESSAGE,
     BillReturn,
+    Dialect,
+    ErrorCode,
     TokenFailure,
     callback_style_for,
-    gateway_error,
+    failure_body,
     token_failure_body,
 )
-from schemas.erp import Bill, validate_bill
-from schemas.errors import DocumentInvalid, Issue
 from schemas.kingdee import (
     AppTokenRequest,
     BizControl,
     CallbackInterfaceCode,
+    DataCodec,
     DataDecodeError,
     InterfaceCode,
     InvoiceItem,
@@ -76,6 +78,7 @@ from schemas.kingdee import (
     encode_data,
     token_success_body,
 )
+from schemas.tax import line_amounts
 from simulator.bill_rules import BillRules
 from simulator.bills import (
     WITHDRAWABLE_STATES,
@@ -89,9 +92,10 @@ from simulator.bills import (
 )
 from simulator.callbacks import CallbackDelivery, CallbackSender, OutgoingCallback
 from simulator.config import SimulatorConfig
-from simulator.faults import ISSUE_ERROR_MESSAGES, FaultDice, FaultPlan
+from simulator.faults import FaultDice, FaultPlan
 from simulator.issuance import InvoiceNumbers, invoice_item, plan_invoices
 from simulator.persistence import StateFile
+from simulator.rules import Refusal, RuledBill, RuledLine, check_bill
 from simulator.stats import CallStats
 from simulator.tenancy import SimTenant, TenantDirectory
 from simulator.tokens import TokenBook
@@ -100,25 +104,6 @@ __all__ = ["GatewayResult", "OperatorError", "SimulatedCloud"]
 
 _INTERFACES = frozenset(code.value for code in InterfaceCode)
 _ENVELOPE_FIELDS = ("requestId", "businessSystemCode", "interfaceCode", "data")
-_LINE_PATH = re.compile(r"billDetail\[(\d+)\](?:\.(\w+))?")
-
-# Issue rule → (precedence, errorCode); lower precedence is reported first (§11 order).
-_REQUIRED_RULES = {"required", "buyer_tax_id_required", "deduction_required", "red_reference"}
-_LINE_RULES = {
-    "line_tax_tolerance",
-    "qty_price",
-    "discount_line",
-    "sign",
-    "money_precision",
-    "price_precision",
-    "detail_id_unique",
-}
-_FIELD_LABELS = {"invoice_type": "发票种类", "tax_rate": "税率", "revenue_code": "税收分类编码"}
-_REQUIRED_FIELDS = {
-    "buyer_tax_id_required": "buyerTaxpayerId",
-    "deduction_required": "deduction",
-    "red_reference": "originalInvoiceNumber",
-}
 
 
 class OperatorError(Exception):
@@ -139,13 +124,8 @@ class GatewayResult:
         return "success" if self.body.get("success") else str(self.body.get("errorCode"))
 
 
-def _failure(error_code: str, **values: object) -> dict[str, Any]:
-    return {
-        "success": False,
-        "errorCode": error_code,
-        "message": gateway_error(error_code).message(**values),
-        "data": None,
-    }
+def _failure(error_code: ErrorCode, **values: object) -> dict[str, Any]:
+    return failure_body(error_code, **values)
 
 
 class SimulatedCloud:
@@ -161,6 +141,7 @@ class SimulatedCloud:
         self.numbers = InvoiceNumbers()
         self.callback_urls: dict[str, str] = {}
         self.bill_rules = BillRules()
+        self.dialect: Dialect = config.dialect
         self.sender = CallbackSender(
             self.stats,
             config.callback_retry_schedule,
@@ -252,6 +233,7 @@ class SimulatedCloud:
         self.stats.reset()
         self.callback_urls.clear()
         self.bill_rules.clear()
+        self.dialect = self.config.dialect
         if not keep_tokens:
             self.tokens.clear()
         self.dice.plan = self.config.faults
@@ -337,29 +319,31 @@ class SimulatedCloud:
     ) -> tuple[str, str, Any] | GatewayResult:
         """``(businessSystemCode, interfaceCode, decoded data)`` or the refusal."""
         if not isinstance(envelope, dict):
-            return GatewayResult("openApi", _failure("-10004", field="请求报文"))
+            return GatewayResult("openApi", _failure(ErrorCode.REQUIRED, field=REQUEST_BODY_LABEL))
         for name in _ENVELOPE_FIELDS:
+            if name == "requestId" and self.dialect.request_id == "optional":
+                continue
             value = envelope.get(name)
             if value is None or (isinstance(value, str) and not value.strip()):
                 interface = envelope.get("interfaceCode")
                 label = interface if interface in _INTERFACES else "openApi"
-                return GatewayResult(str(label), _failure("-10004", field=name))
+                return GatewayResult(str(label), _failure(ErrorCode.REQUIRED, field=name))
         code = str(envelope["businessSystemCode"]).strip()
         interface = str(envelope["interfaceCode"]).strip()
         label = interface if interface in _INTERFACES else "openApi"
         if code not in tenant.business_system_codes:
-            return GatewayResult(label, _failure("-10001", code=code))
+            return GatewayResult(label, _failure(ErrorCode.UNKNOWN_BUSINESS_SYSTEM, code=code))
         if interface not in _INTERFACES:
-            return GatewayResult("openApi", _failure(UNKNOWN_INTERFACE_ERROR_CODE))
+            return GatewayResult("openApi", _failure(ErrorCode.UNKNOWN_INTERFACE))
         raw = envelope["data"]
         if not self.config.lenient_data and (
             not isinstance(raw, str) or raw.lstrip()[:1] in ("{", "[")
         ):
-            return GatewayResult(interface, _failure("-10003"))
+            return GatewayResult(interface, _failure(ErrorCode.DATA_UNDECODABLE))
         try:
-            payload = decode_data(raw)
+            payload = decode_data(raw, tenant.codec)
         except DataDecodeError:
-            return GatewayResult(interface, _failure("-10003"))
+            return GatewayResult(interface, _failure(ErrorCode.DATA_UNDECODABLE))
         return code, interface, payload
 
     async def gateway(self, tenant: SimTenant, envelope: Any) -> GatewayResult:
@@ -380,44 +364,44 @@ class SimulatedCloud:
     ) -> GatewayResult:
         interface = InterfaceCode.BILL_PUSH.value
         if not isinstance(payload, list) or not all(isinstance(b, dict) for b in payload):
-            return GatewayResult(interface, _failure("-10003"))
+            return GatewayResult(interface, _failure(ErrorCode.DATA_UNDECODABLE))
         if not payload:
-            return GatewayResult(interface, _failure("-10004", field="data"))
+            return GatewayResult(interface, _failure(ErrorCode.REQUIRED, field="data"))
         if len(payload) > PUSH_MAX_BILLS:
-            return GatewayResult(
-                interface, _failure("-10006", field=f"单次推送单据数量(最多{PUSH_MAX_BILLS}张)")
-            )
+            label = PUSH_BATCH_LABEL_TEMPLATE.format(limit=PUSH_MAX_BILLS)
+            return GatewayResult(interface, _failure(ErrorCode.INVALID, field=label))
         if self.dice.roll("push_system_error"):
-            return GatewayResult(interface, _failure("9999"))
-        bills: list[tuple[Bill, str]] = []
+            return GatewayResult(interface, _failure(ErrorCode.SYSTEM_ERROR))
+        bills: list[RuledBill] = []
         for raw in payload:
-            try:
-                bill = validate_bill(raw)
-            except DocumentInvalid as exc:
-                return GatewayResult(interface, _refusal_for(exc.issues))
-            except ValidationError as exc:
-                return GatewayResult(interface, _refusal_for_validation(exc))
-            seller = (bill.sellerTaxpayerId or bill.orgCode or "").strip()
-            if not seller:
-                return GatewayResult(interface, _failure("-10004", field="sellerTaxpayerId"))
-            bills.append((bill, seller))
+            checked = check_bill(raw, unknown_fields=self.dialect.unknown_fields)
+            if isinstance(checked, Refusal):
+                return GatewayResult(interface, checked.body())
+            bills.append(checked)
         seen: set[BillKey] = set()
-        for bill, seller in bills:
-            if seller not in tenant.seller_tax_ids:
-                return GatewayResult(interface, _failure("-10005", tax_id=seller))
-            key = (tenant.name, seller, bill.billNo)
+        for bill in bills:
+            if bill.seller not in tenant.seller_tax_ids:
+                return GatewayResult(
+                    interface, _failure(ErrorCode.SELLER_UNKNOWN, tax_id=bill.seller)
+                )
+            key = (tenant.name, bill.seller, bill.bill_no)
             duplicate = key in seen or bool(self.bills.live(key))
-            if duplicate and not self.dice.roll("accept_duplicate_push"):
-                return GatewayResult(interface, _failure("-10009", bill_no=bill.billNo))
+            accepted_anyway = self.dialect.duplicate_bill == "accepted" or self.dice.roll(
+                "accept_duplicate_push"
+            )
+            if duplicate and not accepted_anyway:
+                return GatewayResult(interface, _failure(ErrorCode.DUPLICATE, bill_no=bill.bill_no))
             seen.add(key)
-        for bill, seller in bills:
-            refusal = self.bill_rules.refusal(bill.billNo)
+        for bill in bills:
+            refusal = self.bill_rules.refusal(bill.bill_no)
             if refusal is not None:
                 return GatewayResult(
                     interface,
-                    _failure(refusal, bill_no=bill.billNo, tax_id=seller, field="单据", row=1),
+                    failure_body(
+                        refusal, bill_no=bill.bill_no, tax_id=bill.seller, field=BILL_LABEL, row=1
+                    ),
                 )
-        accepted = [self._accept(tenant, business_system_code, b, s) for b, s in bills]
+        accepted = [self._accept(tenant, business_system_code, b) for b in bills]
         immediate = any(b.auto_invoice for b in accepted) and self.dice.roll(
             "callback_before_response"
         )
@@ -430,35 +414,48 @@ class SimulatedCloud:
                 await asyncio.gather(*(d.first_attempt_done.wait() for d in deliveries))
             else:
                 self._schedule_issue(sim, self.config.issue_delay)
+        items = [
+            {"billNo": b.bill_no, "success": True, "message": PUSH_ITEM_OK_MESSAGE}
+            for b in accepted
+        ]
         body = {
             "success": True,
             "errorCode": "0",
             "message": PUSH_SUCCESS_MESSAGE,
-            "data": [
-                {"billNo": b.bill_no, "success": True, "message": PUSH_ITEM_OK_MESSAGE}
-                for b in accepted
-            ],
+            "data": self._success_data(tenant, items),
         }
         return GatewayResult(interface, body, committed=True)
 
-    def _accept(self, tenant: SimTenant, code: str, bill: Bill, seller: str) -> SimBill:
-        key = (tenant.name, seller, bill.billNo)
-        auto = bill.autoInvoice == "1" if bill.autoInvoice in ("0", "1") else tenant.auto_invoice
-        header = bill.to_wire()
-        header.pop("billDetail", None)
+    def _success_data(self, tenant: SimTenant, items: list[dict[str, Any]]) -> Any:
+        """Push/withdraw success ``data``: plain, or encoded like requests (dialect)."""
+        if self.dialect.success_data == "base64":
+            return encode_data(items, tenant.codec)
+        return items
+
+    def _accept(self, tenant: SimTenant, code: str, bill: RuledBill) -> SimBill:
+        key = (tenant.name, bill.seller, bill.bill_no)
+        auto = bill.auto_invoice == "1" if bill.auto_invoice in ("0", "1") else tenant.auto_invoice
+        lines = [_sim_line(line) for line in bill.lines]
+        amount_with_tax = sum(
+            (
+                line_amounts(line.amount, line.tax_rate, bill.include_tax, line.tax_amount).incl
+                for line in lines
+            ),
+            Decimal("0.00"),
+        )
         sim = SimBill(
             id=self.bills.next_id(),
             tenant=tenant.name,
-            seller_tax_id=seller,
-            bill_no=bill.billNo,
+            seller_tax_id=bill.seller,
+            bill_no=bill.bill_no,
             generation=len(self.bills.generations(key)) + 1,
             business_system_code=code,
-            invoice_type=str(bill.invoiceType),
-            include_tax_flag=bill.includeTaxFlag == "1",
+            invoice_type=bill.invoice_type,
+            include_tax_flag=bill.include_tax,
             auto_invoice=auto,
-            header=header,
-            lines=[_sim_line(detail) for detail in bill.billDetail],
-            amount_with_tax=bill.total().incl,
+            header=dict(bill.header),
+            lines=lines,
+            amount_with_tax=amount_with_tax,
             state=BillState.ISSUING if auto else BillState.ACCEPTED,
             pushed_at=int(time.time() * 1000),
         )
@@ -478,7 +475,19 @@ class SimulatedCloud:
             return GatewayResult(interface, _refusal_for_validation(exc, "serialNos"))
         scope = request.sellerTaxpayerId or request.orgCode
         results = [self._withdraw_one(tenant, bill_no, scope) for bill_no in request.serialNos]
-        body = {"success": True, "errorCode": "0", "message": WITHDRAW_OK_MESSAGE, "data": results}
+        if self.dialect.withdraw_refusal == "envelope" and not any(r["success"] for r in results):
+            # The refusal of the only/all bill(s) at the envelope level (dialect).
+            reason = str(results[0]["message"])
+            unknown = all(r["message"] == WITHDRAW_BILL_UNKNOWN for r in results)
+            if unknown:
+                return GatewayResult(interface, _failure(ErrorCode.BILL_UNKNOWN))
+            return GatewayResult(interface, _failure(ErrorCode.WITHDRAW_REFUSED, reason=reason))
+        body = {
+            "success": True,
+            "errorCode": "0",
+            "message": WITHDRAW_OK_MESSAGE,
+            "data": self._success_data(tenant, results),
+        }
         return GatewayResult(interface, body)
 
     def _withdraw_one(self, tenant: SimTenant, bill_no: str, scope: str | None) -> dict[str, Any]:
@@ -517,24 +526,36 @@ class SimulatedCloud:
             return GatewayResult(interface, _refusal_for_validation(exc, "serialNo"))
         key = (tenant.name, request.sellerTaxpayerId, request.serialNo)
         live = self.bills.live(key)
+        result: list[dict[str, Any]]
         if not live:
-            body = {
-                "success": False,
-                "errorCode": QUERY_UNKNOWN_BILL_ERROR_CODE,
-                "message": QUERY_UNKNOWN_BILL_MESSAGE,
-                "data": None,
-            }
-            return GatewayResult(interface, body)
-        items = [
-            invoice_item(bill, invoice, self._origin(bill))
-            for bill in live
-            for invoice in bill.invoices
-            if invoice.status is not None
-        ]
-        result = [{"billNo": request.serialNo, "invoiceList": items}]
-        data: Any = result if self.config.plain_query_data else encode_data(result)
-        body = {"success": True, "errorCode": "0", "message": "查询成功", "data": data}
+            if self.dialect.unknown_bill == "error":
+                return GatewayResult(interface, _failure(ErrorCode.BILL_UNKNOWN))
+            if self.dialect.unknown_bill == "empty_list":
+                result = [{"billNo": request.serialNo, "invoiceList": []}]
+            else:
+                result = []
+        else:
+            items = [
+                self._query_item(bill, invoice)
+                for bill in live
+                for invoice in bill.invoices
+                if invoice.status is not None
+                and (
+                    invoice.status is InvoiceStatus.ISSUED
+                    or self.dialect.failed_in_query == "listed"
+                )
+            ]
+            result = [{"billNo": request.serialNo, "invoiceList": items}]
+        data = result if self.config.plain_query_data else encode_data(result, tenant.codec)
+        body = {"success": True, "errorCode": "0", "message": QUERY_OK_MESSAGE, "data": data}
         return GatewayResult(interface, body)
+
+    def _query_item(self, bill: SimBill, invoice: SimInvoice) -> dict[str, Any]:
+        """A query ``invoiceList`` item: lines under ``goods`` (§8) or ``invoiceDetail``."""
+        item = invoice_item(bill, invoice, self._origin(bill))
+        if self.dialect.query_lines == "goods":
+            item["goods"] = item.pop("invoiceDetail")
+        return item
 
     # ------------------------------------------------------------------ issuance
 
@@ -634,9 +655,15 @@ class SimulatedCloud:
     def _callback_url(self, bill: SimBill) -> str | None:
         return self.callback_urls.get(bill.business_system_code) or self.config.callback_url
 
+    def _codec(self, bill: SimBill) -> DataCodec:
+        return self.tenants.by_name[bill.tenant].codec
+
     def _outgoing(
         self, bill: SimBill, url: str, body: dict[str, Any], kind: str
     ) -> OutgoingCallback:
+        if self.dialect.callback_data == "plain":
+            # Some receivers get the object/array itself (§9: "be tolerant" [C S13,S14]).
+            body = {**body, "data": decode_data(body["data"], self._codec(bill))}
         dice = self.dice
         delay = dice.plan.callback_delay_s if dice.roll("callback_delay") else 0.0
         return OutgoingCallback(
@@ -668,13 +695,22 @@ class SimulatedCloud:
                 if inv.status is not None
             ]
             body = build_callback(
-                CallbackInterfaceCode.INVOICE_OPEN, items, "per_bill", self._biz_control()
+                CallbackInterfaceCode.INVOICE_OPEN,
+                items,
+                "per_bill",
+                self._biz_control(),
+                codec=self._codec(bill),
             )
             outgoing.append(self._outgoing(bill, url, body, "INVOICE.OPEN per_bill"))
         else:
             for invoice in touched:
                 item = InvoiceItem.model_validate(invoice_item(bill, invoice, self._origin(bill)))
-                body = build_callback(CallbackInterfaceCode.INVOICE_OPEN, [item], "per_invoice")
+                body = build_callback(
+                    CallbackInterfaceCode.INVOICE_OPEN,
+                    [item],
+                    "per_invoice",
+                    codec=self._codec(bill),
+                )
                 outgoing.append(self._outgoing(bill, url, body, "INVOICE.OPEN per_invoice"))
         reverse = len(outgoing) > 1 and self.dice.roll("callback_reorder")
         if reverse:
@@ -756,7 +792,13 @@ class SimulatedCloud:
         returned = BillReturn(
             billNo=bill.bill_no, sellerTaxpayerId=bill.seller_tax_id, reason=reason
         )
-        body = build_callback(CallbackInterfaceCode.BILL_RETURN, [], "return", returned=returned)
+        body = build_callback(
+            CallbackInterfaceCode.BILL_RETURN,
+            [],
+            "return",
+            returned=returned,
+            codec=self._codec(bill),
+        )
         return self.sender.send_batch([self._outgoing(bill, url, body, "BILL.RETURN")])
 
     def invoice_file(self, order_no: str) -> tuple[SimBill, SimInvoice] | None:
@@ -822,73 +864,33 @@ def _count_states(book: BillBook) -> dict[str, int]:
     return counts
 
 
-def _sim_line(detail: Any) -> SimLine:
+def _sim_line(line: RuledLine) -> SimLine:
     return SimLine(
-        detail_id=str(detail.detailId),
-        goods_name=detail.goodsName or "",
-        revenue_code=detail.revenueCode or "",
-        tax_rate=detail.taxRate,
-        amount=detail.amount,
-        tax_amount=detail.taxAmount,
-        quantity=detail.quantity,
-        price=detail.price,
-        units=detail.units or "",
-        specification=detail.specification or "",
-        is_discount=detail.lineProperty == 1,
-        zero_tax_rate_flag=detail.zeroTaxRateFlag or "",
-        privilege_flag=detail.privilegeFlag or "",
-        privilege_content=detail.privilegeContent or "",
+        detail_id=line.detail_id,
+        goods_name=line.goods_name,
+        revenue_code=line.revenue_code,
+        tax_rate=line.tax_rate,
+        amount=line.amount,
+        tax_amount=line.tax_amount,
+        quantity=line.quantity,
+        price=line.price,
+        units=line.units,
+        specification=line.specification,
+        is_discount=line.is_discount,
+        zero_tax_rate_flag=line.zero_tax_rate_flag,
+        privilege_flag=line.privilege_flag,
+        privilege_content=line.privilege_content,
     )
-
-
-# ---------------------------------------------------------------------- issue → error mapping
-
-
-def _precedence(issue: Issue) -> int:
-    if issue.rule in _REQUIRED_RULES:
-        return 0
-    if issue.rule == "total_mismatch":
-        return 3
-    if issue.rule == "invoice_tax_tolerance":
-        return 4
-    if issue.rule in _LINE_RULES:
-        return 2
-    return 1
-
-
-def _field_label(issue: Issue) -> tuple[int | None, str]:
-    """(1-based line number or None, field name) from an issue path."""
-    match = _LINE_PATH.match(issue.path)
-    leaf = issue.path.rsplit(".", 1)[-1] if issue.path else "billDetail"
-    if match:
-        return int(match.group(1)) + 1, match.group(2) or "billDetail"
-    return None, leaf
-
-
-def _refusal_for(issues: Sequence[Issue]) -> dict[str, Any]:
-    """The §6.3 failure for the most important of ``issues``."""
-    if not issues:
-        return _failure("-10006", field="单据")
-    issue = min(issues, key=_precedence)
-    row, leaf = _field_label(issue)
-    where = f"第{row}行" if row is not None else ""
-    if issue.rule in _REQUIRED_RULES:
-        return _failure("-10004", field=where + _REQUIRED_FIELDS.get(issue.rule, leaf))
-    if issue.rule == "total_mismatch":
-        return _failure("-10007")
-    if issue.rule == "line_tax_tolerance":
-        return _failure("-10008", row=row if row is not None else 1)
-    return _failure("-10006", field=where + _FIELD_LABELS.get(issue.rule, leaf))
 
 
 def _refusal_for_validation(exc: ValidationError, default_field: str = "data") -> dict[str, Any]:
     """A pydantic error on a payload the schemas did not turn into issues."""
     errors = exc.errors()
     if not errors:
-        return _failure("-10006", field=default_field)
+        return _failure(ErrorCode.INVALID, field=default_field)
     first = min(errors, key=lambda e: 0 if e["type"] == "missing" else 1)
     loc = [str(part) for part in first["loc"]]
     name = next((p for p in reversed(loc) if not p.isdigit()), default_field)
     if first["type"] in {"missing", "too_short", "string_too_short"}:
-        return _failure("-10004", field=name)
-    return _failure("-10006", field=name)
+        return _failure(ErrorCode.REQUIRED, field=name)
+    return _failure(ErrorCode.INVALID, field=name)

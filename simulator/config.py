@@ -11,6 +11,7 @@
 | ``max_lines_per_invoice`` | None | overrides the contract's 8 (税控) / 2000 (数电) |
 | ``lenient_data`` | False | accept a raw JSON ``data`` (object/array) instead of base64 |
 | ``plain_query_data`` | False | answer BILL.INVOICE.QUERY with a plain JSON array |
+| ``dialect`` | default | ``schemas.cloud_contract.Dialect`` played at start and after a reset |
 | ``faults`` | all off | ``FaultPlan`` |
 | ``seed`` | None | seed of the fault dice |
 | ``state_file`` | None | SQLite file keeping bills, invoices and statistics across restarts |
@@ -26,6 +27,7 @@ from schemas.cloud_contract import (
     CALLBACK_RETRY_DELAYS_SECONDS,
     CALLBACK_TIMEOUT_SECONDS,
     SINGLE_INVOICE_AMOUNT_LIMIT,
+    Dialect,
 )
 from simulator.faults import FaultPlan
 
@@ -45,6 +47,7 @@ class SimulatorConfig:
     max_lines_per_invoice: int | None = None
     lenient_data: bool = False
     plain_query_data: bool = False
+    dialect: Dialect = field(default_factory=Dialect.default)
     faults: FaultPlan = field(default_factory=FaultPlan)
     seed: int | None = None
     state_file: Path | None = None

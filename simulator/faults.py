@@ -43,6 +43,8 @@ from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any
 
+from schemas.cloud_contract import ISSUE_ERROR_MESSAGES
+
 __all__ = [
     "FAULT_NAMES",
     "ISSUE_ERROR_MESSAGES",
@@ -52,16 +54,6 @@ __all__ = [
     "FaultSpecError",
     "parse_fault_spec",
 ]
-
-# Texts seen in Kingdee's 待开单据 list and integrators' logs for failed issuance.
-ISSUE_ERROR_MESSAGES: tuple[str, ...] = (
-    "税局登录失效，请重新登录电子税务局",
-    "授信额度不足",
-    "税控设备离线",
-    "发票领用存不足",
-    "购方税号校验不通过",
-    "开票超时，请稍后重试",
-)
 
 
 class FaultSpecError(ValueError):

@@ -6,7 +6,8 @@ invoice files under ``/demo/doc/free/fileInfo/preview/``. Several tenants (accou
 one path; the token calls pick the tenant by ``accountId``, later calls by the token.
 
 ``SimTenant`` is the simulator's read-only view of a ``schemas.tenants.TenantConfig``: only
-what the cloud checks (ids, secret, user, business system codes, seller tax ids, autoInvoice).
+what the cloud checks (ids, secret, user, business system codes, seller tax ids, autoInvoice,
+the 加密策略 ``data_encryption``/``aes_key``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from schemas.data_codec import codec_for
+from schemas.kingdee import DataCodec
 
 __all__ = ["SimTenant", "TenantDirectory", "base_path", "tenants_from_config"]
 
@@ -36,6 +40,13 @@ class SimTenant:
     business_system_codes: frozenset[str]
     seller_tax_ids: frozenset[str]
     auto_invoice: bool
+    data_encryption: str = "base64"
+    aes_key: str = ""
+
+    @property
+    def codec(self) -> DataCodec:
+        """How this tenant's ``data`` is encoded (BASE64 or AES, §2.3)."""
+        return codec_for(self.data_encryption, self.aes_key or None)
 
     @property
     def path(self) -> str:
@@ -64,7 +75,16 @@ class SimTenant:
             business_system_codes=frozenset(codes),
             seller_tax_ids=frozenset(str(t) for t in config.seller_tax_ids),
             auto_invoice=_flag(config.auto_invoice),
+            data_encryption=str(getattr(config, "data_encryption", "base64")),
+            aes_key=_secret_text(getattr(config, "aes_key", None)),
         )
+
+
+def _secret_text(value: object) -> str:
+    if value is None:
+        return ""
+    get = getattr(value, "get_secret_value", None)
+    return str(get() if callable(get) else value)
 
 
 def _flag(value: object) -> bool:

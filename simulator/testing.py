@@ -45,6 +45,8 @@ from typing import Any
 import httpx
 import uvicorn
 
+from schemas.cloud_contract import Dialect
+from schemas.data_codec import codec_for
 from schemas.kingdee import CALLBACK_ACK, encode_data, new_request_id
 from schemas.money import dumps_exact, loads_exact
 from schemas.tenants import load_tenants
@@ -108,6 +110,8 @@ def _spec_of(tenant: SimTenant) -> dict[str, Any]:
         "business_system_code": sorted(tenant.business_system_codes)[0],
         "seller_tax_ids": sorted(tenant.seller_tax_ids),
         "auto_invoice": tenant.auto_invoice,
+        "data_encryption": tenant.data_encryption,
+        "aes_key": tenant.aes_key,
     }
 
 
@@ -123,6 +127,8 @@ def _tenant_of(spec: Mapping[str, Any], origin: str) -> SimTenant:
         business_system_codes=frozenset({str(spec["business_system_code"])}),
         seller_tax_ids=frozenset(str(t) for t in spec["seller_tax_ids"]),
         auto_invoice=bool(spec.get("auto_invoice", True)),
+        data_encryption=str(spec.get("data_encryption", "base64")),
+        aes_key=str(spec.get("aes_key", "")),
     )
 
 
@@ -146,7 +152,17 @@ def write_tenants_toml(
             "seller_tax_ids": list(spec["seller_tax_ids"]),
             "auto_invoice": bool(spec.get("auto_invoice", True)),
         }
-        for extra in ("rate_limit_per_second", "erp_webhook_url", "erp_webhook_secret", "paused"):
+        extras = (
+            "rate_limit_per_second",
+            "erp_webhook_url",
+            "erp_webhook_secret",
+            "paused",
+            "data_encryption",
+            "aes_key",
+        )
+        for extra in extras:
+            if extra == "aes_key" and not spec.get("aes_key"):
+                continue
             if extra in spec:
                 values[extra] = spec[extra]
         lines = ["[[tenants]]"]
@@ -233,6 +249,17 @@ class SimulatorHandle:
         response.raise_for_status()
         return int(response.json()["expired"])
 
+    def dialect(self) -> dict[str, str]:
+        """``GET /_sim/dialect``."""
+        return self._get("/_sim/dialect")
+
+    def set_dialect(self, **switches: str) -> dict[str, str]:
+        """``PUT /_sim/dialect`` with ``switches``; the full new dialect."""
+        response = self.admin.put("/_sim/dialect", json=switches)
+        response.raise_for_status()
+        result: dict[str, str] = response.json()
+        return result
+
     def reset(self, keep_tokens: bool = False) -> None:
         params = {"keep_tokens": "1"} if keep_tokens else {}
         self.admin.post("/_sim/reset", params=params).raise_for_status()
@@ -297,6 +324,16 @@ def _faults_from(faults: FaultPlan | Mapping[str, float] | Sequence[str] | None)
     return FaultPlan.from_specs(faults)
 
 
+def _dialect_from(dialect: Dialect | Mapping[str, str] | Sequence[str] | None) -> Dialect:
+    if dialect is None:
+        return Dialect.default()
+    if isinstance(dialect, Dialect):
+        return dialect
+    if isinstance(dialect, Mapping):
+        return Dialect.default().replace(dialect)
+    return Dialect.parse(dialect)
+
+
 @contextmanager
 def running_simulator(
     tenants: Any = None,
@@ -311,6 +348,7 @@ def running_simulator(
     state_file: str | Path | None = None,
     lenient_data: bool = False,
     plain_query_data: bool = False,
+    dialect: Dialect | Mapping[str, str] | Sequence[str] | None = None,
     invoice_amount_limit: Decimal | None = None,
     max_lines_per_invoice: int | None = None,
     environment: str = "development",
@@ -334,6 +372,7 @@ def running_simulator(
         max_lines_per_invoice=max_lines_per_invoice,
         lenient_data=lenient_data,
         plain_query_data=plain_query_data,
+        dialect=_dialect_from(dialect),
         faults=_faults_from(faults),
         seed=seed,
         state_file=Path(state_file) if state_file is not None else None,
@@ -585,6 +624,9 @@ class CloudSession:
         self.base = handle.base_url_for(tenant)
         self.client = httpx.Client(timeout=10.0)
         self.access_token: str | None = None
+        self.codec = codec_for(
+            str(self.spec.get("data_encryption", "base64")), self.spec.get("aes_key") or None
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -641,7 +683,7 @@ class CloudSession:
                 "requestId": new_request_id(),
                 "businessSystemCode": business_system_code or self.spec["business_system_code"],
                 "interfaceCode": interface,
-                "data": encode_data(data) if encode else data,
+                "data": encode_data(data, self.codec) if encode else data,
             }
         params: dict[str, str] = {}
         headers = {"content-type": "application/json"}

@@ -53,7 +53,12 @@ def travel(world: World, seconds: float) -> None:
 # --------------------------------------------------------------------------- unknown outcome
 
 
-def test_push_committed_then_connection_dropped_is_settled_by_a_query(world: World) -> None:
+def test_push_committed_then_connection_dropped_is_settled_by_a_query(
+    declared_world: World,
+) -> None:
+    """With ``unknown_bill`` declared, an empty invoiceList proves the bill is there (the
+    undeclared case probes first: tests/integration/test_worker_dialects.py)."""
+    world = declared_world
     world.sim.set_faults(drop_after_commit=1.0)
     doc_id = store_bill(
         world.sessions, "demo", make_bill("DROP-1", DEMO_SELLER, auto_invoice=False)
@@ -335,7 +340,8 @@ def test_failed_issuance_is_polled_to_invoice_failed(world: World) -> None:
 # --------------------------------------------------------------------------- sweeper
 
 
-def test_a_worker_dying_mid_push_is_recovered_by_lease_expiry(world: World) -> None:
+def test_a_worker_dying_mid_push_is_recovered_by_lease_expiry(declared_world: World) -> None:
+    world = declared_world
     doc_id = store_bill(
         world.sessions, "demo", make_bill("LEASE-1", DEMO_SELLER, auto_invoice=False)
     )

@@ -171,8 +171,9 @@ def test_the_task_runs_a_batch_and_reports_a_count_per_state(world: World) -> No
 
 
 def test_unknown_outcomes_in_a_batch_are_settled_by_queries_never_pushed_again(
-    world: World,
+    declared_world: World,
 ) -> None:
+    world = declared_world  # unknown_bill declared: an empty invoiceList proves presence
     world.sim.set_faults(drop_after_commit=1.0)
     ids = [store_bill(world.sessions, "demo", demo_bill(f"BDROP-{i}")) for i in range(3)]
     assert [o.status for o in push_documents(world.rt, ids)] == ["in_doubt"] * 3
@@ -271,8 +272,9 @@ def test_a_lost_race_when_applying_is_handled_per_document(
 
 
 def test_a_failed_apply_transaction_leaves_the_batch_to_the_lease_safety_net(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    declared_world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    world = declared_world
     ids = [store_bill(world.sessions, "demo", demo_bill(f"BFAIL-{i}")) for i in range(3)]
     real = push_service._write
     written: list[int] = []

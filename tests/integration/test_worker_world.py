@@ -35,6 +35,8 @@ __all__ = [
     "SHOP_SELLER",
     "World",
     "callbacks",
+    "declare_cloud",
+    "declared_world",
     "make_world",
     "sim",
     "trusting_world",
@@ -140,12 +142,16 @@ def make_world(
     tmp_path: Path,
     overrides: dict[str, Any] | None = None,
     specs: list[dict[str, Any]] | None = None,
+    cloud: dict[str, str] | None = None,
 ) -> Iterator[World]:
-    """A ``World``; ``specs`` replaces the tenants the bridge believes in (not the simulator's)."""
+    """A ``World``; ``specs`` replaces the tenants the bridge believes in (not the simulator's);
+    ``cloud`` is the ``[tenants.cloud]`` table every tenant declares (none: all unknown)."""
     if specs is None:
         path = sim.write_tenants_file(tmp_path / "tenants.toml")
     else:
         path = write_tenants_toml(tmp_path / "tenants.toml", sim.base_url, specs)
+    if cloud:
+        declare_cloud(path, cloud)
     settings = fast_settings(
         database_url=database_url, redis_url=redis_url, tenants_file=path, **(overrides or {})
     )
@@ -155,6 +161,14 @@ def make_world(
         yield World(rt, enqueuer, sim, callbacks)
     finally:
         rt.close()
+
+
+def declare_cloud(path: Path, cloud: dict[str, str]) -> None:
+    """Append a ``[tenants.cloud]`` table with ``cloud`` to every tenant of a tenants file."""
+    table = "[tenants.cloud]\n" + "".join(f'{k} = "{v}"\n' for k, v in cloud.items())
+    head, *blocks = path.read_text(encoding="utf-8").split("[[tenants]]")
+    body = "".join(f"[[tenants]]{block.rstrip()}\n{table}\n" for block in blocks)
+    path.write_text(head + body, encoding="utf-8")
 
 
 @pytest.fixture
@@ -182,4 +196,22 @@ def trusting_world(
     yield from make_world(
         sim, callbacks, session_factory, database_url, redis_url, tmp_path,
         {"callbacks": {"confirm_with_query": False}},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def declared_world(
+    sim: SimulatorHandle,
+    callbacks: CallbackRecorder,
+    session_factory: sessionmaker[Session],
+    database_url: str,
+    redis_url: str,
+    tmp_path: Path,
+) -> Iterator[World]:
+    """Tenants that declare the simulator's default dialect (``[tenants.cloud]``)."""
+    from schemas.cloud_contract import Dialect
+
+    yield from make_world(
+        sim, callbacks, session_factory, database_url, redis_url, tmp_path,
+        cloud=Dialect.default().as_dict(),
     )  # fmt: skip

@@ -13,6 +13,31 @@
 | config/auth after refresh   | none; tenant paused | stays in_doubt until resumed              |
 | don't know for too long     | give_up → failed    | reason says what to check and do          |
 
+An EMPTY answer for our bill (an element with an empty ``invoiceList``) is ambiguous when the
+tenant does not declare ``unknown_bill`` = ``error``/``empty_data`` (``QueryAnswer.ambiguous``):
+under ``empty_list`` it is also how the cloud answers a bill it never received. Taking it for
+"accepted" would leave a push that never arrived waiting forever; taking it for "absent" could
+push a live bill twice where ``duplicate_bill=accepted``. So it is settled by proof:
+
+| ambiguous empty answer, and …                    | proof / probe                 | then      |
+|--------------------------------------------------|-------------------------------|-----------|
+| this attempt's BILL.PUSH was answered duplicate  | the cloud said it holds it    | pushed    |
+| ``duplicate_bill = "refused"`` declared          | none needed: a re-push of the | draft →   |
+|                                                  | same billNo is refused        | push      |
+|                                                  | (-10009 → in_doubt → pushed)  |           |
+|                                                  | if the bill is live           |           |
+| otherwise: probe BILL.WITHDRAW of that billNo    | 单据不存在 (item or envelope)  | draft →   |
+|                                                  | 撤回成功 / 单据已撤回: not     | push, same|
+|                                                  | live any more                 | billNo    |
+|                                                  | 已开票 / 开票中 / 不允许撤回   | pushed    |
+|                                                  | don't know                    | stays     |
+|                                                  |                               | in_doubt  |
+
+The probe and its answer are written into the transition's reason (``document_events``), so an
+operator sees why a bill was pushed again. Loops are bounded: every re-push is a new attempt,
+and ``push.max_attempts`` ends the cycle in ``failed`` with a reason (``_stop_reason``); a probe
+that never answers counts toward ``in_doubt.max_queries`` / ``max_age_seconds`` like a query.
+
 "Too long" is ``in_doubt.max_queries`` queries (counted by the poll sweep) or
 ``in_doubt.max_age_seconds`` since the document became in_doubt, whichever comes first.
 Answers are applied with the document's current ``push_attempt``: an answer about an older
@@ -29,6 +54,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas.cloud_contract import OutcomeClass
+from schemas.tenants import TenantConfig
 from store.db import autocommit_session, unit_of_work
 from store.lifecycle import LostRace, TransitionResult, transition, update_fields
 from store.models import CloudCall, Document
@@ -42,7 +68,8 @@ from worker.services.common import (
     pause_tenant,
 )
 from worker.services.invoices import apply_invoices
-from worker.services.query import query_bill
+from worker.services.query import QueryAnswer, query_bill
+from worker.services.withdraw import call_withdraw
 
 __all__ = ["ResolveOutcome", "resolve_in_doubt"]
 
@@ -85,6 +112,9 @@ def resolve_in_doubt(rt: Runtime, document_id: int) -> ResolveOutcome:
         document_id=document_id,
         attempt=snapshot.attempt,
     )
+    present_reason = "BILL.INVOICE.QUERY found the bill in the cloud / 查询到单据"
+    if answer.kind == "present" and answer.ambiguous:
+        answer, present_reason = _settle_ambiguous(rt, tenant, document_id, snapshot, answer)
     now = rt.clock()
     kwargs = {"document_id": document_id, "bill_no": snapshot.bill_no, "tenant": tenant.name}
     with unit_of_work(rt.sessions) as session:
@@ -106,7 +136,7 @@ def resolve_in_doubt(rt: Runtime, document_id: int) -> ResolveOutcome:
                         expected_status=DocumentStatus.in_doubt,
                         expected_version=document.version,
                         attempt=snapshot.attempt,
-                        reason="BILL.INVOICE.QUERY found the bill in the cloud / 查询到单据",
+                        reason=present_reason,
                         changes={
                             "poll_count": 0,
                             "next_poll_at": now + rt.policy.poll_schedule.delay(0),
@@ -184,6 +214,62 @@ def resolve_in_doubt(rt: Runtime, document_id: int) -> ResolveOutcome:
     return ResolveOutcome(final, answer.reason, followups)
 
 
+def _settle_ambiguous(
+    rt: Runtime,
+    tenant: TenantConfig,
+    document_id: int,
+    snapshot: _Snapshot,
+    answer: QueryAnswer,
+) -> tuple[QueryAnswer, str]:
+    """An unambiguous answer for an ambiguous empty one (module docstring), and the reason
+    to record if it says "present"."""
+    reading = tenant.declared("unknown_bill") or "undeclared"
+    seen = (
+        f"BILL.INVOICE.QUERY listed {snapshot.bill_no} with an empty invoiceList, which is"
+        f" ambiguous under unknown_bill={reading}"
+    )
+    with autocommit_session(rt.sessions) as session:
+        last_push = _last_push(session, document_id, snapshot.attempt)
+    if last_push is not None and last_push.outcome == OutcomeClass.DUPLICATE.value:
+        return answer, f"{seen}; BILL.PUSH was answered duplicate: the cloud holds it / 查询到单据"
+    if tenant.declares("duplicate_bill", "refused"):
+        return (
+            QueryAnswer(
+                "absent",
+                f"{seen}; duplicate_bill=refused is declared, so pushing the same billNo again"
+                " is safe (a live bill is refused as a duplicate)",
+            ),
+            "",
+        )
+    verdict, message = call_withdraw(
+        rt, tenant, bill_no=snapshot.bill_no, seller_tax_id=snapshot.seller_tax_id,
+        document_id=document_id, attempt=snapshot.attempt,
+    )  # fmt: skip
+    probe = f"{seen}; probe BILL.WITHDRAW answered: {message or verdict}"
+    if verdict == "gone":
+        return QueryAnswer("absent", f"{probe} → the cloud never had it"), ""
+    if verdict == "done":
+        return QueryAnswer("absent", f"{probe} → not live in the cloud any more"), ""
+    if verdict == "refused":
+        return answer, f"{probe} → the bill is in the cloud / 撤回被拒绝，单据在发票云中"
+    if verdict == "config":
+        return QueryAnswer("config", message), ""
+    return QueryAnswer("retry", f"{probe} → still unknown"), ""
+
+
+def _last_push(session: Session, document_id: int, attempt: int) -> Any:
+    return session.execute(
+        select(CloudCall.outcome, CloudCall.message)
+        .where(
+            CloudCall.document_id == document_id,
+            CloudCall.interface == "BILL.PUSH",
+            CloudCall.attempt == attempt,
+        )
+        .order_by(CloudCall.id.desc())
+        .limit(1)
+    ).first()
+
+
 @dataclass(frozen=True, slots=True)
 class _Snapshot:
     bill_no: str
@@ -203,16 +289,7 @@ def _stop_reason(
       contains those words). Pushing again would get the same answer, forever.
     - ``push.max_attempts`` push attempts were made (absent → draft → push cycles count).
     """
-    last_push = session.execute(
-        select(CloudCall.outcome, CloudCall.message)
-        .where(
-            CloudCall.document_id == document_id,
-            CloudCall.interface == "BILL.PUSH",
-            CloudCall.attempt == snapshot.attempt,
-        )
-        .order_by(CloudCall.id.desc())
-        .limit(1)
-    ).first()
+    last_push = _last_push(session, document_id, snapshot.attempt)
     if last_push is not None and last_push.outcome == OutcomeClass.DUPLICATE.value:
         push_message = last_push.message
         return (

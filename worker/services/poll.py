@@ -15,7 +15,9 @@ poll; polling goes on.
 |---------------------|-----------------------------------------------------------------|
 | invoices            | upsert, verdict → issued_all / issued_some / issue_failed        |
 | nothing issued yet  | next poll scheduled                                             |
-| bill absent         | alert (someone withdrew it in the console?); polling goes on    |
+| nothing issued yet  | (an empty invoiceList, ambiguous or not: the bill was accepted) |
+| bill absent         | reason on the document + stuck alert (someone withdrew it in    |
+| (-10011, data: [])  | the console?); polling goes on, slowly                          |
 | don't know          | next poll scheduled                                             |
 | config/auth         | tenant paused; polls resume when it is                          |
 """
@@ -76,6 +78,15 @@ def poll_due(rt: Runtime, *, limit: int = POLL_BATCH) -> list[Followup]:
     return followups
 
 
+def _absent_reason(bill_no: str, answer: str) -> str:
+    return (
+        f"the cloud accepted {bill_no} but BILL.INVOICE.QUERY now says it does not have it"
+        f" ({answer}). Was it withdrawn or deleted in the cloud console (开票管理 → 开票申请单)?"
+        " Check there; if it is gone, withdraw the document here and submit it again"
+        " / 发票云已接收的单据现查询不到，请在发票云核对"
+    )
+
+
 def poll_document(rt: Runtime, document_id: int) -> PollOutcome:
     """Query one accepted document and apply what the cloud shows (module docstring)."""
     with autocommit_session(rt.sessions) as session:  # one read: no transaction needed
@@ -123,14 +134,21 @@ def poll_document(rt: Runtime, document_id: int) -> PollOutcome:
                 changes: dict[str, Any] = {"next_poll_at": next_poll}
                 if final != before:
                     changes["poll_count"] = 0
+                if answer.kind == "absent":
+                    changes["last_error_message"] = _absent_reason(bill_no, answer.reason)
                 update_fields(session, document_id, changes, now=now)
         except LostRace as exc:
             return PollOutcome("skipped", str(exc))
     if answer.kind == "absent":
+        # Every reading of the contract answers a bill the cloud holds with an element for it:
+        # this is not "not issued yet". Alert at once (the stuck-documents alert), not only
+        # after poll.alert_after_seconds.
+        metrics.stuck_documents().labels(status=final).inc()
         log.error(
             "accepted bill not found in the cloud",
             extra={"document_id": document_id, "bill_no": bill_no, "answer": answer.reason},
         )
+        return PollOutcome(final, _absent_reason(bill_no, answer.reason), followups)
     if final != DocumentStatus.invoiced and rt.policy.poll_schedule.overdue(waiting):
         metrics.stuck_documents().labels(status=final).inc()
         log.warning(

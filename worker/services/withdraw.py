@@ -8,12 +8,16 @@ failed → withdrawing) and enqueues ``fapiao.withdraw``; this service does the 
 | success (撤回成功)                          | withdrawn_ok        | withdrawn                |
 | 单据已撤回 (already withdrawn)               | withdrawn_ok        | withdrawn                |
 | 单据不存在 (the cloud never had it)          | withdrawn_ok        | withdrawn                |
-| refused (单据已开票 / 开票中 …)              | query decides:      | its true state, the      |
+| refused (单据已开票 / 开票中 / 不允许撤回 …)  | query decides:      | its true state, the      |
 |                                            | issued_* / issue_   | refusal kept as reason   |
 |                                            | failed / withdraw_  |                          |
 |                                            | refused (→ pushed)  |                          |
 | envelope: transient / unknown              | none                | retried at next_attempt  |
 | envelope: config/auth after refresh        | none; tenant paused | stays withdrawing        |
+
+The same texts refused at the ENVELOPE level (dialect ``withdraw_refusal=envelope``:
+``success:false`` with 单据已开票，不允许撤回, 单据不存在, 单据已撤回; the withdraw is always of ONE
+bill, so the envelope speaks for it) lead to the same rows as the per-bill result.
 
 Withdrawing twice is harmless (the second answer is 单据已撤回), so an unknown outcome is
 simply tried again.
@@ -24,13 +28,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Final
+from typing import Final, Literal
 
 from schemas.cloud_contract import (
+    WITHDRAW_ALREADY_ISSUED,
+    WITHDRAW_ALREADY_WITHDRAWN,
     WITHDRAW_BILL_UNKNOWN,
+    WITHDRAW_ISSUING,
+    WITHDRAW_REFUSAL_MARKER,
+    ErrorCode,
     is_unknown_bill,
 )
 from schemas.kingdee import DataDecodeError, GatewayResponse, withdraw_results
+from schemas.tenants import TenantConfig
 from store.db import unit_of_work
 from store.lifecycle import LostRace, TransitionResult, transition, update_fields
 from store.models import Document
@@ -47,7 +57,13 @@ from worker.services.common import (
 from worker.services.invoices import apply_invoices
 from worker.services.query import query_bill
 
-__all__ = ["WithdrawOutcome", "withdraw_document"]
+__all__ = [
+    "WithdrawOutcome",
+    "WithdrawVerdict",
+    "call_withdraw",
+    "withdraw_document",
+    "withdraw_text_verdict",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,38 +92,10 @@ def withdraw_document(rt: Runtime, document_id: int) -> WithdrawOutcome:
             return WithdrawOutcome("paused", f"tenant {tenant.name} is paused")
         bill_no, seller, attempt = document.bill_no, document.seller_tax_id, document.push_attempt
 
-    client = rt.client(tenant)
-    context = CallContext(document_id=document_id, attempt=attempt)
-    verdict: str
-    message = ""
-    try:
-        result = call_with_token(
-            rt,
-            client,
-            lambda token: client.withdraw([bill_no], seller, access_token=token, context=context),
-        )
-    except CloudConfigError as exc:
-        verdict, message = "config", exc.reason
-    except CloudTransientError as exc:
-        verdict, message = "retry", exc.reason
-    else:
-        decision = decide_query(result.outcome, auth_refreshed=result.auth_refreshed)
-        message = result.message
-        if decision.action is Action.APPLY and result.response is not None:
-            verdict, message = _per_bill(result.response, bill_no)
-        elif is_unknown_bill(result.error_code, result.message):
-            verdict = "gone"
-        elif decision.action is Action.PAUSE_TENANT:
-            verdict = "config"
-            message = config_reason(
-                tenant.name,
-                result.interface,
-                http_status=result.http_status,
-                error_code=result.error_code,
-                message=result.message,
-            )
-        else:
-            verdict = "retry"
+    verdict, message = call_withdraw(
+        rt, tenant, bill_no=bill_no, seller_tax_id=seller, document_id=document_id,
+        attempt=attempt,
+    )  # fmt: skip
 
     if verdict == "refused":
         return _refused(rt, document_id, tenant.name, bill_no, seller, attempt, message)
@@ -144,8 +132,77 @@ def withdraw_document(rt: Runtime, document_id: int) -> WithdrawOutcome:
     return WithdrawOutcome(done.to_status.value, message, followups)
 
 
-def _per_bill(response: GatewayResponse, bill_no: str) -> tuple[str, str]:
-    """("done" | "gone" | "refused" | "retry", message) from the per-bill results."""
+WithdrawVerdict = Literal["done", "gone", "refused", "retry", "config"]
+
+
+def call_withdraw(
+    rt: Runtime,
+    tenant: TenantConfig,
+    *,
+    bill_no: str,
+    seller_tax_id: str,
+    document_id: int | None,
+    attempt: int | None,
+) -> tuple[WithdrawVerdict, str]:
+    """BILL.WITHDRAW of ONE bill, reduced to a verdict (table in the module docstring).
+
+    Also the in-doubt resolver's probe (``worker.services.in_doubt``).
+    """
+    client = rt.client(tenant)
+    context = CallContext(document_id=document_id, attempt=attempt)
+    try:
+        result = call_with_token(
+            rt,
+            client,
+            lambda token: client.withdraw(
+                [bill_no], seller_tax_id, access_token=token, context=context
+            ),
+        )
+    except CloudConfigError as exc:
+        return "config", exc.reason
+    except CloudTransientError as exc:
+        return "retry", exc.reason
+    decision = decide_query(result.outcome, auth_refreshed=result.auth_refreshed)
+    if decision.action is Action.APPLY and result.response is not None:
+        return _per_bill(result.response, bill_no)
+    # dialect withdraw_refusal=envelope: a one-bill withdraw refused at the envelope level
+    # carries the per-bill text; it means exactly what the per-item result would.
+    by_text = withdraw_text_verdict(result.error_code, result.message)
+    if by_text is not None and decision.action is not Action.PAUSE_TENANT:
+        return by_text, result.message
+    if is_unknown_bill(result.error_code, result.message):
+        return "gone", result.message
+    if decision.action is Action.PAUSE_TENANT:
+        return "config", config_reason(
+            tenant.name,
+            result.interface,
+            http_status=result.http_status,
+            error_code=result.error_code,
+            message=result.message,
+        )
+    return "retry", result.message
+
+
+def withdraw_text_verdict(error_code: str | None, message: str) -> WithdrawVerdict | None:
+    """What a withdraw refusal text says about one bill (per item or at the envelope level);
+    None when the text is none of the §7 texts."""
+    text = message or ""
+    if WITHDRAW_ALREADY_WITHDRAWN in text:
+        return "done"
+    if WITHDRAW_BILL_UNKNOWN in text:
+        return "gone"
+    if (
+        WITHDRAW_ALREADY_ISSUED in text
+        or WITHDRAW_ISSUING in text
+        or WITHDRAW_REFUSAL_MARKER in text
+        or error_code == ErrorCode.WITHDRAW_REFUSED
+    ):
+        return "refused"
+    return None
+
+
+def _per_bill(response: GatewayResponse, bill_no: str) -> tuple[WithdrawVerdict, str]:
+    """The verdict for ``bill_no`` from the per-bill results of a successful envelope."""
     try:
         items = withdraw_results(response)
     except DataDecodeError as exc:
@@ -155,11 +212,11 @@ def _per_bill(response: GatewayResponse, bill_no: str) -> tuple[str, str]:
         # No per-bill detail at all: the envelope said success.
         return ("done", response.message) if not items else ("retry", "bill missing in answer")
     item = mine[0]
-    if item.success or item.already_withdrawn:
+    if item.success:
         return "done", item.message
-    if WITHDRAW_BILL_UNKNOWN in item.message:
-        return "gone", item.message
-    return "refused", item.message
+    by_text = withdraw_text_verdict(None, item.message)
+    # An unrecognised per-bill refusal: a query decides, as for a known one.
+    return (by_text or "refused"), item.message
 
 
 def _refused(
