@@ -96,6 +96,7 @@ __all__ = [
     "GATEWAY_ERRORS",
     "GOODS_SHORT_NAMES",
     "GOODS_SHORT_NAME_DEFAULT",
+    "INVOICE_TAX_TOLERANCE",
     "ISSUE_ERROR_MESSAGES",
     "MAX_LINES_PER_INVOICE_DIGITAL",
     "MAX_LINES_PER_INVOICE_TAX_CONTROL",
@@ -494,6 +495,9 @@ def callback_style_for(business_system_code: str) -> Literal["per_invoice", "per
 
 
 # --------------------------------------------------------------------------- splitting
+
+# Σ(line tax − round(amount × rate, 2)) of one invoice must stay within this (§11 [C S19]).
+INVOICE_TAX_TOLERANCE: Final = Decimal("1.27")
 
 DIGITAL_INVOICE_TYPES: Final[frozenset[str]] = frozenset({"08xdp", "10xdp"})
 MAX_LINES_PER_INVOICE_TAX_CONTROL: Final = 8

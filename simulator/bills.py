@@ -215,6 +215,8 @@ class SimInvoice:
     invoice_date: str = ""
     issue_error_message: str = ""
     check_code: str = ""
+    # A merged invoice (dialect merge=when_asked): bill id → that bill's 价税合计 on it.
+    shares: dict[str, str] = field(default_factory=dict)
 
     @property
     def total_amount(self) -> Decimal:
@@ -240,6 +242,7 @@ class SimInvoice:
             "invoice_date": self.invoice_date,
             "issue_error_message": self.issue_error_message,
             "check_code": self.check_code,
+            "shares": dict(self.shares),
         }
 
     @classmethod
@@ -256,6 +259,7 @@ class SimInvoice:
             invoice_date=data.get("invoice_date", ""),
             issue_error_message=data.get("issue_error_message", ""),
             check_code=data.get("check_code", ""),
+            shares=dict(data.get("shares", {})),
         )
 
 
@@ -290,8 +294,15 @@ class SimBill:
 
     @property
     def issued_amount(self) -> Decimal:
+        """价税合计 issued for this bill; of a merged invoice only this bill's share."""
         return sum(
-            (inv.include_tax_amount for inv in self.invoices if inv.status is InvoiceStatus.ISSUED),
+            (
+                Decimal(inv.shares[str(self.id)])
+                if str(self.id) in inv.shares
+                else inv.include_tax_amount
+                for inv in self.invoices
+                if inv.status is InvoiceStatus.ISSUED
+            ),
             Decimal("0.00"),
         )
 

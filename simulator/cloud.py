@@ -32,13 +32,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from pydantic import ValidationError
 
 from schemas.cloud_contract import (
     BILL_LABEL,
+    INVOICE_TAX_TOLERANCE,
     ISSUE_ERROR_MESSAGES,
     PUSH_BATCH_LABEL_TEMPLATE,
     PUSH_ITEM_OK_MESSAGE,
@@ -60,6 +61,7 @@ from schemas.cloud_contract import (
     TokenFailure,
     callback_style_for,
     failure_body,
+    max_lines_per_invoice,
     token_failure_body,
 )
 from schemas.kingdee import (
@@ -85,6 +87,7 @@ from simulator.bills import (
     BillBook,
     BillKey,
     BillState,
+    InvoiceLine,
     InvoiceStatus,
     SimBill,
     SimInvoice,
@@ -568,8 +571,118 @@ class SimulatedCloud:
     def _issue_due(self, bill_id: int) -> None:
         self._timers.pop(bill_id, None)
         bill = self.bills.get(bill_id)
-        if bill is not None:
-            self._issue(bill, use_faults=True)
+        if bill is None:
+            return
+        if self.dialect.merge == "when_asked" and bill.header.get("autoMerge") == "1":
+            merged = self._merge_group(bill)
+            if merged is not None:
+                self._issue_merged(merged[0], merged[1])
+                return
+        self._issue(bill, use_faults=True)
+
+    # ------------------------------------------------------------------ merging (dialect)
+
+    def _merge_group(self, bill: SimBill) -> tuple[list[SimBill], list[InvoiceLine]] | None:
+        """Bills to issue on ONE invoice with ``bill`` and that invoice's lines, or None.
+
+        Partners (§6 合并 [D S4], rules [G]): autoMerge=1, still waiting for issuance, same
+        tenant, seller, buyer (name and tax id), invoiceType and sign. Each must fit one
+        invoice alone, and the merged invoice must respect the line limit, the amount limit
+        and the ±1.27 invoice tax tolerance (§11); a partner that would break one is left out.
+        """
+        limit = self.config.invoice_amount_limit
+        max_lines = self.config.max_lines_per_invoice or max_lines_per_invoice(bill.invoice_type)
+        own = plan_invoices(bill, limit, self.config.max_lines_per_invoice)
+        if len(own) != 1:
+            return None
+        group, lines = [bill], list(own[0])
+
+        def buyer(b: SimBill) -> tuple[str, str, str, bool]:
+            header = b.header
+            return (
+                str(header.get("buyerName", "")),
+                str(header.get("buyerTaxpayerId", "")),
+                b.invoice_type,
+                b.amount_with_tax < 0,
+            )
+
+        for other in self.bills:
+            if (
+                other is bill
+                or other.id not in self._timers
+                or other.state is not BillState.ISSUING
+                or other.invoices
+                or other.header.get("autoMerge") != "1"
+                or (other.tenant, other.seller_tax_id) != (bill.tenant, bill.seller_tax_id)
+                or buyer(other) != buyer(bill)
+            ):
+                continue
+            planned = plan_invoices(other, limit, self.config.max_lines_per_invoice)
+            if len(planned) != 1:
+                continue
+            candidate = lines + planned[0]
+            net = sum((line.amount for line in candidate), Decimal("0.00"))
+            if len(candidate) > max_lines or (limit is not None and abs(net) > limit):
+                continue
+            if abs(_invoice_tax_error(candidate)) > INVOICE_TAX_TOLERANCE:
+                continue
+            group.append(other)
+            lines = candidate
+        if len(group) < 2:
+            return None
+        for seq, line in enumerate(lines, start=1):
+            line.seq = seq
+        return group, lines
+
+    def _issue_merged(self, group: list[SimBill], lines: list[InvoiceLine]) -> None:
+        """Issue (or fail) one invoice for every bill of ``group``; each bill calls back."""
+        invoice = SimInvoice(
+            index=1,
+            order_no=self.numbers.order_no(),
+            serial_no=self.numbers.order_no(),
+            lines=lines,
+        )
+        # Each bill's share is its own 价税合计: the merged invoice covers them exactly.
+        invoice.shares = {str(b.id): str(b.amount_with_tax) for b in group}
+        failure = self.dice.choice(ISSUE_ERROR_MESSAGES) if self.dice.roll("issue_fail") else None
+        if failure is None:
+            self._number(invoice, group[0].invoice_type)
+            self.stats.invoices["issued"] += 1
+        else:
+            invoice.status = InvoiceStatus.FAILED
+            invoice.issue_error_message = failure
+            self.stats.invoices["failed"] += 1
+        bill_nos = [b.bill_no for b in group]
+        for bill in group:
+            self._cancel_timer(bill.id)
+            bill.invoices = [invoice]
+            self.bills.index_invoices(bill)
+            bill.record("merged", orderNo=invoice.order_no, bills=bill_nos)
+            if failure is None:
+                bill.record(
+                    "invoice_issued",
+                    orderNo=invoice.order_no,
+                    invoiceCode=invoice.invoice_code,
+                    invoiceNum=invoice.invoice_num,
+                    includeTaxAmount=str(invoice.include_tax_amount),
+                )
+                bill.state = BillState.INVOICED
+            else:
+                bill.record("invoice_failed", orderNo=invoice.order_no, message=failure)
+                bill.state = BillState.FAILED
+            bill.record("state", state=bill.state.value)
+            self.bills.check_issued_amount(bill)
+            self._save(bill)
+            self._send_issue_callbacks(bill, [invoice])
+
+    def _number(self, invoice: SimInvoice, invoice_type: str) -> None:
+        code, number = self.numbers.invoice_number(invoice_type)
+        invoice.status = InvoiceStatus.ISSUED
+        invoice.invoice_code = code
+        invoice.invoice_num = number
+        invoice.invoice_date = date.today().isoformat()
+        invoice.issue_error_message = ""
+        invoice.check_code = f"{secrets.randbelow(10**20):020d}"
 
     def _cancel_timer(self, bill_id: int) -> None:
         handle = self._timers.pop(bill_id, None)
@@ -855,6 +968,17 @@ class SimulatedCloud:
         snapshot["faults"] = self.dice.plan.as_json(active_only=True)
         snapshot["uptimeSeconds"] = int(time.time() - self.started_at)
         return snapshot
+
+
+def _invoice_tax_error(lines: Sequence[InvoiceLine]) -> Decimal:
+    """Σ(line tax − round(line amount × rate, 2)) of an invoice (§11, limit ±1.27)."""
+    return sum(
+        (
+            line.tax_amount - (line.amount * line.tax_rate).quantize(Decimal("0.01"), ROUND_HALF_UP)
+            for line in lines
+        ),
+        Decimal("0.00"),
+    )
 
 
 def _count_states(book: BillBook) -> dict[str, int]:
