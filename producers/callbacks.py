@@ -6,7 +6,9 @@ commit, ACK, enqueue ``fapiao.reconcile``.
 Slow work (invoice upserts, transitions, confirming queries) never runs in the request.
 
 Dedupe key (``callback_dedupe_key``): the callback's ``interfaceCode`` plus, per invoice,
-``InvoiceItem.dedupe_key`` (``orderNo``, else code + number + billNo). A cancel or red of the
+``InvoiceItem.dedupe_key`` (``orderNo``, else code + number + billNo) and the item's billNo: a
+merged invoice (``autoMerge=1``) is called back once per bill it covers, with the same
+``orderNo``, and each of those is news for its own bill. A cancel or red of the
 same invoice is a new fact (another interfaceCode), a re-sent callback is not. Failed
 issuance items have no number: their key adds ``issueErrorMessage``. A 回退 (BILL.RETURN)
 is keyed by billNo, seller and reason. Keys longer than the column are hashed (sha256).
@@ -65,6 +67,8 @@ POLL_GRACE: Final = timedelta(seconds=60)
 
 def _item_key(item: InvoiceItem) -> str:
     key = item.dedupe_key
+    if key.startswith("order:"):
+        key += f"@{item.billNo}"
     if not item.is_issued and not (item.orderNo or "").strip():
         key += ":" + (item.issueErrorMessage or "")
     return key

@@ -5,6 +5,7 @@
 | `documents`       | revision of a 开票申请单 (tenant, seller, billNo) | `store.lifecycle` only |
 | `document_events` | transition, stale answer or supersession    | `store.lifecycle`        |
 | `invoices`        | invoice issued (or issuance failed)         | reconcile / poll         |
+| `invoice_documents` | (invoice, document it covers)             | `store.invoices`         |
 | `cloud_calls`     | call to Kingdee (the ledger, masked)        | the Kingdee client       |
 | `callback_inbox`  | raw callback received (deduplicated)        | the callback receiver    |
 | `erp_outbox`      | notification owed to the ERP webhook        | `fapiao.notify_erp`      |
@@ -15,8 +16,11 @@ Decisions other modules rely on:
 - A new revision is a new `documents` row; exactly one row per (tenant, seller_tax_id,
   bill_no) has `is_current = true` (a partial unique index enforces it). Operator views and
   lookups by bill number filter on `is_current`.
-- `invoices.document_id` is NOT NULL: invoices nobody can match stay as `orphan` rows in
-  `callback_inbox` until an operator or a later query links them.
+- `invoices.document_id` is NOT NULL and names the document the invoice was FIRST recorded
+  for: invoices nobody can match stay as `orphan` rows in `callback_inbox` until an
+  operator or a later query links them. Which documents an invoice covers is
+  `invoice_documents` (one row per pair, the first document's included): a merged invoice
+  (BILL.PUSH `autoMerge=1`, docs/CLOUD-CONTRACT.md "Merged invoices") has several.
 - `invoices.invoice_code` is NOT NULL and `''` for 数电 invoices, so the unique
   (invoice_code, invoice_num) constraint also holds for them; `order_no` and `invoice_num`
   are NULL when absent (`''` is normalised to NULL) and unique when present.
@@ -68,6 +72,7 @@ __all__ = [
     "DocumentEvent",
     "ErpOutbox",
     "Invoice",
+    "InvoiceDocument",
     "TenantState",
     "metadata",
 ]
@@ -228,6 +233,17 @@ class Invoice(Base):
     @validates("invoice_code")
     def _code_never_null(self, key: str, value: str | None) -> str:
         return value or ""
+
+
+class InvoiceDocument(Base):
+    """An invoice covers a document (several rows for a merged invoice)."""
+
+    __tablename__ = "invoice_documents"
+    __table_args__ = (Index("ix_invoice_documents_document_id", "document_id"),)
+
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class CloudCall(Base):

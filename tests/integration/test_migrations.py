@@ -24,6 +24,7 @@ TABLES = {
     "documents",
     "document_events",
     "invoices",
+    "invoice_documents",
     "cloud_calls",
     "callback_inbox",
     "erp_outbox",
@@ -130,6 +131,47 @@ def test_downgrade_to_base_and_upgrade_again(empty_database_url: str) -> None:
         assert set(inspect(engine).get_table_names()) & TABLES == set()
         migrate.upgrade(empty_database_url)
         assert differences(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_invoices_recorded_before_0002_are_linked_to_their_document(
+    empty_database_url: str,
+) -> None:
+    migrate.upgrade(empty_database_url, "0001")
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            for bill_no in ("OLD-1", "OLD-2"):
+                conn.execute(
+                    text(
+                        "INSERT INTO documents (tenant, seller_tax_id, bill_no, content_hash,"
+                        " status, total_amount, issued_amount, payload, created_at, updated_at,"
+                        " status_changed_at) VALUES ('acme', 'S1', :bill_no, :bill_no,"
+                        " 'invoiced', 113, 113, '{}', :now, :now, :now)"
+                    ),
+                    {"bill_no": bill_no, "now": "2026-11-30 10:00:00+00:00"},
+                )
+            ids = conn.execute(text("SELECT id FROM documents ORDER BY id")).scalars().all()
+            for number, document_id in enumerate(ids, start=1):
+                conn.execute(
+                    text(
+                        "INSERT INTO invoices (document_id, invoice_num, created_at, updated_at)"
+                        " VALUES (:document_id, :num, :now, :now)"
+                    ),
+                    {"document_id": document_id, "num": f"N{number}", "now": "2026-11-30"},
+                )
+        migrate.upgrade(empty_database_url)
+        with engine.connect() as conn:
+            links = conn.execute(
+                text(
+                    "SELECT l.document_id, i.document_id FROM invoice_documents l"
+                    " JOIN invoices i ON i.id = l.invoice_id ORDER BY l.document_id"
+                )
+            ).all()
+        assert [tuple(row) for row in links] == [(ids[0], ids[0]), (ids[1], ids[1])]
+        migrate.downgrade(empty_database_url, "0001")
+        assert "invoice_documents" not in inspect(engine).get_table_names()
     finally:
         engine.dispose()
 

@@ -11,8 +11,15 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.invoices import InvoiceBelongsElsewhere, RecordOutcome, invoices_of, record_invoice
-from store.models import Document, Invoice
+from store.invoices import (
+    InvoiceBelongsElsewhere,
+    RecordOutcome,
+    bills_covered,
+    coverings,
+    invoices_of,
+    record_invoice,
+)
+from store.models import Document, Invoice, InvoiceDocument
 
 MakeDocument = Callable[..., Document]
 NUM = "24332000000012345678"
@@ -74,15 +81,69 @@ def test_failed_issuances_are_deduplicated_per_attempt_and_reason(
         assert len(invoices_of(session, document.id)) == 2
 
 
-def test_an_invoice_of_another_document_is_refused(
+def test_an_invoice_of_another_seller_or_revision_is_refused(
     session_factory: sessionmaker[Session], make_document: MakeDocument
 ) -> None:
     mine = make_document("pushed")
-    other = make_document("pushed")
+    other_seller = make_document("pushed", seller_tax_id="91110000OTHER00001")
+    other_tenant = make_document("pushed", tenant="globex")
+    old_revision = make_document(
+        "pushed", bill_no="REV-1", revision=1, is_current=False, content_hash="h1"
+    )
+    new_revision = make_document("pushed", bill_no="REV-1", revision=2, content_hash="h2")
     with session_factory() as session:
         record_invoice(session, document_id=mine.id, invoice_num=NUM)
-        with pytest.raises(InvoiceBelongsElsewhere, match=f"#{mine.id}"):
-            record_invoice(session, document_id=other.id, invoice_num=NUM)
+        record_invoice(session, document_id=old_revision.id, order_no="ORD-REV")
+        for other in (other_seller, other_tenant):
+            with pytest.raises(InvoiceBelongsElsewhere, match=f"#{mine.id}.*another tenant"):
+                record_invoice(session, document_id=other.id, invoice_num=NUM)
+        with pytest.raises(InvoiceBelongsElsewhere, match="another revision"):
+            record_invoice(session, document_id=new_revision.id, order_no="ORD-REV")
+        session.commit()
+        assert invoices_of(session, other_seller.id) == []
+        assert invoices_of(session, new_revision.id) == []
+
+
+def test_a_merged_invoice_is_linked_to_every_bill_it_covers_once(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    first, second, third = (make_document("pushed", push_attempt=n) for n in (1, 2, 3))
+    with session_factory() as session:
+        outcomes = [
+            record_invoice(
+                session,
+                document_id=doc.id,
+                push_attempt=doc.push_attempt,
+                order_no="ORD-M",
+                invoice_num=NUM,
+                include_tax_amount=Decimal("339.00"),
+                raw={"billNo": doc.bill_no},
+            ).outcome
+            for doc in (first, second, third, second, first, third)
+        ]
+        session.commit()
+        assert outcomes == [
+            RecordOutcome.created,
+            RecordOutcome.linked,
+            RecordOutcome.linked,
+            RecordOutcome.unchanged,
+            RecordOutcome.unchanged,
+            RecordOutcome.unchanged,
+        ]
+        assert session.scalar(select(func.count()).select_from(Invoice)) == 1
+        assert session.scalar(select(func.count()).select_from(InvoiceDocument)) == 3
+        [row] = invoices_of(session, third.id)
+        # The row keeps what the first document recorded: its wire copy and attempt.
+        assert (row.document_id, row.push_attempt) == (first.id, 1)
+        assert row.raw == {"billNo": first.bill_no}
+        assert [c.documents for c in coverings(session, second.id)] == [3]
+        assert bills_covered(session, [row.id]) == {
+            row.id: sorted([first.bill_no, second.bill_no, third.bill_no])
+        }
+        # A later report through another bill still fills in what is new.
+        filled = record_invoice(session, document_id=third.id, order_no="ORD-M", invoice_status="6")
+        assert filled.outcome is RecordOutcome.updated
+        assert invoices_of(session, first.id)[0].invoice_status == "6"
 
 
 def test_concurrent_reports_of_one_invoice_make_one_row(

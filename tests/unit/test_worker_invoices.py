@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 from schemas.kingdee import InvoiceItem
+from store.invoices import Covering, LineShare, share_of
 from store.models import Document, Invoice
 from store.states import Event
-from worker.services.invoices import all_known, verdict_for
+from worker.services.invoices import all_known, covered_amount, verdict_for
 
 
 def document(
@@ -103,6 +104,127 @@ def test_all_known_only_when_every_reported_value_is_stored() -> None:
     assert not all_known(doc, [stored], [item(orderNo=None, invoiceNum=None)])  # no key
     assert not all_known(doc, [stored], [item(billNo="OTHER")])  # nothing about this bill
     assert not all_known(doc, [], [item()])
-    keys = ("order_no", "invoice_code", "invoice_num", "invoice_status", "push_attempt")
-    elsewhere = Invoice(document_id=2, **{key: getattr(stored, key) for key in keys})
-    assert not all_known(doc, [elsewhere], [item()])
+    # A merged invoice first recorded for document 2 (and linked to this one) keeps that
+    # document's attempt: not news here.
+    keys = ("order_no", "invoice_code", "invoice_num", "invoice_status")
+    merged = Invoice(document_id=2, push_attempt=7, **{key: getattr(stored, key) for key in keys})
+    assert all_known(doc, [merged], [item()])
+    assert not all_known(doc, [merged], [item(invoiceStatus="6")])
+
+
+# --------------------------------------------------------------------------- merged invoices
+
+
+def bill_document(ids: list[str], incl: str, *, excl: str | None = None) -> Document:
+    payload = {
+        "includeTaxFlag": "0",
+        "invoiceProperty": "0",
+        "billDetail": [{"detailId": i} for i in ids],
+    }
+    return Document(
+        id=1,
+        bill_no="B-1",
+        total_amount=Decimal(excl or incl),
+        total_incl_tax=Decimal(incl),
+        payload=payload,
+        issued_amount=Decimal("0.00"),
+    )
+
+
+def line(key: str | None, amount: str, tax: str, *, name: str = "detailId") -> dict[str, object]:
+    row: dict[str, object] = {"amount": amount, "taxAmount": tax}
+    if key is not None:
+        row[name] = key
+    return row
+
+
+def merged(incl: str, lines: list[dict[str, object]], *, field: str = "goods") -> Invoice:
+    return Invoice(
+        invoice_num="N-M",
+        include_tax_amount=Decimal(incl),
+        total_amount=None,
+        raw={"invoiceProperty": 0, field: lines},
+    )
+
+
+THREE_BILLS = [line("A-1", "100.00", "13.00"), line("B-1", "200.00", "26.00"),
+               line("C-1", "50.00", "6.50")]  # fmt: skip
+
+
+def test_own_invoice_counts_whole() -> None:
+    doc = bill_document(["A-1", "A-2"], "226.00")
+    own = merged("226.00", [line("A-1", "100.00", "13.00"), line("A-2", "100.00", "13.00")])
+    assert share_of(doc.payload, own.raw) == LineShare(merged=False)
+    assert covered_amount(doc, own) == Decimal("226.00")
+    # Lines without ids of a one-document invoice: nothing to attribute, counted whole.
+    anonymous = merged("226.00", [line(None, "200.00", "26.00")])
+    assert covered_amount(doc, anonymous) == Decimal("226.00")
+
+
+def test_merged_invoice_counts_the_lines_attributed_to_the_bill() -> None:
+    invoice = merged("395.50", THREE_BILLS)
+    a = bill_document(["A-1"], "113.00")
+    b = bill_document(["B-1"], "226.00")
+    assert share_of(a.payload, invoice.raw) == LineShare(
+        merged=True, incl=Decimal("113.00"), excl=Decimal("100.00")
+    )
+    assert covered_amount(a, invoice) == Decimal("113.00")
+    assert covered_amount(b, invoice, documents=3) == Decimal("226.00")
+    verdict = verdict_for(b, [Covering(invoice, 3)])
+    assert (verdict.event, verdict.issued_amount, verdict.merged) == (
+        Event.issued_all,
+        Decimal("226.00"),
+        1,
+    )
+    # billSourceId attributes as well as detailId; includeTaxAmount wins over amount + tax.
+    by_source = merged(
+        "395.50",
+        [
+            {"billSourceId": "A-1", "amount": "100.00", "includeTaxAmount": "113.00"},
+            line("B-1", "200.00", "26.00", name="billSourceId"),
+        ],
+        field="invoiceDetail",
+    )
+    assert covered_amount(a, by_source) == Decimal("113.00")
+
+
+def test_a_merged_invoice_covering_part_of_a_bill_is_issued_some() -> None:
+    # The bill's second line went on another invoice (not reported yet).
+    doc = bill_document(["A-1", "A-2"], "226.00")
+    invoice = merged("339.00", [line("A-1", "100.00", "13.00"), line("B-1", "200.00", "26.00")])
+    verdict = verdict_for(doc, [invoice])
+    assert (verdict.event, verdict.issued_amount) == (Event.issued_some, Decimal("113.00"))
+
+
+def test_unattributable_merged_invoice_counts_fully_up_to_the_bill() -> None:
+    doc = bill_document(["1", "2"], "226.00")
+    # Two bills both numbered their lines 1, 2: the invoice's lines cannot be told apart.
+    colliding = merged(
+        "316.40",
+        [line("1", "100.00", "13.00"), line("2", "100.00", "13.00"),
+         line("1", "40.00", "5.20"), line("2", "40.00", "5.20")],
+    )  # fmt: skip
+    assert share_of(doc.payload, colliding.raw) == LineShare(merged=True)
+    assert covered_amount(doc, colliding) == Decimal("226.00")
+    verdict = verdict_for(doc, [colliding])
+    assert (verdict.event, verdict.issued_amount) == (Event.issued_all, Decimal("226.00"))
+    # A line without id next to other bills' lines; no lines at all but several documents.
+    unkeyed = merged("339.00", [line(None, "100.00", "13.00"), line("B-1", "200.00", "26.00")])
+    assert covered_amount(doc, unkeyed) == Decimal("226.00")
+    bare = Invoice(invoice_num="N", include_tax_amount=Decimal("339.00"), raw={})
+    assert covered_amount(doc, bare, documents=2) == Decimal("226.00")
+    assert covered_amount(doc, bare, documents=1) == Decimal("339.00")  # own: over-issue shows
+    # Linked to several documents although every line carries this bill's ids: ambiguous
+    # only when an id repeats; otherwise the lines are this bill's.
+    assert covered_amount(doc, colliding, documents=2) == Decimal("226.00")
+
+
+def test_merged_invoice_shares_on_the_exclusive_basis() -> None:
+    payload = {"includeTaxFlag": "0", "billDetail": [{"detailId": "A-1"}]}
+    doc = Document(
+        id=1, bill_no="B-1", total_amount=Decimal("100.00"), total_incl_tax=None,
+        payload=payload, issued_amount=Decimal("0.00"),
+    )  # fmt: skip
+    invoice = merged("395.50", THREE_BILLS)
+    assert covered_amount(doc, invoice) == Decimal("100.00")
+    assert verdict_for(doc, [invoice]).event is Event.issued_all

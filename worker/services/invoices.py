@@ -2,8 +2,10 @@
 
 Recording is ``store.invoices.record_invoice`` (idempotent: by ``orderNo``, then
 ``invoiceCode`` + ``invoiceNum``, then — for a failed issuance with neither — the document,
-attempt and ``issueErrorMessage``). An invoice already recorded for another document is
-logged and skipped (``InvoiceBelongsElsewhere``): an operator must look.
+attempt and ``issueErrorMessage``). An invoice already recorded for another bill of the same
+tenant and seller is a merged invoice (``autoMerge=1``): it is linked to this document too.
+One that cannot be a merge is logged and skipped (``InvoiceBelongsElsewhere``): an operator
+must look.
 
 Verdict (from every invoice stored for the document)
 
@@ -16,6 +18,9 @@ Verdict (from every invoice stored for the document)
 
 Amounts compared: 价税合计 (``includeTaxAmount``) with the document's ``total_incl_tax``
 when known; otherwise on the bill's own basis (``includeTaxFlag`` 1 → 价税合计, 0 → 合计金额).
+A merged invoice counts with its share (``store.invoices.share_of``): the amounts of its lines
+attributed to this bill (``detailId``/``billSourceId``), or — when its lines cannot be
+attributed — its whole amount up to the document's (it counts fully for each of its bills).
 Red bills compare absolute values and count red invoices (``invoiceProperty`` 1).
 A cancelled (作废, status 6) or reversed (红冲, 3) invoice was still issued: those callbacks
 are recorded on the invoice row and never move a document backwards.
@@ -33,13 +38,27 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from schemas.kingdee import InvoiceItem
-from store.invoices import InvoiceBelongsElsewhere, invoices_of, known_invoice, record_invoice
+from store.invoices import (
+    Covering,
+    InvoiceBelongsElsewhere,
+    coverings,
+    known_invoice,
+    record_invoice,
+    share_of,
+)
 from store.lifecycle import TransitionResult, transition, update_fields
 from store.models import Document, Invoice
 from store.states import DocumentStatus, Event
 from worker.runtime import Runtime
 
-__all__ = ["InvoiceVerdict", "all_known", "apply_invoices", "upsert_invoices", "verdict_for"]
+__all__ = [
+    "InvoiceVerdict",
+    "all_known",
+    "apply_invoices",
+    "covered_amount",
+    "upsert_invoices",
+    "verdict_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +85,7 @@ class InvoiceVerdict:
     failed: int
     pending: int
     failure: str | None
+    merged: int = 0  # issued invoices also covering other documents
 
 
 def upsert_invoices(
@@ -157,24 +177,46 @@ def _basis(document: Document) -> tuple[Decimal, str]:
     return abs(document.total_amount), "incl" if flag == "1" else "excl"
 
 
-def verdict_for(
-    document: Document, invoices: Sequence[Invoice], *, unrecorded_pending: int = 0
-) -> InvoiceVerdict:
-    """The event the stored invoices justify (module docstring table)."""
+def covered_amount(document: Document, invoice: Invoice, documents: int = 1) -> Decimal:
+    """What ``invoice`` counts towards ``document`` (absolute, on the document's basis)."""
     target, basis = _basis(document)
+    stated = invoice.include_tax_amount if basis == "incl" else invoice.total_amount
+    amount = abs(stated or Decimal("0"))
+    share = share_of(document.payload, invoice.raw, documents=documents)
+    if not share.merged:
+        return amount
+    attributed = share.incl if basis == "incl" else share.excl
+    if attributed is not None:
+        return abs(attributed)
+    return min(amount, target)
+
+
+def verdict_for(
+    document: Document,
+    invoices: Sequence[Invoice | Covering],
+    *,
+    unrecorded_pending: int = 0,
+) -> InvoiceVerdict:
+    """The event the stored invoices justify (module docstring table). ``Covering``s say
+    how many documents each invoice covers (a bare ``Invoice`` counts as covering one)."""
+    target, _ = _basis(document)
     red = str((document.payload or {}).get("invoiceProperty", "0")) == "1"
     issued_amount = Decimal("0.00")
-    issued = failed = 0
+    issued = failed = merged = 0
     pending = unrecorded_pending
     failure: str | None = None
-    for inv in invoices:
+    for entry in invoices:
+        inv, documents = (
+            (entry.invoice, entry.documents) if isinstance(entry, Covering) else (entry, 1)
+        )
         if inv.invoice_num:
             is_red_invoice = str((inv.raw or {}).get("invoiceProperty", "0")) == "1"
             if is_red_invoice != red:
                 continue
             issued += 1
-            amount = inv.include_tax_amount if basis == "incl" else inv.total_amount
-            issued_amount += abs(amount or Decimal("0"))
+            if share_of(document.payload, inv.raw, documents=documents).merged:
+                merged += 1
+            issued_amount += covered_amount(document, inv, documents)
         elif inv.issue_error_message:
             failed += 1
             failure = failure or inv.issue_error_message
@@ -189,7 +231,7 @@ def verdict_for(
         event = Event.issue_failed
     else:
         event = None
-    return InvoiceVerdict(event, issued_amount, target, issued, failed, pending, failure)
+    return InvoiceVerdict(event, issued_amount, target, issued, failed, pending, failure, merged)
 
 
 def apply_invoices(
@@ -207,9 +249,7 @@ def apply_invoices(
     """
     now = rt.clock()
     unrecorded = upsert_invoices(session, document, items, now=now)
-    verdict = verdict_for(
-        document, invoices_of(session, document.id), unrecorded_pending=unrecorded
-    )
+    verdict = verdict_for(document, coverings(session, document.id), unrecorded_pending=unrecorded)
     status = DocumentStatus(document.status)
     results: list[TransitionResult] = []
     if verdict.issued_amount > verdict.target + CENT * max(1, verdict.issued):
@@ -235,6 +275,8 @@ def apply_invoices(
         f"{reason}: {verdict.issued} issued ({verdict.issued_amount} of {verdict.target}),"
         f" {verdict.failed} failed, {verdict.pending} pending"
     )
+    if verdict.merged:
+        detail += f" ({verdict.merged} merged with other bills)"
     if verdict.failure:
         detail += f"; {verdict.failure}"
     result = transition(
