@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.chaos            # 5,000 documents
     .venv/bin/python -m bench.chaos --quick    # 300 documents, same disruptions
+    .venv/bin/python -m bench.chaos --quick --dialect merge=when_asked --declare
+    .venv/bin/python -m bench.chaos --dialects all   # every dialect value, one small run each
 
 Everything runs on a private PostgreSQL cluster and a private redis-server (``bench.stack``),
 so restarting and flushing them disturbs nothing else on the machine.
@@ -25,6 +27,27 @@ Documents are submitted over HTTP in batches while this happens (a batch refused
 during the database restart is sent again: identical content is idempotent). At the end
 ``bench.invariants`` checks the database and the simulator. Exit status: 0 all invariants
 hold, 1 an invariant broke, 2 not every document settled before ``--timeout``.
+
+Beat is started again when it exits (as compose's ``restart: unless-stopped`` does): after
+the Redis flush, redbeat's lock is gone and beat exits with ``LockNotOwnedError``. Each
+restart is printed and counted (``beat_restarts``).
+
+Contract dialects (``schemas.cloud_contract.DIALECT_SWITCHES``):
+
+| option | effect |
+|---|---|
+| ``--dialect NAME=VALUE`` (repeatable) | the simulator plays that reading (its ``--dialect``) |
+| ``--declare`` / ``--no-declare`` | the tenants file declares every switch of the simulator's |
+| | dialect under ``[tenants.cloud]`` / declares nothing (default: the harder case) |
+| ``--dialects all`` | the sweep: one run with every default, then one per other value |
+| | of every switch (the others default or ``--dialect``), each undeclared and declared |
+| | (only one of them with ``--no-declare`` / ``--declare``); one table row per run |
+
+Under ``merge=when_asked`` two of every three documents ask for ``autoMerge=1`` (the cloud
+then issues one invoice for several waiting bills of one seller and buyer); elsewhere none
+does. The sweep's runs are small (``--documents`` default 40, disruptions every 2 s, so the
+whole sweep fits in about half an hour on two busy cores); its exit status is the worst of
+its runs (1 over 2 over 0). Each run's work directory (logs, tenants file) is kept.
 """
 
 from __future__ import annotations
@@ -37,22 +60,23 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, func, insert, select
 
 from bench.invariants import check_invariants, cloud_view
 from bench.stack import BenchOptions, BenchStack, running_bench_stack
 from bench.workload import SETTLED, bench_bills, status_counts
+from schemas.cloud_contract import DIALECT_SWITCHES, Dialect, DialectError
 from schemas.money import dumps_exact
 from store.db import make_engine
-from store.models import Document, Invoice
+from store.models import Document, Invoice, InvoiceDocument
 
-__all__ = ["CHAOS_FAULTS", "main"]
+__all__ = ["CHAOS_FAULTS", "PlannedRun", "main", "single_plan", "sweep_plan"]
 
 CHAOS_FAULTS: dict[str, float] = {
     "push_5xx_before": 0.10,
@@ -62,6 +86,60 @@ CHAOS_FAULTS: dict[str, float] = {
     "callback_reorder": 0.05,
 }
 TOKEN_TTL_SECONDS = 20.0
+SWEEP_DOCUMENTS = 40
+SWEEP_DISRUPT_EVERY = 2.0
+SWEEP_TIMEOUT = 240.0
+DEFAULTS_ROW = "(all defaults)"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One chaos run: the dialect the simulator plays and whether the tenants declare it."""
+
+    switch: str  # the switch this run varies; DEFAULTS_ROW for the run with none varied
+    value: str
+    declared: bool
+    dialect: Dialect
+
+    def simulator_dialect(self) -> dict[str, str]:
+        """What the simulator is given (``--dialect NAME=VALUE``): the non-default switches."""
+        return self.dialect.differences()
+
+    def simulator_args(self) -> list[str]:
+        return [a for k, v in self.simulator_dialect().items() for a in ("--dialect", f"{k}={v}")]
+
+    def tenants_cloud(self) -> dict[str, str]:
+        """The ``[tenants.cloud]`` table of every tenant: the whole dialect, or nothing."""
+        return self.dialect.as_dict() if self.declared else {}
+
+    @property
+    def auto_merge(self) -> bool:
+        """Documents ask for ``autoMerge=1`` (only where the cloud may merge)."""
+        return self.dialect.merge == "when_asked"
+
+
+def single_plan(specs: list[str], declared: bool | None) -> PlannedRun:
+    """The run of ``--dialect`` (``specs``) without a sweep; undeclared unless asked."""
+    dialect = Dialect.parse(specs)
+    changed = dialect.differences()
+    switch = ",".join(changed) or DEFAULTS_ROW
+    value = ",".join(changed.values()) or "-"
+    return PlannedRun(switch, value, bool(declared), dialect)
+
+
+def sweep_plan(specs: list[str], declared: bool | None) -> list[PlannedRun]:
+    """``--dialects all``: every default once, then every other value of every switch (the
+    rest as ``specs`` or default), undeclared then declared (or only ``declared``'s mode)."""
+    base = Dialect.parse(specs)
+    modes = (False, True) if declared is None else (declared,)
+    plan = [PlannedRun(DEFAULTS_ROW, "-", mode, base) for mode in modes]
+    for switch, values in DIALECT_SWITCHES.items():
+        for value in values:
+            if value == getattr(base, switch):
+                continue
+            dialect = base.replace({switch: value})
+            plan.extend(PlannedRun(switch, value, mode, dialect) for mode in modes)
+    return plan
 
 
 @dataclass
@@ -123,6 +201,23 @@ def _submit_all(
                 log.append(f"batch {index}: gave up after 120 attempts")
 
 
+def _merged_invoices(engine: Engine) -> dict[str, int]:
+    """Issued invoices that cover several documents, and how many documents they cover."""
+    covering = (
+        select(InvoiceDocument.invoice_id, func.count().label("documents"))
+        .group_by(InvoiceDocument.invoice_id)
+        .having(func.count() > 1)
+        .subquery()
+    )
+    with engine.connect() as conn:
+        invoices, documents = conn.execute(
+            select(func.count(), func.coalesce(func.sum(covering.c.documents), 0)).select_from(
+                covering
+            )
+        ).one()
+    return {"invoices": int(invoices), "documents": int(documents)}
+
+
 def _issue_one_document_twice(engine: Engine, prefix: str) -> None:
     """``--sabotage``: a second issued invoice from another push attempt (the checker's test)."""
     with engine.begin() as conn:
@@ -140,7 +235,15 @@ def _issue_one_document_twice(engine: Engine, prefix: str) -> None:
         )  # fmt: skip
 
 
-def run(args: argparse.Namespace) -> int:
+def _mark_auto_merge(bills: list[dict[str, Any]]) -> None:
+    """Two of every three bills ask the cloud to merge (the third is issued alone)."""
+    for index, bill in enumerate(bills):
+        if index % 3 != 2:
+            bill["autoMerge"] = "1"
+
+
+def run(args: argparse.Namespace, planned: PlannedRun) -> tuple[int, dict[str, Any]]:
+    """One chaos run; (exit status, figures)."""
     n = args.documents
     run_id = os.urandom(3).hex()
     prefix = f"B{run_id}-"
@@ -152,15 +255,26 @@ def run(args: argparse.Namespace) -> int:
     options = BenchOptions(
         workdir=workdir,
         faults=faults,
+        dialect=planned.simulator_dialect(),
+        tenants_cloud=planned.tenants_cloud(),
         seed=args.seed,
         issue_delay=args.issue_delay,
         token_ttl=TOKEN_TTL_SECONDS,
         workers=1,
         concurrency=args.concurrency,
     )
-    print(f"chaos run {run_id}: {n} documents, work directory {workdir}", flush=True)
+    print(
+        f"chaos run {run_id}: {n} documents, dialect {planned.simulator_dialect() or 'default'},"
+        f" {'declared' if planned.declared else 'undeclared'}, work directory {workdir}",
+        flush=True,
+    )
+    beat_restarts: list[str] = []
+    begun = time.monotonic()
     with running_bench_stack(options) as stack:
+        stack_up = time.monotonic() - begun
         bills = bench_bills(run_id, n, stack.specs)
+        if planned.auto_merge:
+            _mark_auto_merge(bills)
         submit_log: list[str] = []
         submitter = threading.Thread(
             target=_submit_all, args=(stack, bills, args.batch, args.submit_rate, submit_log)
@@ -175,6 +289,11 @@ def run(args: argparse.Namespace) -> int:
         while True:
             time.sleep(0.5)
             now = time.monotonic()
+            exit_code = stack.restart_beat_if_exited()
+            if exit_code is not None:
+                beat_restarts.append(f"{now - started:.1f} s (exit {exit_code})")
+                print(f"  {now - started:6.1f} s  beat exited ({exit_code}), started again",
+                      flush=True)  # fmt: skip
             with contextlib.suppress(Exception):
                 counts = status_counts(engine, prefix)
             settled = sum(v for k, v in counts.items() if k in SETTLED)
@@ -207,13 +326,23 @@ def run(args: argparse.Namespace) -> int:
             cloud=cloud_view(stack.simulator_url),
             ledger_slack=kills * args.concurrency,
         )
+        merged = _merged_invoices(engine)
         stats = stack.sim_stats()
         engine.dispose()
+        stopping = time.monotonic()
+    stack_down = time.monotonic() - stopping
     calls = {name: sum(v.values()) for name, v in stats.get("calls", {}).items()}
     figures: dict[str, Any] = {
+        "switch": planned.switch,
+        "value": planned.value,
+        "dialect": planned.simulator_dialect(),
+        "declared": planned.declared,
+        "work_directory": str(workdir),
         "documents": n,
         "settled": all_settled,
         "seconds": round(elapsed, 1),
+        "stack_start_seconds": round(stack_up, 1),
+        "stack_stop_seconds": round(stack_down, 1),
         "documents_per_second": round(n / elapsed, 1) if elapsed else 0.0,
         "by_status": report.by_status,
         "disruptions": {item.name: item.done_at and round(item.done_at, 1) for item in pending},
@@ -224,33 +353,124 @@ def run(args: argparse.Namespace) -> int:
         "ledger": report.ledger,
         "violations": {k: v for k, v in report.violations.items() if v},
         "submit_retries": len(submit_log),
+        "beat_restarts": beat_restarts,
+        "merged_invoices": merged,
+        "ok": report.ok,
     }
     if args.json:
         print(json.dumps(figures, ensure_ascii=False, default=str))
     else:
-        print(f"\n{n} documents in {figures['seconds']} s; settled: {all_settled}")
+        print(f"\n{n} documents in {figures['seconds']} s; settled: {all_settled}"
+              f" (stack up in {stack_up:.1f} s, down in {stack_down:.1f} s)")  # fmt: skip
         print(f"disruptions at (s): {figures['disruptions']}")
         print(f"cloud calls per document: {figures['cloud_calls_per_document']}")
         print(f"callbacks: {figures['callbacks']}")
         print(f"submit batches sent again: {len(submit_log)}")
+        print(f"beat started again: {beat_restarts or 'never'}")
         print("\n".join(report.summary_lines()))
-    if args.results:
-        args.results.write_text(json.dumps(figures, ensure_ascii=False, indent=1, default=str))
     if not report.ok:
-        return 1
-    return 0 if all_settled else 2
+        return 1, figures
+    return (0 if all_settled else 2), figures
 
 
-def main(argv: list[str] | None = None) -> int:
+TABLE_HEAD = (
+    "| switch | value | declared | documents | invoiced | other terminal states"
+    " | invariants | seconds |"
+)
+
+
+def table_row(figures: Mapping[str, Any]) -> str:
+    """One Markdown row of the sweep table for a run's figures."""
+    by_status: dict[str, int] = dict(figures.get("by_status") or {})
+    invoiced: object = by_status.pop("invoiced", 0)
+    merged = figures.get("merged_invoices") or {}
+    if merged.get("invoices"):
+        invoiced = f"{invoiced} ({merged['documents']} on {merged['invoices']} merged invoices)"
+    other = ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()) if k in SETTLED)
+    unsettled = {k: v for k, v in by_status.items() if k not in SETTLED}
+    if "error" in figures:
+        verdict = f"ERROR {figures['error']}"
+    elif figures.get("violations"):
+        verdict = "FAIL " + ", ".join(
+            f"{check} ({len(found)})" for check, found in figures["violations"].items()
+        )
+    else:
+        verdict = "OK"
+    if unsettled:
+        verdict += " (not settled: " + ", ".join(f"{k} {v}" for k, v in unsettled.items()) + ")"
+    return (
+        f"| {figures['switch']} | {figures['value']} | {'yes' if figures['declared'] else 'no'}"
+        f" | {figures.get('documents', '-')} | {invoiced} | {other or '-'} | {verdict}"
+        f" | {figures.get('seconds', '-')} |"
+    )
+
+
+def run_sweep(args: argparse.Namespace, plan: list[PlannedRun]) -> tuple[int, list[str]]:
+    """Every planned run in turn; (worst exit status, table rows)."""
+    codes: list[int] = []
+    rows: list[str] = []
+    all_figures: list[dict[str, Any]] = []
+    started = time.monotonic()
+    for index, planned in enumerate(plan, start=1):
+        print(f"\n=== sweep {index}/{len(plan)}: {planned.switch}={planned.value},"
+              f" {'declared' if planned.declared else 'undeclared'}", flush=True)  # fmt: skip
+        try:
+            code, figures = run(args, planned)
+        except Exception as exc:  # a stack that did not start is a row, not the sweep's end
+            code = 1
+            figures = {
+                "switch": planned.switch,
+                "value": planned.value,
+                "declared": planned.declared,
+                "error": f"{type(exc).__name__}: {exc}",
+            }
+        codes.append(code)
+        rows.append(table_row(figures))
+        all_figures.append(figures)
+        print(rows[-1], flush=True)
+    minutes = (time.monotonic() - started) / 60
+    print(f"\nsweep: {len(plan)} runs in {minutes:.1f} min\n")
+    print(TABLE_HEAD)
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    if args.results:
+        args.results.write_text(json.dumps(all_figures, ensure_ascii=False, indent=1, default=str))
+    worst = 1 if 1 in codes else 2 if 2 in codes else 0
+    return worst, rows
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--documents", "-n", type=int, default=5000)
+    parser.add_argument(
+        "--documents", "-n", type=int, default=None,
+        help=f"documents per run (default 5000; 300 with --quick; {SWEEP_DOCUMENTS} a sweep run)",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="300 documents")
+    parser.add_argument(
+        "--dialect",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="contract dialect the simulator plays (repeatable); see GET /_sim/dialect",
+    )
+    parser.add_argument(
+        "--declare",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="declare the simulator's dialect under [tenants.cloud] (default: undeclared;"
+        " a sweep runs both unless one is given)",
+    )
+    parser.add_argument(
+        "--dialects",
+        choices=["all"],
+        help="sweep: one small run per value of every dialect switch, declared and undeclared",
+    )
     parser.add_argument("--batch", type=int, default=100, help="documents per HTTP request")
     parser.add_argument("--submit-rate", type=float, default=150.0, help="documents/s offered")
     parser.add_argument("--concurrency", type=int, default=4, help="prefork processes")
     parser.add_argument("--issue-delay", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--timeout", type=float, default=None, help="seconds (default 900)")
     parser.add_argument("--quiet-seconds", type=float, default=3.0)
     parser.add_argument("--workdir", default=None, help="parent of the run's temp directory")
     parser.add_argument("--results", type=Path, help="write the figures as JSON here")
@@ -271,13 +491,40 @@ def main(argv: list[str] | None = None) -> int:
         "--disrupt-every",
         type=float,
         default=0.0,
-        help="seconds between disruptions (default: the table's schedule)",
+        help="seconds between disruptions (default: the table's schedule; a sweep: 2)",
     )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[PlannedRun]]:
+    """The options and the runs they plan (one, or the sweep's); sizes filled in."""
+    parser = _parser()
     args = parser.parse_args(argv)
-    if args.quick:
-        args.documents = 300
-        args.timeout = min(args.timeout, 300.0)
-    return run(args)
+    try:
+        if args.dialects:
+            plan = sweep_plan(args.dialect, args.declare)
+        else:
+            plan = [single_plan(args.dialect, args.declare)]
+    except DialectError as exc:
+        parser.error(str(exc))
+    if args.documents is None:
+        args.documents = SWEEP_DOCUMENTS if args.dialects else 300 if args.quick else 5000
+    if args.dialects and not args.disrupt_every:
+        args.disrupt_every = SWEEP_DISRUPT_EVERY
+    if args.timeout is None:
+        args.timeout = SWEEP_TIMEOUT if args.dialects else 300.0 if args.quick else 900.0
+    return args, plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, plan = parse_args(argv)
+    if args.dialects:
+        worst, _rows = run_sweep(args, plan)
+        return worst
+    code, figures = run(args, plan[0])
+    if args.results:
+        args.results.write_text(json.dumps(figures, ensure_ascii=False, indent=1, default=str))
+    return code
 
 
 if __name__ == "__main__":
