@@ -127,14 +127,21 @@ def single_plan(specs: list[str], declared: bool | None) -> PlannedRun:
     return PlannedRun(switch, value, bool(declared), dialect)
 
 
-def sweep_plan(specs: list[str], declared: bool | None) -> list[PlannedRun]:
+def sweep_plan(specs: list[str], declared: bool | None, switches: str = "all") -> list[PlannedRun]:
     """``--dialects all``: every default once, then every other value of every switch (the
-    rest as ``specs`` or default), undeclared then declared (or only ``declared``'s mode)."""
+    rest as ``specs`` or default), undeclared then declared (or only ``declared``'s mode).
+    ``switches`` "NAME,NAME" sweeps only those (and no all-defaults run)."""
     base = Dialect.parse(specs)
     modes = (False, True) if declared is None else (declared,)
-    plan = [PlannedRun(DEFAULTS_ROW, "-", mode, base) for mode in modes]
-    for switch, values in DIALECT_SWITCHES.items():
-        for value in values:
+    chosen = list(DIALECT_SWITCHES) if switches == "all" else switches.split(",")
+    for name in chosen:
+        if name not in DIALECT_SWITCHES:
+            raise DialectError(
+                f"unknown dialect switch {name!r}; switches: {', '.join(DIALECT_SWITCHES)}"
+            )
+    plan = [PlannedRun(DEFAULTS_ROW, "-", mode, base) for mode in modes if switches == "all"]
+    for switch in chosen:
+        for value in DIALECT_SWITCHES[switch]:
             if value == getattr(base, switch):
                 continue
             dialect = base.replace({switch: value})
@@ -462,8 +469,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--dialects",
-        choices=["all"],
-        help="sweep: one small run per value of every dialect switch, declared and undeclared",
+        metavar="all|NAME[,NAME]",
+        help="sweep: one small run per value of every dialect switch (or of the switches"
+        " named), declared and undeclared",
     )
     parser.add_argument("--batch", type=int, default=100, help="documents per HTTP request")
     parser.add_argument("--submit-rate", type=float, default=150.0, help="documents/s offered")
@@ -502,7 +510,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     args = parser.parse_args(argv)
     try:
         if args.dialects:
-            plan = sweep_plan(args.dialect, args.declare)
+            plan = sweep_plan(args.dialect, args.declare, args.dialects)
         else:
             plan = [single_plan(args.dialect, args.declare)]
     except DialectError as exc:

@@ -127,3 +127,14 @@ def test_a_table_row_names_the_failing_invariants_and_merged_invoices() -> None:
         "| merge | when_asked | yes | 40 | 38 (17 on 5 merged invoices) | returned 1"
         " | FAIL issued_twice (2) (not settled: pushed 1) | 31.5 |"
     )
+
+
+def test_the_sweep_can_be_narrowed_to_named_switches() -> None:
+    _, plan = chaos.parse_args(["--dialects", "unknown_bill,merge", "--no-declare"])
+    assert [(run.switch, run.value, run.declared) for run in plan] == [
+        ("unknown_bill", "empty_list", False),
+        ("unknown_bill", "empty_data", False),
+        ("merge", "when_asked", False),
+    ]
+    with pytest.raises(SystemExit):
+        chaos.parse_args(["--dialects", "merge,nonsense"])
