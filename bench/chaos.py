@@ -61,6 +61,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -276,6 +277,7 @@ def run(args: argparse.Namespace, planned: PlannedRun) -> tuple[int, dict[str, A
         flush=True,
     )
     beat_restarts: list[str] = []
+    tag = f"[{run_id}]" if args.jobs > 1 else ""  # runs overlap: say whose line it is
     begun = time.monotonic()
     with running_bench_stack(options) as stack:
         stack_up = time.monotonic() - begun
@@ -299,7 +301,7 @@ def run(args: argparse.Namespace, planned: PlannedRun) -> tuple[int, dict[str, A
             exit_code = stack.restart_beat_if_exited()
             if exit_code is not None:
                 beat_restarts.append(f"{now - started:.1f} s (exit {exit_code})")
-                print(f"  {now - started:6.1f} s  beat exited ({exit_code}), started again",
+                print(f"{tag}  {now - started:6.1f} s  beat exited ({exit_code}), started again",
                       flush=True)  # fmt: skip
             with contextlib.suppress(Exception):
                 counts = status_counts(engine, prefix)
@@ -308,14 +310,14 @@ def run(args: argparse.Namespace, planned: PlannedRun) -> tuple[int, dict[str, A
                 if item.done_at is None and (
                     settled >= item.at_share * n or now - started >= item.at_seconds
                 ):
-                    print(f"  {now - started:6.1f} s  {item.name} ({settled}/{n} settled)",
+                    print(f"{tag}  {now - started:6.1f} s  {item.name} ({settled}/{n} settled)",
                           flush=True)  # fmt: skip
                     item.act(stack)
                     item.done_at = time.monotonic() - started
                     break
             if now - last_print >= 5:
                 last_print = now
-                print(f"  {now - started:6.1f} s  {dict(sorted(counts.items()))}", flush=True)
+                print(f"{tag}  {now - started:6.1f} s  {dict(sorted(counts.items()))}", flush=True)
             if settled >= n and all(item.done_at is not None for item in pending):
                 break
             if now >= deadline:
@@ -367,14 +369,17 @@ def run(args: argparse.Namespace, planned: PlannedRun) -> tuple[int, dict[str, A
     if args.json:
         print(json.dumps(figures, ensure_ascii=False, default=str))
     else:
-        print(f"\n{n} documents in {figures['seconds']} s; settled: {all_settled}"
-              f" (stack up in {stack_up:.1f} s, down in {stack_down:.1f} s)")  # fmt: skip
-        print(f"disruptions at (s): {figures['disruptions']}")
-        print(f"cloud calls per document: {figures['cloud_calls_per_document']}")
-        print(f"callbacks: {figures['callbacks']}")
-        print(f"submit batches sent again: {len(submit_log)}")
-        print(f"beat started again: {beat_restarts or 'never'}")
-        print("\n".join(report.summary_lines()))
+        lines = [
+            f"\n{tag}{n} documents in {figures['seconds']} s; settled: {all_settled}"
+            f" (stack up in {stack_up:.1f} s, down in {stack_down:.1f} s)",
+            f"disruptions at (s): {figures['disruptions']}",
+            f"cloud calls per document: {figures['cloud_calls_per_document']}",
+            f"callbacks: {figures['callbacks']}",
+            f"submit batches sent again: {len(submit_log)}",
+            f"beat started again: {beat_restarts or 'never'}",
+            *report.summary_lines(),
+        ]
+        print("\n".join(lines), flush=True)  # one write: overlapping runs do not interleave
     if not report.ok:
         return 1, figures
     return (0 if all_settled else 2), figures
@@ -412,31 +417,38 @@ def table_row(figures: Mapping[str, Any]) -> str:
     )
 
 
+def _one_of_sweep(
+    args: argparse.Namespace, planned: PlannedRun, label: str
+) -> tuple[int, dict[str, Any]]:
+    print(f"\n=== sweep {label}: {planned.switch}={planned.value},"
+          f" {'declared' if planned.declared else 'undeclared'}", flush=True)  # fmt: skip
+    try:
+        code, figures = run(args, planned)
+    except Exception as exc:  # a stack that did not start is a row, not the sweep's end
+        code = 1
+        figures = {
+            "switch": planned.switch,
+            "value": planned.value,
+            "declared": planned.declared,
+            "error": f"{type(exc).__name__}: {exc}",
+        }
+    print(f"=== sweep {label} done\n{table_row(figures)}", flush=True)
+    return code, figures
+
+
 def run_sweep(args: argparse.Namespace, plan: list[PlannedRun]) -> tuple[int, list[str]]:
-    """Every planned run in turn; (worst exit status, table rows)."""
-    codes: list[int] = []
-    rows: list[str] = []
-    all_figures: list[dict[str, Any]] = []
+    """Every planned run (``--jobs`` at a time); (worst exit status, table rows in plan order)."""
     started = time.monotonic()
-    for index, planned in enumerate(plan, start=1):
-        print(f"\n=== sweep {index}/{len(plan)}: {planned.switch}={planned.value},"
-              f" {'declared' if planned.declared else 'undeclared'}", flush=True)  # fmt: skip
-        try:
-            code, figures = run(args, planned)
-        except Exception as exc:  # a stack that did not start is a row, not the sweep's end
-            code = 1
-            figures = {
-                "switch": planned.switch,
-                "value": planned.value,
-                "declared": planned.declared,
-                "error": f"{type(exc).__name__}: {exc}",
-            }
-        codes.append(code)
-        rows.append(table_row(figures))
-        all_figures.append(figures)
-        print(rows[-1], flush=True)
+    labels = [f"{index}/{len(plan)}" for index in range(1, len(plan) + 1)]
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(
+            pool.map(lambda item: _one_of_sweep(args, *item), zip(plan, labels, strict=True))
+        )
+    codes = [code for code, _ in results]
+    all_figures = [figures for _, figures in results]
+    rows = [table_row(figures) for figures in all_figures]
     minutes = (time.monotonic() - started) / 60
-    print(f"\nsweep: {len(plan)} runs in {minutes:.1f} min\n")
+    print(f"\nsweep: {len(plan)} runs in {minutes:.1f} min ({args.jobs} at a time)\n")
     print(TABLE_HEAD)
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
@@ -472,6 +484,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="all|NAME[,NAME]",
         help="sweep: one small run per value of every dialect switch (or of the switches"
         " named), declared and undeclared",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="sweep runs at a time (each its own stack)"
     )
     parser.add_argument("--batch", type=int, default=100, help="documents per HTTP request")
     parser.add_argument("--submit-rate", type=float, default=150.0, help="documents/s offered")

@@ -92,9 +92,19 @@ def test_the_sweep_runs_every_value_of_every_switch_declared_and_undeclared() ->
 
 def test_the_sweep_keeps_given_sizes_one_declaration_mode_and_a_base_dialect() -> None:
     args, plan = chaos.parse_args(
-        ["--dialects", "all", "-n", "12", "--declare", "--dialect", "merge=when_asked"]
+        [
+            "--dialects",
+            "all",
+            "-n",
+            "12",
+            "--jobs",
+            "2",
+            "--declare",
+            "--dialect",
+            "merge=when_asked",
+        ]
     )
-    assert args.documents == 12
+    assert (args.documents, args.jobs) == (12, 2)
     assert len(plan) == 1 + OTHER_VALUES
     assert all(run.declared for run in plan)
     # The base dialect holds for every run; merge's other value (never) is swept instead.
