@@ -27,6 +27,9 @@ Guess table (§ = docs/CLOUD-CONTRACT.md section; tag = confidence of the fact b
 | ``CALLBACK_RETRY_DELAYS_SECONDS``, ``..._TIMEOUT_...`` | cloud re-sends of callbacks | 9.1 | [G] |
 | ``callback_style_for`` | ``3std1`` prefix → per bill, else per invoice | 9 | [D] |
 | ``max_lines_per_invoice``, ``SINGLE_INVOICE_...`` | when the cloud splits a bill | 12 | [G] |
+| ``DIALECT_SWITCHES``, ``Dialect`` | [G] parts with several plausible wire shapes | many | [G] |
+| ``expired_token_answer`` | the expired-token answer under each dialect | 5 | [G]/[D] |
+| ``ErrorCode``, ``failure_body``, texts | named codes, wire texts of the simulator | 6.3 | [G] |
 
 Outcome classes (``OutcomeClass``) — what the worker does with a gateway answer
 

@@ -54,8 +54,10 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 
 from schemas.cloud_contract import (
+    DEFAULT_RETURN_REASON,
     DIALECT_SWITCHES,
     FILE_NOT_FOUND_MESSAGE,
+    ISSUE_ERROR_MESSAGES,
     NOT_JSON_MESSAGE,
     DialectError,
     expired_token_answer,
@@ -421,10 +423,10 @@ def _admin_router(cloud: SimulatedCloud) -> Router:
                 if name == "issue":
                     deliveries = await cloud.operator_issue(found)
                 elif name == "fail":
-                    message = str(body.get("message") or "税局登录失效，请重新登录电子税务局")
+                    message = str(body.get("message") or ISSUE_ERROR_MESSAGES[0])
                     deliveries = await cloud.operator_fail(found, message)
                 else:
-                    reason = str(body.get("reason") or "开票信息有误，退回上游修改")
+                    reason = str(body.get("reason") or DEFAULT_RETURN_REASON)
                     deliveries = await cloud.operator_return(found, reason)
             except OperatorError as exc:
                 return ExactJSONResponse({"error": str(exc)}, status_code=409)

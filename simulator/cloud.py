@@ -18,6 +18,12 @@ Gateway checks, in the order the cloud is assumed to make them (docs/CLOUD-CONTR
 | BILL.PUSH: billNo named by a refuse rule (``simulator.bill_rules``) | that rule's errorCode |
 | BILL.INVOICE.QUERY: bill known and live | ``-10011`` ``单据不存在`` (success:false) |
 
+Where the contract has several plausible readings, ``self.dialect``
+(``schemas.cloud_contract.Dialect``; docs/DIALECTS.md) picks one: unknown_bill, withdraw_refusal,
+success_data, query_lines, duplicate_bill, unknown_fields, request_id, merge, callback_data and
+failed_in_query are played here, expired_token and status_field in ``simulator.app``. ``data``
+is decoded and encoded with the tenant's codec (BASE64 or AES, ``schemas.data_codec``).
+
 A BILL.PUSH batch is all-or-nothing: the first refused bill refuses the call and nothing is
 stored. Issue precedence follows §11: required fields, then codes and formats, then per-line
 checks, then the bill total.

@@ -29,7 +29,12 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any
 
-from schemas.cloud_contract import DIGITAL_INVOICE_TYPES, max_lines_per_invoice
+from schemas.cloud_contract import (
+    DIGITAL_INVOICE_TYPES,
+    GOODS_SHORT_NAME_DEFAULT,
+    GOODS_SHORT_NAMES,
+    max_lines_per_invoice,
+)
 from schemas.tax import format_tax_rate, line_amounts
 from simulator.bills import InvoiceLine, SimBill, SimInvoice, SimLine
 from simulator.documents import file_url
@@ -252,17 +257,10 @@ class InvoiceNumbers:
 
 def _simplified_name(line: InvoiceLine) -> str:
     """The ``*简称*`` the cloud prefixes to goods names, from the revenue code's first digits."""
-    prefixes = (
-        ("304", "信息技术服务"),
-        ("3", "现代服务"),
-        ("1090", "计算机配套产品"),
-        ("109", "电子设备"),
-        ("103", "食品"),
-    )
-    for prefix, short in prefixes:
+    for prefix, short in GOODS_SHORT_NAMES:
         if line.revenue_code.startswith(prefix):
             return f"*{short}*{line.goods_name}"
-    return f"*货物*{line.goods_name}"
+    return f"*{GOODS_SHORT_NAME_DEFAULT}*{line.goods_name}"
 
 
 def _number(value: Decimal | None) -> str:

@@ -13,11 +13,13 @@ Checks, in the order the cloud is assumed to make them (§11 "recommended valida
 | 2 | enums (§10), invoiceType, taxRate (§10.6), revenueCode, dates, numbers, lengths | ``-10006`` |
 | 3 | per line: signs, discount line placement and rate, quantity × price ±0.01 | ``-10006`` |
 | 3 | per line: tax ±0.06 (only when ``taxAmount`` is given) | ``-10008`` |
+| 4 | ``totalAmount`` positive (blue) / negative (red) | ``-10006`` |
 | 4 | ``totalAmount`` = Σ ``amount`` (to the cent, same basis) | ``-10007`` 价税合计金额不对 |
 | 4 | invoice tax error Σ(tax − round(excl × rate, 2)) within ±1.27 | ``-10007`` |
 
 (a) also: 专票 (004/028/08xdp) needs ``buyerTaxpayerId``; ``taxationStyle=2`` needs
-``deduction``; a red bill (``invoiceProperty=1``) needs ``originalInvoiceNumber``.
+``deduction``; a red bill (``invoiceProperty=1``) needs ``originalInvoiceNumber`` and, unless
+数电, ``originalInvoiceCode``.
 
 Lengths: fields §6.1 gives in GBK bytes (``B``) are measured in GBK bytes, the others in
 characters. A character GBK cannot encode is refused in a GBK-measured field.
@@ -46,6 +48,7 @@ _LINE_TAX_TOLERANCE: Final = Decimal("0.06")  # §11 [D]
 _INVOICE_TAX_TOLERANCE: Final = Decimal("1.27")  # §11 [C S19]
 _QTY_PRICE_TOLERANCE: Final = Decimal("0.01")  # §11 [C S19]
 _SPECIAL_INVOICE_TYPES: Final = frozenset({"004", "028", "08xdp"})  # 专票 (§10.1)
+_TAX_CONTROL_TYPES: Final = frozenset({"004", "007", "025", "026", "028"})  # 税控 (§10.1)
 # §10.6 (0.10/0.11/0.16/0.17 are historical but still in Kingdee's table).
 _RATE_TEXTS: Final = ("0", "0.01", "0.015", "0.03", "0.04", "0.05", "0.06", "0.09", "0.10")
 _RATES: Final = frozenset(Decimal(r) for r in (*_RATE_TEXTS, "0.11", "0.13", "0.16", "0.17"))
@@ -358,6 +361,10 @@ def _check(raw: Any, refuse_unknown: bool) -> RuledBill:
     red = str(raw.get("invoiceProperty") or "").strip() == "1"
     if red and _empty(raw.get("originalInvoiceNumber")):
         raise _missing("originalInvoiceNumber")
+    tax_control = invoice_type in _TAX_CONTROL_TYPES
+    if red and tax_control and _empty(raw.get("originalInvoiceCode")):
+        # §6.1 lists both for red bills; only 数电 invoices have no code (§9.1).
+        raise _missing("originalInvoiceCode")
     # Phase 2: formats, codes, lengths.
     header: dict[str, Any] = {}
     for name, spec in HEADER_SPEC.items():
@@ -410,7 +417,10 @@ def _check(raw: Any, refuse_unknown: bool) -> RuledBill:
         excl, computed = _excl_and_tax(amount, rate, include_tax)
         tax = values.get("taxAmount")
         if tax is not None:
-            if abs(tax - computed) > _LINE_TAX_TOLERANCE:
+            # §11: exclusive basis abs(amount × rate − taxAmount) ≤ 0.06, the product NOT
+            # rounded [D]; inclusive basis against amount − round(amount / (1 + rate)) [C S10].
+            expected = computed if include_tax else amount * rate
+            if abs(expected - tax) > _LINE_TAX_TOLERANCE:
                 raise _Refused(Refusal(ErrorCode.LINE_TAX, "line_tax", {"row": index + 1}))
             if (tax < 0) != (amount < 0) and tax != 0:
                 raise _invalid("taxAmount", index, rule="sign")
@@ -435,6 +445,9 @@ def _check(raw: Any, refuse_unknown: bool) -> RuledBill:
         )
     # Phase 4: the bill.
     total: Decimal = header["totalAmount"]
+    if total == 0 or (total < 0) != red:
+        # §11 signs: a blue bill's amounts are positive, a red bill's negative.
+        raise _invalid("totalAmount", rule="sign")
     if total != sum((line.amount for line in lines), Decimal("0.00")):
         raise _Refused(Refusal(ErrorCode.TOTAL_MISMATCH, "total"))
     if abs(tax_error) > _INVOICE_TAX_TOLERANCE:

@@ -728,6 +728,7 @@ EXPECTED_CLASSES = {
     "-10009": OutcomeClass.DUPLICATE,
     "-10010": OutcomeClass.CONFIG_ERROR,
     "-10011": OutcomeClass.REJECTED,
+    "-10012": OutcomeClass.REJECTED,
     "9999": OutcomeClass.TRANSIENT,
 }
 
