@@ -5,6 +5,9 @@ size limit, parse, **store raw + dedupe (here, through ``store.inbox.receive_cal
 commit, ACK, enqueue ``fapiao.reconcile``.
 Slow work (invoice upserts, transitions, confirming queries) never runs in the request.
 
+AES tenants (``data_encryption = "aes"``): ``data`` is decoded by trying BASE64, then each AES
+tenant's key (``TenantsFile.callback_codecs``); the route and the reconcile task parse alike.
+
 Dedupe key (``callback_dedupe_key``): the callback's ``interfaceCode`` plus, per invoice,
 ``InvoiceItem.dedupe_key`` (``orderNo``, else code + number + billNo) and the item's billNo: a
 merged invoice (``autoMerge=1``) is called back once per bill it covers, with the same

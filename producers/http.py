@@ -105,7 +105,7 @@ from producers.json_schemas import document_schema, notification_schema
 from producers.metrics import BridgeMetrics
 from producers.openapi import install as install_openapi
 from producers.openapi import mount_docs
-from schemas.kingdee import CALLBACK_ACK, CallbackParseError, parse_callback
+from schemas.kingdee import CALLBACK_ACK, CallbackParseError, parse_callback_with
 from schemas.money import loads_exact
 from schemas.settings import Settings
 from store.db import unit_of_work
@@ -798,7 +798,7 @@ def create_app(
 
     def _store(raw: bytes, remote: str | None) -> StoredCallback:
         try:
-            parsed = parse_callback(raw)
+            parsed = parse_callback_with(raw, parts.tenants.callback_codecs())
         except CallbackParseError as exc:
             raise ApiError(400, "bad_callback", str(exc), "回调报文无法解析") from None
         except (RecursionError, ValueError, TypeError) as exc:

@@ -86,9 +86,11 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
+    "ACCOUNT_TEXT_MARKER",
     "AUTH_FAILURE_ERROR_CODES",
     "AUTH_FAILURE_MARKERS",
     "BILL_LABEL",
+    "BUSINESS_SYSTEM_TEXT_MARKER",
     "CALLBACK_RETRY_DELAYS_SECONDS",
     "CALLBACK_TIMEOUT_SECONDS",
     "DEFAULT_RETURN_REASON",
@@ -103,6 +105,7 @@ __all__ = [
     "ISSUE_ERROR_MESSAGES",
     "MAX_LINES_PER_INVOICE_DIGITAL",
     "MAX_LINES_PER_INVOICE_TAX_CONTROL",
+    "NOT_AUTHORISED_TEXT_MARKER",
     "NOT_JSON_MESSAGE",
     "PER_BILL_CALLBACK_PREFIX",
     "PUSH_BATCH_LABEL_TEMPLATE",
@@ -114,6 +117,7 @@ __all__ = [
     "QUERY_UNKNOWN_BILL_MESSAGE",
     "REQUEST_BODY_LABEL",
     "ROW_LABEL_TEMPLATE",
+    "SELLER_UNKNOWN_TEXT_MARKER",
     "SINGLE_INVOICE_AMOUNT_LIMIT",
     "SUCCESS_ERROR_CODES",
     "TOKEN_EXPIRED_ERROR_CODE",
@@ -121,6 +125,7 @@ __all__ = [
     "TOKEN_FAILURE_BAD_ACCOUNT",
     "TOKEN_FAILURE_BAD_APP",
     "TOKEN_FAILURE_BAD_LOGIN",
+    "UNDECODABLE_TEXT_MARKER",
     "UNKNOWN_INTERFACE_ERROR_CODE",
     "UNKNOWN_INTERFACE_MESSAGE",
     "WITHDRAW_ALREADY_ISSUED",
@@ -582,6 +587,17 @@ def failure_body(error_code: str, /, **values: object) -> dict[str, Any]:
         "message": gateway_error(str(error_code)).message(**values),
         "data": None,
     }
+
+
+# --------------------------------------------------------------------------- config hints
+# Substrings of failure texts that name the setting to fix (the worker's ``config_reason``);
+# each is part of a text above, so one edit here follows a real tenant's wording.
+
+ACCOUNT_TEXT_MARKER: Final = "数据中心"  # TOKEN_FAILURE_BAD_ACCOUNT: wrong accountId
+BUSINESS_SYSTEM_TEXT_MARKER: Final = "业务系统编码"  # -10001 未知业务系统编码
+SELLER_UNKNOWN_TEXT_MARKER: Final = "未在发票云维护"  # -10005
+UNDECODABLE_TEXT_MARKER: Final = "解密"  # -10003 data解密失败
+NOT_AUTHORISED_TEXT_MARKER: Final = "授权"  # -10002 未进行接口授权
 
 
 # --------------------------------------------------------------------------- dialects

@@ -109,6 +109,7 @@ __all__ = [
     "is_ack",
     "new_request_id",
     "parse_callback",
+    "parse_callback_with",
     "push_accepted",
     "push_request",
     "push_results",
@@ -380,12 +381,13 @@ class GatewayResponse(BaseModel):
 
     @property
     def ok(self) -> bool:
-        """``success is True or status is True`` (§2.4); ``returnCode`` only if both absent."""
-        if self.success is True or self.status is True:
-            return True
-        if self.success is None and self.status is None:
-            return normalise_code(self.returnCode) in SUCCESS_ERROR_CODES
-        return False
+        """``success`` decides; without it the legacy ``status`` (§2.4, dialect
+        ``status_field``); ``returnCode`` only if both are absent."""
+        if self.success is not None:
+            return self.success
+        if self.status is not None:
+            return self.status
+        return normalise_code(self.returnCode) in SUCCESS_ERROR_CODES
 
     @property
     def error_code(self) -> str | None:
@@ -910,6 +912,28 @@ def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(part) for part in err["loc"]) or "(root)"
     return f"{where}: {err['msg']}"
+
+
+def parse_callback_with(
+    body: bytes | str | Mapping[str, Any], codecs: Sequence[DataCodec]
+) -> ParsedCallback:
+    """``parse_callback`` with the first of ``codecs`` that decodes ``data``.
+
+    A callback does not say which tenant sent it, and AES tenants encrypt its ``data``: BASE64
+    first, then each AES tenant's codec. AES-GCM's tag authenticates, so a wrong key fails
+    cleanly instead of yielding garbage. If none decodes, the BASE64 error is raised.
+    """
+    first_error: CallbackParseError | None = None
+    for codec in (BASE64_CODEC, *codecs):
+        try:
+            return parse_callback(body, codec)
+        except CallbackParseError as exc:
+            if first_error is None:
+                first_error = exc
+            if not isinstance(exc.__cause__, DataDecodeError):
+                raise  # not a data problem: another key cannot help
+    assert first_error is not None
+    raise first_error
 
 
 def parse_callback(

@@ -33,7 +33,7 @@ A ``business_system_code`` starting with ``3std1`` gets per-bill callbacks (5.1.
 per-invoice callbacks (5.1.02).
 
 ``data``, answers and callbacks are encoded with ``schemas.data_codec.codec_for_tenant``
-(AES-128-GCM, key ``SHA1(SHA1(aes_key))[:16]``, kingdee-api.md §2.3 [C S16]).
+(AES-128-GCM, key ``SHA1(SHA1(aes_key))[:16]``, docs/CLOUD-CONTRACT.md §2.3 [C S16]).
 
 Each secret (``app_secret``, ``erp_webhook_secret``, ``aes_key``) is given in exactly ONE of
 three forms:
@@ -78,6 +78,8 @@ from pydantic import (
 )
 
 from schemas.cloud_contract import DIALECT_SWITCHES, DialectError, callback_style_for
+from schemas.data_codec import codec_for_tenant
+from schemas.kingdee import DataCodec
 
 __all__ = [
     "PLACEHOLDER_MARKERS",
@@ -314,6 +316,14 @@ class TenantsFile(BaseModel):
     @property
     def names(self) -> list[str]:
         return [t.name for t in self.tenants]
+
+    def callback_codecs(self) -> list[DataCodec]:
+        """The codecs to try on a callback's ``data`` after BASE64: one per AES tenant.
+
+        A callback does not say which tenant sent it; ``schemas.kingdee.parse_callback_with``
+        tries each key (AES-GCM's tag makes a wrong key fail cleanly).
+        """
+        return [codec_for_tenant(t) for t in self.tenants if t.data_encryption == "aes"]
 
 
 def _describe(errors: ValidationError, path: Path, raw: Any) -> list[str]:

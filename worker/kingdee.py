@@ -35,6 +35,10 @@ Exceptions (raised only while fetching tokens; gateway calls return ``CloudResul
      ├── CloudTransientError   nothing was decided; try again later
      └── CloudConfigError      an operator must fix a setting; ``.reason`` names it
 
+``data`` (§2.3): requests are encoded with the tenant's codec (``data_encryption``: BASE64, or
+AES-GCM with ``aes_key``; ``schemas.data_codec``), and a string ``data`` in an answer is decoded
+with it before anyone reads it (``_decoded``).
+
 Authentication (§2.2, §3): the access_token goes as query parameter AND header
 ``access_token``; getAppToken.do gets both ``appSecret`` and ``appSecuret``.
 Secrets never reach logs: httpx's own request log (which prints URLs with the token) is
@@ -60,13 +64,25 @@ from typing import Any, Final, Protocol
 import httpx
 from pydantic import SecretStr, ValidationError
 
-from schemas.cloud_contract import OutcomeClass, classify_http_status, normalise_code
+from schemas.cloud_contract import (
+    ACCOUNT_TEXT_MARKER,
+    BUSINESS_SYSTEM_TEXT_MARKER,
+    NOT_AUTHORISED_TEXT_MARKER,
+    SELLER_UNKNOWN_TEXT_MARKER,
+    UNDECODABLE_TEXT_MARKER,
+    ErrorCode,
+    OutcomeClass,
+    classify_http_status,
+    normalise_code,
+)
+from schemas.data_codec import codec_for_tenant
 from schemas.kingdee import (
     ACCESS_TOKEN_PARAM,
     APP_TOKEN_PATH,
     LOGIN_PATH,
     OPENAPI_PATH,
     AppTokenRequest,
+    DataCodec,
     DataDecodeError,
     GatewayRequest,
     GatewayResponse,
@@ -75,6 +91,7 @@ from schemas.kingdee import (
     LoginRequest,
     TokenResponse,
     WithdrawRequestData,
+    decode_data,
     push_accepted,
     push_request,
 )
@@ -247,7 +264,7 @@ def config_reason(
             f" of {where} / 网关地址不正确"
         )
     elif interface == APP_TOKEN_INTERFACE:
-        if "account" in code.lower() or "数据中心" in text or "accountid" in text.lower():
+        if "account" in code.lower() or ACCOUNT_TEXT_MARKER in text or "accountid" in text.lower():
             field = "account_id"
         else:
             field = "app_id / app_secret"
@@ -259,21 +276,25 @@ def config_reason(
             f"login.do refused: check `user`, `usertype` and `account_id` of {where}"
             " / 登录失败，请检查user、usertype、account_id"
         )
-    elif code == "-10001" or "业务系统编码" in text:
+    elif code == ErrorCode.UNKNOWN_BUSINESS_SYSTEM or BUSINESS_SYSTEM_TEXT_MARKER in text:
         fix = (
             f"unknown business system: check `business_system_code` of {where} / 业务系统编码不正确"
         )
-    elif code == "-10005" or "未在发票云维护" in text:
+    elif code == ErrorCode.SELLER_UNKNOWN or SELLER_UNKNOWN_TEXT_MARKER in text:
         fix = (
             f"seller not set up in the cloud: check `seller_tax_ids` of {where} and the"
             " seller's setup in the cloud console / 销方税号未在发票云维护"
         )
-    elif code == "-10003" or "解密" in text:
+    elif code == ErrorCode.DATA_UNDECODABLE or UNDECODABLE_TEXT_MARKER in text:
         fix = (
             "the cloud cannot decode `data`: set the 加密策略 of `business_system_code` to"
             f" BASE64 in the cloud console for {where} / data解密失败，请检查加密策略"
         )
-    elif code in {"-10002", "401", "403"} or http_status in (401, 403) or "授权" in text:
+    elif (
+        code in {ErrorCode.NOT_AUTHORISED, ErrorCode.TOKEN_EXPIRED, ErrorCode.FORBIDDEN}
+        or http_status in (401, 403)
+        or NOT_AUTHORISED_TEXT_MARKER in text
+    ):
         fix = (
             "authentication still fails with a fresh access_token: grant the app `app_id`"
             f" access to {interface} (接口授权) and check `user` of {where}"
@@ -368,6 +389,8 @@ class HttpKingdeeClient:
         self._ledger = ledger
         self._gate = rate_gate
         self._clock = clock
+        # The tenant's 加密策略 (§2.3): BASE64, or AES-GCM with its aes_key.
+        self._codec: DataCodec = codec_for_tenant(tenant)
 
     @property
     def tenant(self) -> TenantConfig:
@@ -436,7 +459,7 @@ class HttpKingdeeClient:
     def push(
         self, bill: Mapping[str, Any], *, access_token: str, context: CallContext
     ) -> CloudResult:
-        request = push_request(self._tenant.business_system_code, [bill])
+        request = push_request(self._tenant.business_system_code, [bill], codec=self._codec)
         return self._gateway(request, access_token, context, record_before=True)
 
     def withdraw(
@@ -449,7 +472,10 @@ class HttpKingdeeClient:
     ) -> CloudResult:
         payload = WithdrawRequestData(serialNos=list(bill_nos), sellerTaxpayerId=seller_tax_id)
         request = GatewayRequest.build(
-            self._tenant.business_system_code, InterfaceCode.BILL_WITHDRAW, payload.to_wire()
+            self._tenant.business_system_code,
+            InterfaceCode.BILL_WITHDRAW,
+            payload.to_wire(),
+            codec=self._codec,
         )
         return self._gateway(request, access_token, context, record_before=False)
 
@@ -458,7 +484,10 @@ class HttpKingdeeClient:
     ) -> CloudResult:
         payload = InvoiceQueryRequestData(sellerTaxpayerId=seller_tax_id, serialNo=bill_no)
         request = GatewayRequest.build(
-            self._tenant.business_system_code, InterfaceCode.BILL_INVOICE_QUERY, payload.to_wire()
+            self._tenant.business_system_code,
+            InterfaceCode.BILL_INVOICE_QUERY,
+            payload.to_wire(),
+            codec=self._codec,
         )
         return self._gateway(request, access_token, context, record_before=False)
 
@@ -519,6 +548,7 @@ class HttpKingdeeClient:
                 None,
                 f"unreadable gateway answer: {exc.errors()[0]['msg']}",
             )
+        response = self._decoded(response)
         if interface == InterfaceCode.BILL_PUSH and push_accepted(response):
             outcome = OutcomeClass.ACCEPTED
         else:
@@ -532,6 +562,20 @@ class HttpKingdeeClient:
             response.message,
             response,
         )
+
+    def _decoded(self, response: GatewayResponse) -> GatewayResponse:
+        """``data`` decoded with the tenant's codec when it is a string (BASE64 or AES; also
+        push/withdraw answers under dialect ``success_data=base64``), so callers read plain
+        JSON. A string that does not decode is left as it is: readers that need it (withdraw,
+        query) then fail to decode it and ask again; a push does not need it."""
+        data = response.data
+        if not isinstance(data, str) or not data.strip():
+            return response
+        try:
+            decoded = decode_data(data, self._codec)
+        except DataDecodeError:
+            return response
+        return response.model_copy(update={"data": decoded})
 
     # ----------------------------------------------------------------- transport
 

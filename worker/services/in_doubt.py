@@ -54,6 +54,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from schemas.cloud_contract import OutcomeClass
+from schemas.kingdee import InterfaceCode
 from schemas.tenants import TenantConfig
 from store.db import autocommit_session, unit_of_work
 from store.lifecycle import LostRace, TransitionResult, transition, update_fields
@@ -262,7 +263,7 @@ def _last_push(session: Session, document_id: int, attempt: int) -> Any:
         select(CloudCall.outcome, CloudCall.message)
         .where(
             CloudCall.document_id == document_id,
-            CloudCall.interface == "BILL.PUSH",
+            CloudCall.interface == InterfaceCode.BILL_PUSH.value,
             CloudCall.attempt == attempt,
         )
         .order_by(CloudCall.id.desc())
@@ -322,8 +323,8 @@ def _give_up_if_too_long(
     reason = (
         f"could not learn whether BILL.PUSH of {snapshot.bill_no} reached the cloud"
         f" ({snapshot.poll_count} queries over {age}); last answer: {last}. Check the bill in"
-        " the cloud console (开票管理 → 开票申请单): if it is there, replay is refused as a"
-        " duplicate and a query settles it; if not, replay"
+        " the cloud console (开票管理 → 开票申请单). A replay is safe either way: it queries"
+        " before pushing again (and never creates a second live bill)"
         " / 无法确认单据是否已推送，请在发票云核对后重新推送"
     )
     result: TransitionResult = transition(

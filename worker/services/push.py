@@ -84,6 +84,8 @@ from sqlalchemy.orm import Session
 
 from schemas.cloud_contract import OutcomeClass
 from schemas.erp import Bill
+from schemas.kingdee import InterfaceCode
+from schemas.tenants import TenantConfig
 from store.db import unit_of_work
 from store.lifecycle import (
     LostRace,
@@ -92,10 +94,11 @@ from store.lifecycle import (
     claim_many_for_push,
     transition,
 )
-from store.models import CallbackInbox, Document
-from store.states import DocumentStatus, Event, InboxState
+from store.models import CallbackInbox, CloudCall, Document, DocumentEvent
+from store.states import DocumentStatus, Event, EventOutcome, InboxState
 from worker import queues
 from worker.kingdee import (
+    PENDING_OUTCOME,
     CallContext,
     CloudConfigError,
     CloudResult,
@@ -165,6 +168,10 @@ def push_document(rt: Runtime, document_id: int) -> PushOutcome:
         attempt = claim.push_attempt
         if problem is not None:
             return _give_up_unpushable(rt, session, document_id, attempt, problem, tenant_name)
+        assert tenant is not None
+        doubt = _unproven_earlier_push(session, tenant, document_id, attempt)
+        if doubt is not None:
+            return _query_first(rt, session, document_id, bill_no, tenant_name, attempt, doubt)
 
     assert tenant is not None and bill is not None
     answer = _call(rt, tenant_name=tenant.name, document_id=document_id, attempt=attempt, bill=bill)
@@ -257,6 +264,15 @@ def push_documents(rt: Runtime, document_ids: Sequence[int]) -> list[PushOutcome
                     rt, session, pending.document_id, pending.attempt, pending.problem,
                     pending.tenant,
                 )  # fmt: skip
+                continue
+            known = rt.tenant(pending.tenant)
+            assert known is not None
+            doubt = _unproven_earlier_push(session, known, pending.document_id, pending.attempt)
+            if doubt is not None:
+                outcomes[pending.index] = _query_first(
+                    rt, session, pending.document_id, pending.bill_no, pending.tenant,
+                    pending.attempt, doubt,
+                )  # fmt: skip
             else:
                 calls.append(pending)
 
@@ -295,6 +311,95 @@ def push_documents(rt: Runtime, document_ids: Sequence[int]) -> list[PushOutcome
                 )
     assert all(outcome is not None for outcome in outcomes)
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+# Outcomes of an earlier BILL.PUSH after which the bill may be live in the cloud.
+_MAY_HAVE_LANDED: Final = frozenset(
+    {
+        OutcomeClass.UNKNOWN_OUTCOME.value,
+        OutcomeClass.ACCEPTED.value,
+        OutcomeClass.DUPLICATE.value,
+        PENDING_OUTCOME,
+    }
+)
+# Applied events that prove the bill is not live in the cloud (any more).
+_PROOF_OF_ABSENCE: Final = frozenset({Event.absent.value, Event.withdrawn_ok.value})
+
+
+def _unproven_earlier_push(
+    session: Session, tenant: TenantConfig, document_id: int, attempt: int
+) -> str | None:
+    """Why pushing attempt ``attempt`` could create a SECOND live bill (None: safe).
+
+    Under dialect ``duplicate_bill=accepted`` (and while it is undeclared) the cloud may take
+    a billNo it already holds as a new bill. So a billNo is pushed again only with proof the
+    cloud does not hold it: no earlier push may have landed, or an ``absent`` (a query or the
+    withdraw probe) / ``withdrawn_ok`` event came after the last one that may have. This is
+    what guards a replay of a document that gave up in doubt, a re-claim after a lost lease,
+    and any other path back to ``draft``. A tenant declaring ``duplicate_bill = "refused"``
+    needs no proof: a live bill's re-push is answered "duplicate", which is settled by a query.
+    """
+    if attempt <= 1 or tenant.declares("duplicate_bill", "refused"):
+        return None
+    landed = session.execute(
+        select(CloudCall.attempt, CloudCall.outcome)
+        .where(
+            CloudCall.document_id == document_id,
+            CloudCall.interface == InterfaceCode.BILL_PUSH.value,
+            CloudCall.attempt < attempt,
+            CloudCall.outcome.in_(sorted(_MAY_HAVE_LANDED)),
+        )
+        .order_by(CloudCall.attempt.desc())
+        .limit(1)
+    ).first()
+    if landed is None:
+        return None
+    events = session.execute(
+        select(DocumentEvent.event, DocumentEvent.outcome)
+        .where(DocumentEvent.document_id == document_id)
+        .order_by(DocumentEvent.id)
+    ).all()
+    claims = 0
+    for event in events:
+        if event.outcome != EventOutcome.applied.value:
+            continue
+        if event.event == Event.claim.value:
+            claims += 1
+        elif claims >= landed.attempt and event.event in _PROOF_OF_ABSENCE:
+            return None
+    return (
+        f"push attempt {landed.attempt} ended {landed.outcome} and nothing since proves the"
+        " cloud does not hold the bill; a second push could create a second live bill"
+        " (duplicate_bill is not declared 'refused'), so BILL.INVOICE.QUERY decides first"
+        " / 此前推送可能已到达发票云，先查询再决定是否重新推送"
+    )
+
+
+def _query_first(
+    rt: Runtime,
+    session: Session,
+    document_id: int,
+    bill_no: str,
+    tenant: str,
+    attempt: int,
+    reason: str,
+) -> PushOutcome:
+    """pushing → in_doubt without a call: the in-doubt resolver queries (and probes)."""
+    now = rt.clock()
+    result = transition(
+        session,
+        document_id,
+        Event.unsure,
+        actor=rt.actor,
+        expected_status=DocumentStatus.pushing,
+        attempt=attempt,
+        reason=reason,
+        changes={"poll_count": 0, "next_poll_at": now, "last_error_message": reason},
+        now=now,
+    )
+    kwargs = {"document_id": document_id, "bill_no": bill_no, "tenant": tenant}
+    log.warning("push held back for a query", extra={**kwargs, "attempt": attempt})
+    return PushOutcome(result.to_status.value, reason, [Followup(queues.RESOLVE_IN_DOUBT, kwargs)])
 
 
 def _call_all(rt: Runtime, calls: list[_Pending], *, deadline: float) -> list[_Answer | None]:

@@ -24,6 +24,15 @@ cause a query, never a wrong state: the cloud's own answer is applied, the callb
 the trigger. Duplicates and out-of-order callbacks change nothing because the verdict is
 computed from every invoice known and the state table only moves forward.
 
+Contract dialects (docs/CLOUD-CONTRACT.md §14): callbacks of AES tenants are decoded with each
+AES tenant's key (``TenantsFile.callback_codecs``). A 回退 whose confirming query gives an
+AMBIGUOUS empty answer (``unknown_bill`` not declared ``error``/``empty_data``) is confirmed by
+a BILL.WITHDRAW probe instead (gone / withdrawn → ``returned``; refused → unchanged). Under
+``failed_in_query=omitted`` the query lists issued invoices only, so failed issuances the
+callback reports and the query does not list are applied from the callback (unless the tenant
+declares ``failed_in_query = "listed"``): they can never remove an issued invoice, and
+without them the document would wait for invoices that never come.
+
 Deferred (row stays ``received``, ``attempts`` + 1, task sent again shortly; after
 ``MAX_ATTEMPTS`` the row is ``failed``): the confirming query could not be made, the tenant
 is paused, or the document is still ``pushing``/``draft`` (the callback overtook the push
@@ -40,7 +49,13 @@ from typing import Final
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from schemas.kingdee import CallbackParseError, InvoiceItem, ParsedCallback, parse_callback
+from schemas.kingdee import (
+    CallbackParseError,
+    InvoiceItem,
+    ParsedCallback,
+    parse_callback_with,
+)
+from schemas.tenants import TenantConfig
 from store.db import autocommit_session, unit_of_work
 from store.inbox import settle_callback
 from store.invoices import invoices_of
@@ -52,6 +67,7 @@ from worker.runtime import Followup, Runtime
 from worker.services.common import document_and_pause, is_paused_from, owe_notification
 from worker.services.invoices import all_known, apply_invoices
 from worker.services.query import query_bill
+from worker.services.withdraw import call_withdraw
 
 __all__ = ["MAX_ATTEMPTS", "ReconcileOutcome", "reconcile_callback"]
 
@@ -95,7 +111,7 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
             return ReconcileOutcome("skipped", f"callback already {row.state}")
         raw = bytes(row.raw_body)
         try:
-            parsed = parse_callback(raw)
+            parsed = parse_callback_with(raw, rt.tenants.callback_codecs())
         except CallbackParseError as exc:
             unusable: str | None = str(exc)
         else:
@@ -265,13 +281,25 @@ def _apply_return(
             rt, tenant, bill_no=bill_no, seller_tax_id=seller, document_id=document_id,
             attempt=attempt,
         )  # fmt: skip
-        if answer.kind == "present":
+        if answer.kind == "present" and answer.ambiguous:
+            # unknown_bill=empty_list (or undeclared): the empty answer may be the cloud's
+            # way of saying "no such bill". A BILL.WITHDRAW probe settles it; if the bill was
+            # still there unissued, withdrawing it is what the 回退 said happened anyway.
+            verdict, message = call_withdraw(
+                rt, tenant, bill_no=bill_no, seller_tax_id=seller, document_id=document_id,
+                attempt=attempt,
+            )  # fmt: skip
+            if verdict in ("retry", "config"):
+                raise _Defer(f"confirming probe BILL.WITHDRAW failed: {message}")
+            if verdict == "refused":
+                return [], f"回退 not confirmed: the probe BILL.WITHDRAW was refused ({message})"
+        elif answer.kind == "present":
             log.warning(
                 "return callback not confirmed: the cloud still has the bill",
                 extra={"document_id": document_id, "bill_no": bill_no},
             )
             return [], "回退 not confirmed: BILL.INVOICE.QUERY still finds the bill; unchanged"
-        if answer.kind != "absent":
+        elif answer.kind != "absent":
             raise _Defer(f"confirming query failed: {answer.reason}")
 
     with unit_of_work(rt.sessions) as session:
@@ -295,6 +323,23 @@ def _is_paused(rt: Runtime, tenant_name: str, paused_in_database: dict[str, bool
     """``is_tenant_paused`` from a ``tenant_state`` flag already read."""
     tenant = rt.tenant(tenant_name)
     return tenant is not None and is_paused_from(tenant, paused_in_database.get(tenant_name, False))
+
+
+def _failures_the_query_omits(
+    tenant: TenantConfig, reported: list[InvoiceItem], listed: list[InvoiceItem]
+) -> list[InvoiceItem]:
+    """Failed issuances the callback reports and the query does not list.
+
+    Dialect ``failed_in_query=omitted``: the query lists issued invoices only, so a failure is
+    known from its callback alone; dropping it would leave the document waiting for invoices
+    that will never come. Unless the tenant declares ``listed`` (then the query is the whole
+    truth), such failures are kept. They never remove an invoice: a later issued one (a
+    retry in the cloud) still moves the document on.
+    """
+    if tenant.declares("failed_in_query", "listed"):
+        return []
+    known = {item.dedupe_key for item in listed}
+    return [i for i in reported if i.is_failed and i.dedupe_key not in known]
 
 
 def _apply_invoice_callback(
@@ -337,7 +382,7 @@ def _apply_invoice_callback(
             return [], False
         if answer.kind != "present":
             raise _Defer(f"confirming query failed: {answer.reason}")
-        items = answer.items
+        items = answer.items + _failures_the_query_omits(tenant, items, answer.items)
         source += " confirmed by BILL.INVOICE.QUERY"
 
     with unit_of_work(rt.sessions) as session:
