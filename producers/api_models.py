@@ -143,6 +143,12 @@ class BatchAnswer(_Answer):
 
 
 class InvoiceView(_Answer):
+    merged: bool = Field(
+        description="the invoice covers several bills (autoMerge=1, 合并开票): see bill_nos"
+    )
+    bill_nos: list[str] = Field(
+        description="every bill the invoice covers, this one included (one unless merged)"
+    )
     invoice_code: str | None = Field(description="发票代码 (empty for 数电)")
     invoice_num: str | None = Field(description="发票号码")
     order_no: str | None = Field(description="发票流水号")

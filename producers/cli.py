@@ -391,10 +391,13 @@ def _render_view(view: dict[str, Any]) -> None:
         console.print(f"reason: {escape(str(view['reason']))}")
     if view["invoices"]:
         table = Table(title="invoices")
-        for column in ("code", "number", "status", "date", "amount", "tax", "files / error"):
+        columns = ("code", "number", "status", "date", "amount", "tax", "files / error")
+        merged = any(invoice["merged"] for invoice in view["invoices"])
+        for column in columns + (("merged with",) if merged else ()):
             table.add_column(column)
         for invoice in view["invoices"]:
             files = " ".join(invoice["files"].values()) or (invoice["issue_error_message"] or "")
+            others = [no for no in invoice["bill_nos"] if no != view["bill_no"]]
             table.add_row(
                 invoice["invoice_code"] or "",
                 invoice["invoice_num"] or "",
@@ -403,6 +406,7 @@ def _render_view(view: dict[str, Any]) -> None:
                 str(jsonable(invoice["total_amount"]) or ""),
                 str(jsonable(invoice["total_tax_amount"]) or ""),
                 escape(files),
+                *((escape(", ".join(others)),) if merged else ()),
             )
         console.print(table)
     table = Table(title="timeline")

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from schemas.tenants import normalise_tax_id
 from store.columns import utcnow
+from store.invoices import bills_covered, invoices_of
 from store.lifecycle import TransitionOutcome, transition
 from store.models import CallbackInbox, CloudCall, Document, DocumentEvent, Invoice
 from store.queries import document_history, documents_by_bill_no
@@ -169,8 +170,11 @@ def document_summary(document: Document, *, now: datetime | None = None) -> dict
     }
 
 
-def _invoice(row: Invoice) -> dict[str, Any]:
+def _invoice(row: Invoice, bill_nos: list[str]) -> dict[str, Any]:
     return {
+        # A merged invoice (autoMerge=1) covers several bills: all of them, this one included.
+        "merged": len(bill_nos) > 1,
+        "bill_nos": bill_nos,
         "invoice_code": row.invoice_code,
         "invoice_num": row.invoice_num,
         "order_no": row.order_no,
@@ -203,11 +207,8 @@ def document_view(
     JSON-ready (pass through ``jsonable``)."""
     now = now or utcnow()
     events = document_history(session, document.id)
-    invoices = list(
-        session.scalars(
-            select(Invoice).where(Invoice.document_id == document.id).order_by(Invoice.id)
-        )
-    )
+    invoices = invoices_of(session, document.id)
+    covered = bills_covered(session, [row.id for row in invoices])
     calls = list(
         session.scalars(
             select(CloudCall).where(CloudCall.document_id == document.id).order_by(CloudCall.id)
@@ -293,7 +294,9 @@ def document_view(
             "push_attempt": document.push_attempt,
             "next_attempt_at": document.next_attempt_at,
             "next_poll_at": document.next_poll_at,
-            "invoices": [_invoice(row) for row in invoices],
+            "invoices": [
+                _invoice(row, covered.get(row.id, [document.bill_no])) for row in invoices
+            ],
             "revisions": [
                 {"revision": r.revision, "document_id": r.id, "status": r.status} for r in revisions
             ],

@@ -211,6 +211,14 @@ def notification_schema() -> dict[str, Any]:
             "invoicePdfFileUrl": _text("PDF URL", nullable=True),
             "invoiceXmlFileUrl": _text("XML URL", nullable=True),
             "issueErrorMessage": _text("开票失败原因", nullable=True),
+            "billNos": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": (
+                    "every bill the invoice covers, this one included: more than one for a"
+                    " merged invoice (autoMerge=1, 合并开票)"
+                ),
+            },
         },
         "additionalProperties": True,
     }
@@ -253,7 +261,9 @@ def notification_schema() -> dict[str, Any]:
             "reason": _text("why (the cloud's message, an operator's reason)", nullable=True),
             "errorCode": _text("the cloud's errorCode, when it refused", nullable=True),
             "errorMessage": _text("the last error message", nullable=True),
-            "issuedAmount": _money_text("Σ issued invoices on the bill's basis"),
+            "issuedAmount": _money_text(
+                "Σ issued invoices on the bill's basis (of a merged invoice, this bill's share)"
+            ),
             "invoices": {"type": "array", "items": invoice},
             "occurredAt": {"type": "string", "format": "date-time"},
         },

@@ -12,7 +12,7 @@ The same invoice arrives many times (per-invoice and per-bill callbacks, retries
 Known values are never erased by a later report that lacks them (None means "not said").
 
 Merged invoices (BILL.PUSH ``autoMerge=1``: one invoice for several bills of one buyer and
-seller, docs/CLOUD-CONTRACT.md "Merged invoices"): an invoice already recorded for ANOTHER
+seller, docs/CLOUD-CONTRACT.md §6.6): an invoice already recorded for ANOTHER
 document of the same tenant and seller (another bill) is LINKED to this one
 (``invoice_documents``) instead of refused; its row keeps the first document's ``raw`` and
 ``push_attempt`` (the wire copy differs per bill only in the bill's own header fields), the
@@ -25,7 +25,7 @@ decides with `store.lifecycle.transition`).
 
 Which invoices cover a document: ``invoices_of`` (through ``invoice_documents``);
 ``coverings`` adds how many documents each covers; ``share_of`` is the part of an invoice's
-lines that belongs to one document (the coverage rule, docs/CLOUD-CONTRACT.md).
+lines that belongs to one document (the coverage rule, docs/CLOUD-CONTRACT.md §6.6).
 
 Statements: a new keyed invoice is one `INSERT … ON CONFLICT DO NOTHING RETURNING id` (on
 PostgreSQL its link row is inserted by the same statement, a data-modifying CTE; SQLite runs a
@@ -44,7 +44,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import func, literal, or_, select, union
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
@@ -257,31 +257,42 @@ class Covering:
 
 
 def coverings(session: Session, document_id: int) -> list[Covering]:
-    """``invoices_of`` with each invoice's number of documents (one statement)."""
+    """``invoices_of`` with each invoice's number of documents (one statement).
+
+    An invoice covers its first document (``invoices.document_id``) and every document
+    linked in ``invoice_documents``; the first is read from the column too, so a row written
+    without its link (SQL by hand, old fixtures) still counts.
+    """
     others = aliased(InvoiceDocument)
     count = (
         select(func.count())
-        .where(others.invoice_id == Invoice.id)
+        .where(others.invoice_id == Invoice.id, others.document_id != Invoice.document_id)
         .correlate(Invoice)
         .scalar_subquery()
     )
+    linked = select(InvoiceDocument.invoice_id).where(InvoiceDocument.document_id == document_id)
     rows = session.execute(
         select(Invoice, count)
-        .join(InvoiceDocument, InvoiceDocument.invoice_id == Invoice.id)
-        .where(InvoiceDocument.document_id == document_id)
+        .where(or_(Invoice.document_id == document_id, Invoice.id.in_(linked)))
         .order_by(Invoice.id)
     ).all()
-    return [Covering(invoice, int(documents)) for invoice, documents in rows]
+    return [Covering(invoice, 1 + int(others_count)) for invoice, others_count in rows]
 
 
 def bills_covered(session: Session, invoice_ids: Sequence[int]) -> dict[int, list[str]]:
     """invoice id → the bill numbers of every document it covers (sorted)."""
     if not invoice_ids:
         return {}
+    ids = list(invoice_ids)
+    first = select(Invoice.id.label("invoice_id"), Invoice.document_id).where(Invoice.id.in_(ids))
+    links = select(InvoiceDocument.invoice_id, InvoiceDocument.document_id).where(
+        InvoiceDocument.invoice_id.in_(ids)
+    )
+    pairs = union(first, links).subquery()
     rows = session.execute(
-        select(InvoiceDocument.invoice_id, Document.bill_no)
-        .join(Document, Document.id == InvoiceDocument.document_id)
-        .where(InvoiceDocument.invoice_id.in_(list(invoice_ids)))
+        select(pairs.c.invoice_id, Document.bill_no).join(
+            Document, Document.id == pairs.c.document_id
+        )
     ).all()
     bills: dict[int, list[str]] = {}
     for invoice_id, bill_no in rows:

@@ -20,7 +20,7 @@ Decisions other modules rely on:
   for: invoices nobody can match stay as `orphan` rows in `callback_inbox` until an
   operator or a later query links them. Which documents an invoice covers is
   `invoice_documents` (one row per pair, the first document's included): a merged invoice
-  (BILL.PUSH `autoMerge=1`, docs/CLOUD-CONTRACT.md "Merged invoices") has several.
+  (BILL.PUSH `autoMerge=1`, docs/CLOUD-CONTRACT.md §6.6) has several.
 - `invoices.invoice_code` is NOT NULL and `''` for 数电 invoices, so the unique
   (invoice_code, invoice_num) constraint also holds for them; `order_no` and `invoice_num`
   are NULL when absent (`''` is normalised to NULL) and unique when present.

@@ -2,7 +2,7 @@
 
 `invoices.document_id` stays: it names the document the invoice was first recorded for.
 Every invoice gets its link to that document here, so `invoice_documents` alone answers
-"which invoices cover this document" (docs/CLOUD-CONTRACT.md "Merged invoices").
+"which invoices cover this document" (docs/CLOUD-CONTRACT.md §6.6).
 
 Revision ID: 0002
 Revises: 0001

@@ -1,11 +1,12 @@
 """Merged invoices end to end: bills pushed with ``autoMerge=1`` of one buyer and seller, the
 simulator playing ``merge=when_asked`` (one invoice for the bills pending together), real
 HTTP, real database, real Redis. Every bill reaches ``invoiced`` linked to the same invoice;
-callbacks and queries applied again change nothing (docs/CLOUD-CONTRACT.md "Merged invoices").
+callbacks and queries applied again change nothing (docs/CLOUD-CONTRACT.md §6.6).
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -17,12 +18,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from producers.testing import bridge_settings, build_test_components, run_cli
 from simulator.testing import CallbackRecorder, SimulatorHandle, make_bill, running_simulator
 from store.columns import utcnow
 from store.db import unit_of_work
 from store.inbox import receive_callback
 from store.invoices import bills_covered, invoices_of
 from store.models import CloudCall, Document, DocumentEvent, Invoice, InvoiceDocument
+from tests.integration.test_worker_notify import WEBHOOK_SECRET, Webhook
 from tests.integration.test_worker_world import DEMO_SELLER, SHOP_SELLER, World, make_world
 from worker import queues
 from worker.services.invoices import apply_invoices
@@ -37,9 +40,8 @@ NO_DOUBLE_ISSUE: dict[str, list[object]] = {"live_twice": [], "over_issued": []}
 
 @pytest.fixture
 def merging_sim(callbacks: CallbackRecorder) -> Iterator[SimulatorHandle]:
-    # Issuance a second after acceptance: the bills pushed one by one are pending together.
     with running_simulator(
-        issue_delay=1.0, callback_url=callbacks.url, seed=11, dialect={"merge": "when_asked"}
+        issue_delay=0.2, callback_url=callbacks.url, seed=11, dialect={"merge": "when_asked"}
     ) as handle:
         yield handle
 
@@ -68,8 +70,16 @@ def merged_bill(bill_no: str, seller: str, amount: str, **header: Any) -> dict[s
 
 
 def push_all(world: World, tenant: str, bills: list[dict[str, Any]]) -> list[int]:
+    """One BILL.PUSH of every bill (``fapiao.push_batch``): the bills are pending together
+    however slowly the machine runs, so the simulator merges them."""
     ids = [store_bill(world.sessions, tenant, bill) for bill in bills]
-    assert [world.push(doc_id) for doc_id in ids] == ["pushed"] * len(ids)
+    status = world.run(
+        queues.PUSH_BATCH,
+        document_ids=ids,
+        bill_nos=[bill["billNo"] for bill in bills],
+        tenants=[tenant] * len(ids),
+    )
+    assert status == f"pushed={len(ids)}"
     return ids
 
 
@@ -191,7 +201,7 @@ def test_three_merged_bills_reach_invoiced_on_one_invoice(merge_world: World, te
     assert world.sim.stats()["invoices"]["issued"] == 1
 
 
-def test_two_merged_and_one_separate(merge_world: World) -> None:
+def test_two_merged_and_one_separate(merge_world: World, database_url: str) -> None:
     world = merge_world
     bills = [
         merged_bill("MIX-1", DEMO_SELLER, "100.00"),
@@ -221,6 +231,23 @@ def test_two_merged_and_one_separate(merge_world: World) -> None:
         }
     assert world.sim.stats()["invoices"]["issued"] == 2
     assert world.sim.stats()["doubleIssue"] == NO_DOUBLE_ISSUE
+
+    # What operators see (`/v1/documents/{bill_no}` and `fapiao show` share the view).
+    components = build_test_components(bridge_settings(database_url), world.sessions)
+    shown = {no: run_cli(components, "show", no) for no in ("MIX-1", "MIX-2", "MIX-3")}
+    views = {no: json.loads(run_cli(components, "show", no, "--json").output) for no in shown}
+    assert [(i["merged"], i["bill_nos"]) for i in views["MIX-2"]["invoices"]] == [
+        (True, ["MIX-1", "MIX-2"])
+    ]
+    assert [(i["merged"], i["bill_nos"]) for i in views["MIX-3"]["invoices"]] == [
+        (False, ["MIX-3"])
+    ]
+    assert (
+        views["MIX-1"]["invoices"][0]["invoice_num"] == views["MIX-2"]["invoices"][0]["invoice_num"]
+    )
+    assert "merged with" in shown["MIX-1"].output and "MIX-2" in shown["MIX-1"].output
+    assert "merged with" in shown["MIX-2"].output
+    assert "merged with" not in shown["MIX-3"].output
 
     assert_repeats_change_nothing(world, [r.body for r in received], ids)
 
@@ -267,6 +294,49 @@ def test_merged_bills_from_callbacks_only_ask_the_cloud_nothing(trusting_merge: 
         )
         assert queries == 0
         assert session.scalar(select(func.count()).select_from(InvoiceDocument)) == 3
+
+
+def test_the_erp_hears_each_merged_bill_invoiced_with_the_bills_its_invoice_covers(
+    merging_sim: SimulatorHandle,
+    callbacks: CallbackRecorder,
+    session_factory: sessionmaker[Session],
+    database_url: str,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    specs: list[dict[str, Any]] = [dict(spec) for spec in merging_sim.specs]
+    demo = next(spec for spec in specs if spec["name"] == "demo")
+    hook = Webhook()
+    demo["erp_webhook_url"], demo["erp_webhook_secret"] = hook.url, WEBHOOK_SECRET
+    try:
+        for world in make_world(
+            merging_sim, callbacks, session_factory, database_url, redis_url, tmp_path, None,
+            specs,
+        ):  # fmt: skip
+            bills = [merged_bill(f"MERP-{n}", DEMO_SELLER, "100.00") for n in (1, 2)]
+            push_all(world, "demo", bills)
+            wait_issued(world, [b["billNo"] for b in bills])
+            for r in world.callbacks.wait_for(2):
+                world.reconcile(r.body)
+            drain(world.rt, world.enqueuer)
+    finally:
+        hook.close()
+    invoiced = {
+        payload["billNo"]: payload
+        for payload in (json.loads(body) for _, body in hook.received)
+        if payload["event"] == "document.invoiced"
+    }
+    assert sorted(invoiced) == ["MERP-1", "MERP-2"]
+    for bill_no, payload in invoiced.items():
+        assert payload["issuedAmount"] == "113.00"  # this bill's share of the 226.00 invoice
+        [invoice] = payload["invoices"]
+        assert bill_no in invoice["billNos"]
+        assert invoice["includeTaxAmount"] == "226.00"
+    # A notification says what is known when it is written: the bill reconciled second
+    # hears that the invoice covers both (the first may have been alone so far).
+    last = max(invoiced.values(), key=lambda payload: str(payload["occurredAt"]))
+    assert last["invoices"][0]["billNos"] == ["MERP-1", "MERP-2"]
+    assert len({p["invoices"][0]["invoiceNum"] for p in invoiced.values()}) == 1
 
 
 def test_merged_bills_whose_line_ids_collide_still_count_each_bill_once(

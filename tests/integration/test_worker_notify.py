@@ -107,6 +107,7 @@ def test_every_visible_outcome_is_posted_signed_to_the_erp(
         "113.00",
     )
     assert payload["invoices"][0]["invoiceNum"]
+    assert payload["invoices"][0]["billNos"] == ["ERP-1"]  # not a merged invoice
     # The ERP's check: HMAC-SHA256 over "<timestamp>.<raw body>" with the shared secret.
     expected = hmac.new(
         WEBHOOK_SECRET.encode(),

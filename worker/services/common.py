@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from schemas.cloud_contract import OutcomeClass
 from schemas.tenants import TenantConfig
 from store import tenants as tenant_state
-from store.invoices import invoices_of
+from store.invoices import bills_covered, invoices_of
 from store.lifecycle import TransitionResult
 from store.models import Document, Invoice, TenantState
 from store.outbox import add_notification
@@ -166,6 +166,7 @@ def owe_notification(
     if config is None or config.erp_webhook_url is None:
         return []
     invoices = invoices_of(session, document_id)
+    covered = bills_covered(session, [i.id for i in invoices])
     payload: dict[str, Any] = {
         "event": f"document.{final.to_status.value}",
         "documentId": document.id,
@@ -179,7 +180,7 @@ def owe_notification(
         "errorCode": document.last_error_code,
         "errorMessage": document.last_error_message,
         "issuedAmount": str(document.issued_amount),
-        "invoices": [_invoice_view(i) for i in invoices],
+        "invoices": [_invoice_view(i, covered.get(i.id, [document.bill_no])) for i in invoices],
         "occurredAt": now.isoformat(),
     }
     row = add_notification(
@@ -206,7 +207,7 @@ def observe_milestones(results: Sequence[TransitionResult], now: datetime) -> No
         histogram.labels(tenant=result.tenant).observe(seconds)
 
 
-def _invoice_view(invoice: Invoice) -> dict[str, Any]:
+def _invoice_view(invoice: Invoice, bill_nos: list[str]) -> dict[str, Any]:
     def money(value: Any) -> str | None:
         return None if value is None else str(value)
 
@@ -224,4 +225,5 @@ def _invoice_view(invoice: Invoice) -> dict[str, Any]:
         "invoicePdfFileUrl": invoice.invoice_pdf_file_url,
         "invoiceXmlFileUrl": invoice.invoice_xml_file_url,
         "issueErrorMessage": invoice.issue_error_message,
+        "billNos": bill_nos,  # several: a merged invoice (docs/CLOUD-CONTRACT.md §6.6)
     }
