@@ -45,9 +45,14 @@ Contract dialects (``schemas.cloud_contract.DIALECT_SWITCHES``):
 
 Under ``merge=when_asked`` two of every three documents ask for ``autoMerge=1`` (the cloud
 then issues one invoice for several waiting bills of one seller and buyer); elsewhere none
-does. The sweep's runs are small (``--documents`` default 40, disruptions every 2 s, so the
-whole sweep fits in about half an hour on two busy cores); its exit status is the worst of
-its runs (1 over 2 over 0). Each run's work directory (logs, tenants file) is kept.
+does. Two switches need more than the standard workload to be reached (``EXERCISES``): a run
+of ``withdraw_refusal`` asks to withdraw one document in five as soon as it is ``pushed`` (the
+cloud may be issuing it or have issued it: refused), a run of ``failed_in_query`` adds
+``issue_fail`` 10 %; the sweep runs every value of these two, the default too.
+
+The sweep's runs are small (``--documents`` default 40, disruptions every 2 s; ``--jobs 2``
+runs two stacks at a time: about 25 minutes on two busy cores); its exit status is the worst
+of its runs (1 over 2 over 0). Each run's work directory (logs, tenants file) is kept.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -91,6 +97,13 @@ SWEEP_DOCUMENTS = 40
 SWEEP_DISRUPT_EVERY = 2.0
 SWEEP_TIMEOUT = 240.0
 DEFAULTS_ROW = "(all defaults)"
+# Switches the standard workload never reaches, and what a run sweeping them adds so it
+# does (their default value is then run too, with the same addition, for comparison).
+EXERCISES: dict[str, str] = {
+    "withdraw_refusal": "withdraw 1 in 5 documents once pushed",
+    "failed_in_query": "issue_fail 10 %",
+}
+WITHDRAW_EVERY = 5
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,7 @@ class PlannedRun:
     value: str
     declared: bool
     dialect: Dialect
+    exercises: tuple[str, ...] = ()  # keys of EXERCISES this run adds
 
     def simulator_dialect(self) -> dict[str, str]:
         """What the simulator is given (``--dialect NAME=VALUE``): the non-default switches."""
@@ -125,12 +139,14 @@ def single_plan(specs: list[str], declared: bool | None) -> PlannedRun:
     changed = dialect.differences()
     switch = ",".join(changed) or DEFAULTS_ROW
     value = ",".join(changed.values()) or "-"
-    return PlannedRun(switch, value, bool(declared), dialect)
+    exercises = tuple(name for name in changed if name in EXERCISES)
+    return PlannedRun(switch, value, bool(declared), dialect, exercises)
 
 
 def sweep_plan(specs: list[str], declared: bool | None, switches: str = "all") -> list[PlannedRun]:
     """``--dialects all``: every default once, then every other value of every switch (the
     rest as ``specs`` or default), undeclared then declared (or only ``declared``'s mode).
+    A switch of ``EXERCISES`` runs every value, its default too, with its exercise.
     ``switches`` "NAME,NAME" sweeps only those (and no all-defaults run)."""
     base = Dialect.parse(specs)
     modes = (False, True) if declared is None else (declared,)
@@ -142,11 +158,12 @@ def sweep_plan(specs: list[str], declared: bool | None, switches: str = "all") -
             )
     plan = [PlannedRun(DEFAULTS_ROW, "-", mode, base) for mode in modes if switches == "all"]
     for switch in chosen:
+        exercises = (switch,) if switch in EXERCISES else ()
         for value in DIALECT_SWITCHES[switch]:
-            if value == getattr(base, switch):
-                continue
+            if value == getattr(base, switch) and not exercises:
+                continue  # the all-defaults run is this one
             dialect = base.replace({switch: value})
-            plan.extend(PlannedRun(switch, value, mode, dialect) for mode in modes)
+            plan.extend(PlannedRun(switch, value, mode, dialect, exercises) for mode in modes)
     return plan
 
 
@@ -243,6 +260,47 @@ def _issue_one_document_twice(engine: Engine, prefix: str) -> None:
         )  # fmt: skip
 
 
+def _withdraw_some(
+    stack: BenchStack, engine: Engine, bill_nos: list[str], answers: Counter[str], until: float
+) -> None:
+    """Ask to withdraw each of ``bill_nos`` once it is ``pushed`` (the cloud may be issuing
+    it or have issued it already: its refusal is the withdraw_refusal switch's wire shape)."""
+    waiting = set(bill_nos)
+    with stack.api() as api:
+        while waiting and time.monotonic() < until:
+            time.sleep(0.2)
+            try:
+                with engine.connect() as conn:
+                    rows = conn.execute(
+                        select(Document.bill_no, Document.status).where(
+                            Document.is_current.is_(True), Document.bill_no.in_(sorted(waiting))
+                        )
+                    ).all()
+            except Exception:  # the database restart: look again
+                continue
+            for bill_no, status in rows:
+                if status in SETTLED:
+                    waiting.discard(bill_no)
+                    answers["settled before asked"] += 1
+                    continue
+                if status != "pushed":
+                    continue
+                for _attempt in range(20):
+                    try:
+                        response = api.post(f"/v1/documents/{bill_no}/withdraw")
+                    except httpx.HTTPError:
+                        time.sleep(0.5)
+                        continue
+                    if response.status_code < 500:
+                        answers[f"HTTP {response.status_code}"] += 1
+                        break
+                    time.sleep(0.5)
+                else:
+                    answers["gave up"] += 1
+                waiting.discard(bill_no)
+    answers["never pushed"] += len(waiting)
+
+
 def _mark_auto_merge(bills: list[dict[str, Any]]) -> None:
     """Two of every three bills ask the cloud to merge (the third is issued alone)."""
     for index, bill in enumerate(bills):
@@ -257,6 +315,8 @@ def run(args: argparse.Namespace, planned: PlannedRun) -> tuple[int, dict[str, A
     prefix = f"B{run_id}-"
     workdir = Path(tempfile.mkdtemp(prefix="fapiao-chaos-", dir=args.workdir))
     faults = dict(CHAOS_FAULTS)
+    if "failed_in_query" in planned.exercises:
+        faults["issue_fail"] = 0.10
     for spec in args.fault:
         name, _, value = spec.partition("=")
         faults[name.strip()] = float(value or 1)
@@ -291,6 +351,15 @@ def run(args: argparse.Namespace, planned: PlannedRun) -> tuple[int, dict[str, A
         engine = make_engine(stack.database_url, pool_pre_ping=True)
         started = time.monotonic()
         submitter.start()
+        withdrawals: Counter[str] = Counter()
+        withdrawer = None
+        if "withdraw_refusal" in planned.exercises:
+            withdrawer = threading.Thread(
+                target=_withdraw_some,
+                args=(stack, engine, [str(b["billNo"]) for b in bills[::WITHDRAW_EVERY]],
+                      withdrawals, started + min(args.timeout, 120.0)),
+            )  # fmt: skip
+            withdrawer.start()
         pending = _disruptions(args.disrupt_every)
         deadline = started + args.timeout
         counts: dict[str, int] = {}
@@ -323,6 +392,8 @@ def run(args: argparse.Namespace, planned: PlannedRun) -> tuple[int, dict[str, A
             if now >= deadline:
                 break
         submitter.join(timeout=60)
+        if withdrawer is not None:
+            withdrawer.join(timeout=130)
         elapsed = time.monotonic() - started
         all_settled = sum(v for k, v in counts.items() if k in SETTLED) >= n
         time.sleep(args.quiet_seconds)  # late callbacks and polls land before judging
@@ -364,6 +435,8 @@ def run(args: argparse.Namespace, planned: PlannedRun) -> tuple[int, dict[str, A
         "submit_retries": len(submit_log),
         "beat_restarts": beat_restarts,
         "merged_invoices": merged,
+        "exercises": [EXERCISES[name] for name in planned.exercises],
+        "withdraw_requests": dict(withdrawals),
         "ok": report.ok,
     }
     if args.json:
@@ -377,6 +450,7 @@ def run(args: argparse.Namespace, planned: PlannedRun) -> tuple[int, dict[str, A
             f"callbacks: {figures['callbacks']}",
             f"submit batches sent again: {len(submit_log)}",
             f"beat started again: {beat_restarts or 'never'}",
+            f"withdraw requests: {dict(withdrawals) or 'none'}",
             *report.summary_lines(),
         ]
         print("\n".join(lines), flush=True)  # one write: overlapping runs do not interleave
@@ -410,8 +484,11 @@ def table_row(figures: Mapping[str, Any]) -> str:
         verdict = "OK"
     if unsettled:
         verdict += " (not settled: " + ", ".join(f"{k} {v}" for k, v in unsettled.items()) + ")"
+    value = str(figures["value"])
+    if figures.get("exercises"):
+        value += " (" + "; ".join(figures["exercises"]) + ")"
     return (
-        f"| {figures['switch']} | {figures['value']} | {'yes' if figures['declared'] else 'no'}"
+        f"| {figures['switch']} | {value} | {'yes' if figures['declared'] else 'no'}"
         f" | {figures.get('documents', '-')} | {invoiced} | {other or '-'} | {verdict}"
         f" | {figures.get('seconds', '-')} |"
     )

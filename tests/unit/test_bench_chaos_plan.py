@@ -15,6 +15,8 @@ from schemas.tenants import load_tenants
 from simulator.testing import sim_tenant_specs, write_tenants_toml
 
 OTHER_VALUES = sum(len(values) - 1 for values in DIALECT_SWITCHES.values())
+# The switches the sweep runs at their default value too (with their exercise).
+EXERCISED = len(chaos.EXERCISES)
 
 
 def test_a_single_run_is_undeclared_with_the_default_dialect_unless_asked() -> None:
@@ -63,11 +65,9 @@ def test_an_unknown_dialect_is_a_usage_error(
 def test_the_sweep_runs_every_value_of_every_switch_declared_and_undeclared() -> None:
     args, plan = chaos.parse_args(["--dialects", "all"])
     assert (args.documents, args.disrupt_every) == (chaos.SWEEP_DOCUMENTS, 2.0)
-    assert len(plan) == 2 * (1 + OTHER_VALUES)
-    assert Counter(run.declared for run in plan) == {
-        False: 1 + OTHER_VALUES,
-        True: 1 + OTHER_VALUES,
-    }
+    per_mode = 1 + OTHER_VALUES + EXERCISED
+    assert len(plan) == 2 * per_mode
+    assert Counter(run.declared for run in plan) == {False: per_mode, True: per_mode}
     defaults = [run for run in plan if run.switch == chaos.DEFAULTS_ROW]
     assert [run.simulator_args() for run in defaults] == [[], []]
     seen = set()
@@ -75,8 +75,13 @@ def test_the_sweep_runs_every_value_of_every_switch_declared_and_undeclared() ->
         if run.switch == chaos.DEFAULTS_ROW:
             continue
         # Only the swept switch differs from the default, and the simulator is told so.
-        assert run.simulator_dialect() == {run.switch: run.value}
-        assert run.simulator_args() == ["--dialect", f"{run.switch}={run.value}"]
+        default = DIALECT_SWITCHES[run.switch][0]
+        changed = {} if run.value == default else {run.switch: run.value}
+        assert run.simulator_dialect() == changed
+        assert run.simulator_args() == [
+            a for k, v in changed.items() for a in ("--dialect", f"{k}={v}")
+        ]
+        assert run.exercises == ((run.switch,) if run.switch in chaos.EXERCISES else ())
         expected_cloud = Dialect.default().replace({run.switch: run.value}).as_dict()
         assert run.tenants_cloud() == (expected_cloud if run.declared else {})
         assert run.auto_merge == (run.switch == "merge")
@@ -84,7 +89,7 @@ def test_the_sweep_runs_every_value_of_every_switch_declared_and_undeclared() ->
     wanted = {
         (switch, value, declared)
         for switch, values in DIALECT_SWITCHES.items()
-        for value in values[1:]
+        for value in (values if switch in chaos.EXERCISES else values[1:])
         for declared in (False, True)
     }
     assert seen == wanted
@@ -105,7 +110,7 @@ def test_the_sweep_keeps_given_sizes_one_declaration_mode_and_a_base_dialect() -
         ]
     )
     assert (args.documents, args.jobs) == (12, 2)
-    assert len(plan) == 1 + OTHER_VALUES
+    assert len(plan) == 1 + OTHER_VALUES + EXERCISED
     assert all(run.declared for run in plan)
     # The base dialect holds for every run; merge's other value (never) is swept instead.
     assert plan[0].simulator_args() == ["--dialect", "merge=when_asked"]
@@ -137,6 +142,11 @@ def test_a_table_row_names_the_failing_invariants_and_merged_invoices() -> None:
         "| merge | when_asked | yes | 40 | 38 (17 on 5 merged invoices) | returned 1"
         " | FAIL issued_twice (2) (not settled: pushed 1) | 31.5 |"
     )
+    figures.update(exercises=["issue_fail 10 %"], violations={}, by_status={"invoiced": 40})
+    assert chaos.table_row(figures).startswith(
+        "| merge | when_asked (issue_fail 10 %) | yes | 40 | 40 (17 on 5 merged invoices)"
+        " | - | OK |"
+    )
 
 
 def test_the_sweep_can_be_narrowed_to_named_switches() -> None:
@@ -145,6 +155,11 @@ def test_the_sweep_can_be_narrowed_to_named_switches() -> None:
         ("unknown_bill", "empty_list", False),
         ("unknown_bill", "empty_data", False),
         ("merge", "when_asked", False),
+    ]
+    _, plan = chaos.parse_args(["--dialects", "withdraw_refusal", "--declare"])
+    assert [(run.value, run.simulator_args(), run.exercises) for run in plan] == [
+        ("per_item", [], ("withdraw_refusal",)),
+        ("envelope", ["--dialect", "withdraw_refusal=envelope"], ("withdraw_refusal",)),
     ]
     with pytest.raises(SystemExit):
         chaos.parse_args(["--dialects", "merge,nonsense"])
