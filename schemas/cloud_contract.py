@@ -106,6 +106,7 @@ __all__ = [
     "MAX_LINES_PER_INVOICE_DIGITAL",
     "MAX_LINES_PER_INVOICE_TAX_CONTROL",
     "NOT_AUTHORISED_TEXT_MARKER",
+    "NOT_JSON_ERROR_CODE",
     "NOT_JSON_MESSAGE",
     "PER_BILL_CALLBACK_PREFIX",
     "PUSH_BATCH_LABEL_TEMPLATE",
@@ -527,6 +528,7 @@ def max_lines_per_invoice(invoice_type: str) -> int:
 
 QUERY_OK_MESSAGE: Final = "查询成功"  # [G] message of a successful BILL.INVOICE.QUERY
 NOT_JSON_MESSAGE: Final = "请求报文不是合法的JSON"  # [G] HTTP 400 for a body that is not JSON
+NOT_JSON_ERROR_CODE: Final = "400"  # [G] errorCode of that HTTP 400 answer
 REQUEST_BODY_LABEL: Final = "请求报文"  # field name in -10004 when the envelope is no object
 BILL_LABEL: Final = "单据"  # field name in -10006 when no better field is known
 FILE_NOT_FOUND_MESSAGE: Final = "文件不存在"  # [G] invoice file URL of an unknown orderNo

@@ -58,6 +58,7 @@ from schemas.cloud_contract import (
     DIALECT_SWITCHES,
     FILE_NOT_FOUND_MESSAGE,
     ISSUE_ERROR_MESSAGES,
+    NOT_JSON_ERROR_CODE,
     NOT_JSON_MESSAGE,
     DialectError,
     expired_token_answer,
@@ -302,7 +303,7 @@ class SimulatorApp:
                 self._with_status(
                     {
                         "success": False,
-                        "errorCode": "400",
+                        "errorCode": NOT_JSON_ERROR_CODE,
                         "message": NOT_JSON_MESSAGE,
                         "data": None,
                     }

@@ -19,7 +19,10 @@
 
 (a) ``base_url``, ``base_url_for(tenant)``, ``admin`` (httpx.Client), ``set_faults``,
 ``stats``, ``bill``, ``bills``, ``expire_tokens``, ``reset``, ``set_callback_url``,
-``write_tenants_file``, ``wait_for``, ``stop``.
+``dialect``, ``set_dialect``, ``write_tenants_file``, ``wait_for``, ``stop``.
+
+``running_simulator(dialect=...)`` takes a ``Dialect``, a mapping or ``["NAME=VALUE"]``; a
+tenant spec may carry ``data_encryption``/``aes_key`` (``CloudSession`` then encodes with AES).
 
 ``tenants`` may be a path to a tenants TOML, a ``TenantsFile``, a list of ``TenantConfig`` /
 ``SimTenant`` / spec dicts, or None (``sim_tenant_specs()``). Only each tenant's *path* matters to

@@ -278,17 +278,18 @@ def config_reason(
         )
     elif code == ErrorCode.UNKNOWN_BUSINESS_SYSTEM or BUSINESS_SYSTEM_TEXT_MARKER in text:
         fix = (
-            f"unknown business system: check `business_system_code` of {where} / 业务系统编码不正确"
+            f"unknown business system: check `business_system_code` of {where}"
+            " / 请检查业务系统的编码配置"
         )
     elif code == ErrorCode.SELLER_UNKNOWN or SELLER_UNKNOWN_TEXT_MARKER in text:
         fix = (
             f"seller not set up in the cloud: check `seller_tax_ids` of {where} and the"
-            " seller's setup in the cloud console / 销方税号未在发票云维护"
+            " seller's setup in the cloud console / 请在发票云中维护该销方税号"
         )
     elif code == ErrorCode.DATA_UNDECODABLE or UNDECODABLE_TEXT_MARKER in text:
         fix = (
             "the cloud cannot decode `data`: set the 加密策略 of `business_system_code` to"
-            f" BASE64 in the cloud console for {where} / data解密失败，请检查加密策略"
+            f" BASE64 in the cloud console for {where} / 发票云无法解码data，请检查加密策略"
         )
     elif (
         code in {ErrorCode.NOT_AUTHORISED, ErrorCode.TOKEN_EXPIRED, ErrorCode.FORBIDDEN}

@@ -33,6 +33,8 @@ _BILINGUAL: Final = re.compile(r"\s/\s*\S*[\u3400-\u9fff]|^\s*/\s")
 _ENGLISH: Final = re.compile(r"(?:\b[A-Za-z]{2,}\b\W+){3}")
 _PLACEHOLDER: Final = re.compile(r"\{[^}]*\}")
 
+# The worker/producers part of ALLOWED is empty: the bridge helper moved those literals into
+# schemas/cloud_contract.py (config hints, ErrorCode, InterfaceCode).
 MOVED_BY_BRIDGE_HELPER: Final = "worker/producers: moved by the bridge helper"
 _SAMPLE: Final = "sample document content of the test helpers, not a cloud text"
 _OUR_API: Final = (
@@ -43,10 +45,6 @@ _OUR_SCHEMA: Final = (
     "our own JSON Schema description of a field (the Chinese name of a Kingdee field)"
 )
 _OUR_LOG: Final = "our own audit note naming the 回退 action, not a cloud text"
-_WORKER_MATCH: Final = (
-    MOVED_BY_BRIDGE_HELPER + ": the worker matches this cloud code/text when it explains a"
-    " configuration refusal (worker/kingdee.py); it belongs in schemas/cloud_contract.py"
-)
 
 # (path relative to the repository, literal) → reason.
 ALLOWED: Final[dict[tuple[str, str], str]] = {
@@ -57,23 +55,6 @@ ALLOWED: Final[dict[tuple[str, str], str]] = {
     ("simulator/testing.py", "张三"): _SAMPLE,
     ("simulator/testing.py", "个"): _SAMPLE,
     ("simulator/testing.py", "测试商品"): _SAMPLE,
-    ("worker/kingdee.py", "数据中心"): _WORKER_MATCH,
-    ("worker/kingdee.py", "-10001"): _WORKER_MATCH,
-    ("worker/kingdee.py", "业务系统编码"): _WORKER_MATCH,
-    ("worker/kingdee.py", "-10005"): _WORKER_MATCH,
-    ("worker/kingdee.py", "未在发票云维护"): _WORKER_MATCH,
-    (
-        "worker/kingdee.py",
-        " and the seller's setup in the cloud console / 销方税号未在发票云维护",
-    ): MOVED_BY_BRIDGE_HELPER + ": a fix hint quoting the cloud's text",
-    ("worker/kingdee.py", "-10003"): _WORKER_MATCH,
-    ("worker/kingdee.py", " / data解密失败，请检查加密策略"): MOVED_BY_BRIDGE_HELPER
-    + ": a fix hint quoting the cloud's text",
-    ("worker/kingdee.py", "解密"): _WORKER_MATCH,
-    ("worker/kingdee.py", "授权"): _WORKER_MATCH,
-    ("worker/kingdee.py", "-10002"): _WORKER_MATCH,
-    ("worker/kingdee.py", "401"): _WORKER_MATCH,
-    ("worker/kingdee.py", "403"): _WORKER_MATCH,
     ("worker/services/reconcile.py", "; 回退 not applied"): _OUR_LOG,
     ("producers/http.py", "单据校验未通过，共 "): _OUR_API,
     ("producers/http.py", " 处问题"): _OUR_API,

@@ -26,12 +26,14 @@ computed from every invoice known and the state table only moves forward.
 
 Contract dialects (docs/CLOUD-CONTRACT.md §14): callbacks of AES tenants are decoded with each
 AES tenant's key (``TenantsFile.callback_codecs``). A 回退 whose confirming query gives an
-AMBIGUOUS empty answer (``unknown_bill`` not declared ``error``/``empty_data``) is confirmed by
-a BILL.WITHDRAW probe instead (gone / withdrawn → ``returned``; refused → unchanged). Under
-``failed_in_query=omitted`` the query lists issued invoices only, so failed issuances the
-callback reports and the query does not list are applied from the callback (unless the tenant
-declares ``failed_in_query = "listed"``): they can never remove an issued invoice, and
-without them the document would wait for invoices that never come.
+AMBIGUOUS empty answer (``unknown_bill`` not declared ``error``/``empty_data``) cannot be
+confirmed: the callback is unsigned, so no call that changes the cloud (a withdraw probe) may
+follow from it; the document is left as it is, the row's note says why, and the stuck alert
+counter is raised (an operator checks the console and withdraws the document). Under
+``failed_in_query=omitted`` the query lists issued invoices only: failed issuances the
+callback reports and the query does not list are applied from the callback only for a tenant
+that declares ``failed_in_query = "omitted"``; otherwise the stuck alert is raised (a callback
+alone never decides, invariant 4).
 
 Deferred (row stays ``received``, ``attempts`` + 1, task sent again shortly; after
 ``MAX_ATTEMPTS`` the row is ``failed``): the confirming query could not be made, the tenant
@@ -67,7 +69,6 @@ from worker.runtime import Followup, Runtime
 from worker.services.common import document_and_pause, is_paused_from, owe_notification
 from worker.services.invoices import all_known, apply_invoices
 from worker.services.query import query_bill
-from worker.services.withdraw import call_withdraw
 
 __all__ = ["MAX_ATTEMPTS", "ReconcileOutcome", "reconcile_callback"]
 
@@ -283,16 +284,19 @@ def _apply_return(
         )  # fmt: skip
         if answer.kind == "present" and answer.ambiguous:
             # unknown_bill=empty_list (or undeclared): the empty answer may be the cloud's
-            # way of saying "no such bill". A BILL.WITHDRAW probe settles it; if the bill was
-            # still there unissued, withdrawing it is what the 回退 said happened anyway.
-            verdict, message = call_withdraw(
-                rt, tenant, bill_no=bill_no, seller_tax_id=seller, document_id=document_id,
-                attempt=attempt,
-            )  # fmt: skip
-            if verdict in ("retry", "config"):
-                raise _Defer(f"confirming probe BILL.WITHDRAW failed: {message}")
-            if verdict == "refused":
-                return [], f"回退 not confirmed: the probe BILL.WITHDRAW was refused ({message})"
+            # way of saying "no such bill" — or the bill is live. The callback is unsigned
+            # (invariant 4), so nothing that changes the cloud (a withdraw probe) may follow
+            # from it: the document stays as it is, and the operator is alerted.
+            metrics.stuck_documents().labels(status=status.value).inc()
+            log.warning(
+                "return callback cannot be confirmed: ambiguous empty query answer",
+                extra={"document_id": document_id, "bill_no": bill_no},
+            )
+            return [], (
+                "回退 not confirmed: BILL.INVOICE.QUERY answers an empty invoiceList, which"
+                " under this tenant's unknown_bill reading may mean the bill is gone or still"
+                " there; check the cloud console and withdraw the document if it is gone"
+            )
         elif answer.kind == "present":
             log.warning(
                 "return callback not confirmed: the cloud still has the bill",
@@ -328,18 +332,25 @@ def _is_paused(rt: Runtime, tenant_name: str, paused_in_database: dict[str, bool
 def _failures_the_query_omits(
     tenant: TenantConfig, reported: list[InvoiceItem], listed: list[InvoiceItem]
 ) -> list[InvoiceItem]:
-    """Failed issuances the callback reports and the query does not list.
+    """Failed issuances the callback reports and the query does not list, to apply anyway.
 
     Dialect ``failed_in_query=omitted``: the query lists issued invoices only, so a failure is
-    known from its callback alone; dropping it would leave the document waiting for invoices
-    that will never come. Unless the tenant declares ``listed`` (then the query is the whole
-    truth), such failures are kept. They never remove an invoice: a later issued one (a
-    retry in the cloud) still moves the document on.
+    known from its callback alone. Only a tenant that DECLARES ``omitted`` gets them applied
+    from the (unsigned) callback; otherwise invariant 4 holds (a callback is only a trigger)
+    and an unconfirmed failure raises the stuck alert instead. A failure never removes an
+    issued invoice: a later one still moves the document on.
     """
-    if tenant.declares("failed_in_query", "listed"):
-        return []
     known = {item.dedupe_key for item in listed}
-    return [i for i in reported if i.is_failed and i.dedupe_key not in known]
+    omitted = [i for i in reported if i.is_failed and i.dedupe_key not in known]
+    if not omitted or tenant.declares("failed_in_query", "omitted"):
+        return omitted
+    if not listed:
+        metrics.stuck_documents().labels(status="pushed").inc()
+        log.warning(
+            "callback reports failed issuance the query does not show",
+            extra={"tenant": tenant.name, "bill_no": omitted[0].billNo},
+        )
+    return []
 
 
 def _apply_invoice_callback(
