@@ -339,6 +339,23 @@ def test_the_erp_hears_each_merged_bill_invoiced_with_the_bills_its_invoice_cove
     assert len({p["invoices"][0]["invoiceNum"] for p in invoiced.values()}) == 1
 
 
+def test_a_failed_merged_issuance_fails_every_bill_it_covered(merge_world: World) -> None:
+    world = merge_world
+    world.sim.set_faults(issue_fail=1.0)
+    bills = [merged_bill(f"MFAIL-{n}", DEMO_SELLER, "100.00") for n in (1, 2)]
+    ids = push_all(world, "demo", bills)
+    world.sim.wait_for(
+        lambda: all(world.sim.bill(b["billNo"])["state"] == "failed" for b in bills), timeout=20
+    )
+    for r in world.callbacks.wait_for(2):
+        world.reconcile(r.body)
+    assert [world.doc(i).status for i in ids] == ["invoice_failed"] * 2
+    assert all(world.doc(i).last_error_message for i in ids)
+    [failed] = covering(world, ids[0])
+    assert covering(world, ids[1]) == [failed]
+    assert [world.doc(i).issued_amount for i in ids] == [Decimal("0.00")] * 2
+
+
 def test_merged_bills_whose_line_ids_collide_still_count_each_bill_once(
     merge_world: World,
 ) -> None:
