@@ -8,8 +8,10 @@ Python: ``check_invariants(engine, expected=..., cloud=...)`` → ``InvariantRep
 
 | check | violation when |
 |---|---|
-| ``issued_twice`` | a document's issued invoices come from two push attempts, or add up to more |
-| | than its total with tax; the cloud's ``doubleIssue`` lists are not empty; the cloud |
+| ``issued_twice`` | a document's own issued invoices come from two push attempts, or its |
+| | one-document invoices add up to more than its total with tax; a document covered by a |
+| | merged invoice is covered by any other; a merged invoice is more than the totals of the |
+| | documents it covers; the cloud's ``doubleIssue`` lists are not empty; the cloud |
 | | holds two live bills for one (tenant, seller, billNo) |
 | ``lost`` | an expected billNo has no document; a cloud bill has no document |
 | ``unfinished`` | a current document is not ``invoiced``/``withdrawn`` and not parked with a |
@@ -24,6 +26,11 @@ Python: ``check_invariants(engine, expected=..., cloud=...)`` → ``InvariantRep
 | | plus ``ledger_slack`` (calls in flight in a SIGKILLed worker are never finished) |
 | ``cloud_state`` | a document the cloud accepted (``pushed``, ``invoiced``, …) has no bill |
 | | in the cloud, or an ``invoiced`` document's issued invoice count differs from the cloud's |
+
+A merged invoice (``autoMerge=1`` under the ``merge=when_asked`` dialect) is one row in
+``invoices`` linked to every document it covers (``invoice_documents``); it counts once for
+each of them. The cloud only merges bills that each fit one invoice alone, so a document it
+covers needs no other invoice.
 """
 
 from __future__ import annotations
@@ -43,7 +50,14 @@ import httpx
 from sqlalchemy import Engine, func, select
 
 from store.db import make_engine
-from store.models import CloudCall, Document, DocumentEvent, Invoice, TenantState
+from store.models import (
+    CloudCall,
+    Document,
+    DocumentEvent,
+    Invoice,
+    InvoiceDocument,
+    TenantState,
+)
 
 __all__ = [
     "CloudView",
@@ -176,10 +190,11 @@ def check_invariants(
             ).order_by(DocumentEvent.document_id, DocumentEvent.id)
         ).all()  # fmt: skip
         invoices = conn.execute(
-            select(Invoice.document_id, Invoice.push_attempt, Invoice.include_tax_amount).where(
-                Invoice.invoice_num.is_not(None), Invoice.invoice_num != ""
-            )
+            select(
+                Invoice.id, Invoice.document_id, Invoice.push_attempt, Invoice.include_tax_amount
+            ).where(Invoice.invoice_num.is_not(None), Invoice.invoice_num != "")
         ).all()
+        links = conn.execute(select(InvoiceDocument.invoice_id, InvoiceDocument.document_id)).all()
         ledger_rows = conn.execute(
             select(
                 CloudCall.interface,
@@ -203,20 +218,39 @@ def check_invariants(
     by_doc_events: dict[int, list[Any]] = defaultdict(list)
     for event in events:
         by_doc_events[event.document_id].append(event)
+    # Which documents each issued invoice covers: its own, and any linked (merged invoices).
+    covers: dict[int, set[int]] = {inv.id: {inv.document_id} for inv in invoices}
+    for invoice_id, document_id in links:
+        if invoice_id in covers:
+            covers[invoice_id].add(document_id)
     issued: dict[int, list[Any]] = defaultdict(list)
     for invoice in invoices:
-        issued[invoice.document_id].append(invoice)
+        for document_id in covers[invoice.id]:
+            issued[document_id].append(invoice)
+    totals = {d.id: d.total_incl_tax for d in docs}
 
     # issued_twice (database side)
     for doc in docs:
         rows = issued.get(doc.id, [])
-        attempts = {r.push_attempt for r in rows if r.push_attempt is not None}
+        own = [r for r in rows if r.document_id == doc.id]
+        attempts = {r.push_attempt for r in own if r.push_attempt is not None}
         if len(attempts) > 1:
             report.add(
                 "issued_twice",
                 f"{doc.bill_no} (#{doc.id}): invoices from push attempts {sorted(attempts)}",
             )
-        amounts = [r.include_tax_amount for r in rows if r.include_tax_amount is not None]
+        merged = [r for r in rows if len(covers[r.id]) > 1]
+        if merged and len(rows) > 1:
+            report.add(
+                "issued_twice",
+                f"{doc.bill_no} (#{doc.id}): covered by merged invoice #{merged[0].id}"
+                f" and {len(rows) - 1} other(s)",
+            )
+        amounts = [
+            r.include_tax_amount
+            for r in rows
+            if r.include_tax_amount is not None and len(covers[r.id]) == 1
+        ]
         if amounts and doc.total_incl_tax is not None:
             total = abs(sum(amounts, Decimal("0")))
             if total > abs(doc.total_incl_tax) + TOLERANCE:
@@ -224,6 +258,17 @@ def check_invariants(
                     "issued_twice",
                     f"{doc.bill_no} (#{doc.id}): issued {total} > total {doc.total_incl_tax}",
                 )
+    for invoice in invoices:
+        covered = covers[invoice.id]
+        if len(covered) < 2 or invoice.include_tax_amount is None:
+            continue
+        ceiling = sum((abs(totals.get(d) or Decimal("0")) for d in covered), Decimal("0"))
+        if abs(invoice.include_tax_amount) > ceiling + TOLERANCE:
+            report.add(
+                "issued_twice",
+                f"merged invoice #{invoice.id}: {invoice.include_tax_amount} > {ceiling},"
+                f" the totals of the {len(covered)} documents it covers",
+            )
 
     # lost
     known = {d.bill_no for d in docs}

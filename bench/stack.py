@@ -7,15 +7,22 @@
 | PostgreSQL | ``bench.pgcluster.private_postgres`` (own cluster, restartable) | ``SELECT 1`` |
 | Redis | ``redis-server`` (own, no persistence, flushable) | PING |
 | migrate | ``python -m producers.cli db upgrade`` | exit 0 |
-| simulator | ``python -m simulator`` with ``options.faults`` and callbacks to the API | healthz |
+| simulator | ``python -m simulator``: ``options.faults``, ``.dialect``, callbacks | healthz |
 | HTTP app | ``python -m producers.cli api`` | ``/healthz`` |
 | workers | ``celery -A worker worker`` × ``options.workers`` (prefork, ``-c`` each) | "ready" |
 | beat | ``celery -A worker beat`` (sweeps, polls, token refresh) | "beat: Starting" |
+
+All are started before any is waited for (their imports overlap on a busy machine).
 
 The process plumbing (own sessions, logs, stop in reverse order, readiness) is the demo's
 (``demo.processes``); the settings differ from the demo's (a benchmark needs no Flower, a high
 per-tenant rate limit, and its own fault plan), hence this composition root of its own.
 Children get only the ``FAPIAO_*`` variables set here.
+
+``options.dialect`` (switch → value of ``schemas.cloud_contract.DIALECT_SWITCHES``) is the
+reading the simulator plays (``--dialect``); ``options.tenants_cloud`` is what the tenants file
+declares under every tenant's ``[tenants.cloud]`` (empty: nothing declared, every switch
+unknown to the bridge).
 """
 
 from __future__ import annotations
@@ -40,7 +47,13 @@ from bench.pgcluster import PgCluster, private_postgres
 from demo.processes import ManagedProcess, ProcessGroup, free_port, wait_for_log, wait_http
 from simulator.testing import sim_tenant_specs, write_tenants_toml
 
-__all__ = ["REPO_ROOT", "BenchOptions", "BenchStack", "running_bench_stack"]
+__all__ = [
+    "REPO_ROOT",
+    "BenchOptions",
+    "BenchStack",
+    "declare_tenants_cloud",
+    "running_bench_stack",
+]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -50,6 +63,8 @@ HOST = "127.0.0.1"
 class BenchOptions:
     workdir: Path
     faults: Mapping[str, float] = field(default_factory=dict)
+    dialect: Mapping[str, str] = field(default_factory=dict)  # simulator --dialect NAME=VALUE
+    tenants_cloud: Mapping[str, str] = field(default_factory=dict)  # [tenants.cloud] declared
     seed: int = 7
     issue_delay: float = 0.2
     token_ttl: float = 7200.0
@@ -101,6 +116,12 @@ class BenchStack:
         return redis.Redis.from_url(self.redis_url)
 
     def start_worker(self, index: int) -> ManagedProcess:
+        process = self.spawn_worker(index)
+        wait_for_log(process, " ready.", timeout=self.options.start_timeout)
+        return process
+
+    def spawn_worker(self, index: int) -> ManagedProcess:
+        """Start worker ``index`` (replacing a dead one) without waiting for it to be ready."""
         o = self.options
         process = self.processes.start(
             f"worker{index}",
@@ -110,12 +131,31 @@ class BenchStack:
              "-Q", "push,poll,callbacks,erp,maintenance"],
             env=self.env, log_path=self.logs / f"worker{index}.log", cwd=REPO_ROOT,
         )  # fmt: skip
-        wait_for_log(process, " ready.", timeout=o.start_timeout)
         if index < len(self.workers):
             self.workers[index] = process
         else:
             self.workers.append(process)
         return process
+
+    def spawn_beat(self) -> ManagedProcess:
+        """Start (or start again) beat without waiting for it to be ready."""
+        o = self.options
+        self.beat = self.processes.start(
+            "beat",
+            [o.python, "-m", "celery", "-A", "worker", "beat", "--loglevel=INFO",
+             f"--schedule={o.workdir / 'celerybeat-schedule'}"],
+            env=self.env, log_path=self.logs / "beat.log", cwd=REPO_ROOT,
+        )  # fmt: skip
+        return self.beat
+
+    def restart_beat_if_exited(self) -> int | None:
+        """Start beat again if it exited, as a supervisor would (compose: ``restart:
+        unless-stopped``); its exit code, or None when it was running (or never started)."""
+        if self.beat is None or self.beat.running():
+            return None
+        code = self.beat.popen.returncode
+        self.spawn_beat()
+        return code
 
     def kill_worker(self, index: int) -> None:
         """SIGKILL the worker's whole process group (main process and prefork children)."""
@@ -239,6 +279,18 @@ def _settings_env(
     return env
 
 
+def declare_tenants_cloud(tenants_file: Path, declared: Mapping[str, str]) -> None:
+    """Append a ``[tenants.cloud]`` table with ``declared`` to every tenant of the file.
+
+    TOML puts every key after ``[tenants.cloud]`` into that table, so it closes each
+    ``[[tenants]]`` block: the file's blocks are split and the table added at each one's end.
+    """
+    table = "[tenants.cloud]\n" + "".join(f'{k} = "{v}"\n' for k, v in declared.items())
+    head, *blocks = tenants_file.read_text(encoding="utf-8").split("[[tenants]]")
+    text = head + "".join(f"[[tenants]]{b.rstrip()}\n{table}\n" for b in blocks)
+    tenants_file.write_text(text, encoding="utf-8")
+
+
 def _start_redis(processes: ProcessGroup, workdir: Path) -> tuple[str, ManagedProcess]:
     binary = shutil.which("redis-server")
     if binary is None:
@@ -280,6 +332,8 @@ def running_bench_stack(options: BenchOptions) -> Iterator[BenchStack]:
         for spec in specs:
             spec["rate_limit_per_second"] = options.rate_limit_per_second
         tenants_file = write_tenants_toml(workdir / "tenants.toml", simulator_url, specs)
+        if options.tenants_cloud:
+            declare_tenants_cloud(tenants_file, options.tenants_cloud)
         api_key, callback_secret = "bench-" + secrets.token_hex(12), "cb-" + secrets.token_hex(12)
         env = _settings_env(
             options, database_url, redis_url, tenants_file, api_key, callback_secret
@@ -300,11 +354,15 @@ def running_bench_stack(options: BenchOptions) -> Iterator[BenchStack]:
             sim_argv += ["--callback-url", f"{api_url}/callbacks/kingdee/{callback_secret}"]
         for name, value in options.faults.items():
             sim_argv += ["--faults", f"{name}={value}"]
+        for name, reading in options.dialect.items():
+            sim_argv += ["--dialect", f"{name}={reading}"]
+        # Every process is started first and waited for afterwards: on a busy machine their
+        # imports overlap instead of adding up.
         simulator = processes.start(
             "simulator", sim_argv, env=env, log_path=workdir / "logs" / "simulator.log",
             cwd=REPO_ROOT,
         )  # fmt: skip
-        wait_http(f"{simulator_url}/_sim/healthz", timeout=options.start_timeout, process=simulator)
+        api = None
         if options.api:
             api = processes.start(
                 "api",
@@ -312,7 +370,6 @@ def running_bench_stack(options: BenchOptions) -> Iterator[BenchStack]:
                  str(api_port), "--log-level", "warning"],
                 env=env, log_path=workdir / "logs" / "api.log", cwd=REPO_ROOT,
             )  # fmt: skip
-            wait_http(f"{api_url}/healthz", timeout=options.start_timeout, process=api)
         stack = BenchStack(
             options=options,
             postgres=postgres,
@@ -328,14 +385,14 @@ def running_bench_stack(options: BenchOptions) -> Iterator[BenchStack]:
             env=env,
             processes=processes,
         )
-        for index in range(options.workers):
-            stack.start_worker(index)
+        workers = [stack.spawn_worker(index) for index in range(options.workers)]
         if options.beat:
-            stack.beat = processes.start(
-                "beat",
-                [options.python, "-m", "celery", "-A", "worker", "beat", "--loglevel=INFO",
-                 f"--schedule={workdir / 'celerybeat-schedule'}"],
-                env=env, log_path=workdir / "logs" / "beat.log", cwd=REPO_ROOT,
-            )  # fmt: skip
+            stack.spawn_beat()
+        wait_http(f"{simulator_url}/_sim/healthz", timeout=options.start_timeout, process=simulator)
+        if api is not None:
+            wait_http(f"{api_url}/healthz", timeout=options.start_timeout, process=api)
+        for worker in workers:
+            wait_for_log(worker, " ready.", timeout=options.start_timeout)
+        if stack.beat is not None:
             wait_for_log(stack.beat, "beat: Starting", timeout=options.start_timeout)
         yield stack

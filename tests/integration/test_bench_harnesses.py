@@ -71,6 +71,26 @@ def test_chaos_exits_non_zero_when_a_document_is_issued_twice(
     assert len(figures["violations"]["issued_twice"]) == 2
 
 
+def test_chaos_small_run_under_the_merge_dialect_declared(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """merge=when_asked: documents ask for autoMerge, merged invoices count once per document."""
+    code, figures = _run(
+        chaos,
+        ["-n", "20", "--disrupt-every", "2", "--batch", "20", "--timeout", "240",
+         "--quiet-seconds", "1", "--dialect", "merge=when_asked", "--declare",
+         "--workdir", str(tmp_path)],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, figures
+    assert (figures["dialect"], figures["declared"]) == ({"merge": "when_asked"}, True)
+    assert figures["by_status"] == {"invoiced": 20}
+    assert figures["violations"] == {}
+    assert figures["double_issue"] == {"live_twice": [], "over_issued": []}
+    tenants = (Path(figures["work_directory"]) / "tenants.toml").read_text(encoding="utf-8")
+    assert tenants.count('merge = "when_asked"') == 2  # both tenants declare it
+
+
 def test_throughput_runs_all_three_lanes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -12,7 +12,7 @@ from bench.invariants import CloudView, check_invariants, main
 from simulator.testing import make_bill
 from store.db import unit_of_work
 from store.lifecycle import claim_for_push, transition
-from store.models import CloudCall, Document, Invoice, TenantState
+from store.models import CloudCall, Document, Invoice, InvoiceDocument, TenantState
 from worker.testing import store_bill
 
 SELLER = "91310000SIM0000001"
@@ -180,3 +180,77 @@ def test_an_invoiced_document_without_its_cloud_bill_fails(
 ) -> None:
     report = check_invariants(engine, cloud=_cloud(["INV-0", "INV-1"]))
     assert report.violations["cloud_state"] == [f"INV-2 (#{healthy[2]}) is invoiced, no cloud bill"]
+
+
+def _merged(sessions: sessionmaker[Session], bill_nos: list[str]) -> tuple[list[int], int]:
+    """Documents invoiced by ONE invoice (merge=when_asked): owned by the first, linked to all."""
+    doc_ids = [store_bill(sessions, "demo", make_bill(b, SELLER)) for b in bill_nos]
+    with unit_of_work(sessions) as session:
+        for doc_id in doc_ids:
+            assert claim_for_push(session, doc_id, 30) is not None
+            transition(session, doc_id, "accepted", actor="test", attempt=1)
+    with unit_of_work(sessions) as session:
+        docs = [session.get(Document, d) for d in doc_ids]
+        invoice = Invoice(
+            document_id=doc_ids[0],
+            push_attempt=1,
+            order_no="O-MERGED",
+            invoice_num="25310000000000000099",
+            total_amount=sum(d.total_amount for d in docs if d is not None),
+            include_tax_amount=sum(d.total_incl_tax for d in docs if d is not None),
+        )
+        session.add(invoice)
+        session.flush()
+        session.add_all(InvoiceDocument(invoice_id=invoice.id, document_id=d) for d in doc_ids)
+        for doc_id in doc_ids:
+            transition(session, doc_id, "issued_all", actor="test", attempt=1)
+        invoice_id = invoice.id
+    return doc_ids, invoice_id
+
+
+def test_a_merged_invoice_counts_once_for_each_document_it_covers(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    bills = ["MRG-0", "MRG-1", "MRG-2"]
+    _merged(session_factory, bills)
+    report = check_invariants(engine, expected=bills, cloud=_cloud(bills))
+    assert report.ok, report.violations
+    assert report.by_status == {"invoiced": 3}
+
+
+def test_a_document_of_a_merged_invoice_issued_again_fails(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    bills = ["MRG-0", "MRG-1", "MRG-2"]
+    doc_ids, invoice_id = _merged(session_factory, bills)
+    with unit_of_work(session_factory) as session:
+        doc = session.get(Document, doc_ids[1])
+        assert doc is not None
+        session.add(
+            Invoice(
+                document_id=doc.id, push_attempt=1, order_no="O-AGAIN",
+                invoice_num="25310000000000000098", total_amount=doc.total_amount,
+                include_tax_amount=doc.total_incl_tax,
+            )
+        )  # fmt: skip
+    report = check_invariants(engine, expected=bills, cloud=_cloud(bills))
+    assert report.violations["issued_twice"] == [
+        f"MRG-1 (#{doc_ids[1]}): covered by merged invoice #{invoice_id} and 1 other(s)"
+    ]
+
+
+def test_a_merged_invoice_larger_than_its_documents_fails(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    bills = ["MRG-0", "MRG-1"]
+    _, invoice_id = _merged(session_factory, bills)
+    with unit_of_work(session_factory) as session:
+        session.execute(
+            update(Invoice)
+            .where(Invoice.id == invoice_id)
+            .values(include_tax_amount=Invoice.include_tax_amount + 1)
+        )
+    report = check_invariants(engine, expected=bills, cloud=_cloud(bills))
+    assert report.violations["issued_twice"] == [
+        f"merged invoice #{invoice_id}: 227.00 > 226.00, the totals of the 2 documents it covers"
+    ]
