@@ -13,12 +13,15 @@
 | ``auth_headers(key)`` | ``{"Authorization": "Bearer <key>"}`` |
 | ``run_cli(components, *args)`` | ``fapiao <args>`` in process with these components |
 | ``write_tenants_toml(path, tenants)`` | a tenants TOML file (for ``FAPIAO_TENANTS_FILE``) |
+| ``add_view_history(session, id)`` | an issued invoice, a push ledger row and a callback of |
+| | one document (every kind a document view's timeline shows) |
 
 Nothing here talks to a network; a fake Redis is used unless one is given.
 """
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
@@ -31,6 +34,7 @@ from schemas.kingdee import InvoiceItem, build_callback
 from schemas.money import dumps_exact
 from schemas.settings import Settings
 from schemas.tenants import SECRET_KEYS, TenantsFile
+from store.models import CallbackInbox, CloudCall, Invoice
 
 __all__ = [
     "API_KEY",
@@ -38,6 +42,7 @@ __all__ = [
     "SELLER_DEMO",
     "SELLER_DEMO_2",
     "SELLER_SHOP",
+    "add_view_history",
     "auth_headers",
     "bill_json",
     "bridge_settings",
@@ -212,3 +217,39 @@ def write_tenants_toml(path: str | Path, tenants: TenantsFile | None = None) -> 
         blocks.append("\n".join(lines))
     target.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
     return target
+
+
+def add_view_history(session: Session, document_id: int, *, push_message: str = "ok") -> None:
+    """Add (uncommitted) an issued invoice, a push ledger row and a callback of a document."""
+    session.add(
+        Invoice(
+            document_id=document_id,
+            order_no="ORD-1",
+            invoice_code="",
+            invoice_num="25332000000000000001",
+            invoice_type="10xdp",
+            invoice_status="0",
+            total_amount=Decimal("100.00"),
+            total_tax_amount=Decimal("6.00"),
+            include_tax_amount=Decimal("106.00"),
+            invoice_date=date(2025, 9, 6),
+            invoice_pdf_file_url="https://files.example/inv.pdf",
+        )
+    )
+    session.add(
+        CloudCall(
+            tenant="demo",
+            document_id=document_id,
+            interface="BILL.PUSH",
+            request_id="r-1",
+            attempt=1,
+            http_status=200,
+            error_code="0",
+            message=push_message,
+            outcome="accepted",
+            latency_ms=12,
+        )
+    )
+    session.add(
+        CallbackInbox(dedupe_key="k-1", raw_body=b"{}", style="per_bill", document_id=document_id)
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +21,7 @@ from producers.testing import (
     SELLER_DEMO,
     SELLER_DEMO_2,
     SELLER_SHOP,
+    add_view_history,
     auth_headers,
     bill_json,
     bridge_settings,
@@ -31,7 +31,7 @@ from producers.testing import (
 )
 from schemas.errors import RULES
 from store.lifecycle import claim_for_push, transition
-from store.models import CallbackInbox, CloudCall, Document, DocumentEvent, Invoice
+from store.models import Document, DocumentEvent
 from store.states import Event
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -516,40 +516,7 @@ def test_get_shows_state_reason_invoices_and_the_timeline(api: Api) -> None:
     document_id = api.post(make_bill("G-1")).json()["document_id"]
     _set_state(api.sessions, document_id, Event.claim, Event.accepted, Event.issued_all)
     with api.sessions() as session:
-        session.add(
-            Invoice(
-                document_id=document_id,
-                order_no="ORD-1",
-                invoice_code="",
-                invoice_num="25332000000000000001",
-                invoice_type="10xdp",
-                invoice_status="0",
-                total_amount=Decimal("100.00"),
-                total_tax_amount=Decimal("6.00"),
-                include_tax_amount=Decimal("106.00"),
-                invoice_date=date(2025, 9, 6),
-                invoice_pdf_file_url="https://files.example/inv.pdf",
-            )
-        )
-        session.add(
-            CloudCall(
-                tenant="demo",
-                document_id=document_id,
-                interface="BILL.PUSH",
-                request_id="r-1",
-                attempt=1,
-                http_status=200,
-                error_code="0",
-                message="开票申请单推送成功",
-                outcome="accepted",
-                latency_ms=12,
-            )
-        )
-        session.add(
-            CallbackInbox(
-                dedupe_key="k-1", raw_body=b"{}", style="per_bill", document_id=document_id
-            )
-        )
+        add_view_history(session, document_id, push_message="开票申请单推送成功")
         session.commit()
 
     response = api.client.get("/v1/documents/G-1", headers=H)

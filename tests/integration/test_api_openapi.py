@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from producers.enqueue import RecordingEnqueuer
 from producers.http import create_app
 from producers.openapi import openapi_document, render
 from producers.testing import (
+    add_view_history,
     auth_headers,
     bill_json,
     bridge_settings,
@@ -36,7 +36,6 @@ from producers.testing import (
 )
 from schemas.erp import HEADER_FIELDS, LINE_FIELDS
 from store.lifecycle import claim_for_push, transition
-from store.models import CallbackInbox, CloudCall, Invoice
 from store.states import Event
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -184,40 +183,7 @@ def test_view_withdraw_replay_and_health_are_described(
     with session_factory() as session:
         assert claim_for_push(session, document_id, lease_seconds=60) is not None
         transition(session, document_id, Event.accepted, actor="test", reason="pushed")
-        session.add(
-            Invoice(
-                document_id=document_id,
-                order_no="ORD-1",
-                invoice_code="",
-                invoice_num="25332000000000000001",
-                invoice_type="10xdp",
-                invoice_status="0",
-                total_amount=Decimal("100.00"),
-                total_tax_amount=Decimal("6.00"),
-                include_tax_amount=Decimal("106.00"),
-                invoice_date=date(2025, 9, 6),
-                invoice_pdf_file_url="https://files.example/inv.pdf",
-            )
-        )
-        session.add(
-            CloudCall(
-                tenant="demo",
-                document_id=document_id,
-                interface="BILL.PUSH",
-                request_id="r-1",
-                attempt=1,
-                http_status=200,
-                error_code="0",
-                message="ok",
-                outcome="accepted",
-                latency_ms=12,
-            )
-        )
-        session.add(
-            CallbackInbox(
-                dedupe_key="k-1", raw_body=b"{}", style="per_bill", document_id=document_id
-            )
-        )
+        add_view_history(session, document_id)
         session.commit()
     _post(client, make_bill("OV-2"))
 
