@@ -396,7 +396,12 @@ def running_simulator(
         target=server.run, kwargs={"sockets": [sock]}, name=f"simulator:{port}", daemon=True
     )
     thread.start()
-    admin = httpx.Client(base_url=origin, timeout=10.0)
+    # No keep-alive: uvicorn drops an idle connection after 5 s, and a test that waits
+    # longer than that between two admin calls could reuse a socket the server is closing
+    # at that moment (a ReadError, "connection reset by peer", seen once in CI).
+    admin = httpx.Client(
+        base_url=origin, timeout=10.0, limits=httpx.Limits(max_keepalive_connections=0)
+    )
     handle = SimulatorHandle(host, port, app, specs, admin, server, thread)
     try:
         deadline = time.monotonic() + startup_timeout
