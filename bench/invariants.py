@@ -16,8 +16,9 @@ Python: ``check_invariants(engine, expected=..., cloud=...)`` → ``InvariantRep
 | ``lost`` | an expected billNo has no document; a cloud bill has no document |
 | ``unfinished`` | a current document is not ``invoiced``/``withdrawn`` and not parked with a |
 | | reason (``rejected``, ``failed``, ``invoice_failed``, ``returned``, |
-| | ``partially_invoiced`` with a last error or an event reason), and its tenant is not |
-| | paused (a pause holds the tenant's documents with the pause's reason: counted apart) |
+| | ``partially_invoiced`` with a last error or an event reason; ``pushed`` flagged |
+| | ``issue_overdue``), and its tenant is not paused (a pause holds the tenant's |
+| | documents with the pause's reason: counted apart) |
 | ``audit`` | the applied ``document_events`` of a document do not chain: the first is not |
 | | ``submit``/``resubmit`` into ``draft``, an event's ``from_status`` is not the previous |
 | | ``to_status``, or the last ``to_status`` is not the document's status |
@@ -25,7 +26,8 @@ Python: ``check_invariants(engine, expected=..., cloud=...)`` → ``InvariantRep
 | | counted, or the cloud counted more than the ledger's calls that may have reached it |
 | | plus ``ledger_slack`` (calls in flight in a SIGKILLed worker are never finished) |
 | ``cloud_state`` | a document the cloud accepted (``pushed``, ``invoiced``, …) has no bill |
-| | in the cloud, or an ``invoiced`` document's issued invoice count differs from the cloud's |
+| | in the cloud, an ``invoiced`` document's issued invoice count differs from the cloud's, |
+| | or a document flagged ``issue_overdue`` has issued invoices in the cloud |
 
 A merged invoice (``autoMerge=1`` under the ``merge=when_asked`` dialect) is one row in
 ``invoices`` linked to every document it covers (``invoice_documents``); it counts once for
@@ -58,6 +60,7 @@ from store.models import (
     InvoiceDocument,
     TenantState,
 )
+from store.states import ISSUE_OVERDUE
 
 __all__ = [
     "CloudView",
@@ -287,6 +290,10 @@ def check_invariants(
             reason = doc_events[-1].reason
         if doc.status in PARKED and reason:
             continue
+        if doc.status == "pushed" and doc.last_error_code == ISSUE_OVERDUE and reason:
+            # Flagged for an operator with its reason; _check_cloud verifies the cloud
+            # really issued nothing for it.
+            continue
         if doc.tenant in report.paused_tenants:
             # Held by a paused tenant: an operator sees the pause and its reason (invariant 3).
             report.held_by_pause += 1
@@ -356,6 +363,14 @@ def _check_cloud(
         if not bills:
             report.add("cloud_state", f"{doc.bill_no} (#{doc.id}) is {doc.status}, no cloud bill")
             continue
+        if doc.status == "pushed" and doc.last_error_code == ISSUE_OVERDUE:
+            issued_there = sum(int(b.get("issued", 0)) for b in bills if b.get("live"))
+            if issued_there:
+                report.add(
+                    "cloud_state",
+                    f"{doc.bill_no} (#{doc.id}) is flagged overdue, but the cloud issued"
+                    f" {issued_there} invoice(s) for it",
+                )
         if doc.status == "invoiced":
             cloud_issued = sum(int(b.get("issued", 0)) for b in bills if b.get("live"))
             ours = len(issued.get(doc.id, []))

@@ -263,6 +263,8 @@ def _settings_env(
             "FAPIAO_TOKENS__REFRESH_MARGIN_SECONDS": "5",
             "FAPIAO_POLL__SCHEDULE_SECONDS": "2,3,5",
             "FAPIAO_POLL__CAP_SECONDS": "5",
+            # Short enough to flag a failure the query hides within a chaos run's timeout.
+            "FAPIAO_POLL__ISSUE_OVERDUE_SECONDS": "90",
             "FAPIAO_PUSH__BACKOFF_BASE_SECONDS": "0.2",
             "FAPIAO_PUSH__BACKOFF_CAP_SECONDS": "2",
             "FAPIAO_PUSH__MAX_ATTEMPTS": "30",

@@ -29,8 +29,10 @@ from sqlalchemy import Engine, func, select
 from schemas.money import dumps_exact
 from simulator.testing import make_bill
 from store.models import Document
+from store.states import ISSUE_OVERDUE
 
 __all__ = [
+    "OVERDUE",
     "SETTLED",
     "bench_bills",
     "cpu_seconds",
@@ -43,7 +45,11 @@ __all__ = [
     "wait_settled",
 ]
 
-SETTLED = frozenset({"invoiced", "withdrawn", "rejected", "failed", "invoice_failed", "returned"})
+# "pushed (overdue)": pushed, flagged ISSUE_OVERDUE with its reason (status_counts' own key).
+OVERDUE = "pushed (overdue)"
+SETTLED = frozenset(
+    {"invoiced", "withdrawn", "rejected", "failed", "invoice_failed", "returned", OVERDUE}
+)
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -89,13 +95,19 @@ def post_batches(
 
 
 def status_counts(engine: Engine, prefix: str) -> dict[str, int]:
+    """Current documents by status; flagged overdue ones apart, under ``OVERDUE``."""
+    overdue = Document.last_error_code == ISSUE_OVERDUE
     query = (
-        select(Document.status, func.count())
+        select(Document.status, overdue, func.count())
         .where(Document.is_current.is_(True), Document.bill_no.startswith(prefix))
-        .group_by(Document.status)
+        .group_by(Document.status, overdue)
     )
+    counts: dict[str, int] = {}
     with engine.connect() as conn:
-        return {str(status): int(n) for status, n in conn.execute(query)}
+        for status, flagged, n in conn.execute(query):
+            key = OVERDUE if flagged and status == "pushed" else str(status)
+            counts[key] = counts.get(key, 0) + int(n)
+    return counts
 
 
 def wait_settled(

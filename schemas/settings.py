@@ -32,6 +32,7 @@ value or a JSON array: ``FAPIAO_API_KEYS=k1,k2``, ``FAPIAO_POLL__SCHEDULE_SECOND
 | ``FAPIAO_POLL__SCHEDULE_SECONDS`` | 5,15,60,300,900,3600,7200,14400,21600 | query delays |
 | ``FAPIAO_POLL__CAP_SECONDS`` | 21600 | after the schedule, poll every this long |
 | ``FAPIAO_POLL__ALERT_AFTER_SECONDS`` | 86400 | pushed without a result this long → alert |
+| ``FAPIAO_POLL__ISSUE_OVERDUE_SECONDS`` | 900 | auto-issue bill, no invoice this long → flagged |
 | ``FAPIAO_STUCK_ALERT__<STATE>`` | see ``StuckAlertSettings`` | age alerts per state |
 | ``FAPIAO_CALLBACKS__MAX_BODY_BYTES`` | 1048576 | larger callback bodies get 413 |
 | ``FAPIAO_CALLBACKS__IP_ALLOWLIST`` | (any) | networks allowed to call back, e.g. ``10.0.0.0/8`` |
@@ -193,6 +194,9 @@ class PollSettings(_Group):
     )
     cap_seconds: int = Field(default=21600, ge=1)
     alert_after_seconds: int = Field(default=86400, ge=1)
+    # An auto-issue bill with no invoice this long after the push is flagged for an operator:
+    # under some readings a failed issuance never shows in the query (failed_in_query).
+    issue_overdue_seconds: int = Field(default=900, ge=1)
 
     @model_validator(mode="after")
     def _schedule(self) -> PollSettings:

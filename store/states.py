@@ -35,8 +35,10 @@ Due columns (which timestamp makes a row due for which sweep):
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Final
 
 __all__ = [
+    "ISSUE_OVERDUE",
     "POLLED_STATUSES",
     "RESUBMITTABLE_STATUSES",
     "DocumentStatus",
@@ -45,6 +47,11 @@ __all__ = [
     "InboxState",
     "OutboxState",
 ]
+
+# `documents.last_error_code` of a `pushed` document that has waited for its invoices longer
+# than `poll.issue_overdue_seconds` while the query still shows nothing: the bridge's own
+# code (cloud codes are numbers or dotted names), so views and checkers can tell it apart.
+ISSUE_OVERDUE: Final = "issue_overdue"
 
 
 class DocumentStatus(StrEnum):

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from bench.invariants import CloudView, check_invariants, main
 from simulator.testing import make_bill
 from store.db import unit_of_work
-from store.lifecycle import claim_for_push, transition
+from store.lifecycle import claim_for_push, transition, update_fields
 from store.models import CloudCall, Document, Invoice, InvoiceDocument, TenantState
+from store.states import ISSUE_OVERDUE
 from worker.testing import store_bill
 
 SELLER = "91310000SIM0000001"
@@ -173,6 +174,32 @@ def test_the_ledger_must_match_the_clouds_call_counts(
     assert not check_invariants(engine, cloud=cloud).ok
     cloud = _cloud(names, calls={"BILL.PUSH": {"success": 3}})
     assert check_invariants(engine, cloud=cloud).ok
+
+
+def test_a_pushed_document_flagged_overdue_is_parked_unless_the_cloud_issued_it(
+    engine: Engine, healthy: list[int], session_factory: sessionmaker[Session]
+) -> None:
+    doc_id = store_bill(session_factory, "demo", make_bill("LATE", SELLER))
+    with unit_of_work(session_factory) as session:
+        assert claim_for_push(session, doc_id, 30) is not None
+        transition(session, doc_id, "accepted", actor="test", attempt=1)
+    assert check_invariants(engine).violations["unfinished"]  # pushed, no reason: stuck
+    with unit_of_work(session_factory) as session:
+        update_fields(
+            session, doc_id, {"last_error_code": ISSUE_OVERDUE, "last_error_message": "late"}
+        )
+    healthy_cloud = _cloud(["INV-0", "INV-1", "INV-2"])
+
+    def cloud(issued: int) -> CloudView:
+        late = {**healthy_cloud.bills[0], "billNo": "LATE", "issued": issued}
+        return CloudView(stats=healthy_cloud.stats, bills=[*healthy_cloud.bills, late])
+
+    report = check_invariants(engine, cloud=cloud(issued=0))
+    assert report.ok, report.violations
+    report = check_invariants(engine, cloud=cloud(issued=1))  # the flag was wrong
+    assert report.violations["cloud_state"] == [
+        f"LATE (#{doc_id}) is flagged overdue, but the cloud issued 1 invoice(s) for it"
+    ]
 
 
 def test_an_invoiced_document_without_its_cloud_bill_fails(

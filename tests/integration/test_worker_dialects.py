@@ -40,6 +40,7 @@ from store.columns import utcnow
 from store.db import unit_of_work
 from store.lifecycle import transition
 from store.models import CallbackInbox, TenantState
+from store.states import ISSUE_OVERDUE
 from tests.integration.test_worker_world import DEMO_SELLER, SHOP_SELLER, World, make_world
 from worker import queues
 from worker.testing import drain, store_bill
@@ -211,10 +212,35 @@ def callback_reports_a_failure(world: World) -> tuple[int, str]:
     assert world.reconcile(body) == "processed"
     trusted = world.rt.tenants.tenants[0].declares("failed_in_query", "omitted")
     if world.sim.dialect()["failed_in_query"] == "omitted" and not trusted:
-        # Only the unsigned callback tells: not applied (invariant 4); the stuck alert fires.
-        return doc_id, "pushed (alert)"
+        # Only the unsigned callback tells: not applied (invariant 4); the stuck alert fires,
+        # and once overdue the document itself carries the reason.
+        later = utcnow() + timedelta(seconds=world.rt.settings.poll.issue_overdue_seconds + 60)
+        world.rt.clock = lambda: later
+        assert world.run(queues.POLL, document_id=doc_id) == "pushed"
+        assert world.doc(doc_id).last_error_code == ISSUE_OVERDUE
+        return doc_id, "pushed (alert, then overdue)"
     assert world.invoices(doc_id)[0].issue_error_message  # the cloud's reason, kept
     return doc_id, "invoice_failed"
+
+
+def failure_with_its_callback_lost(world: World) -> tuple[int, str]:
+    world.sim.set_faults(issue_fail=1.0, callback_drop=1.0)
+    doc_id = store_bill(world.sessions, "demo", bill("M-FAIL-LOST", auto=True))
+    assert world.push(doc_id) == "pushed"
+    world.sim.wait_for(lambda: world.sim.bill("M-FAIL-LOST")["failed"])
+    if world.sim.dialect()["failed_in_query"] == "listed":
+        assert world.run(queues.POLL, document_id=doc_id) == "invoice_failed"
+        return doc_id, "invoice_failed"
+    # Under `omitted` every query reads "not issued yet", declared or not: only age can tell.
+    assert world.run(queues.POLL, document_id=doc_id) == "pushed"
+    assert world.doc(doc_id).last_error_code is None  # not overdue yet: no false alarm
+    later = utcnow() + timedelta(seconds=world.rt.settings.poll.issue_overdue_seconds + 60)
+    world.rt.clock = lambda: later
+    assert world.run(queues.POLL, document_id=doc_id) == "pushed"
+    document = world.doc(doc_id)
+    assert document.last_error_code == ISSUE_OVERDUE
+    assert "开票申请单" in (document.last_error_message or "")
+    return doc_id, "pushed (overdue, with a reason)"
 
 
 def cloud_returns_the_bill(world: World) -> tuple[int, str]:
@@ -272,6 +298,7 @@ SCENARIOS: dict[str, Scenario] = {
     "reconcile": Scenario(reconcile_callback, ("query_lines", "callback_data", "status_field")),
     "pushed_lost": Scenario(pushed_bill_lost_by_the_cloud, ("unknown_bill",)),
     "callback_failure": Scenario(callback_reports_a_failure, ("failed_in_query", "callback_data")),
+    "failure_callback_lost": Scenario(failure_with_its_callback_lost, ("failed_in_query",)),
     "returned": Scenario(cloud_returns_the_bill, ("unknown_bill", "withdraw_refusal")),
 }
 

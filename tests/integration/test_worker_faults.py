@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from simulator.testing import CallbackRecorder, CloudSession, SimulatorHandle, make_bill
 from store.columns import utcnow
 from store.db import unit_of_work
-from store.lifecycle import RevisionConflict, claim_for_push
+from store.lifecycle import RevisionConflict, claim_for_push, update_fields
 from store.models import CloudCall, Document, TenantState
+from store.states import ISSUE_OVERDUE
 from store.tenants import pause_tenant, resume_tenant
 from tests.integration.test_worker_world import DEMO_SELLER, SHOP_SELLER, World, make_world
 from worker import queues
@@ -335,6 +336,20 @@ def test_failed_issuance_is_polled_to_invoice_failed(world: World) -> None:
     document = world.doc(doc_id)
     assert document.status == "invoice_failed"
     assert document.last_error_message  # the cloud's issueErrorMessage
+
+
+def test_invoices_found_after_the_overdue_flag_clear_it(world: World) -> None:
+    world.sim.set_faults(callback_drop=1.0)
+    doc_id = store_bill(world.sessions, "demo", make_bill("POLL-3", DEMO_SELLER))
+    assert world.push(doc_id) == "pushed"
+    with unit_of_work(world.sessions) as session:  # as the poller leaves a slow bill
+        update_fields(
+            session, doc_id, {"last_error_code": ISSUE_OVERDUE, "last_error_message": "late"}
+        )
+    world.sim.wait_for(lambda: world.sim.bill("POLL-3")["invoices"])
+    assert world.run(queues.POLL, document_id=doc_id) == "invoiced"
+    document = world.doc(doc_id)
+    assert (document.last_error_code, document.last_error_message) == (None, None)
 
 
 # --------------------------------------------------------------------------- sweeper

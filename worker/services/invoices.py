@@ -48,7 +48,7 @@ from store.invoices import (
 )
 from store.lifecycle import TransitionResult, transition, update_fields
 from store.models import Document, Invoice
-from store.states import DocumentStatus, Event
+from store.states import ISSUE_OVERDUE, DocumentStatus, Event
 from worker.runtime import Runtime
 
 __all__ = [
@@ -267,6 +267,10 @@ def apply_invoices(
         changes["issued_amount"] = verdict.issued_amount
     if verdict.failure and verdict.event in (Event.issue_failed, Event.issued_some):
         changes["last_error_message"] = verdict.failure
+    if document.last_error_code == ISSUE_OVERDUE and verdict.event is not None:
+        # The overdue flag (worker.services.poll) said "nothing yet"; now something is.
+        changes["last_error_code"] = None
+        changes.setdefault("last_error_message", None)
     if verdict.event is None or status not in _MOVABLE:
         if changes and status in _MOVABLE:
             update_fields(session, document.id, changes, now=now)

@@ -20,6 +20,14 @@ poll; polling goes on.
 | (-10011, data: [])  | the console?); polling goes on, slowly                          |
 | don't know          | next poll scheduled                                             |
 | config/auth         | tenant paused; polls resume when it is                          |
+
+Overdue issuance: an auto-issue bill (``autoInvoice`` 1) still without any invoice
+``poll.issue_overdue_seconds`` after it reached ``pushed`` gets ``last_error_code``
+``issue_overdue`` and a reason telling the operator what to check, once, with the stuck alert.
+Issuance takes seconds to minutes; and under the ``failed_in_query=omitted`` reading a failed
+issuance whose callback was lost looks exactly like "not issued yet" to every query, so only
+age can reveal it. Polling goes on; invoices that arrive later clear the flag
+(``worker.services.invoices``).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from store.db import autocommit_session, unit_of_work
 from store.lifecycle import LostRace, update_fields
 from store.models import Document
 from store.queries import due_for_poll
-from store.states import DocumentStatus
+from store.states import ISSUE_OVERDUE, DocumentStatus
 from worker import metrics, queues
 from worker.runtime import Followup, Runtime
 from worker.services.common import (
@@ -87,6 +95,23 @@ def _absent_reason(bill_no: str, answer: str) -> str:
     )
 
 
+def _overdue_reason(bill_no: str, waited: timedelta, failed_in_query: str | None) -> str:
+    minutes = int(waited.total_seconds() // 60)
+    if failed_in_query == "listed":
+        cause = "the cloud still lists it as not issued"
+    else:
+        cause = (
+            "the query would not show a failed issuance under this tenant's cloud"
+            " (failed_in_query is not declared `listed`), so it may have failed"
+        )
+    return (
+        f"no invoice for {bill_no} {minutes} min after the cloud accepted it; {cause}."
+        " Look the bill up in the cloud console (开票管理 → 开票申请单): if issuance failed,"
+        " fix it there and issue again, or withdraw it here (`fapiao withdraw`) and submit it"
+        f" again / 推送{minutes}分钟后仍未开票，请在发票云核对开票申请单状态"
+    )
+
+
 def poll_document(rt: Runtime, document_id: int) -> PollOutcome:
     """Query one accepted document and apply what the cloud shows (module docstring)."""
     with autocommit_session(rt.sessions) as session:  # one read: no transaction needed
@@ -104,6 +129,12 @@ def poll_document(rt: Runtime, document_id: int) -> PollOutcome:
         bill_no, seller = document.bill_no, document.seller_tax_id
         attempt, poll_count = document.push_attempt, document.poll_count
         waiting = rt.clock() - document.status_changed_at
+        may_turn_overdue = (
+            status is DocumentStatus.pushed
+            and str(document.payload.get("autoInvoice", "1")) == "1"
+            and document.last_error_code != ISSUE_OVERDUE
+            and waiting.total_seconds() >= rt.settings.poll.issue_overdue_seconds
+        )
 
     answer = query_bill(
         rt, tenant, bill_no=bill_no, seller_tax_id=seller, document_id=document_id, attempt=attempt
@@ -119,6 +150,7 @@ def poll_document(rt: Runtime, document_id: int) -> PollOutcome:
             return PollOutcome("paused", answer.reason)
         followups: list[Followup] = []
         before = final = document.status
+        overdue = False
         try:
             if answer.kind == "present":
                 results, _ = apply_invoices(
@@ -136,6 +168,12 @@ def poll_document(rt: Runtime, document_id: int) -> PollOutcome:
                     changes["poll_count"] = 0
                 if answer.kind == "absent":
                     changes["last_error_message"] = _absent_reason(bill_no, answer.reason)
+                elif may_turn_overdue and answer.kind == "present" and final == before:
+                    overdue = True
+                    changes["last_error_code"] = ISSUE_OVERDUE
+                    changes["last_error_message"] = _overdue_reason(
+                        bill_no, waiting, tenant.declared("failed_in_query")
+                    )
                 update_fields(session, document_id, changes, now=now)
         except LostRace as exc:
             return PollOutcome("skipped", str(exc))
@@ -149,7 +187,17 @@ def poll_document(rt: Runtime, document_id: int) -> PollOutcome:
             extra={"document_id": document_id, "bill_no": bill_no, "answer": answer.reason},
         )
         return PollOutcome(final, _absent_reason(bill_no, answer.reason), followups)
-    if final != DocumentStatus.invoiced and rt.policy.poll_schedule.overdue(waiting):
+    if overdue:
+        metrics.stuck_documents().labels(status=final).inc()
+        log.warning(
+            "auto-issue bill without an invoice for too long",
+            extra={
+                "document_id": document_id,
+                "bill_no": bill_no,
+                "waiting_seconds": int(waiting.total_seconds()),
+            },
+        )
+    elif final != DocumentStatus.invoiced and rt.policy.poll_schedule.overdue(waiting):
         metrics.stuck_documents().labels(status=final).inc()
         log.warning(
             "document waiting too long for invoices",
