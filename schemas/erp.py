@@ -1188,10 +1188,11 @@ def _check_line(
             )
 
     tax_amount: Decimal | None = line.get("taxAmount")
+    off_tolerance = False
     if tax_amount is not None and amount is not None and rate is not None and include_flag:
         include_tax = include_flag == "1"
         deviation = line_tax_deviation(amount, rate, include_tax, tax_amount)
-        if deviation > LINE_TAX_TOLERANCE:
+        if off_tolerance := deviation > LINE_TAX_TOLERANCE:
             if include_tax:
                 expected = split_inclusive(amount, rate)[1]
                 basis = f"tax-inclusive {_money_text(amount)} split at {format_tax_rate(rate)}"
@@ -1212,6 +1213,23 @@ def _check_line(
                 f"请将税额改为{_money_text(expected)}，或不传税额由发票云计算；"
                 "并确认含税标识与金额口径一致。",
             )
+
+    wrong_sign = tax_amount is not None and (tax_amount > 0 if red else tax_amount < 0)
+    if wrong_sign and kind == LINE_NORMAL and not off_tolerance:
+        # Within the tolerance a tiny line's tax may have the wrong sign (-0.03 vs 0.03):
+        # the cloud cannot issue such a line (§11 signs), so it is refused here.
+        colour, zh = (
+            ("red", "红票明细税额不能为正数") if red else ("blue", "蓝票明细税额不能为负数")
+        )
+        issues.add(
+            line.path("taxAmount"),
+            "sign",
+            f"taxAmount {_money_text(tax_amount)} has the wrong sign for a {colour} bill's line",
+            f"{zh}（税额(taxAmount)为{_money_text(tax_amount)}）",
+            "Give taxAmount the sign of the line's amount, or leave taxAmount out and the cloud "
+            "computes it.",
+            "税额的正负应与明细金额一致，或不传税额由发票云计算。",
+        )
 
 
 def _check_discount(line: _Line, previous: _Line | None, red: bool, issues: _Issues) -> None:

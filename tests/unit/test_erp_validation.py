@@ -449,6 +449,12 @@ FAILING: list[Any] = [
         },
         id="line-tax-wrong-sign",
     ),
+    pytest.param(
+        "sign",  # within ±0.06 of 0.03, but a blue line's tax is never negative
+        lines(goods("1", "1.00", taxRate=Decimal("0.03"), taxAmount=Decimal("-0.03"))),
+        {("billDetail[0].taxAmount", "sign")},
+        id="line-tax-tiny-wrong-sign",
+    ),
     # invoice_tax_tolerance: each line is within ±0.06, together they are 1.50 off
     pytest.param(
         "invoice_tax_tolerance",
