@@ -108,7 +108,7 @@ def _overdue_reason(bill_no: str, waited: timedelta, failed_in_query: str | None
         f"no invoice for {bill_no} {minutes} min after the cloud accepted it; {cause}."
         " Look the bill up in the cloud console (开票管理 → 开票申请单): if issuance failed,"
         " fix it there and issue again, or withdraw it here (`fapiao withdraw`) and submit it"
-        f" again / 推送{minutes}分钟后仍未开票，请在发票云核对开票申请单状态"
+        " again / 推送后长时间仍未开票，请在发票云核对开票申请单状态"
     )
 
 
