@@ -1214,8 +1214,12 @@ def _check_line(
                 "并确认含税标识与金额口径一致。",
             )
 
-    wrong_sign = tax_amount is not None and (tax_amount > 0 if red else tax_amount < 0)
-    if wrong_sign and kind == LINE_NORMAL and not off_tolerance:
+    if (
+        tax_amount is not None
+        and (tax_amount > 0 if red else tax_amount < 0)
+        and kind == LINE_NORMAL
+        and not off_tolerance
+    ):
         # Within the tolerance a tiny line's tax may have the wrong sign (-0.03 vs 0.03):
         # the cloud cannot issue such a line (§11 signs), so it is refused here.
         colour, zh = (

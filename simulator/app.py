@@ -61,7 +61,9 @@ from schemas.cloud_contract import (
     NOT_JSON_ERROR_CODE,
     NOT_JSON_MESSAGE,
     DialectError,
+    ErrorCode,
     expired_token_answer,
+    failure_body,
 )
 from schemas.kingdee import ACCESS_TOKEN_PARAM, APP_TOKEN_PATH, LOGIN_PATH, OPENAPI_PATH
 from schemas.money import dumps_exact, loads_exact
@@ -327,6 +329,12 @@ class SimulatorApp:
             if dice.roll("drop_after_commit"):
                 stats.call(result.interface, "dropped_after_commit")
                 await _drop(send)
+            if dice.roll("push_system_error_after_commit"):
+                # The other reading of 9999: the exception came after the bills were stored.
+                stats.call(result.interface, "system_error_after_commit")
+                body = failure_body(ErrorCode.SYSTEM_ERROR)
+                await _send_json(send, 200, self._with_status(body))
+                return
         stats.call(result.interface, result.outcome)
         await _send_json(send, 200, self._with_status(result.body))
 

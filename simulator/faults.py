@@ -17,6 +17,7 @@ same sequence of calls misbehaves the same way.
 | ``push_5xx_after_commit`` | prob | BILL.PUSH | bills stored, then HTTP 504 (unknown outcome) |
 | ``drop_after_commit`` | prob | BILL.PUSH | bills stored, then connection closed, no response |
 | ``push_system_error`` | prob | BILL.PUSH | HTTP 200, errorCode ``9999`` 系统异常, nothing stored |
+| ``push_system_error_after_commit`` | prob | BILL.PUSH | bills stored, then the same ``9999`` |
 | ``accept_duplicate_push`` | prob | push of a live billNo | accepted anyway: two live bills (a) |
 | ``token_expire`` | prob | openApi call | the presented access_token expires now |
 | ``auth_fail`` | prob | openApi call | auth-expired answer although the token is valid |
@@ -73,6 +74,7 @@ class FaultPlan:
     push_5xx_after_commit: float = 0.0
     drop_after_commit: float = 0.0
     push_system_error: float = 0.0
+    push_system_error_after_commit: float = 0.0
     accept_duplicate_push: float = 0.0
     token_expire: float = 0.0
     auth_fail: float = 0.0

@@ -79,10 +79,10 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from schemas.cloud_contract import OutcomeClass
+from schemas.cloud_contract import ErrorCode, OutcomeClass
 from schemas.erp import Bill
 from schemas.kingdee import InterfaceCode
 from schemas.tenants import TenantConfig
@@ -347,7 +347,15 @@ def _unproven_earlier_push(
             CloudCall.document_id == document_id,
             CloudCall.interface == InterfaceCode.BILL_PUSH.value,
             CloudCall.attempt < attempt,
-            CloudCall.outcome.in_(sorted(_MAY_HAVE_LANDED)),
+            or_(
+                CloudCall.outcome.in_(sorted(_MAY_HAVE_LANDED)),
+                # 9999 系统异常 is transient, but nothing says the exception came before the
+                # bills were stored (simulator fault push_system_error_after_commit).
+                and_(
+                    CloudCall.outcome == OutcomeClass.TRANSIENT.value,
+                    CloudCall.error_code == ErrorCode.SYSTEM_ERROR.value,
+                ),
+            ),
         )
         .order_by(CloudCall.attempt.desc())
         .limit(1)
