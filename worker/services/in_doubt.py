@@ -62,14 +62,10 @@ from store.models import CloudCall, Document
 from store.states import DocumentStatus, Event
 from worker import queues
 from worker.runtime import Followup, Runtime
-from worker.services.common import (
-    document_and_pause,
-    is_paused_from,
-    owe_notification,
-    pause_tenant,
-)
+from worker.services.erp_outbox import owe_notification
 from worker.services.invoices import apply_invoices
 from worker.services.query import QueryAnswer, query_bill
+from worker.services.tenancy import document_and_pause, is_paused_from, pause_tenant
 from worker.services.withdraw import call_withdraw
 
 __all__ = ["ResolveOutcome", "resolve_in_doubt"]

@@ -107,12 +107,9 @@ from worker.kingdee import (
 )
 from worker.retry_policy import Action, Decision, decide_push
 from worker.runtime import Followup, Runtime
-from worker.services.common import (
-    call_with_token,
-    is_tenant_paused,
-    owe_notification,
-    pause_tenant,
-)
+from worker.services.cloud_call import call_with_token
+from worker.services.erp_outbox import owe_notification
+from worker.services.tenancy import is_tenant_paused, pause_tenant
 
 __all__ = ["PushOutcome", "push_document", "push_documents"]
 

@@ -66,9 +66,10 @@ from store.models import CallbackInbox, Document, TenantState
 from store.states import DocumentStatus, Event, InboxState
 from worker import metrics, queues
 from worker.runtime import Followup, Runtime
-from worker.services.common import document_and_pause, is_paused_from, owe_notification
+from worker.services.erp_outbox import owe_notification
 from worker.services.invoices import all_known, apply_invoices
 from worker.services.query import query_bill
+from worker.services.tenancy import document_and_pause, is_paused_from
 
 __all__ = ["MAX_ATTEMPTS", "ReconcileOutcome", "reconcile_callback"]
 

@@ -48,14 +48,11 @@ from store.states import DocumentStatus, Event
 from worker.kingdee import CallContext, CloudConfigError, CloudTransientError, config_reason
 from worker.retry_policy import Action, decide_query
 from worker.runtime import Followup, Runtime
-from worker.services.common import (
-    call_with_token,
-    is_tenant_paused,
-    owe_notification,
-    pause_tenant,
-)
+from worker.services.cloud_call import call_with_token
+from worker.services.erp_outbox import owe_notification
 from worker.services.invoices import apply_invoices
 from worker.services.query import query_bill
+from worker.services.tenancy import is_tenant_paused, pause_tenant
 
 __all__ = [
     "WithdrawOutcome",
