@@ -4,19 +4,20 @@ A tenant is paused by the operator switch in the tenants file (``paused = true``
 ``tenant_state`` row (``fapiao tenants pause``, or a service that met configuration or
 credentials the cloud refuses). A paused tenant's documents wait; nothing is sent for it.
 
-| function              | what                                                              |
-|-----------------------|-------------------------------------------------------------------|
-| ``is_tenant_paused``  | either switch, reading ``tenant_state``                           |
-| ``document_and_pause``| a document and its tenant's ``tenant_state`` flag, one statement  |
-| ``is_paused_from``    | either switch, with the ``tenant_state`` flag already read        |
-| ``pause_tenant``      | pause in the caller's transaction (counter + error log)           |
+| function                  | what                                                          |
+|---------------------------|---------------------------------------------------------------|
+| ``is_tenant_paused``      | either switch, reading ``tenant_state``                       |
+| ``documents_and_pauses``  | documents and their tenants' ``tenant_state`` flags, in one   |
+|                           | statement (``document_and_pause``: the document of one id)    |
+| ``is_paused_from``        | either switch, with the ``tenant_state`` flag already read    |
+| ``pause_tenant``          | pause in the caller's transaction (counter + error log)       |
 """
 
 from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from schemas.tenants import TenantConfig
@@ -25,7 +26,13 @@ from store.models import Document, TenantState
 from worker import metrics
 from worker.runtime import Runtime
 
-__all__ = ["document_and_pause", "is_paused_from", "is_tenant_paused", "pause_tenant"]
+__all__ = [
+    "document_and_pause",
+    "documents_and_pauses",
+    "is_paused_from",
+    "is_tenant_paused",
+    "pause_tenant",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +42,28 @@ def is_tenant_paused(rt: Runtime, session: Session, tenant: TenantConfig) -> boo
     return tenant.paused or tenant_state.is_paused(session, tenant.name)
 
 
-def document_and_pause(session: Session, document_id: int) -> tuple[Document | None, bool]:
-    """The document and its tenant's ``tenant_state.paused`` flag, in one statement.
+def documents_and_pauses(
+    session: Session, *where: ColumnElement[bool]
+) -> list[tuple[Document, bool]]:
+    """The documents matching ``where`` (by id) and their tenant's ``tenant_state.paused``
+    flag, in one statement; the documents are re-read even if the session holds them.
 
     The flag alone is not the whole answer: ``is_paused_from`` adds the tenants file switch.
     """
-    row = session.execute(
+    rows = session.execute(
         select(Document, TenantState.paused)
         .outerjoin(TenantState, TenantState.tenant == Document.tenant)
-        .where(Document.id == document_id)
-    ).one_or_none()
-    if row is None:
-        return None, False
-    return row[0], bool(row[1])
+        .where(*where)
+        .order_by(Document.id)
+        .execution_options(populate_existing=True)
+    ).all()
+    return [(document, bool(paused)) for document, paused in rows]
+
+
+def document_and_pause(session: Session, document_id: int) -> tuple[Document | None, bool]:
+    """``documents_and_pauses`` of one id: the document (None) and its tenant's flag."""
+    found = documents_and_pauses(session, Document.id == document_id)
+    return found[0] if found else (None, False)
 
 
 def is_paused_from(tenant: TenantConfig, paused_in_database: bool) -> bool:
