@@ -13,7 +13,7 @@ here. Numbers may be sent as JSON numbers or numeric strings; the bridge never r
 through a float.
 
 The notification schema describes the body ``fapiao.notify_erp`` posts to a tenant's
-``erp_webhook_url`` (built by ``worker.services.common.owe_notification``; signed as described
+``erp_webhook_url`` (built by ``worker.services.erp_outbox.owe_notification``; signed as described
 in ``worker.services.notify``).
 
 ``python -m producers.json_schemas [DIR]`` rewrites the files (default ``docs/schemas``);

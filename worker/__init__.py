@@ -6,7 +6,9 @@
 | ``worker.tasks``       | the thin ``fapiao.*`` tasks, one ``Runtime`` per process        |
 | ``worker.enqueue``     | ``enqueue_push`` / ``enqueue_withdraw`` / ``enqueue_reconcile`` |
 | ``worker.runtime``     | ``Runtime``: the composition root handed to services           |
-| ``worker.services``    | push, in-doubt, poll, reconcile, withdraw, notify, sweep, refresh |
+| ``worker.services``    | push (batches; one id is a batch of one), in-doubt, poll,      |
+|                        | reconcile, withdraw, notify, sweep, refresh; shared: query,    |
+|                        | invoices, cloud_call, tenancy, erp_outbox, milestones          |
 | ``worker.kingdee``     | ``KingdeeClient`` port + httpx adapter, outcome mapping         |
 | ``worker.tokens``      | ``TokenCache``: Redis, single-flight refresh                    |
 | ``worker.ratelimit``   | ``RedisRateGate``: per-tenant limit shared by all workers       |

@@ -16,7 +16,7 @@
 
 Latency is the ledger's ``latency_ms`` (request sent → answer classified, rate-limit wait
 included). The two document histograms are observed once per document, when the transition
-is applied (``worker.services.common.observe_milestones``). ``fapiao_quota_warning`` is the
+is applied (``worker.services.milestones.observe_milestones``). ``fapiao_quota_warning`` is the
 ``bizControl.isWarning`` of the tenant's latest per-bill callback (5.1.03); a stopped
 ``fapiao_sweeps_total`` means beat or the maintenance queue is not running.
 

@@ -2,7 +2,7 @@
 
 | task                        | service                                   | returns (summary) |
 |-----------------------------|-------------------------------------------|-------------------|
-| ``fapiao.push``             | ``services.push.push_document``           | bill by state     |
+| ``fapiao.push``             | ``services.push.push_documents`` (one id) | bill by state     |
 | ``fapiao.push_batch``       | ``services.push.push_documents``          | bills by state    |
 | ``fapiao.resolve_in_doubt`` | ``services.in_doubt.resolve_in_doubt``    | bill by state     |
 | ``fapiao.poll``             | ``services.poll.poll_document``           | bill by state     |
@@ -238,14 +238,14 @@ def _handlers() -> dict[str, Handler]:
     from worker.services.in_doubt import resolve_in_doubt
     from worker.services.notify import notify_erp
     from worker.services.poll import poll_document, poll_due
-    from worker.services.push import push_document, push_documents
+    from worker.services.push import push_documents
     from worker.services.reconcile import reconcile_callback
     from worker.services.refresh import refresh_tokens
     from worker.services.sweep import sweep
     from worker.services.withdraw import withdraw_document
 
     def push(rt: Runtime, kw: Mapping[str, Any]) -> Handled:
-        out = push_document(rt, int(kw["document_id"]))
+        [out] = push_documents(rt, [int(kw["document_id"])])
         return Handled(out.status, out.followups, _one(kw, "document_id", out.status, out.detail))
 
     def push_batch(rt: Runtime, kw: Mapping[str, Any]) -> Handled:

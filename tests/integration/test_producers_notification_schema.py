@@ -68,7 +68,7 @@ def conforms(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
 def test_the_workers_notification_payload_fits_the_published_schema(
     session_factory: sessionmaker[Session],
 ) -> None:
-    from worker.services.common import owe_notification
+    from worker.services.erp_outbox import owe_notification
 
     raw = bridge_tenants().model_dump(mode="python")
     raw["tenants"][0]["erp_webhook_url"] = "http://127.0.0.1:9/webhook"

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 from store.lifecycle import TransitionOutcome, TransitionResult
 from store.states import DocumentStatus as S
 from store.states import Event
-from worker.services.common import observe_milestones
+from worker.services.milestones import observe_milestones
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CREATED = NOW - timedelta(seconds=90)

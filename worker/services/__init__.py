@@ -1,17 +1,28 @@
-"""Services behind the thin tasks: each takes a ``Runtime`` and an id and returns an outcome
+"""Services behind the thin tasks: each takes a ``Runtime`` and ids and returns outcomes
 with the follow-up messages to send after its transactions committed.
 
-| module        | entry point                       | task                          |
-|---------------|-----------------------------------|-------------------------------|
-| ``push``      | ``push_document(rt, id)``         | ``fapiao.push``               |
-| ``in_doubt``  | ``resolve_in_doubt(rt, id)``      | ``fapiao.resolve_in_doubt``   |
-| ``poll``      | ``poll_document``, ``poll_due``   | ``fapiao.poll``, ``.poll_due``|
-| ``reconcile`` | ``reconcile_callback(rt, inbox)`` | ``fapiao.reconcile``          |
-| ``withdraw``  | ``withdraw_document(rt, id)``     | ``fapiao.withdraw``           |
-| ``notify``    | ``notify_erp(rt, outbox_id)``     | ``fapiao.notify_erp``         |
-| ``sweep``     | ``sweep(rt)``                     | ``fapiao.sweep``              |
-| ``refresh``   | ``refresh_tokens(rt)``            | ``fapiao.refresh_tokens``     |
-| ``query``     | ``query_bill`` (shared)           | —                             |
-| ``invoices``  | ``apply_invoices`` (shared)       | —                             |
-| ``common``    | ``call_with_token``, outbox, pause| —                             |
+| module        | entry point                         | task                          |
+|---------------|-------------------------------------|-------------------------------|
+| ``push``      | ``push_documents(rt, ids)``         | ``fapiao.push`` (one id),     |
+|               |                                     | ``fapiao.push_batch``         |
+| ``in_doubt``  | ``resolve_in_doubt(rt, id)``        | ``fapiao.resolve_in_doubt``   |
+| ``poll``      | ``poll_document``, ``poll_due``     | ``fapiao.poll``, ``.poll_due``|
+| ``reconcile`` | ``reconcile_callback(rt, inbox)``   | ``fapiao.reconcile``          |
+| ``withdraw``  | ``withdraw_document(rt, id)``       | ``fapiao.withdraw``           |
+| ``notify``    | ``notify_erp(rt, outbox_id)``       | ``fapiao.notify_erp``         |
+| ``sweep``     | ``sweep(rt)``                       | ``fapiao.sweep``              |
+| ``refresh``   | ``refresh_tokens(rt)``              | ``fapiao.refresh_tokens``     |
+
+Shared by the services above (no task of their own):
+
+| module         | holds                                                                  |
+|----------------|------------------------------------------------------------------------|
+| ``query``      | ``query_bill``: BILL.INVOICE.QUERY reduced to present / absent / …     |
+| ``invoices``   | ``apply_invoices``: reported invoices → rows → verdict → a transition  |
+| ``cloud_call`` | ``call_with_token``: a cloud call, its token refreshed once if refused |
+| ``tenancy``    | tenant pauses: ``is_tenant_paused``, ``documents_and_pauses``,         |
+|                | ``document_and_pause``, ``is_paused_from``, ``pause_tenant``           |
+| ``erp_outbox`` | ``owe_notification``: the ``erp_outbox`` row a transition owes         |
+|                | (``NOTIFIED`` states), sent later by ``notify``                        |
+| ``milestones`` | ``observe_milestones``: submit→pushed / submit→invoiced histograms     |
 """

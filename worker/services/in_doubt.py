@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -62,14 +63,10 @@ from store.models import CloudCall, Document
 from store.states import DocumentStatus, Event
 from worker import queues
 from worker.runtime import Followup, Runtime
-from worker.services.common import (
-    document_and_pause,
-    is_paused_from,
-    owe_notification,
-    pause_tenant,
-)
+from worker.services.erp_outbox import owe_notification
 from worker.services.invoices import apply_invoices
 from worker.services.query import QueryAnswer, query_bill
+from worker.services.tenancy import document_and_pause, is_paused_from, pause_tenant
 from worker.services.withdraw import call_withdraw
 
 __all__ = ["ResolveOutcome", "resolve_in_doubt"]
@@ -117,95 +114,21 @@ def resolve_in_doubt(rt: Runtime, document_id: int) -> ResolveOutcome:
     if answer.kind == "present" and answer.ambiguous:
         answer, present_reason = _settle_ambiguous(rt, tenant, document_id, snapshot, answer)
     now = rt.clock()
-    kwargs = {"document_id": document_id, "bill_no": snapshot.bill_no, "tenant": tenant.name}
     with unit_of_work(rt.sessions) as session:
         document = session.get(Document, document_id, populate_existing=True)
         if document is None or document.status != DocumentStatus.in_doubt:
             return ResolveOutcome("skipped", "document moved on while querying")
         if document.push_attempt != snapshot.attempt:
             return ResolveOutcome("skipped", "a newer push attempt exists")
-        results: list[TransitionResult] = []
-        followups: list[Followup] = []
         try:
-            if answer.kind == "present":
-                results.append(
-                    transition(
-                        session,
-                        document_id,
-                        Event.accepted,
-                        actor=rt.actor,
-                        expected_status=DocumentStatus.in_doubt,
-                        expected_version=document.version,
-                        attempt=snapshot.attempt,
-                        reason=present_reason,
-                        changes={
-                            "poll_count": 0,
-                            "next_poll_at": now + rt.policy.poll_schedule.delay(0),
-                            "last_error_code": None,
-                            "last_error_message": None,
-                        },
-                        now=now,
-                    )
-                )
-                session.refresh(document)
-                more, _ = apply_invoices(
-                    rt, session, document, answer.items, reason="BILL.INVOICE.QUERY"
-                )
-                results += more
-            elif answer.kind == "absent" and (
-                stop := _stop_reason(rt, session, document_id, snapshot, answer.reason)
-            ):
-                results.append(
-                    transition(
-                        session,
-                        document_id,
-                        Event.give_up,
-                        actor=rt.actor,
-                        expected_status=DocumentStatus.in_doubt,
-                        expected_version=document.version,
-                        attempt=snapshot.attempt,
-                        reason=stop,
-                        changes={"last_error_message": stop},
-                        now=now,
-                    )
-                )
-            elif answer.kind == "absent":
-                results.append(
-                    transition(
-                        session,
-                        document_id,
-                        Event.absent,
-                        actor=rt.actor,
-                        expected_status=DocumentStatus.in_doubt,
-                        expected_version=document.version,
-                        attempt=snapshot.attempt,
-                        reason=f"the cloud does not have the bill, safe to push again: "
-                        f"{answer.reason} / 单据不存在，可重新推送",
-                        changes={"next_attempt_at": now},
-                        now=now,
-                    )
-                )
-                followups.append(Followup(queues.PUSH, kwargs))
-            else:
-                if answer.kind == "config":
-                    pause_tenant(rt, session, tenant.name, answer.reason)
-                    return ResolveOutcome("paused", answer.reason)
-                given_up = _give_up_if_too_long(rt, session, document, snapshot, answer.reason)
-                if given_up is None:
-                    update_fields(
-                        session,
-                        document_id,
-                        {
-                            "next_poll_at": now
-                            + rt.policy.poll_schedule.delay(snapshot.poll_count),
-                            "last_error_message": answer.reason,
-                        },
-                        now=now,
-                    )
-                    return ResolveOutcome("in_doubt", answer.reason)
-                results.append(given_up)
+            applied = _apply_answer(
+                rt, session, document, tenant, snapshot, answer, present_reason, now
+            )
         except LostRace as exc:
             return ResolveOutcome("skipped", str(exc))
+        if isinstance(applied, ResolveOutcome):
+            return applied
+        results, followups = applied
         followups += owe_notification(rt, session, document_id, results, now=now)
         final = results[-1].to_status.value if results else DocumentStatus.in_doubt.value
     log.info(
@@ -213,6 +136,100 @@ def resolve_in_doubt(rt: Runtime, document_id: int) -> ResolveOutcome:
         extra={"document_id": document_id, "bill_no": snapshot.bill_no, "status": final},
     )
     return ResolveOutcome(final, answer.reason, followups)
+
+
+def _apply_answer(
+    rt: Runtime,
+    session: Session,
+    document: Document,
+    tenant: TenantConfig,
+    snapshot: _Snapshot,
+    answer: QueryAnswer,
+    present_reason: str,
+    now: datetime,
+) -> ResolveOutcome | tuple[list[TransitionResult], list[Followup]]:
+    """The query's answer applied to the re-read document (module docstring table), in the
+    caller's transaction: the transitions made and the follow-ups owed, or the outcome when
+    nothing moved (still in doubt; tenant paused). Raises ``LostRace``."""
+    document_id = document.id
+    kwargs = {"document_id": document_id, "bill_no": snapshot.bill_no, "tenant": tenant.name}
+    results: list[TransitionResult] = []
+    followups: list[Followup] = []
+    if answer.kind == "present":
+        results.append(
+            transition(
+                session,
+                document_id,
+                Event.accepted,
+                actor=rt.actor,
+                expected_status=DocumentStatus.in_doubt,
+                expected_version=document.version,
+                attempt=snapshot.attempt,
+                reason=present_reason,
+                changes={
+                    "poll_count": 0,
+                    "next_poll_at": now + rt.policy.poll_schedule.delay(0),
+                    "last_error_code": None,
+                    "last_error_message": None,
+                },
+                now=now,
+            )
+        )
+        session.refresh(document)
+        more, _ = apply_invoices(rt, session, document, answer.items, reason="BILL.INVOICE.QUERY")
+        results += more
+    elif answer.kind == "absent" and (
+        stop := _stop_reason(rt, session, document_id, snapshot, answer.reason)
+    ):
+        results.append(
+            transition(
+                session,
+                document_id,
+                Event.give_up,
+                actor=rt.actor,
+                expected_status=DocumentStatus.in_doubt,
+                expected_version=document.version,
+                attempt=snapshot.attempt,
+                reason=stop,
+                changes={"last_error_message": stop},
+                now=now,
+            )
+        )
+    elif answer.kind == "absent":
+        results.append(
+            transition(
+                session,
+                document_id,
+                Event.absent,
+                actor=rt.actor,
+                expected_status=DocumentStatus.in_doubt,
+                expected_version=document.version,
+                attempt=snapshot.attempt,
+                reason=f"the cloud does not have the bill, safe to push again: "
+                f"{answer.reason} / 单据不存在，可重新推送",
+                changes={"next_attempt_at": now},
+                now=now,
+            )
+        )
+        followups.append(Followup(queues.PUSH, kwargs))
+    else:
+        if answer.kind == "config":
+            pause_tenant(rt, session, tenant.name, answer.reason)
+            return ResolveOutcome("paused", answer.reason)
+        given_up = _give_up_if_too_long(rt, session, document, snapshot, answer.reason)
+        if given_up is None:
+            update_fields(
+                session,
+                document_id,
+                {
+                    "next_poll_at": now + rt.policy.poll_schedule.delay(snapshot.poll_count),
+                    "last_error_message": answer.reason,
+                },
+                now=now,
+            )
+            return ResolveOutcome("in_doubt", answer.reason)
+        results.append(given_up)
+    return results, followups
 
 
 def _settle_ambiguous(

@@ -44,14 +44,10 @@ from store.queries import due_for_poll
 from store.states import ISSUE_OVERDUE, DocumentStatus
 from worker import metrics, queues
 from worker.runtime import Followup, Runtime
-from worker.services.common import (
-    document_and_pause,
-    is_paused_from,
-    owe_notification,
-    pause_tenant,
-)
+from worker.services.erp_outbox import owe_notification
 from worker.services.invoices import apply_invoices
 from worker.services.query import query_bill
+from worker.services.tenancy import document_and_pause, is_paused_from, pause_tenant
 
 __all__ = ["POLL_BATCH", "PollOutcome", "poll_document", "poll_due"]
 

@@ -1,6 +1,10 @@
-"""Push one document to the cloud (BILL.PUSH, one bill per call) and apply the answer.
+"""Push documents to the cloud (BILL.PUSH, one bill per call) and apply the answers.
 
-Steps of ``push_document(rt, document_id)``
+``push_documents(rt, document_ids)`` is the one push: task ``fapiao.push`` runs it for one id
+(a batch of one), ``fapiao.push_batch`` for up to ``push.batch_size``. Every document gets
+the outcome below; the fixed costs are paid once per batch.
+
+Steps, per document
 
 | step | what                                                   | if not                       |
 |------|--------------------------------------------------------|------------------------------|
@@ -35,8 +39,7 @@ answer; a refused token (bad credentials) is ``pause_tenant``. The answer is app
 (``in_doubt``), an ``accepted`` still lands (in_doubt → pushed); anything else is left to
 the in-doubt resolver.
 
-Batches: ``push_documents(rt, document_ids)`` (task ``fapiao.push_batch``) gives every
-document the SAME outcome ``push_document`` would, paying the fixed costs once per batch:
+Costs, per batch
 
 | step | what                                                   | per                          |
 |------|--------------------------------------------------------|------------------------------|
@@ -47,7 +50,7 @@ document the SAME outcome ``push_document`` would, paying the fixed costs once p
 |      | ``give_up`` of bad payloads / unknown tenants; commit  |                              |
 | 2    | steps 5–6: one BILL.PUSH per bill, run CONCURRENTLY by |  document, at most           |
 |      | a thread pool; each call writes its own ledger rows    | ``push.batch_concurrency``   |
-|      | (own short transactions, as for a single push)         | at a time                    |
+|      | (own short transactions)                               | at a time                    |
 | 3    | ONE transaction applies every answer, each a compare-  | batch                        |
 |      | and-set ``transition`` (``expected_status=pushing``,   |                              |
 |      | ``attempt``); a lost race is handled per document (an  |                              |
@@ -56,14 +59,17 @@ document the SAME outcome ``push_document`` would, paying the fixed costs once p
 | 4    | follow-ups (retries, in-doubt queries, ERP             | after commit, by the task    |
 |      | notifications) are sent after the commit               |                              |
 
-The lease of a batch claim covers its calls: ``push_lease`` × ⌈claimed / concurrency⌉. A
-call whose turn comes when less than one ``push_lease`` is left is not sent (``transient``:
-back to draft, retried): it could not finish inside its lease. If a call raises
-unexpectedly (a database outage while writing its ledger row; a Redis outage is a
-transient "not sent": Redis is only used before the bill leaves) its document is left
-``pushing``; if step 3 fails as a whole, every document of the batch stays ``pushing``. In
-both cases the lease expires, the sweeper makes them ``in_doubt`` and a BILL.INVOICE.QUERY
-settles each one — the same safety net as a worker dying mid-push.
+The lease (``_lease``): one bill to send is claimed for one ``push_lease`` (its call leaves
+as soon as the claim commits; ``push_lease`` has room for the token and the call). Several
+are claimed for ``push_lease`` × (⌈sendable / concurrency⌉ + 1): one per round of calls,
+plus one for the wait before the first round. A call whose turn comes when less than one
+``push_lease`` is left is not sent (``transient``: back to draft, retried): it could not
+finish inside its lease. If a call raises unexpectedly (a database outage while writing its
+ledger row; a Redis outage is a transient "not sent": Redis is only used before the bill
+leaves) its document is left ``pushing``; if step 3 fails as a whole, every document of the
+batch stays ``pushing``. In both cases the lease expires, the sweeper makes them
+``in_doubt`` and a BILL.INVOICE.QUERY settles each one — the same safety net as a worker
+dying mid-push.
 """
 
 from __future__ import annotations
@@ -90,7 +96,6 @@ from store.db import unit_of_work
 from store.lifecycle import (
     LostRace,
     TransitionResult,
-    claim_for_push,
     claim_many_for_push,
     transition,
 )
@@ -107,14 +112,11 @@ from worker.kingdee import (
 )
 from worker.retry_policy import Action, Decision, decide_push
 from worker.runtime import Followup, Runtime
-from worker.services.common import (
-    call_with_token,
-    is_tenant_paused,
-    owe_notification,
-    pause_tenant,
-)
+from worker.services.cloud_call import call_with_token
+from worker.services.erp_outbox import owe_notification
+from worker.services.tenancy import is_tenant_paused, pause_tenant
 
-__all__ = ["PushOutcome", "push_document", "push_documents"]
+__all__ = ["PushOutcome", "push_documents"]
 
 log = logging.getLogger(__name__)
 
@@ -140,46 +142,6 @@ class _Answer:
     config_reason: str | None = None
 
 
-def push_document(rt: Runtime, document_id: int) -> PushOutcome:
-    """Push ``document_id`` once (module docstring)."""
-    # One transaction reads, checks and claims: the claim's UPDATE is the compare-and-set
-    # (a concurrent claimer still loses), and the read costs no commit of its own.
-    with unit_of_work(rt.sessions) as session:
-        document = session.get(Document, document_id)
-        if document is None:
-            return PushOutcome("skipped", "no such document")
-        if document.status != DocumentStatus.draft:
-            return PushOutcome("skipped", f"document is {document.status}, not draft")
-        tenant = rt.tenant(document.tenant)
-        if tenant is not None and is_tenant_paused(rt, session, tenant):
-            return PushOutcome("paused", f"tenant {tenant.name} is paused")
-        bill_no, tenant_name = document.bill_no, document.tenant
-        bill, problem = _bill_or_problem(tenant_name, tenant is not None, document.payload)
-
-        claim = claim_for_push(
-            session,
-            document_id,
-            rt.policy.push_lease.total_seconds(),
-            now=rt.clock(),
-            actor=rt.actor,
-        )
-        if claim is None:
-            return PushOutcome("skipped", "another worker claimed it")
-        attempt = claim.push_attempt
-        if problem is not None:
-            return _give_up_unpushable(rt, session, document_id, attempt, problem, tenant_name)
-        assert tenant is not None
-        doubt = _unproven_earlier_push(session, tenant, document_id, attempt)
-        if doubt is not None:
-            return _query_first(rt, session, document_id, bill_no, tenant_name, attempt, doubt)
-
-    assert tenant is not None and bill is not None
-    answer = _call(rt, tenant_name=tenant.name, document_id=document_id, attempt=attempt, bill=bill)
-    return _apply(
-        rt, document_id, bill_no, tenant.name, attempt, answer, _decide(rt, answer, attempt)
-    )
-
-
 @dataclass(slots=True)
 class _Pending:
     """A document of a batch that passed steps 1–2 (its bill or the reason it has none)."""
@@ -194,58 +156,41 @@ class _Pending:
 
 
 def push_documents(rt: Runtime, document_ids: Sequence[int]) -> list[PushOutcome]:
-    """Push each of ``document_ids`` once, as a batch (module docstring, "Batches").
+    """Push each of ``document_ids`` once (module docstring); one id is a batch of one.
 
-    One ``PushOutcome`` per id, in order; each is what ``push_document`` would have
-    returned for that document. An id listed twice is pushed once (the copy is skipped).
+    One ``PushOutcome`` per id, in order. An id listed twice is pushed once (the copy is
+    skipped).
     """
     outcomes: list[PushOutcome | None] = [None] * len(document_ids)
-    calls: list[_Pending] = []
-    push_lease = rt.policy.push_lease.total_seconds()
-    concurrency = rt.settings.push.batch_concurrency
-    lease_seconds = push_lease
     started = monotonic()
-    with unit_of_work(rt.sessions) as session:
-        rows = {
-            row.id: row
-            for row in session.execute(
-                select(
-                    Document.id,
-                    Document.status,
-                    Document.tenant,
-                    Document.bill_no,
-                    Document.payload,
-                ).where(Document.id.in_(sorted(set(document_ids))))
-            )
-        }
-        paused: dict[str, bool] = {}
-        candidates: list[_Pending] = []
-        seen: set[int] = set()
-        for index, document_id in enumerate(document_ids):
-            if document_id in seen:
-                outcomes[index] = PushOutcome("skipped", "listed twice in the batch")
-                continue
-            seen.add(document_id)
-            row = rows.get(document_id)
-            if row is None:
-                outcomes[index] = PushOutcome("skipped", "no such document")
-                continue
-            if row.status != DocumentStatus.draft:
-                outcomes[index] = PushOutcome("skipped", f"document is {row.status}, not draft")
-                continue
-            tenant = rt.tenant(row.tenant)
-            if tenant is not None:
-                if tenant.name not in paused:
-                    paused[tenant.name] = is_tenant_paused(rt, session, tenant)
-                if paused[tenant.name]:
-                    outcomes[index] = PushOutcome("paused", f"tenant {tenant.name} is paused")
-                    continue
-            bill, problem = _bill_or_problem(row.tenant, tenant is not None, row.payload)
-            candidates.append(_Pending(index, document_id, row.bill_no, row.tenant, bill, problem))
+    calls, deadline = _claim(rt, document_ids, outcomes, started)
+    answers = _call_all(rt, calls, deadline=deadline)
+    _apply_answers(rt, calls, answers, outcomes)
+    assert all(outcome is not None for outcome in outcomes)
+    return [outcome for outcome in outcomes if outcome is not None]
 
+
+def _lease(push_lease: float, sendable: int, concurrency: int) -> float:
+    """Seconds the claim of ``sendable`` bills lasts (module docstring, "The lease")."""
+    if sendable <= 1:
+        return push_lease
+    return push_lease * (math.ceil(sendable / concurrency) + 1)
+
+
+def _claim(
+    rt: Runtime,
+    document_ids: Sequence[int],
+    outcomes: list[PushOutcome | None],
+    started: float,
+) -> tuple[list[_Pending], float]:
+    """Step 1 in one transaction: the documents to call for, and the monotonic time after
+    which a call may no longer start. Fills ``outcomes`` of the others."""
+    push_lease = rt.policy.push_lease.total_seconds()
+    calls: list[_Pending] = []
+    with unit_of_work(rt.sessions) as session:
+        candidates = _candidates(rt, session, document_ids, outcomes)
         sendable = sum(1 for c in candidates if c.problem is None)
-        # One push_lease per round of calls, plus one for the wait before the first round.
-        lease_seconds = push_lease * (math.ceil(sendable / concurrency) + 1)
+        lease_seconds = _lease(push_lease, sendable, rt.settings.push.batch_concurrency)
         claims = claim_many_for_push(
             session,
             [c.document_id for c in candidates],
@@ -275,42 +220,97 @@ def push_documents(rt: Runtime, document_ids: Sequence[int]) -> list[PushOutcome
                 )  # fmt: skip
             else:
                 calls.append(pending)
+    # A lone bill's call leaves right after the commit: its lease has no round to wait for.
+    deadline = math.inf if sendable <= 1 else started + lease_seconds - push_lease
+    return calls, deadline
 
-    answers = _call_all(rt, calls, deadline=started + lease_seconds - push_lease)
 
-    now = rt.clock()
-    with unit_of_work(rt.sessions) as session:
-        waiting = _callbacks_waiting(
-            session,
-            [p.document_id for p, a in zip(calls, answers, strict=True) if a is not None],
+def _candidates(
+    rt: Runtime,
+    session: Session,
+    document_ids: Sequence[int],
+    outcomes: list[PushOutcome | None],
+) -> list[_Pending]:
+    """Steps 1–3 for every id (one SELECT; tenant pauses read once per tenant): the drafts
+    to claim, each with its bill or the reason it has none. Fills ``outcomes`` of the rest."""
+    rows = {
+        row.id: row
+        for row in session.execute(
+            select(
+                Document.id,
+                Document.status,
+                Document.tenant,
+                Document.bill_no,
+                Document.payload,
+            ).where(Document.id.in_(sorted(set(document_ids))))
         )
-        for pending, answer in zip(calls, answers, strict=True):
-            if answer is None:
+    }
+    paused: dict[str, bool] = {}
+    candidates: list[_Pending] = []
+    seen: set[int] = set()
+    for index, document_id in enumerate(document_ids):
+        if document_id in seen:
+            outcomes[index] = PushOutcome("skipped", "listed twice in the batch")
+            continue
+        seen.add(document_id)
+        row = rows.get(document_id)
+        if row is None:
+            outcomes[index] = PushOutcome("skipped", "no such document")
+            continue
+        if row.status != DocumentStatus.draft:
+            outcomes[index] = PushOutcome("skipped", f"document is {row.status}, not draft")
+            continue
+        tenant = rt.tenant(row.tenant)
+        if tenant is not None:
+            if tenant.name not in paused:
+                paused[tenant.name] = is_tenant_paused(rt, session, tenant)
+            if paused[tenant.name]:
+                outcomes[index] = PushOutcome("paused", f"tenant {tenant.name} is paused")
+                continue
+        bill, problem = _bill_or_problem(row.tenant, tenant is not None, row.payload)
+        candidates.append(_Pending(index, document_id, row.bill_no, row.tenant, bill, problem))
+    return candidates
+
+
+def _apply_answers(
+    rt: Runtime,
+    calls: list[_Pending],
+    answers: list[_Answer | None],
+    outcomes: list[PushOutcome | None],
+) -> None:
+    """Step 3: every answer's transition in ONE transaction (a lost race is per document)."""
+    if not calls:
+        return
+    now = rt.clock()
+    plans: list[tuple[_Pending, _Plan | None]] = []
+    for pending, answer in zip(calls, answers, strict=True):
+        if answer is None:
+            plans.append((pending, None))
+            continue
+        decision = _decide(rt, answer, pending.attempt)
+        plan = _plan(
+            rt, pending.document_id, pending.bill_no, pending.tenant, pending.attempt, answer,
+            decision, now,
+        )  # fmt: skip
+        plans.append((pending, plan))
+    with unit_of_work(rt.sessions) as session:
+        accepted = [p.document_id for p, plan in plans if plan and plan.action is Action.APPLY]
+        waiting = _callbacks_waiting(session, accepted)
+        for pending, maybe_plan in plans:
+            if maybe_plan is None:
                 outcomes[pending.index] = PushOutcome(
                     DocumentStatus.pushing.value,
                     "the call failed unexpectedly; the lease expiry and a query settle it",
                 )
                 continue
-            plan = _plan(
-                rt,
-                pending.document_id,
-                pending.bill_no,
-                pending.tenant,
-                pending.attempt,
-                answer,
-                _decide(rt, answer, pending.attempt),
-                now,
-            )
             if pending.document_id in waiting:
-                _poll_after_grace(rt, plan)
+                _poll_after_grace(rt, maybe_plan)
             try:
-                outcomes[pending.index] = _write(rt, session, plan)
+                outcomes[pending.index] = _write(rt, session, maybe_plan)
             except LostRace:  # moved on again while the late acceptance was applied
                 outcomes[pending.index] = PushOutcome(
-                    "skipped", f"document moved on before {plan.event} was applied"
+                    "skipped", f"document moved on before {maybe_plan.event} was applied"
                 )
-    assert all(outcome is not None for outcome in outcomes)
-    return [outcome for outcome in outcomes if outcome is not None]
 
 
 # Outcomes of an earlier BILL.PUSH after which the bill may be live in the cloud.
@@ -539,22 +539,6 @@ class _Plan:
     changes: dict[str, Any]
     followups: list[Followup]
     now: datetime
-
-
-def _apply(
-    rt: Runtime,
-    document_id: int,
-    bill_no: str,
-    tenant: str,
-    attempt: int,
-    answer: _Answer,
-    decision: Decision,
-) -> PushOutcome:
-    plan = _plan(rt, document_id, bill_no, tenant, attempt, answer, decision, rt.clock())
-    with unit_of_work(rt.sessions) as session:
-        if plan.action is Action.APPLY and _callbacks_waiting(session, [document_id]):
-            _poll_after_grace(rt, plan)
-        return _write(rt, session, plan)
 
 
 def _callbacks_waiting(session: Session, document_ids: Sequence[int]) -> set[int]:

@@ -40,7 +40,7 @@ from worker.kingdee import (
 )
 from worker.retry_policy import Action, decide_query
 from worker.runtime import Runtime
-from worker.services.common import call_with_token
+from worker.services.cloud_call import call_with_token
 
 __all__ = ["UNAMBIGUOUS_EMPTY_LIST", "QueryAnswer", "query_bill"]
 

@@ -62,13 +62,14 @@ from store.db import autocommit_session, unit_of_work
 from store.inbox import settle_callback
 from store.invoices import invoices_of
 from store.lifecycle import LostRace, TransitionResult, transition
-from store.models import CallbackInbox, Document, TenantState
+from store.models import CallbackInbox, Document
 from store.states import DocumentStatus, Event, InboxState
 from worker import metrics, queues
 from worker.runtime import Followup, Runtime
-from worker.services.common import document_and_pause, is_paused_from, owe_notification
+from worker.services.erp_outbox import owe_notification
 from worker.services.invoices import all_known, apply_invoices
 from worker.services.query import query_bill
+from worker.services.tenancy import document_and_pause, documents_and_pauses, is_paused_from
 
 __all__ = ["MAX_ATTEMPTS", "ReconcileOutcome", "reconcile_callback"]
 
@@ -218,18 +219,14 @@ def _documents_and_pauses(
 ) -> tuple[dict[str, list[Document]], dict[str, bool]]:
     """The current revisions with these billNos (``store.queries.documents_by_bill_no`` for
     several bills) and the ``tenant_state.paused`` flag of their tenants, in one statement."""
-    rows = session.execute(
-        select(Document, TenantState.paused)
-        .outerjoin(TenantState, TenantState.tenant == Document.tenant)
-        .where(Document.bill_no.in_(bill_nos), Document.is_current.is_(True))
-        .order_by(Document.id)
-        .execution_options(populate_existing=True)
-    ).all()
+    rows = documents_and_pauses(
+        session, Document.bill_no.in_(bill_nos), Document.is_current.is_(True)
+    )
     documents: dict[str, list[Document]] = {}
     paused: dict[str, bool] = {}
     for document, tenant_paused in rows:
         documents.setdefault(document.bill_no, []).append(document)
-        paused[document.tenant] = bool(tenant_paused)
+        paused[document.tenant] = tenant_paused
     return documents, paused
 
 

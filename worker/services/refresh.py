@@ -16,7 +16,7 @@ from functools import partial
 from store.db import unit_of_work
 from worker.kingdee import CloudConfigError, CloudTransientError, fetch_access_token
 from worker.runtime import Runtime
-from worker.services.common import is_tenant_paused, pause_tenant
+from worker.services.tenancy import is_tenant_paused, pause_tenant
 from worker.tokens import TokenUnavailable
 
 __all__ = ["RefreshReport", "refresh_tokens"]

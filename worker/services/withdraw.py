@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Final, Literal
+
+from sqlalchemy.orm import Session
 
 from schemas.cloud_contract import (
     WITHDRAW_ALREADY_ISSUED,
@@ -48,14 +50,11 @@ from store.states import DocumentStatus, Event
 from worker.kingdee import CallContext, CloudConfigError, CloudTransientError, config_reason
 from worker.retry_policy import Action, decide_query
 from worker.runtime import Followup, Runtime
-from worker.services.common import (
-    call_with_token,
-    is_tenant_paused,
-    owe_notification,
-    pause_tenant,
-)
+from worker.services.cloud_call import call_with_token
+from worker.services.erp_outbox import owe_notification
 from worker.services.invoices import apply_invoices
 from worker.services.query import query_bill
+from worker.services.tenancy import is_tenant_paused, pause_tenant
 
 __all__ = [
     "WithdrawOutcome",
@@ -108,12 +107,7 @@ def withdraw_document(rt: Runtime, document_id: int) -> WithdrawOutcome:
             pause_tenant(rt, session, tenant.name, message)
             return WithdrawOutcome("paused", message)
         if verdict == "retry":
-            update_fields(
-                session,
-                document_id,
-                {"next_attempt_at": now + RETRY_AFTER, "last_error_message": message},
-                now=now,
-            )
+            _retry_later(session, document_id, message, now)
             return WithdrawOutcome("withdrawing", message)
         try:
             done = transition(
@@ -130,6 +124,16 @@ def withdraw_document(rt: Runtime, document_id: int) -> WithdrawOutcome:
             return WithdrawOutcome("skipped", str(exc))
         followups = owe_notification(rt, session, document_id, [done], reason=message, now=now)
     return WithdrawOutcome(done.to_status.value, message, followups)
+
+
+def _retry_later(session: Session, document_id: int, why: str, now: datetime) -> None:
+    """Stay ``withdrawing``; the sweeper sends ``fapiao.withdraw`` again after ``RETRY_AFTER``."""
+    update_fields(
+        session,
+        document_id,
+        {"next_attempt_at": now + RETRY_AFTER, "last_error_message": why},
+        now=now,
+    )
 
 
 WithdrawVerdict = Literal["done", "gone", "refused", "retry", "config"]
@@ -242,12 +246,7 @@ def _refused(
         if document is None or document.status != DocumentStatus.withdrawing:
             return WithdrawOutcome("skipped", "document moved on while withdrawing")
         if answer.kind not in ("present", "absent"):
-            update_fields(
-                session,
-                document_id,
-                {"next_attempt_at": now + RETRY_AFTER, "last_error_message": reason},
-                now=now,
-            )
+            _retry_later(session, document_id, reason, now)
             return WithdrawOutcome("withdrawing", f"{reason}; query failed: {answer.reason}")
         results: list[TransitionResult] = []
         try:
