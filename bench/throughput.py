@@ -314,7 +314,7 @@ def cpu_table(bridge: dict[str, Any], competent: dict[str, Any]) -> list[str]:
     cores = os.cpu_count() or 1
     names = [n for n in sorted(set(ours) | set(theirs)) if ours.get(n) or theirs.get(n)]
     names.sort(key=lambda n: n not in BRIDGE_PROCESSES)
-    row = "  {:<34} {:>11} {:>14}"
+    row = "  {:<40} {:>11} {:>14}"
     lines = [
         "CPU per invoiced document by process (ms, user+system from /proc):",
         row.format("process", "bridge lane", "competent lane"),
