@@ -37,6 +37,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
 from bench.competent import run_competent
 from bench.invariants import check_invariants, quiet_cloud_view
 from bench.naive import run_naive
@@ -71,6 +73,48 @@ def _call_counts(stats: dict[str, Any]) -> Counter[str]:
     return Counter({k: sum(v.values()) for k, v in stats.get("calls", {}).items()})
 
 
+def server_counters(stack: BenchStack) -> Counter[str]:
+    """Redis commands by name (``INFO commandstats``) and PostgreSQL transaction and row
+    counters of the bridge's database (``pg_stat_database``), so far.
+
+    The harness's own status polls are read-only transactions that end in a rollback, so
+    ``pg xact_commit`` counts the bridge's commits (an autocommit statement is one).
+    """
+    counters: Counter[str] = Counter()
+    client = stack.redis()
+    try:
+        for name, stats in client.info("commandstats").items():
+            counters[f"redis {name.removeprefix('cmdstat_')}"] = int(stats["calls"])
+    finally:
+        client.close()
+    engine = make_engine(stack.database_url)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_stat_force_next_flush()"))
+                row = conn.execute(
+                    text(
+                        "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated,"
+                        " tup_deleted FROM pg_stat_database WHERE datname = current_database()"
+                    )
+                ).one()
+                for key, value in row._mapping.items():
+                    counters[f"pg {key}"] = int(value)
+    finally:
+        engine.dispose()
+    return counters
+
+
+def _counters_per_document(
+    before: Counter[str], after: Counter[str], documents: int
+) -> dict[str, float]:
+    changed = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    return {
+        k: round(v / max(1, documents), 2)
+        for k, v in sorted(changed.items(), key=lambda item: (-item[1], item[0]))
+    }
+
+
 def bridge_lane(stack: BenchStack, n: int, batch: int, timeout: float) -> dict[str, Any]:
     run_id = os.urandom(3).hex()
     prefix = f"B{run_id}-"
@@ -79,6 +123,7 @@ def bridge_lane(stack: BenchStack, n: int, batch: int, timeout: float) -> dict[s
     calls0 = _call_counts(stack.sim_stats())
     pids = stack.worker_pids()
     cpu0 = cpu_seconds(pids)
+    counters0 = server_counters(stack)
     by_process0 = stack.cpu_by_process()
     started = time.perf_counter()
     with stack.api() as api:
@@ -91,6 +136,7 @@ def bridge_lane(stack: BenchStack, n: int, batch: int, timeout: float) -> dict[s
     calls = _call_counts(stack.sim_stats()) - calls0
     engine.dispose()
     invoiced = counts.get("invoiced", 0)
+    counters = _counters_per_document(counters0, server_counters(stack), invoiced)
     shares = _per_document(by_process0, by_process, invoiced)
     return {
         "documents": n,
@@ -110,6 +156,7 @@ def bridge_lane(stack: BenchStack, n: int, batch: int, timeout: float) -> dict[s
             sum(ms for name, ms in shares.items() if name in BRIDGE_PROCESSES), 2
         ),
         "all_cpu_ms_per_document": round(sum(shares.values()), 2),
+        "server_counters_per_document": counters,
     }
 
 
@@ -296,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
             f" naive {naive['token_calls']}"
         )
         print(f"worker CPU per document: {bridge['worker_cpu_ms_per_document']} ms")
+        counted = bridge["server_counters_per_document"]
+        print(
+            "Redis commands and PostgreSQL counters per invoiced document: "
+            + ", ".join(f"{k} {v}" for k, v in counted.items() if v >= 0.05)
+        )
         print("\n".join(cpu_table(bridge, competent)))
         print("\n".join(report.summary_lines()))
         for item in missed:
