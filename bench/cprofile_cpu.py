@@ -7,12 +7,16 @@ or on PostgreSQL shows that wait as the ``tottime`` of ``socket.recv``/``poll``.
 ``time.process_time`` (user + system CPU of the process), a function's time is the CPU it
 used, so shares of the profile are shares of CPU. The stats are written when the module
 returns or raises (a Celery worker's warm shutdown on SIGTERM raises ``SystemExit``).
+``SIGUSR2`` forgets everything profiled so far (send it once the worker is ready, so imports
+and start-up are not in the profile; Celery leaves that signal alone unless ``CELERY_RDBSIG``
+is set).
 """
 
 from __future__ import annotations
 
 import cProfile
 import runpy
+import signal
 import sys
 import time
 
@@ -23,6 +27,13 @@ def main() -> None:
     out, module = sys.argv[1], sys.argv[3]
     sys.argv = [module, *sys.argv[4:]]
     profiler = cProfile.Profile(time.process_time)
+
+    def restart(_signum: int, _frame: object) -> None:
+        profiler.disable()
+        profiler.clear()
+        profiler.enable()
+
+    signal.signal(signal.SIGUSR2, restart)
     profiler.enable()
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)

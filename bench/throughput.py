@@ -180,6 +180,7 @@ def raw_celery_lane(stack: BenchStack, n: int, timeout: float) -> dict[str, Any]
     app = create_noop_app(settings)
     client = stack.redis()
     client.delete(COUNTER_KEY)
+    by_process0 = stack.cpu_by_process()
     started = time.perf_counter()
     with app.producer_or_acquire() as producer:
         for i in range(n):
@@ -191,12 +192,15 @@ def raw_celery_lane(stack: BenchStack, n: int, timeout: float) -> dict[str, Any]
     elapsed = time.perf_counter() - started
     done = int(client.get(COUNTER_KEY) or 0)
     client.close()
+    # What Celery itself costs per task (no-op body): the floor under every bridge task.
+    shares = _per_document(by_process0, stack.cpu_by_process(), done)
     return {
         "tasks": n,
         "done": done,
         "send_seconds": round(sent, 2),
         "seconds": round(elapsed, 2),
         "rate": round(done / elapsed, 1),
+        "cpu_ms_per_task_by_process": {k: v for k, v in shares.items() if v},
     }
 
 
@@ -322,7 +326,10 @@ def main(argv: list[str] | None = None) -> int:
             f" ({bridge['invoiced']}/{bridge['documents']}"
             f" invoiced in {bridge['seconds']} s; submit took {bridge['submit_seconds']} s)"
         )
-        print(f"raw Celery {raw['rate']:>8} no-op tasks/s ({raw['done']} in {raw['seconds']} s)")
+        print(
+            f"raw Celery {raw['rate']:>8} no-op tasks/s ({raw['done']} in {raw['seconds']} s;"
+            f" CPU ms per task: {raw['cpu_ms_per_task_by_process']})"
+        )
         print(
             f"competent  {competent['rate']:>8} documents/s"
             f" ({competent['invoiced']}/{competent['documents']} in {competent['seconds']} s,"
