@@ -173,11 +173,13 @@ class BenchStack:
     def cpu_by_process(self) -> dict[str, float]:
         """CPU seconds (user + system) used so far by each part of the stack, from /proc.
 
-        ``worker`` sums every worker's group (main process and prefork children); ``api``,
-        ``simulator``, ``redis-server``, ``beat`` their own groups; ``postgres`` the postmaster,
-        its live backends and the backends it already reaped (its cutime/cstime), so two
-        samples' difference counts short-lived connections too; ``load generator`` is this
-        process (the harness posting documents and polling the database).
+        ``worker`` sums every worker's group (main process and prefork children, and the
+        children its main process reaped: a recycled prefork child still counts); ``api``,
+        ``simulator``, ``redis-server``, ``beat`` their own groups (same rule); ``postgres``
+        the postmaster, its live backends and the backends it already reaped (its
+        cutime/cstime), so two samples' difference counts short-lived connections too;
+        ``load generator`` is this process (the harness posting documents and polling the
+        database, or running an in-process baseline).
         """
         names = {p.pid: p.name for p in self.processes.processes if p.running()}
         try:
@@ -198,6 +200,8 @@ class BenchStack:
                 name = names[group]
                 if name.startswith("worker"):
                     name = "worker"
+                if pid == group:
+                    used += int(fields[13]) + int(fields[14])  # children it reaped (recycled)
             else:
                 continue
             totals[name] = totals.get(name, 0.0) + used / ticks

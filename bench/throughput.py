@@ -1,4 +1,5 @@
-"""Throughput, side by side in one run: the bridge, raw Celery no-ops, a naive sync loop.
+"""Throughput, side by side in one run: the bridge, raw Celery no-ops, a competent
+non-durable loop, a naive sync loop.
 
     .venv/bin/python -m bench.throughput [--documents 2000] [--concurrency 4] [--strict]
 
@@ -9,12 +10,17 @@ fault on every cloud call, callbacks on, one worker with ``--concurrency`` prefo
 |---|---|---|
 | bridge | ``POST /v1/documents`` (batches of 500) until all are ``invoiced`` | end to end |
 | raw Celery | ``bench.noop_app`` no-op tasks on the same Redis, same concurrency | tasks/s |
+| competent | ``bench.competent``: one cached token, 32 threads, push, query until | end to end |
+| | issued; no database, nothing durable (the simulator drops its callbacks) | |
 | naive | ``bench.naive``: login before every push, one bill at a time, query | end to end |
 | | until issued | |
 
 Also printed: cloud calls per invoiced document (simulator counters), token calls
-(getAppToken + login), and worker CPU seconds per document (``/proc/<pid>/stat`` of the worker
-and its prefork children). Targets: bridge ≥ 10 × naive and ≥ 0.5 × raw Celery; ``--strict``
+(getAppToken + login), and CPU milliseconds per invoiced document by process (user + system
+from ``/proc``, sampled before and after the lane: ``BenchStack.cpu_by_process``), with the
+sum over the bridge's own processes (worker incl. prefork children, API, PostgreSQL, Redis)
+and, for the competent lane, its own process and the simulator.
+Targets: bridge ≥ 0.5 × competent, ≥ 10 × naive and ≥ 0.5 × raw Celery; ``--strict``
 exits 2 when one is missed (timings are ratios within this run, never absolute).
 Exit 1 when the bridge lane does not invoice every document or the invariants break.
 """
@@ -31,6 +37,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
+from bench.competent import run_competent
 from bench.invariants import check_invariants, quiet_cloud_view
 from bench.naive import run_naive
 from bench.noop_app import COUNTER_KEY, NOOP_QUEUE, NOOP_TASK, create_noop_app
@@ -44,10 +53,66 @@ __all__ = ["main"]
 
 NAIVE_TARGET = 10.0
 RAW_TARGET = 0.5
+COMPETENT_TARGET = 0.5
+# The processes that are the bridge (what durability costs); the simulator is the cloud, the
+# load generator the ERP, beat a scheduler listed on its own.
+BRIDGE_PROCESSES = ("worker", "api", "postgres", "redis-server")
+
+
+def _per_document(
+    before: dict[str, float], after: dict[str, float], documents: int
+) -> dict[str, float]:
+    """CPU milliseconds per document by process between two ``cpu_by_process`` samples."""
+    return {
+        name: round((used - before.get(name, 0.0)) * 1000 / max(1, documents), 2)
+        for name, used in sorted(after.items())
+    }
 
 
 def _call_counts(stats: dict[str, Any]) -> Counter[str]:
     return Counter({k: sum(v.values()) for k, v in stats.get("calls", {}).items()})
+
+
+def server_counters(stack: BenchStack) -> Counter[str]:
+    """Redis commands by name (``INFO commandstats``) and PostgreSQL transaction and row
+    counters of the bridge's database (``pg_stat_database``), so far.
+
+    The harness's own status polls are read-only transactions that end in a rollback, so
+    ``pg xact_commit`` counts the bridge's commits (an autocommit statement is one).
+    """
+    counters: Counter[str] = Counter()
+    client = stack.redis()
+    try:
+        for name, stats in client.info("commandstats").items():
+            counters[f"redis {name.removeprefix('cmdstat_')}"] = int(stats["calls"])
+    finally:
+        client.close()
+    engine = make_engine(stack.database_url)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_stat_force_next_flush()"))
+                row = conn.execute(
+                    text(
+                        "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated,"
+                        " tup_deleted FROM pg_stat_database WHERE datname = current_database()"
+                    )
+                ).one()
+                for key, value in row._mapping.items():
+                    counters[f"pg {key}"] = int(value)
+    finally:
+        engine.dispose()
+    return counters
+
+
+def _counters_per_document(
+    before: Counter[str], after: Counter[str], documents: int
+) -> dict[str, float]:
+    changed = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    return {
+        k: round(v / max(1, documents), 2)
+        for k, v in sorted(changed.items(), key=lambda item: (-item[1], item[0]))
+    }
 
 
 def bridge_lane(stack: BenchStack, n: int, batch: int, timeout: float) -> dict[str, Any]:
@@ -58,6 +123,7 @@ def bridge_lane(stack: BenchStack, n: int, batch: int, timeout: float) -> dict[s
     calls0 = _call_counts(stack.sim_stats())
     pids = stack.worker_pids()
     cpu0 = cpu_seconds(pids)
+    counters0 = server_counters(stack)
     by_process0 = stack.cpu_by_process()
     started = time.perf_counter()
     with stack.api() as api:
@@ -70,6 +136,8 @@ def bridge_lane(stack: BenchStack, n: int, batch: int, timeout: float) -> dict[s
     calls = _call_counts(stack.sim_stats()) - calls0
     engine.dispose()
     invoiced = counts.get("invoiced", 0)
+    counters = _counters_per_document(counters0, server_counters(stack), invoiced)
+    shares = _per_document(by_process0, by_process, invoiced)
     return {
         "documents": n,
         "accepted": accepted,
@@ -83,10 +151,12 @@ def bridge_lane(stack: BenchStack, n: int, batch: int, timeout: float) -> dict[s
         "cloud_calls_per_document": round(sum(calls.values()) / max(1, invoiced), 2),
         "token_calls": calls["getAppToken"] + calls["login"],
         "worker_cpu_ms_per_document": round(cpu * 1000 / max(1, invoiced), 2),
-        "cpu_ms_per_document_by_process": {
-            name: round((used - by_process0.get(name, 0.0)) * 1000 / max(1, invoiced), 2)
-            for name, used in sorted(by_process.items())
-        },
+        "cpu_ms_per_document_by_process": shares,
+        "bridge_cpu_ms_per_document": round(
+            sum(ms for name, ms in shares.items() if name in BRIDGE_PROCESSES), 2
+        ),
+        "all_cpu_ms_per_document": round(sum(shares.values()), 2),
+        "server_counters_per_document": counters,
     }
 
 
@@ -110,6 +180,7 @@ def raw_celery_lane(stack: BenchStack, n: int, timeout: float) -> dict[str, Any]
     app = create_noop_app(settings)
     client = stack.redis()
     client.delete(COUNTER_KEY)
+    by_process0 = stack.cpu_by_process()
     started = time.perf_counter()
     with app.producer_or_acquire() as producer:
         for i in range(n):
@@ -121,12 +192,43 @@ def raw_celery_lane(stack: BenchStack, n: int, timeout: float) -> dict[str, Any]
     elapsed = time.perf_counter() - started
     done = int(client.get(COUNTER_KEY) or 0)
     client.close()
+    # What Celery itself costs per task (no-op body): the floor under every bridge task.
+    shares = _per_document(by_process0, stack.cpu_by_process(), done)
     return {
         "tasks": n,
         "done": done,
         "send_seconds": round(sent, 2),
         "seconds": round(elapsed, 2),
         "rate": round(done / elapsed, 1),
+        "cpu_ms_per_task_by_process": {k: v for k, v in shares.items() if v},
+    }
+
+
+def competent_lane(stack: BenchStack, n: int, threads: int) -> dict[str, Any]:
+    spec = stack.specs[0]
+    bills = bench_bills(os.urandom(3).hex(), n, [spec])
+    # The competent loop polls and registers no callback receiver: the simulator drops its
+    # bills' callbacks, so the bridge's API and worker stay idle during this lane.
+    with stack.sim() as sim:
+        body = {"dropCallbacks": [str(b["billNo"]) for b in bills]}
+        sim.patch("/_sim/bill-rules", json=body).raise_for_status()
+    base = stack.simulator_url + str(spec["path"])
+    by_process0 = stack.cpu_by_process()
+    result = run_competent(base, spec, bills, threads=threads)
+    by_process = stack.cpu_by_process()
+    shares = _per_document(by_process0, by_process, result.invoiced)
+    return {
+        "documents": n,
+        "threads": threads,
+        "invoiced": result.invoiced,
+        "seconds": round(result.seconds, 2),
+        "rate": round(result.rate, 1),
+        "cloud_calls": dict(result.calls),
+        "cloud_calls_per_document": round(sum(result.calls.values()) / max(1, result.invoiced), 2),
+        "token_calls": result.calls["getAppToken"] + result.calls["login"],
+        "own_cpu_ms_per_document": round(result.cpu_seconds * 1000 / max(1, result.invoiced), 2),
+        "cpu_ms_per_document_by_process": shares,
+        "errors": result.errors[:3],
     }
 
 
@@ -152,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--documents", "-n", type=int, default=2000)
     parser.add_argument("--raw-tasks", type=int, default=4000)
     parser.add_argument("--naive-documents", type=int, default=100)
+    parser.add_argument("--competent-documents", type=int, default=1000)
+    parser.add_argument("--competent-threads", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=4, help="prefork processes")
     parser.add_argument("--pool", default="prefork", help="celery --pool of the bridge worker")
     parser.add_argument("--batch", type=int, default=500)
@@ -182,12 +286,18 @@ def main(argv: list[str] | None = None) -> int:
         report = check_invariants(engine, cloud=quiet_cloud_view(stack.simulator_url, engine))
         engine.dispose()
         raw = raw_celery_lane(stack, args.raw_tasks, args.timeout)
+        competent = competent_lane(stack, args.competent_documents, args.competent_threads)
         naive = naive_lane(stack, args.naive_documents)
     ratios = {
+        "bridge_vs_competent": (
+            round(bridge["rate"] / competent["rate"], 3) if competent["rate"] else None
+        ),
         "bridge_vs_naive": round(bridge["rate"] / naive["rate"], 2) if naive["rate"] else None,
         "bridge_vs_raw_celery": round(bridge["rate"] / raw["rate"], 3) if raw["rate"] else None,
     }
     missed = []
+    if ratios["bridge_vs_competent"] is None or ratios["bridge_vs_competent"] < COMPETENT_TARGET:
+        missed.append(f"bridge/competent {ratios['bridge_vs_competent']} < {COMPETENT_TARGET}")
     if ratios["bridge_vs_naive"] is None or ratios["bridge_vs_naive"] < NAIVE_TARGET:
         missed.append(f"bridge/naive {ratios['bridge_vs_naive']} < {NAIVE_TARGET}")
     if ratios["bridge_vs_raw_celery"] is None or ratios["bridge_vs_raw_celery"] < RAW_TARGET:
@@ -198,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency_ms": args.latency_ms,
         "bridge": bridge,
         "raw_celery": raw,
+        "competent": competent,
         "naive": naive,
         "ratios": ratios,
         "targets_missed": missed,
@@ -215,7 +326,15 @@ def main(argv: list[str] | None = None) -> int:
             f" ({bridge['invoiced']}/{bridge['documents']}"
             f" invoiced in {bridge['seconds']} s; submit took {bridge['submit_seconds']} s)"
         )
-        print(f"raw Celery {raw['rate']:>8} no-op tasks/s ({raw['done']} in {raw['seconds']} s)")
+        print(
+            f"raw Celery {raw['rate']:>8} no-op tasks/s ({raw['done']} in {raw['seconds']} s;"
+            f" CPU ms per task: {raw['cpu_ms_per_task_by_process']})"
+        )
+        print(
+            f"competent  {competent['rate']:>8} documents/s"
+            f" ({competent['invoiced']}/{competent['documents']} in {competent['seconds']} s,"
+            f" {competent['threads']} threads)"
+        )
         print(
             f"naive      {naive['rate']:>8} documents/s ({naive['invoiced']}/{naive['documents']}"
             f" in {naive['seconds']} s)"
@@ -223,18 +342,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ratios: {ratios}")
         print(
             f"cloud calls per invoiced document: bridge {bridge['cloud_calls_per_document']}"
-            f" {bridge['cloud_calls']}; naive {naive['cloud_calls_per_document']}"
+            f" {bridge['cloud_calls']}; competent {competent['cloud_calls_per_document']};"
+            f" naive {naive['cloud_calls_per_document']}"
         )
-        print(f"token calls: bridge {bridge['token_calls']}, naive {naive['token_calls']}")
-        print(f"worker CPU per document: {bridge['worker_cpu_ms_per_document']} ms")
-        shares = bridge["cpu_ms_per_document_by_process"]
-        whole = sum(shares.values())
-        parts = ", ".join(f"{name} {ms}" for name, ms in shares.items())
         print(
-            f"CPU per invoiced document by process (ms): {parts}; all {whole:.1f} ms"
-            f" → {os.cpu_count() or 1} cores can carry at most"
-            f" {(os.cpu_count() or 1) * 1000 / max(whole, 0.001):.0f} documents/s"
+            f"token calls: bridge {bridge['token_calls']}, competent {competent['token_calls']},"
+            f" naive {naive['token_calls']}"
         )
+        print(f"worker CPU per document: {bridge['worker_cpu_ms_per_document']} ms")
+        counted = bridge["server_counters_per_document"]
+        print(
+            "Redis commands and PostgreSQL counters per invoiced document: "
+            + ", ".join(f"{k} {v}" for k, v in counted.items() if v >= 0.05)
+        )
+        print("\n".join(cpu_table(bridge, competent)))
         print("\n".join(report.summary_lines()))
         for item in missed:
             print(f"TARGET MISSED: {item}")
@@ -243,6 +364,33 @@ def main(argv: list[str] | None = None) -> int:
     if not bridge["all_invoiced"] or not report.ok:
         return 1
     return 2 if args.strict and missed else 0
+
+
+def cpu_table(bridge: dict[str, Any], competent: dict[str, Any]) -> list[str]:
+    """CPU ms per invoiced document by process, bridge lane beside competent lane."""
+    ours = bridge["cpu_ms_per_document_by_process"]
+    theirs = competent["cpu_ms_per_document_by_process"]
+    cores = os.cpu_count() or 1
+    names = [n for n in sorted(set(ours) | set(theirs)) if ours.get(n) or theirs.get(n)]
+    names.sort(key=lambda n: n not in BRIDGE_PROCESSES)
+    row = "  {:<40} {:>11} {:>14}"
+    lines = [
+        "CPU per invoiced document by process (ms, user+system from /proc):",
+        row.format("process", "bridge lane", "competent lane"),
+    ]
+    lines += [row.format(n, f"{ours.get(n, 0.0):.2f}", f"{theirs.get(n, 0.0):.2f}") for n in names]
+    whole = bridge["all_cpu_ms_per_document"]
+    lines += [
+        row.format(
+            "bridge: " + "+".join(BRIDGE_PROCESSES),
+            f"{bridge['bridge_cpu_ms_per_document']:.2f}",
+            "",
+        ),
+        row.format("all processes", f"{whole:.2f}", f"{sum(theirs.values()):.2f}")
+        + f"  → {cores} cores carry at most {cores * 1000 / max(whole, 0.001):.0f} bridge"
+        " documents/s",
+    ]
+    return lines
 
 
 if __name__ == "__main__":

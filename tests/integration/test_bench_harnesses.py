@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 import redis
 
-from bench import chaos, fuzz, ingest, latency, scale, throughput
+from bench import chaos, competent, fuzz, ingest, latency, scale, throughput
 from bench.pgcluster import pg_bin_dir
 from bench.workload import queued_documents
 from producers.enqueue import producer_celery_app
 from producers.testing import bridge_settings
+from schemas.kingdee import push_request
+from simulator.testing import make_bill, running_simulator, sim_tenant_specs
 
 pytestmark = [
     pytest.mark.postgres_only,
@@ -91,12 +93,11 @@ def test_chaos_small_run_under_the_merge_dialect_declared(
     assert tenants.count('merge = "when_asked"') == 2  # both tenants declare it
 
 
-def test_throughput_runs_all_three_lanes(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_throughput_runs_all_four_lanes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, figures = _run(
         throughput,
         ["-n", "40", "--raw-tasks", "100", "--naive-documents", "3", "--batch", "20",
+         "--competent-documents", "12", "--competent-threads", "4",
          "--workdir", str(tmp_path)],
         capsys,
     )  # fmt: skip
@@ -106,7 +107,46 @@ def test_throughput_runs_all_three_lanes(
     assert figures["naive"]["invoiced"] == 3
     # The naive loop logs in before every push: two token calls per document.
     assert figures["naive"]["token_calls"] == 6
+    competent = figures["competent"]
+    assert (competent["invoiced"], competent["errors"]) == (12, [])
+    assert competent["rate"] > 0 and figures["ratios"]["bridge_vs_competent"] > 0
+    # One cached token for the whole run, one push per bill.
+    assert competent["token_calls"] == 2
+    assert competent["cloud_calls"]["BILL.PUSH"] == 12
+    # CPU by process: the bridge's own processes worked, and the competent lane's bills sent
+    # the bridge no callbacks (the simulator dropped them), so the API stayed idle then.
+    shares = figures["bridge"]["cpu_ms_per_document_by_process"]
+    assert shares["worker"] > 0 and shares["postgres"] > 0
+    mine = sum(shares[name] for name in throughput.BRIDGE_PROCESSES)
+    assert figures["bridge"]["bridge_cpu_ms_per_document"] == pytest.approx(mine, abs=0.05)
+    assert competent["cpu_ms_per_document_by_process"].get("api", 0.0) == 0.0
     assert figures["invariants"]["ok"] is True
+
+
+def test_competent_session_logs_in_once_and_again_only_after_expiry() -> None:
+    spec = sim_tenant_specs()[0]
+    bills = [make_bill(f"C-{i}", spec["seller_tax_ids"][0], auto_invoice=True) for i in range(6)]
+    with running_simulator([spec], issue_delay=0.02) as sim:
+        base = sim.base_url_for("demo")
+        result = competent.run_competent(base, spec, bills, threads=3, poll_interval=0.01)
+        assert (result.invoiced, result.errors) == (6, [])
+        assert result.rate > 0
+        assert (result.calls["getAppToken"], result.calls["login"]) == (1, 1)
+        assert result.calls["BILL.PUSH"] == 6
+
+        session = competent._Session(base, spec, threads=1)
+        try:
+            session.token()
+            assert sim.expire_tokens() >= 1
+            request = push_request(
+                spec["business_system_code"], [make_bill("C-x", spec["seller_tax_ids"][0])]
+            )
+            answer = session.gateway("BILL.PUSH", request)
+        finally:
+            session.client.close()
+        assert answer.ok, answer
+        # Refused once with the expired token, logged in again, the push repeated.
+        assert (session.calls["getAppToken"], session.calls["BILL.PUSH"]) == (2, 2)
 
 
 def test_ingest_stores_and_enqueues_every_document(
@@ -164,8 +204,11 @@ def test_latency_measures_every_document(
         latency, ["--rate", "10", "--seconds", "2", "--workdir", str(tmp_path)], capsys
     )
     assert code == 0, figures
-    assert figures["submit_to_pushed"]["count"] == figures["documents"] == 20
-    assert 0 < figures["submit_to_pushed"]["p50_ms"] <= figures["submit_to_pushed"]["p99_ms"]
+    pushed = figures["submit_to_pushed"]
+    assert pushed["count"] == figures["documents"] == 20
+    assert 0 < pushed["p50_ms"] <= pushed["p95_ms"] <= pushed["p99_ms"]
+    assert isinstance(figures["rate_held"], bool)
+    assert figures["cpu_ms_per_document_by_process"]["worker"] > 0
 
 
 def test_scale_prints_plans_that_use_the_partial_indexes(
