@@ -110,6 +110,7 @@ from schemas.money import loads_exact
 from schemas.settings import Settings
 from store.db import unit_of_work
 from store.lifecycle import LostRace, TransitionNotAllowed
+from worker.enqueue import push_message, reconcile_message, withdraw_message
 
 __all__ = [
     "MAX_BATCH_DOCUMENTS",
@@ -733,7 +734,8 @@ def create_app(
         )
         if action.enqueue == "withdraw":
             background.add_task(
-                parts.enqueuer.withdraw, action.document_id, action.bill_no, action.tenant
+                parts.enqueuer.send,
+                [withdraw_message(action.document_id, action.bill_no, action.tenant)],
             )
         return _action_response(action)
 
@@ -772,7 +774,8 @@ def create_app(
         )
         if action.enqueue == "push":
             background.add_task(
-                parts.enqueuer.push, action.document_id, action.bill_no, action.tenant
+                parts.enqueuer.send,
+                [push_message(action.document_id, action.bill_no, action.tenant)],
             )
         return _action_response(action)
 
@@ -865,10 +868,8 @@ def create_app(
                 metrics.callbacks.labels(result="orphan").inc()
                 log.warning("callback for an unknown bill", extra={"inbox_id": stored.inbox_id})
             background.add_task(
-                parts.enqueuer.reconcile,
-                stored.inbox_id,
-                bill_no=stored.bill_no,
-                tenant=stored.tenant,
+                parts.enqueuer.send,
+                [reconcile_message(stored.inbox_id, bill_no=stored.bill_no, tenant=stored.tenant)],
             )
         return JSONAnswer(dict(CALLBACK_ACK), status_code=200)
 

@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Final, Literal
+from typing import Literal
 
 from schemas.cloud_contract import (
     WITHDRAW_ALREADY_ISSUED,
@@ -66,8 +65,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-RETRY_AFTER: Final = timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +108,10 @@ def withdraw_document(rt: Runtime, document_id: int) -> WithdrawOutcome:
             update_fields(
                 session,
                 document_id,
-                {"next_attempt_at": now + RETRY_AFTER, "last_error_message": message},
+                {
+                    "next_attempt_at": now + rt.policy.retries.withdraw.delay(1, rt.rng),
+                    "last_error_message": message,
+                },
                 now=now,
             )
             return WithdrawOutcome("withdrawing", message)
@@ -245,7 +245,10 @@ def _refused(
             update_fields(
                 session,
                 document_id,
-                {"next_attempt_at": now + RETRY_AFTER, "last_error_message": reason},
+                {
+                    "next_attempt_at": now + rt.policy.retries.withdraw.delay(1, rt.rng),
+                    "last_error_message": reason,
+                },
                 now=now,
             )
             return WithdrawOutcome("withdrawing", f"{reason}; query failed: {answer.reason}")
