@@ -2,9 +2,9 @@
 
 ``Components.build(settings, ...)`` makes everything a producer uses from ``Settings``: the
 tenants file, one engine and session factory, the enqueuer (``worker.enqueue``, over the
-worker's Celery app), a
-Redis client for health checks and one on the broker for queue depths. Tests pass their own
-pieces (any argument) — a fixture's session factory, a ``RecordingEnqueuer``, a fake Redis.
+worker's Celery app), a Redis client for health checks and one on the broker for queue depths.
+Tests pass their own pieces (any argument) — a fixture's session factory, a
+``RecordingEnqueuer``, a fake Redis.
 Nothing is built at import time; Redis clients connect on first use.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,7 +23,10 @@ from producers.intake import Intake
 from schemas.settings import Settings
 from schemas.tenants import TenantsFile
 from store.db import make_engine, make_session_factory
-from worker.enqueue import CeleryEnqueuer, Enqueuer
+
+if TYPE_CHECKING:
+    # Imported where used: importing producers loads no worker code (test_cli_servers).
+    from worker.enqueue import Enqueuer
 
 __all__ = ["Components"]
 
@@ -62,6 +65,7 @@ class Components:
             closers.append(engine.dispose)
         if enqueuer is None:
             from worker.app import create_app
+            from worker.enqueue import CeleryEnqueuer
 
             # The worker's app, used only to publish; it connects on the first send.
             enqueuer = CeleryEnqueuer(create_app(settings))

@@ -110,7 +110,6 @@ from schemas.money import loads_exact
 from schemas.settings import Settings
 from store.db import unit_of_work
 from store.lifecycle import LostRace, TransitionNotAllowed
-from worker.enqueue import push_message, reconcile_message, withdraw_message
 
 __all__ = [
     "MAX_BATCH_DOCUMENTS",
@@ -452,6 +451,9 @@ def create_app(
     max_document_bytes: int = MAX_DOCUMENT_BODY_BYTES,
 ) -> FastAPI:
     """The HTTP app for ``settings`` (module docstring); ``components`` replaces any part."""
+    # Here, not at the top: importing producers.http loads no worker code (test_cli_servers).
+    from worker.enqueue import push_message, reconcile_message, withdraw_message
+
     parts = components or Components.build(settings)
     intake = parts.intake()
     broker = parts.broker_redis

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
@@ -67,7 +67,10 @@ from store.lifecycle import (
     accept_document,
     accept_documents,
 )
-from worker.enqueue import CeleryEnqueuer, Enqueuer, after_commit, push_messages
+
+if TYPE_CHECKING:
+    # Imported where used: importing producers loads no worker code (test_cli_servers).
+    from worker.enqueue import Enqueuer
 
 __all__ = [
     "TENANT_RULES",
@@ -490,6 +493,8 @@ class Intake:
         if session is not None:
             result = self.store(session, prepared, who)
             if result.push_owed:
+                from worker.enqueue import after_commit
+
                 after_commit(session, lambda: self._enqueue(result))
             return result
         with unit_of_work(self._sessions()) as own:
@@ -535,6 +540,8 @@ class Intake:
         ]
         if not owed:
             return 0
+        from worker.enqueue import push_messages
+
         return self.enqueuer.send(push_messages(owed, self.push_batch_size))
 
     def _sessions(self) -> sessionmaker[Session]:
@@ -553,6 +560,7 @@ def default_intake() -> Intake:
     with _default_lock:
         if _default is None:
             from worker.app import create_app
+            from worker.enqueue import CeleryEnqueuer
 
             settings = Settings.load()
             _default = Intake(
