@@ -3,7 +3,6 @@
 | module | holds |
 |---|---|
 | ``producers.intake`` | ``submit()``, ``Intake``, ``SubmitResult``: validate, store, enqueue |
-| ``producers.enqueue`` | the ``Enqueuer`` port, its Celery adapter and a recording fake |
 | ``producers.documents`` | lookups by bill number, the document view, withdraw and replay |
 | ``producers.callbacks`` | the Kingdee callback receiver's storage step (dedupe, inbox) |
 | ``producers.http`` | ``create_app(settings, ...)``: the FastAPI app (ERP hooks, callbacks) |

@@ -1,9 +1,10 @@
 """The composition root of a producer process (HTTP app or CLI command).
 
 ``Components.build(settings, ...)`` makes everything a producer uses from ``Settings``: the
-tenants file, one engine and session factory, the enqueuer (the worker's Celery app), a
-Redis client for health checks and one on the broker for queue depths. Tests pass their own
-pieces (any argument) — a fixture's session factory, a ``RecordingEnqueuer``, a fake Redis.
+tenants file, one engine and session factory, the enqueuer (``worker.enqueue``, over the
+worker's Celery app), a Redis client for health checks and one on the broker for queue depths.
+Tests pass their own pieces (any argument) — a fixture's session factory, a
+``RecordingEnqueuer``, a fake Redis.
 Nothing is built at import time; Redis clients connect on first use.
 """
 
@@ -12,17 +13,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from producers.enqueue import CeleryEnqueuer, Enqueuer, producer_celery_app
 from producers.health import redis_client
 from producers.intake import Intake
 from schemas.settings import Settings
 from schemas.tenants import TenantsFile
 from store.db import make_engine, make_session_factory
+
+if TYPE_CHECKING:
+    # Imported where used: importing producers loads no worker code (test_cli_servers).
+    from worker.enqueue import Enqueuer
 
 __all__ = ["Components"]
 
@@ -60,7 +64,11 @@ class Components:
             sessions = make_session_factory(engine)
             closers.append(engine.dispose)
         if enqueuer is None:
-            enqueuer = CeleryEnqueuer(producer_celery_app(settings))
+            from worker.app import create_app
+            from worker.enqueue import CeleryEnqueuer
+
+            # The worker's app, used only to publish; it connects on the first send.
+            enqueuer = CeleryEnqueuer(create_app(settings))
         if redis is None:
             redis = redis_client(settings.redis_url)
             closers.append(redis.close)
@@ -80,7 +88,9 @@ class Components:
         return bind
 
     def intake(self, actor: str = "erp") -> Intake:
-        return Intake(self.sessions, self.tenants, self.enqueuer, actor)
+        return Intake(
+            self.sessions, self.tenants, self.enqueuer, actor, self.settings.push.batch_size
+        )
 
     def close(self) -> None:
         for closer in reversed(self._closers):

@@ -481,6 +481,7 @@ def replay(
     from store.lifecycle import LifecycleError
     from store.models import Document
     from store.states import DocumentStatus
+    from worker.enqueue import Followup, push_message
 
     allowed = {s.value for s in REPLAYABLE}
     wanted = state or sorted(allowed)
@@ -524,6 +525,7 @@ def replay(
     why = reason or "replayed by an operator (fapiao replay)"
     done: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
+    owed: list[Followup] = []
     with _progress(not as_json, len(listed), "replaying") as advance:
         for item in listed:
             try:
@@ -536,9 +538,11 @@ def replay(
                 skipped.append({**item, "skipped": str(exc)})
             else:
                 if action.enqueue == "push":
-                    components.enqueuer.push(action.document_id, action.bill_no, action.tenant)
+                    owed.append(push_message(action.document_id, action.bill_no, action.tenant))
                 done.append({**item, "status": action.to_status, "from_status": action.from_status})
             advance(1)
+    # Every replay is committed: one pipelined batch (a lost one is re-sent by the sweeper).
+    components.enqueuer.send(owed)
     if as_json:
         _print_json({"replayed": done, "skipped": skipped, "count": len(done)})
     else:
@@ -589,6 +593,7 @@ def withdraw(
     from producers.documents import withdraw_document
     from store.db import unit_of_work
     from store.lifecycle import LifecycleError
+    from worker.enqueue import withdraw_message
 
     components = _context(ctx).components()
     try:
@@ -600,7 +605,9 @@ def withdraw(
     except LifecycleError as exc:
         _fail(str(exc))
     if action.enqueue == "withdraw":
-        components.enqueuer.withdraw(action.document_id, action.bill_no, action.tenant)
+        components.enqueuer.send(
+            [withdraw_message(action.document_id, action.bill_no, action.tenant)]
+        )
     if as_json:
         _print_json(action.as_dict())
         return

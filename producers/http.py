@@ -451,6 +451,9 @@ def create_app(
     max_document_bytes: int = MAX_DOCUMENT_BODY_BYTES,
 ) -> FastAPI:
     """The HTTP app for ``settings`` (module docstring); ``components`` replaces any part."""
+    # Here, not at the top: importing producers.http loads no worker code (test_cli_servers).
+    from worker.enqueue import push_message, reconcile_message, withdraw_message
+
     parts = components or Components.build(settings)
     intake = parts.intake()
     broker = parts.broker_redis
@@ -733,7 +736,8 @@ def create_app(
         )
         if action.enqueue == "withdraw":
             background.add_task(
-                parts.enqueuer.withdraw, action.document_id, action.bill_no, action.tenant
+                parts.enqueuer.send,
+                [withdraw_message(action.document_id, action.bill_no, action.tenant)],
             )
         return _action_response(action)
 
@@ -772,7 +776,8 @@ def create_app(
         )
         if action.enqueue == "push":
             background.add_task(
-                parts.enqueuer.push, action.document_id, action.bill_no, action.tenant
+                parts.enqueuer.send,
+                [push_message(action.document_id, action.bill_no, action.tenant)],
             )
         return _action_response(action)
 
@@ -865,10 +870,8 @@ def create_app(
                 metrics.callbacks.labels(result="orphan").inc()
                 log.warning("callback for an unknown bill", extra={"inbox_id": stored.inbox_id})
             background.add_task(
-                parts.enqueuer.reconcile,
-                stored.inbox_id,
-                bill_no=stored.bill_no,
-                tenant=stored.tenant,
+                parts.enqueuer.send,
+                [reconcile_message(stored.inbox_id, bill_no=stored.bill_no, tenant=stored.tenant)],
             )
         return JSONAnswer(dict(CALLBACK_ACK), status_code=200)
 

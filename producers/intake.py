@@ -50,15 +50,14 @@ from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from producers.enqueue import CeleryEnqueuer, Enqueuer, after_commit, producer_celery_app
 from schemas.erp import Bill, validate_bill, wire_content_hash
 from schemas.errors import DocumentInvalid, Issue
-from schemas.settings import Settings
+from schemas.settings import PushSettings, Settings
 from schemas.tenants import TenantsFile, normalise_tax_id
 from store.db import make_engine, make_session_factory, unit_of_work
 from store.lifecycle import (
@@ -68,6 +67,10 @@ from store.lifecycle import (
     accept_document,
     accept_documents,
 )
+
+if TYPE_CHECKING:
+    # Imported where used: importing producers loads no worker code (test_cli_servers).
+    from worker.enqueue import Enqueuer
 
 __all__ = [
     "TENANT_RULES",
@@ -362,6 +365,8 @@ class Intake:
     tenants: TenantsFile
     enqueuer: Enqueuer
     actor: str = "erp"
+    # Documents per fapiao.push_batch message (FAPIAO_PUSH__BATCH_SIZE).
+    push_batch_size: int = PushSettings.model_fields["batch_size"].default
 
     def prepare(self, document: object, tenant: str | None = None) -> _Prepared | SubmitResult:
         """Validate and resolve the tenant (no database); an ``invalid`` result if refused."""
@@ -469,8 +474,7 @@ class Intake:
         return results
 
     def _enqueue(self, result: SubmitResult) -> None:
-        if result.push_owed and result.document_id is not None and result.tenant is not None:
-            self.enqueuer.push(result.document_id, result.bill_no or "", result.tenant)
+        self.enqueue_pushes([result])
 
     def submit(
         self,
@@ -489,6 +493,8 @@ class Intake:
         if session is not None:
             result = self.store(session, prepared, who)
             if result.push_owed:
+                from worker.enqueue import after_commit
+
                 after_commit(session, lambda: self._enqueue(result))
             return result
         with unit_of_work(self._sessions()) as own:
@@ -523,38 +529,25 @@ class Intake:
         return results
 
     def enqueue_pushes(self, results: Sequence[SubmitResult]) -> int:
-        """Send ``fapiao.push`` for every result that owes one (after the commit)."""
-        owed = [result for result in results if result.push_owed]
-        app = _celery_app_of(self.enqueuer)
-        if app is not None and len(owed) > 1:
-            from worker.enqueue import enqueue_pushes
+        """Owe a push for every result that needs one (after the commit): one batch of
+        ``fapiao.push_batch`` messages of up to ``push_batch_size`` documents (a lone document
+        is a ``fapiao.push``). Returns how many messages the broker took; a failure is logged
+        and left to the sweeper."""
+        owed = [
+            (result.document_id, result.bill_no or "", result.tenant)
+            for result in results
+            if result.push_owed and result.document_id is not None and result.tenant is not None
+        ]
+        if not owed:
+            return 0
+        from worker.enqueue import push_messages
 
-            # One producer, pipelined Redis writes; on failure the sweeper re-sends.
-            enqueue_pushes(
-                [
-                    (result.document_id, result.bill_no or "", result.tenant)
-                    for result in owed
-                    if result.document_id is not None and result.tenant is not None
-                ],
-                app=app,
-            )
-            return len(owed)
-        for result in owed:
-            self._enqueue(result)
-        return len(owed)
+        return self.enqueuer.send(push_messages(owed, self.push_batch_size))
 
     def _sessions(self) -> sessionmaker[Session]:
         if self.sessions is None:
             raise RuntimeError("this Intake has no database; pass session=… or build it with one")
         return self.sessions
-
-
-def _celery_app_of(enqueuer: Enqueuer) -> Any | None:
-    """The Celery app behind a ``CeleryEnqueuer`` (the batched path needs it), else None:
-    fakes and other enqueuers get one ``push`` call per message."""
-    if type(enqueuer) is CeleryEnqueuer:
-        return getattr(enqueuer, "_app", None)
-    return None
 
 
 _default: Intake | None = None
@@ -566,11 +559,15 @@ def default_intake() -> Intake:
     global _default
     with _default_lock:
         if _default is None:
+            from worker.app import create_app
+            from worker.enqueue import CeleryEnqueuer
+
             settings = Settings.load()
             _default = Intake(
                 sessions=make_session_factory(make_engine(settings.database_url)),
                 tenants=settings.load_tenants(),
-                enqueuer=CeleryEnqueuer(producer_celery_app(settings)),
+                enqueuer=CeleryEnqueuer(create_app(settings)),
+                push_batch_size=settings.push.batch_size,
             )
         return _default
 

@@ -106,11 +106,11 @@ def mount_docs(app: FastAPI, *, title: str) -> None:
 def openapi_document() -> dict[str, Any]:
     """The document, from an app built on throw-away parts (nothing is connected to)."""
     from producers.bootstrap import Components
-    from producers.enqueue import RecordingEnqueuer
     from producers.http import create_app
     from schemas.settings import Settings
     from schemas.tenants import TenantsFile
     from store.db import make_engine, make_session_factory
+    from worker.enqueue import RecordingEnqueuer
 
     settings = Settings(environment="development", database_url="sqlite://")
     engine = make_engine(settings.database_url)

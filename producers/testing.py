@@ -29,12 +29,12 @@ from typing import Any, Final
 from sqlalchemy.orm import Session, sessionmaker
 
 from producers.bootstrap import Components
-from producers.enqueue import Enqueuer, RecordingEnqueuer
 from schemas.kingdee import InvoiceItem, build_callback
 from schemas.money import dumps_exact
 from schemas.settings import Settings
 from schemas.tenants import SECRET_KEYS, TenantsFile
 from store.models import CallbackInbox, CloudCall, Invoice
+from worker.enqueue import Enqueuer, RecordingEnqueuer
 
 __all__ = [
     "API_KEY",

@@ -40,9 +40,33 @@ value or a JSON array: ``FAPIAO_API_KEYS=k1,k2``, ``FAPIAO_POLL__SCHEDULE_SECOND
 | ``FAPIAO_CALLBACKS__POLL_GRACE_SECONDS`` | 60 | a stored callback defers its document's poll |
 | ``FAPIAO_ERP_WEBHOOK__MAX_ATTEMPTS`` | 12 | webhook deliveries before giving up |
 | ``FAPIAO_ERP_WEBHOOK__BACKOFF_CAP_SECONDS`` | 600 | cap of the webhook retry backoff |
+| ``FAPIAO_RETRY__<KIND>__<COLUMN>`` | see below | one row of the retry table per kind |
 | ``FAPIAO_METRICS__WORKER_PORT`` | 0 | ``celery worker`` serves its metrics on this port (0: off) |
 | ``FAPIAO_METRICS__HOST`` | ``0.0.0.0`` | interface of that exporter |
 | ``FAPIAO_METRICS__MULTIPROC_DIR`` | (system temp) | parent of a fresh per-start dir of counters |
+
+The retry table (``worker.retry_policy.RetryTable``, printed by ``python -m
+worker.retry_policy``): one row per kind of retry, every column a variable
+``FAPIAO_RETRY__<KIND>__<COLUMN>`` (columns ``MAX_ATTEMPTS``, ``BASE_SECONDS``, ``FACTOR``,
+``STEP_SECONDS``, ``CAP_SECONDS``, ``JITTER``). The wait after failed attempt n is at most
+min(cap, base × factor^(n−1) + step × (n−1)); with jitter it is drawn uniformly below that.
+``MAX_ATTEMPTS`` counts every try, the first included; 0 means no limit (withdraw only).
+
+| kind | max | base | factor | step | cap | jitter | older names feeding it (still honoured) |
+|---|---|---|---|---|---|---|---|
+| ``push`` | 8 | 2 | 2 | 0 | 300 | yes | ``FAPIAO_PUSH__MAX_ATTEMPTS``, ``…BACKOFF_BASE_SECONDS``, |
+| | | | | | | | ``…BACKOFF_CAP_SECONDS`` |
+| ``withdraw`` | 0 | 30 | 1 | 0 | 30 | no | — (no attempt counter: only base, cap, jitter) |
+| ``webhook`` | 12 | 5 | 2 | 0 | 600 | yes | ``FAPIAO_ERP_WEBHOOK__MAX_ATTEMPTS``, |
+| | | | | | | | ``…BACKOFF_CAP_SECONDS`` |
+| ``reconcile`` | 30 | 2 | 1 | 2 | 60 | no | — |
+| ``task`` | 6 | 2 | 2 | 0 | 30 | yes | — |
+| ``publish`` | 3 | 0 | 1 | 0.2 | 0.5 | no | — (kombu's publish retry: factor must be 1) |
+
+A base left unset is clamped to the row's cap. Setting an older name and its ``RETRY`` twin to
+different values is refused. BILL.INVOICE.QUERY retries (in-doubt) follow the poll schedule
+(``FAPIAO_POLL__*``), bounded by ``FAPIAO_IN_DOUBT__MAX_QUERIES``; the table shows them as the
+``query`` row.
 
 ``Settings.load()`` turns a validation failure into ``SettingsError`` whose lines each start
 with the ``FAPIAO_...`` variable at fault. Placeholder secrets are refused outside
@@ -55,9 +79,10 @@ workers and beat start without them.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, replace
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -75,6 +100,7 @@ from schemas.tenants import Environment, TenantsFile, is_placeholder_secret, loa
 
 __all__ = [
     "ENV_PREFIX",
+    "RETRY_DEFAULTS",
     "BrokerSettings",
     "CallbackSettings",
     "ErpWebhookSettings",
@@ -84,6 +110,10 @@ __all__ = [
     "PollSettings",
     "ProcessRole",
     "PushSettings",
+    "RetryKindName",
+    "RetryRow",
+    "RetryRowSettings",
+    "RetrySettings",
     "Settings",
     "SettingsError",
     "StuckAlertSettings",
@@ -166,12 +196,6 @@ class PushSettings(_Group):
                 f" {env_name('push', 'backoff_cap_seconds')} / 退避基数不能大于上限"
             )
         return self
-
-    def backoff_ceiling(self, attempt: int) -> float:
-        """Upper bound of the full-jitter delay before retry ``attempt`` (0-based)."""
-        return float(
-            min(self.backoff_cap_seconds, self.backoff_base_seconds * 2 ** max(0, attempt))
-        )
 
 
 class BrokerSettings(_Group):
@@ -261,6 +285,61 @@ class ErpWebhookSettings(_Group):
     backoff_cap_seconds: Seconds = 600.0
 
 
+RetryKindName = Literal["push", "withdraw", "webhook", "reconcile", "task", "publish"]
+RETRY_KINDS: Final[tuple[RetryKindName, ...]] = get_args(RetryKindName)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRow:
+    """One resolved row of the retry table (module docstring); ``max_attempts`` 0 = no limit."""
+
+    max_attempts: int
+    base_seconds: float
+    factor: float
+    step_seconds: float
+    cap_seconds: float
+    jitter: bool
+
+
+RETRY_DEFAULTS: Final[dict[RetryKindName, RetryRow]] = {
+    "push": RetryRow(8, 2.0, 2.0, 0.0, 300.0, True),
+    "withdraw": RetryRow(0, 30.0, 1.0, 0.0, 30.0, False),
+    "webhook": RetryRow(12, 5.0, 2.0, 0.0, 600.0, True),
+    "reconcile": RetryRow(30, 2.0, 1.0, 2.0, 60.0, False),
+    "task": RetryRow(6, 2.0, 2.0, 0.0, 30.0, True),
+    "publish": RetryRow(3, 0.0, 1.0, 0.2, 0.5, False),
+}
+
+# (kind, column) → the older setting that feeds it: (group, field).
+_LEGACY_RETRY: Final[dict[tuple[RetryKindName, str], tuple[str, str]]] = {
+    ("push", "max_attempts"): ("push", "max_attempts"),
+    ("push", "base_seconds"): ("push", "backoff_base_seconds"),
+    ("push", "cap_seconds"): ("push", "backoff_cap_seconds"),
+    ("webhook", "max_attempts"): ("erp_webhook", "max_attempts"),
+    ("webhook", "cap_seconds"): ("erp_webhook", "backoff_cap_seconds"),
+}
+
+
+class RetryRowSettings(_Group):
+    """``FAPIAO_RETRY__<KIND>__*``: unset columns take the older setting or the default."""
+
+    max_attempts: int | None = Field(default=None, ge=0, le=1000)
+    base_seconds: float | None = Field(default=None, ge=0)
+    factor: float | None = Field(default=None, ge=1, le=10)
+    step_seconds: float | None = Field(default=None, ge=0)
+    cap_seconds: float | None = Field(default=None, gt=0)
+    jitter: bool | None = None
+
+
+class RetrySettings(_Group):
+    push: RetryRowSettings = Field(default_factory=RetryRowSettings)
+    withdraw: RetryRowSettings = Field(default_factory=RetryRowSettings)
+    webhook: RetryRowSettings = Field(default_factory=RetryRowSettings)
+    reconcile: RetryRowSettings = Field(default_factory=RetryRowSettings)
+    task: RetryRowSettings = Field(default_factory=RetryRowSettings)
+    publish: RetryRowSettings = Field(default_factory=RetryRowSettings)
+
+
 class MetricsSettings(_Group):
     # worker_port: 0 keeps the worker's exporter off (the API's /metrics is always on).
     # multiproc_dir: each worker start creates a fresh directory under it (default: the
@@ -302,6 +381,7 @@ class Settings(BaseSettings):
     stuck_alert: StuckAlertSettings = Field(default_factory=StuckAlertSettings)
     callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     erp_webhook: ErpWebhookSettings = Field(default_factory=ErpWebhookSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @field_validator("database_url")
@@ -337,11 +417,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
         visibility = self.broker.visibility_timeout_seconds
+        rows = {kind: self._retry_row_checked(kind) for kind in RETRY_KINDS}
         # A countdown or runtime longer than the visibility timeout makes Redis redeliver the
         # task while it still waits/runs (docs/STACK.md: 3 tasks ran 12 times); keep a wide margin.
         for loc, value in (
-            (("push", "backoff_cap_seconds"), self.push.backoff_cap_seconds),
-            (("erp_webhook", "backoff_cap_seconds"), self.erp_webhook.backoff_cap_seconds),
+            (self._retry_loc("push", "cap_seconds"), rows["push"].cap_seconds),
+            (self._retry_loc("webhook", "cap_seconds"), rows["webhook"].cap_seconds),
             (("http", "read_timeout_seconds"), self.http.read_timeout_seconds),
         ):
             if value * 4 > visibility:
@@ -358,6 +439,70 @@ class Settings(BaseSettings):
         if self.environment != "development":
             self._refuse_placeholders()
         return self
+
+    def retry_row(self, kind: RetryKindName) -> RetryRow:
+        """The row ``kind`` of the retry table: default ← older setting ← ``FAPIAO_RETRY__``."""
+        return self._retry_row_checked(kind)
+
+    def _retry_given(self, kind: RetryKindName) -> dict[str, Any]:
+        group: RetryRowSettings = getattr(self.retry, kind)
+        return {name: value for name, value in group if value is not None}
+
+    def _retry_loc(self, kind: RetryKindName, column: str) -> tuple[str, ...]:
+        """Where ``column`` of ``kind`` was set, for error messages (the older name if any)."""
+        legacy = _LEGACY_RETRY.get((kind, column))
+        if column in self._retry_given(kind) or legacy is None:
+            return ("retry", kind, column)
+        return legacy
+
+    def _retry_row_checked(self, kind: RetryKindName) -> RetryRow:
+        given = self._retry_given(kind)
+        values = asdict(RETRY_DEFAULTS[kind])
+        for (row_kind, column), (group, name) in _LEGACY_RETRY.items():
+            if row_kind != kind:
+                continue
+            legacy_group = getattr(self, group)
+            legacy_value = getattr(legacy_group, name)
+            if (
+                column in given
+                and name in legacy_group.model_fields_set
+                and given[column] != legacy_value
+            ):
+                raise ValueError(
+                    f"{env_name('retry', kind, column)} and {env_name(group, name)} disagree"
+                    " (set one of them) / 两个重试设置互相矛盾"
+                )
+            values[column] = legacy_value
+        values.update(given)
+        row = RetryRow(**values)
+        if "base_seconds" not in given and row.base_seconds > row.cap_seconds:
+            row = replace(row, base_seconds=row.cap_seconds)
+        self._refuse_bad_retry(kind, row)
+        return row
+
+    def _refuse_bad_retry(self, kind: RetryKindName, row: RetryRow) -> None:
+        def name(column: str) -> str:
+            return env_name(*self._retry_loc(kind, column))
+
+        if row.base_seconds > row.cap_seconds:
+            raise ValueError(
+                f"{name('base_seconds')} must not exceed {name('cap_seconds')}"
+                " / 退避基数不能大于上限"
+            )
+        if row.max_attempts == 0 and kind != "withdraw":
+            raise ValueError(f"{name('max_attempts')} must be at least 1 / 重试次数至少为1")
+        if kind == "withdraw" and (
+            row.max_attempts != 0 or row.factor != 1 or row.step_seconds != 0
+        ):
+            raise ValueError(
+                f"{env_name('retry', 'withdraw')}: a withdrawal keeps no attempt count, so"
+                " MAX_ATTEMPTS must be 0, FACTOR 1 and STEP_SECONDS 0 / 撤回重试只能设置间隔"
+            )
+        if kind == "publish" and row.factor != 1:
+            raise ValueError(
+                f"{name('factor')} must be 1: kombu's publish retry grows by a step only"
+                " / 发布重试只能线性增长"
+            )
 
     def require_api_secrets(self) -> None:
         """The HTTP API's own demand: in production, API keys and a callback secret.

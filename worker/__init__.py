@@ -4,7 +4,7 @@
 |------------------------|----------------------------------------------------------------|
 | ``worker.app``         | ``create_app(settings)``: configuration, queues, beat schedule |
 | ``worker.tasks``       | the thin ``fapiao.*`` tasks, one ``Runtime`` per process        |
-| ``worker.enqueue``     | ``enqueue_push`` / ``enqueue_withdraw`` / ``enqueue_reconcile`` |
+| ``worker.enqueue``     | ``Enqueuer``: the one port to the broker (Celery, recording)   |
 | ``worker.runtime``     | ``Runtime``: the composition root handed to services           |
 | ``worker.services``    | push (batches; one id is a batch of one), in-doubt, poll,      |
 |                        | reconcile, withdraw, notify, sweep, refresh; shared: query,    |
@@ -12,14 +12,14 @@
 | ``worker.kingdee``     | ``KingdeeClient`` port + httpx adapter, outcome mapping         |
 | ``worker.tokens``      | ``TokenCache``: Redis, single-flight refresh                    |
 | ``worker.ratelimit``   | ``RedisRateGate``: per-tenant limit shared by all workers       |
-| ``worker.retry_policy``| the one retry policy (tables, backoff, poll schedule)           |
+| ``worker.retry_policy``| the one retry policy: decisions and the retry table            |
 | ``worker.ledger``      | ``SqlCallLedger``: ``cloud_calls`` rows                         |
 | ``worker.queues``      | task names and routes                                          |
 | ``worker.logs``        | JSON / console log formatters (extras kept, secrets masked)    |
 | ``worker.metrics``     | Prometheus counters (token refreshes, calls, alerts, …)        |
 | ``worker.flower``      | Flower's options (task columns, persistent history)            |
 | ``worker.beat``        | ``python -m worker.beat``: is some (redbeat) beat firing?      |
-| ``worker.testing``     | fast settings, recording broker, ``drain`` (tests only)        |
+| ``worker.testing``     | fast settings, ``drain``, stored bills (tests only)            |
 
 ``worker.app`` (alias ``worker.celery``) is built on first access from ``Settings.load()``;
 importing ``worker`` connects to nothing and reads no environment.
@@ -36,9 +36,6 @@ if TYPE_CHECKING:
 __all__ = [
     "app",
     "create_app",
-    "enqueue_push",
-    "enqueue_reconcile",
-    "enqueue_withdraw",
     "get_app",
 ]
 
@@ -66,8 +63,4 @@ def __getattr__(name: str) -> Any:
         from worker.app import create_app
 
         return create_app
-    if name in ("enqueue_push", "enqueue_reconcile", "enqueue_withdraw"):
-        from worker import enqueue
-
-        return getattr(enqueue, name)
     raise AttributeError(f"module 'worker' has no attribute {name!r}")

@@ -1,128 +1,295 @@
-"""Enqueue helpers for producers — call them AFTER the transaction that wrote the row commits.
+"""The one port to the broker: ``Enqueuer``, its Celery adapter and its recording fake.
 
-| helper                                            | sends                      |
-|---------------------------------------------------|----------------------------|
-| ``enqueue_push(document_id, bill_no, tenant)``    | ``fapiao.push``            |
-| ``enqueue_pushes([(document_id, bill_no, tenant)])``| ``fapiao.push_batch`` × ⌈n / |
-|                                                   | ``push.batch_size``⌉       |
-| ``enqueue_withdraw(document_id, bill_no, tenant)``| ``fapiao.withdraw``        |
-| ``enqueue_reconcile(inbox_id, bill_no=, tenant=)``| ``fapiao.reconcile``       |
+Everything that owes a task sends it through an ``Enqueuer``: the HTTP API and the CLI (via
+``producers.bootstrap.Components``), ``producers.submit()`` and the worker's own follow-ups
+(``Runtime.dispatch``). A send is a batch of ``Followup`` messages (one follow-up is a batch of
+one) and returns how many the broker took.
 
-Each returns True when the broker took the message and False when it could not be reached
-(logged, never raised): the row is already durable, and the sweeper sends the message again
-from the database, so an ERP still gets its 202. Enqueuing inside an open transaction would
-let a worker look for a row that is not committed yet — hence "after commit".
+Work is owed only AFTER the transaction that made it durable has committed: a worker must
+never look for a row that is not committed yet (``after_commit`` when the caller owns the
+transaction). A lost message (broker down, process killed between commit and send) is
+harmless: the sweeper re-finds due drafts, withdrawals, notifications and unprocessed
+callbacks in the database, and a duplicate message is a no-op (compare-and-set claims). So a
+failed send is logged and counted, never raised into an ERP's request or a task.
 
-``enqueue_pushes`` owes the pushes in chunks of up to ``push.batch_size`` documents, one
-``fapiao.push_batch`` message each (``document_ids``, ``bill_nos``, ``tenants``: Flower's
-search finds a bill inside a batch); a chunk of one is a plain ``fapiao.push``
-(``queues.push_messages``). Every message is routed and announced (``task-sent`` event) like
-any other, through ONE producer whose Redis commands go out in pipelines (kombu
-``Producer.batch``): a 1,000-document intake batch costs a few round trips.
+Messages (``worker.queues`` routes them; names, queues and keywords are a contract: Flower
+finds a document by the ``bill_no`` keyword)
+
+| builder                                            | task                 | keywords           |
+|----------------------------------------------------|----------------------|--------------------|
+| ``push_message(document_id, bill_no, tenant)``     | ``fapiao.push``      | document_id,       |
+|                                                    |                      | bill_no, tenant    |
+| ``push_messages(pushes, batch_size)``              | ``fapiao.push_batch``| document_ids,      |
+|                                                    | per chunk (a chunk   | bill_nos, tenants  |
+|                                                    | of one: a push)      |                    |
+| ``withdraw_message(document_id, bill_no, tenant)`` | ``fapiao.withdraw``  | document_id,       |
+|                                                    |                      | bill_no, tenant    |
+| ``reconcile_message(inbox_id, bill_no=, tenant=)`` | ``fapiao.reconcile`` | inbox_id (bill_no, |
+|                                                    |                      | tenant when known) |
+
+Worker services build their own ``Followup``s (notify, resolve-in-doubt, poll, …).
+
+``CeleryEnqueuer`` sends a batch through ONE producer whose Redis commands (each message's
+LPUSH and its ``task-sent`` PUBLISH) go out in one pipeline (kombu ``Producer.batch``): one
+round trip instead of two per message, a few for a 1,000-document intake. If the pipeline
+fails, the messages are sent again one by one with the ``publish`` row of the retry table
+(kombu's publish retry), stopping at the first one the broker still refuses. A pipeline that
+failed after Redis ran it (or ran part of it) leaves duplicates: harmless, see above.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
-from schemas.settings import PushSettings
 from worker import queues
-from worker.tasks import CeleryEnqueuer
+from worker.retry_policy import Backoff, retry_table
 
 if TYPE_CHECKING:
-    from celery import Celery
+    from worker.app import FapiaoCelery
 
-__all__ = ["enqueue_push", "enqueue_pushes", "enqueue_reconcile", "enqueue_withdraw"]
+__all__ = [
+    "CeleryEnqueuer",
+    "Enqueuer",
+    "Followup",
+    "RecordingEnqueuer",
+    "after_commit",
+    "push_message",
+    "push_messages",
+    "reconcile_message",
+    "withdraw_message",
+]
 
 log = logging.getLogger(__name__)
 
-# Redis commands buffered before a pipeline is sent (a message and its task-sent event are 2).
-_PIPELINE_COMMANDS = 1000
+
+@dataclass(frozen=True, slots=True)
+class Followup:
+    """A task owed once the transaction that made its work durable has committed."""
+
+    task: str
+    kwargs: Mapping[str, Any]
+    countdown: float | None = None
 
 
-def _enqueuer(app: Celery | None) -> CeleryEnqueuer:
-    if app is None:
-        from worker import get_app
+class Enqueuer(Protocol):
+    """Sends messages to the workers; returns how many the broker took (never raises)."""
 
-        app = get_app()
-    return CeleryEnqueuer(app)
+    def send(self, messages: Iterable[Followup]) -> int: ...
 
 
-def enqueue_push(document_id: int, bill_no: str, tenant: str, *, app: Celery | None = None) -> bool:
+def push_message(document_id: int, bill_no: str, tenant: str) -> Followup:
     """Owe a BILL.PUSH for a committed draft."""
-    return _enqueuer(app).send(
-        queues.PUSH, {"document_id": document_id, "bill_no": bill_no, "tenant": tenant}
-    )
+    return Followup(queues.PUSH, {"document_id": document_id, "bill_no": bill_no, "tenant": tenant})
 
 
-def enqueue_pushes(
-    pushes: Sequence[tuple[int, str, str]],
-    *,
-    app: Celery | None = None,
-    batch_size: int | None = None,
-) -> int:
-    """Owe a BILL.PUSH for each committed draft ``(document_id, bill_no, tenant)``, batched.
-
-    ``batch_size`` defaults to the app's ``push.batch_size`` (``FAPIAO_PUSH__BATCH_SIZE``).
-    Returns how many documents were sent: all of them, or 0 when the broker failed (logged,
-    never raised; a failed pipeline may have delivered part of the batch — the sweeper
-    re-sends what is still due, and a push of a document already claimed is a no-op).
-    """
-    if not pushes:
-        return 0
-    if app is None:
-        from worker import get_app
-
-        app = get_app()
-    if batch_size is None:
-        settings = getattr(app, "settings", None)
-        push = getattr(settings, "push", None)
-        batch_size = (
-            push.batch_size if isinstance(push, PushSettings) else PushSettings().batch_size
-        )
-    messages = queues.push_messages(pushes, batch_size)
-    try:
-        with app.producer_or_acquire() as producer, producer.batch(_PIPELINE_COMMANDS):
-            for task, kwargs in messages:
-                app.send_task(task, kwargs=kwargs, producer=producer)
-    except (KombuError, RedisError, OSError) as exc:
-        log.warning(
-            "could not enqueue a batch of pushes",
-            extra={"task": queues.PUSH_BATCH, "count": len(pushes), "error": str(exc)},
-        )
-        return 0
-    return len(pushes)
+def push_messages(pushes: Sequence[tuple[int, str, str]], batch_size: int) -> list[Followup]:
+    """Owe a BILL.PUSH for each committed ``(document_id, bill_no, tenant)``, in chunks of up to
+    ``batch_size`` (``FAPIAO_PUSH__BATCH_SIZE``) per ``fapiao.push_batch`` message."""
+    return [Followup(task, kwargs) for task, kwargs in queues.push_messages(pushes, batch_size)]
 
 
-def enqueue_withdraw(
-    document_id: int, bill_no: str, tenant: str, *, app: Celery | None = None
-) -> bool:
+def withdraw_message(document_id: int, bill_no: str, tenant: str) -> Followup:
     """Owe a BILL.WITHDRAW for a committed ``withdrawing`` document."""
-    return _enqueuer(app).send(
+    return Followup(
         queues.WITHDRAW, {"document_id": document_id, "bill_no": bill_no, "tenant": tenant}
     )
 
 
-def enqueue_reconcile(
-    inbox_id: int,
-    *,
-    bill_no: str | None = None,
-    tenant: str | None = None,
-    app: Celery | None = None,
-) -> bool:
-    """Owe the reconciliation of a committed ``callback_inbox`` row.
-
-    ``bill_no`` / ``tenant`` (when the receiver knows them) only label the message, so a
-    job can be found by bill number in Flower and the logs; the task reads the row.
-    """
-    kwargs: dict[str, object] = {"inbox_id": inbox_id}
+def reconcile_message(
+    inbox_id: int, *, bill_no: str | None = None, tenant: str | None = None
+) -> Followup:
+    """Owe the reconciliation of a committed ``callback_inbox`` row; ``bill_no``/``tenant``
+    (when the receiver knows them) only label the message for Flower and the logs."""
+    kwargs: dict[str, Any] = {"inbox_id": inbox_id}
     if bill_no:
         kwargs["bill_no"] = bill_no
     if tenant:
         kwargs["tenant"] = tenant
-    return _enqueuer(app).send(queues.RECONCILE, kwargs)
+    return Followup(queues.RECONCILE, kwargs)
+
+
+# Redis commands per pipeline: a message and its task-sent event are 2; a bigger batch goes
+# out in several pipelines of this size.
+_PIPELINE_COMMANDS: Final = 1000
+_BROKER_ERRORS: Final = (KombuError, RedisError, OSError)
+
+
+class CeleryEnqueuer:
+    """``Enqueuer`` over a Celery app: ``send_task`` by explicit name, routed by the app's
+    ``task_routes``, JSON, ids only; pipelined, then retried (module docstring)."""
+
+    def __init__(self, app: FapiaoCelery, *, publish: Backoff | None = None) -> None:
+        self._app = app
+        self._publish = publish if publish is not None else retry_table(app.settings).publish
+
+    @property
+    def app(self) -> FapiaoCelery:
+        return self._app
+
+    def send(self, messages: Iterable[Followup]) -> int:
+        batch = list(messages)
+        if not batch:
+            return 0
+        try:
+            self._send_pipelined(batch)
+        except Exception as exc:  # uncertain: send again the retrying way (duplicates are no-ops)
+            log.info(
+                "pipelined enqueue failed (%s); sending again with retries",
+                type(exc).__name__,
+                extra={"task": batch[0].task, "count": len(batch)},
+            )
+        else:
+            return len(batch)
+        sent = 0
+        for message in batch:
+            if not self._send_one(message):
+                # The broker is away: the rest would fail alike; the sweeper sends them later.
+                log.warning(
+                    "could not enqueue %d message(s); the sweeper will send them again",
+                    len(batch) - sent,
+                    extra={"task": message.task, "count": len(batch) - sent,
+                           "bill_no": message.kwargs.get("bill_no")},
+                )  # fmt: skip
+                break
+            sent += 1
+        return sent
+
+    def _send_pipelined(self, batch: Sequence[Followup]) -> None:
+        """Every message and its ``task-sent`` event through one producer, its Redis commands
+        in pipelines (kombu ``Producer.batch``); raises on any failure."""
+        app = self._app
+        commands = min(_PIPELINE_COMMANDS, 2 * len(batch) + 2)
+        with app.producer_or_acquire() as producer, producer.batch(commands):
+            for message in batch:
+                app.send_task(
+                    message.task,
+                    kwargs=dict(message.kwargs),
+                    countdown=message.countdown,
+                    producer=producer,
+                )
+
+    def _send_one(self, message: Followup) -> bool:
+        row = self._publish
+        try:
+            self._app.send_task(
+                message.task,
+                kwargs=dict(message.kwargs),
+                countdown=message.countdown,
+                retry=row.max_attempts > 1,
+                retry_policy={
+                    "max_retries": row.max_attempts - 1,
+                    "interval_start": row.ceiling(1),
+                    "interval_step": row.step_seconds,
+                    "interval_max": row.cap_seconds,
+                },
+            )
+        except _BROKER_ERRORS as exc:
+            log.warning("could not enqueue", extra={"task": message.task, "error": str(exc)})
+            return False
+        except Exception:  # not the broker: a bug, loud — but the caller's work is committed
+            log.exception("enqueue failed", extra={"task": message.task})
+            return False
+        return True
+
+
+@dataclass
+class RecordingEnqueuer:
+    """A fake ``Enqueuer`` that keeps every message (thread-safe); ``fail=True`` is a broker
+    that is down (nothing is kept, 0 sent)."""
+
+    sent: list[Followup] = field(default_factory=list)
+    fail: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def send(self, messages: Iterable[Followup]) -> int:
+        batch = [Followup(m.task, dict(m.kwargs), m.countdown) for m in messages]
+        if self.fail:
+            return 0
+        with self._lock:
+            self.sent.extend(batch)
+        return len(batch)
+
+    def of(self, task: str) -> list[Mapping[str, Any]]:
+        """The keywords of every recorded message of ``task``, in order."""
+        with self._lock:
+            return [m.kwargs for m in self.sent if m.task == task]
+
+    def pushes(self) -> list[Mapping[str, Any]]:
+        """One ``fapiao.push``-style keywords dict per document owed a push, whether it went
+        as a ``fapiao.push`` or inside a ``fapiao.push_batch``, in order."""
+        with self._lock:
+            recorded = list(self.sent)
+        owed: list[Mapping[str, Any]] = []
+        for m in recorded:
+            if m.task == queues.PUSH:
+                owed.append(m.kwargs)
+            elif m.task == queues.PUSH_BATCH:
+                owed.extend(
+                    {"document_id": d, "bill_no": b, "tenant": t}
+                    for d, b, t in zip(
+                        m.kwargs["document_ids"], m.kwargs["bill_nos"], m.kwargs["tenants"],
+                        strict=True,
+                    )
+                )  # fmt: skip
+        return owed
+
+    def take(self) -> list[Followup]:
+        """Every recorded message, removed (``worker.testing.drain``)."""
+        with self._lock:
+            taken, self.sent = self.sent, []
+        return taken
+
+    def clear(self) -> None:
+        with self._lock:
+            self.sent.clear()
+
+
+_PENDING_KEY: Final = "fapiao.after_commit"
+
+
+def after_commit(session: Session, action: Callable[[], object]) -> None:
+    """Run ``action`` after ``session``'s outermost transaction commits; drop it on rollback.
+
+    Used by ``submit(..., session=caller_session)``: the caller owns the transaction, so the
+    push may only be enqueued once the caller's COMMIT has made the document durable. An
+    action registered inside a SAVEPOINT that rolls back is dropped with it.
+    """
+    pending: list[tuple[Callable[[], object], Any]] | None = session.info.get(_PENDING_KEY)
+    if pending is None:
+        pending = []
+        session.info[_PENDING_KEY] = pending
+        event.listen(session, "after_commit", _run_pending)
+        event.listen(session, "after_soft_rollback", _drop_pending)
+    pending.append((action, session.get_nested_transaction()))
+
+
+def _run_pending(session: Session) -> None:
+    if session.get_nested_transaction() is not None:
+        return  # a SAVEPOINT was released; only the outermost COMMIT makes it durable
+    pending: list[tuple[Callable[[], object], Any]] = session.info.get(_PENDING_KEY) or []
+    actions = [action for action, _ in pending]
+    pending.clear()
+    for action in actions:
+        try:
+            action()
+        except Exception:  # the commit already happened; the sweeper covers a lost message
+            log.exception("after-commit action failed")
+
+
+def _drop_pending(session: Session, previous_transaction: Any) -> None:
+    pending: list[tuple[Callable[[], object], Any]] | None = session.info.get(_PENDING_KEY)
+    if not pending:
+        return
+    if not previous_transaction.nested:
+        pending.clear()
+        return
+    pending[:] = [(action, txn) for action, txn in pending if txn is not previous_transaction]

@@ -10,13 +10,17 @@ Derived policy values (settings → runtime)
 | runtime field         | from settings                                                       |
 |-----------------------|---------------------------------------------------------------------|
 | ``push_lease``        | 2 × (connect + read timeout) + 5 s: a push (token + call) fits       |
-| ``backoff``           | ``push.backoff_base/cap_seconds``, ``push.max_attempts``             |
-| ``poll_schedule``     | ``poll.schedule_seconds``, ``poll.cap_seconds``, ``poll.alert_after`` |
-| ``webhook_backoff``   | base 5 s (≤ cap), ``erp_webhook.backoff_cap_seconds``/``max_attempts``|
+| ``retries``           | the retry table (``worker.retry_policy.retry_table``): every retry  |
+| ``backoff``           | its ``push`` row                                                     |
+| ``poll_schedule``     | its ``query`` row (``poll.schedule_seconds``, ``poll.cap_seconds``) |
+|                       | and ``poll.alert_after_seconds``                                     |
+| ``webhook_backoff``   | its ``webhook`` row                                                  |
+| ``in_doubt_max_queries`` | its ``query`` row's attempts (``in_doubt.max_queries``)           |
 | ``max_countdown``     | visibility timeout / 10, at most 60 s: longer waits are DB due times |
 
-``Enqueuer`` is the port to the broker: services return ``Followup``s, tasks hand them to
-``Runtime.dispatch`` after the unit of work committed.
+``Enqueuer`` (``worker.enqueue``) is the port to the broker: services return ``Followup``s,
+tasks hand them to ``Runtime.dispatch`` after the unit of work committed, which sends them as
+one batch.
 """
 
 from __future__ import annotations
@@ -25,10 +29,9 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
 
 import httpx
 from redis import Redis
@@ -38,10 +41,11 @@ from schemas.settings import Settings
 from schemas.tenants import TenantConfig, TenantsFile
 from store.columns import utcnow
 from store.db import make_engine, make_session_factory
+from worker.enqueue import Enqueuer, Followup
 from worker.kingdee import HttpKingdeeClient, KingdeeClient, make_http_client
 from worker.ledger import SqlCallLedger
 from worker.ratelimit import RedisRateGate
-from worker.retry_policy import Backoff, PollSchedule
+from worker.retry_policy import Backoff, PollSchedule, RetryTable, retry_table
 from worker.tokens import TokenCache
 
 __all__ = [
@@ -56,25 +60,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class Followup:
-    """A task to send once the caller's transaction has committed."""
-
-    task: str
-    kwargs: Mapping[str, Any]
-    countdown: float | None = None
-
-
-class Enqueuer(Protocol):
-    """Sends a task by name; returns False (and logs) when the broker is unreachable."""
-
-    def send(
-        self, task: str, kwargs: Mapping[str, Any], *, countdown: float | None = None
-    ) -> bool: ...
-
-
-@dataclass(frozen=True, slots=True)
 class Policy:
     push_lease: timedelta
+    retries: RetryTable
     backoff: Backoff
     poll_schedule: PollSchedule
     webhook_backoff: Backoff
@@ -86,29 +74,22 @@ class Policy:
 def policy_from_settings(settings: Settings) -> Policy:
     """The derived values of the module docstring table."""
     http = settings.http
-    cap = settings.erp_webhook.backoff_cap_seconds
+    retries = retry_table(settings)
     return Policy(
         push_lease=timedelta(
             seconds=2 * (http.connect_timeout_seconds + http.read_timeout_seconds) + 5
         ),
-        backoff=Backoff(
-            base_seconds=settings.push.backoff_base_seconds,
-            cap_seconds=settings.push.backoff_cap_seconds,
-            max_attempts=settings.push.max_attempts,
-        ),
+        retries=retries,
+        backoff=retries.push,
         poll_schedule=PollSchedule(
-            delays_seconds=tuple(float(s) for s in settings.poll.schedule_seconds),
-            cap_seconds=float(settings.poll.cap_seconds),
+            delays_seconds=retries.query.schedule_seconds,
+            cap_seconds=retries.query.cap_seconds,
             alert_after=timedelta(seconds=settings.poll.alert_after_seconds),
         ),
-        webhook_backoff=Backoff(
-            base_seconds=min(5.0, cap),
-            cap_seconds=cap,
-            max_attempts=settings.erp_webhook.max_attempts,
-        ),
+        webhook_backoff=retries.webhook,
         max_countdown=min(60.0, settings.broker.visibility_timeout_seconds / 10),
         in_doubt_max_age=timedelta(seconds=settings.in_doubt.max_age_seconds),
-        in_doubt_max_queries=settings.in_doubt.max_queries,
+        in_doubt_max_queries=retries.query.max_attempts,
     )
 
 
@@ -145,16 +126,17 @@ class Runtime:
             return client
 
     def dispatch(self, followups: Iterable[Followup]) -> int:
-        """Send ``followups`` (after commit); returns how many the broker took."""
-        sent = 0
-        for followup in followups:
-            countdown = followup.countdown
-            if countdown is not None:
-                # Long waits belong in the database (due columns), never in the broker.
-                countdown = max(0.0, min(countdown, self.policy.max_countdown))
-            if self.enqueuer.send(followup.task, followup.kwargs, countdown=countdown):
-                sent += 1
-        return sent
+        """Send ``followups`` as one batch (after commit); returns how many the broker took."""
+        batch = [self._capped(followup) for followup in followups]
+        return self.enqueuer.send(batch) if batch else 0
+
+    def _capped(self, followup: Followup) -> Followup:
+        countdown = followup.countdown
+        if countdown is None:
+            return followup
+        # Long waits belong in the database (due columns), never in the broker.
+        capped = max(0.0, min(countdown, self.policy.max_countdown))
+        return Followup(followup.task, followup.kwargs, capped)
 
     def close(self) -> None:
         for closer in reversed(self._closers):

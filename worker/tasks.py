@@ -31,9 +31,11 @@ seconds, ~26,000 a day) send no task events while they succeed (``send_events=Fa
 they do not crowd Flower's history; ``QuietRequest`` still announces a failure, retry or
 rejection of one (with its name), and the worker logs every failure either way.
 
-Infrastructure hiccups (database or Redis connection errors) are retried by Celery with a
-short, jittered backoff far below the visibility timeout; everything the cloud says is handled
-by the services and never raises. A task that loses its worker is re-queued
+Infrastructure hiccups (database or Redis connection errors) are retried by Celery with the
+``task`` row of the retry table (``worker.retry_policy``: by default 6 tries, a full-jitter
+wait of 2 s doubling up to 30 s, far below the visibility timeout); the message is sent again
+with the same keywords. Everything the cloud says is handled by the services and never
+raises. A task that loses its worker is re-queued
 (``acks_late`` + ``task_reject_on_worker_lost``) and is harmless to run twice.
 
 One ``Runtime`` per process (``runtime_for``), built lazily after the prefork fork so no
@@ -52,25 +54,26 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from celery.worker.request import Request
-from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
 from worker import queues
-from worker.runtime import Followup, Runtime, build_runtime, policy_from_settings
+from worker.enqueue import CeleryEnqueuer, Followup
+from worker.retry_policy import Backoff, retry_table
+from worker.runtime import Runtime, build_runtime, policy_from_settings
 
 if TYPE_CHECKING:
-    from celery import Celery
+    from celery import Task
 
     from worker.app import FapiaoCelery
 
 __all__ = [
+    "INFRASTRUCTURE_ERRORS",
     "MAINTENANCE_TASKS",
-    "CeleryEnqueuer",
     "Handled",
     "QuietRequest",
     "outcome_summary",
@@ -83,49 +86,19 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_INFRASTRUCTURE_ERRORS = (DatabaseOperationalError, RedisConnectionError, RedisTimeoutError)
+# Retried with the table's ``task`` row (``_retry``); anything else fails the task.
+INFRASTRUCTURE_ERRORS: Final = (DatabaseOperationalError, RedisConnectionError, RedisTimeoutError)
 
-TASK_OPTIONS: dict[str, Any] = {
+TASK_OPTIONS: Final[dict[str, Any]] = {
     "shared": False,
+    "bind": True,
     "acks_late": True,
     "reject_on_worker_lost": True,
     "ignore_result": True,
-    "autoretry_for": _INFRASTRUCTURE_ERRORS,
-    "retry_backoff": 2,
-    "retry_backoff_max": 30,
-    "retry_jitter": True,
-    "max_retries": 5,
 }
 
 _runtimes: dict[tuple[int, int], Runtime] = {}
 _runtimes_lock = threading.Lock()
-
-
-class CeleryEnqueuer:
-    """``Enqueuer`` over a Celery app: ``send_task`` by name, routed by ``task_routes``."""
-
-    def __init__(self, app: Celery) -> None:
-        self._app = app
-
-    def send(self, task: str, kwargs: Mapping[str, Any], *, countdown: float | None = None) -> bool:
-        try:
-            self._app.send_task(
-                task,
-                kwargs=dict(kwargs),
-                countdown=countdown,
-                retry=True,
-                retry_policy={
-                    "max_retries": 2,
-                    "interval_start": 0,
-                    "interval_step": 0.2,
-                    "interval_max": 0.5,
-                },
-            )
-        except (KombuOperationalError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            # The database row is the truth; the sweeper sends it again.
-            log.warning("could not enqueue", extra={"task": task, "error": str(exc)})
-            return False
-        return True
 
 
 def runtime_for(app: FapiaoCelery) -> Runtime:
@@ -357,13 +330,25 @@ QUIET_OPTIONS: Final[dict[str, Any]] = {
 }
 
 
+def _retry(task: Task, row: Backoff, exc: Exception) -> NoReturn:
+    """Celery's retry of ``task`` after ``exc`` (the same message again), waiting as the
+    table's ``task`` row says; once the row's attempts are spent, ``exc`` itself is raised."""
+    attempt = task.request.retries + 1
+    countdown = row.delay(attempt).total_seconds()
+    raise task.retry(exc=exc, countdown=countdown, max_retries=row.max_attempts - 1)
+
+
 def register_tasks(app: FapiaoCelery) -> None:
     """Register every ``fapiao.*`` task on ``app`` (module docstring)."""
     handlers = _handlers()
+    retries = retry_table(app.settings).task
 
-    def body(task: str, kwargs: Mapping[str, Any]) -> Summary:
-        rt = runtime_for(app)
-        handled = handlers[task](rt, kwargs)
+    def body(self: Task, task: str, kwargs: Mapping[str, Any]) -> Summary:
+        try:
+            rt = runtime_for(app)
+            handled = handlers[task](rt, kwargs)
+        except INFRASTRUCTURE_ERRORS as exc:
+            _retry(self, retries, exc)
         rt.dispatch(handled.followups)
         return handled.summary
 
@@ -371,48 +356,53 @@ def register_tasks(app: FapiaoCelery) -> None:
         return {"bill_no": bill_no, "tenant": tenant}
 
     @app.task(name=queues.PUSH, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
-    def push(document_id: int, bill_no: str = "", tenant: str = "") -> Summary:
-        return body(queues.PUSH, {"document_id": document_id, **labels(bill_no, tenant)})
+    def push(self: Task, document_id: int, bill_no: str = "", tenant: str = "") -> Summary:
+        return body(self, queues.PUSH, {"document_id": document_id, **labels(bill_no, tenant)})
 
     @app.task(name=queues.PUSH_BATCH, **TASK_OPTIONS, **_batch_time_limits(app))  # type: ignore[untyped-decorator]
     def push_batch(
-        document_ids: list[int], bill_nos: list[str] | None = None, tenants: list[str] | None = None
+        self: Task,
+        document_ids: list[int],
+        bill_nos: list[str] | None = None,
+        tenants: list[str] | None = None,
     ) -> Summary:
-        return body(queues.PUSH_BATCH, {"document_ids": document_ids, "bill_nos": bill_nos})
+        return body(self, queues.PUSH_BATCH, {"document_ids": document_ids, "bill_nos": bill_nos})
 
     @app.task(name=queues.RESOLVE_IN_DOUBT, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
-    def resolve_in_doubt(document_id: int, bill_no: str = "", tenant: str = "") -> Summary:
+    def resolve_in_doubt(
+        self: Task, document_id: int, bill_no: str = "", tenant: str = ""
+    ) -> Summary:
         return body(
-            queues.RESOLVE_IN_DOUBT, {"document_id": document_id, **labels(bill_no, tenant)}
+            self, queues.RESOLVE_IN_DOUBT, {"document_id": document_id, **labels(bill_no, tenant)}
         )
 
     @app.task(name=queues.POLL, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
-    def poll(document_id: int, bill_no: str = "", tenant: str = "") -> Summary:
-        return body(queues.POLL, {"document_id": document_id, **labels(bill_no, tenant)})
+    def poll(self: Task, document_id: int, bill_no: str = "", tenant: str = "") -> Summary:
+        return body(self, queues.POLL, {"document_id": document_id, **labels(bill_no, tenant)})
 
     @app.task(name=queues.POLL_DUE, **TASK_OPTIONS, **QUIET_OPTIONS)  # type: ignore[untyped-decorator]
-    def poll_due() -> Summary:
-        return body(queues.POLL_DUE, {})
+    def poll_due(self: Task) -> Summary:
+        return body(self, queues.POLL_DUE, {})
 
     @app.task(name=queues.RECONCILE, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
-    def reconcile(inbox_id: int, bill_no: str = "", tenant: str = "") -> Summary:
-        return body(queues.RECONCILE, {"inbox_id": inbox_id, **labels(bill_no, tenant)})
+    def reconcile(self: Task, inbox_id: int, bill_no: str = "", tenant: str = "") -> Summary:
+        return body(self, queues.RECONCILE, {"inbox_id": inbox_id, **labels(bill_no, tenant)})
 
     @app.task(name=queues.WITHDRAW, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
-    def withdraw(document_id: int, bill_no: str = "", tenant: str = "") -> Summary:
-        return body(queues.WITHDRAW, {"document_id": document_id, **labels(bill_no, tenant)})
+    def withdraw(self: Task, document_id: int, bill_no: str = "", tenant: str = "") -> Summary:
+        return body(self, queues.WITHDRAW, {"document_id": document_id, **labels(bill_no, tenant)})
 
     @app.task(name=queues.NOTIFY_ERP, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
-    def notify_erp(outbox_id: int, bill_no: str = "", tenant: str = "") -> Summary:
-        return body(queues.NOTIFY_ERP, {"outbox_id": outbox_id, **labels(bill_no, tenant)})
+    def notify_erp(self: Task, outbox_id: int, bill_no: str = "", tenant: str = "") -> Summary:
+        return body(self, queues.NOTIFY_ERP, {"outbox_id": outbox_id, **labels(bill_no, tenant)})
 
     @app.task(name=queues.REFRESH_TOKENS, **TASK_OPTIONS, **QUIET_OPTIONS)  # type: ignore[untyped-decorator]
-    def refresh_tokens() -> Summary:
-        return body(queues.REFRESH_TOKENS, {})
+    def refresh_tokens(self: Task) -> Summary:
+        return body(self, queues.REFRESH_TOKENS, {})
 
     @app.task(name=queues.SWEEP, **TASK_OPTIONS, **QUIET_OPTIONS)  # type: ignore[untyped-decorator]
-    def sweep() -> Summary:
-        return body(queues.SWEEP, {})
+    def sweep(self: Task) -> Summary:
+        return body(self, queues.SWEEP, {})
 
 
 def _batch_time_limits(app: FapiaoCelery) -> dict[str, float]:

@@ -1,10 +1,10 @@
-"""Test support for the worker: fast settings, a recording broker, running follow-ups inline.
+"""Test support for the worker: fast settings, running follow-ups inline, stored bills.
 
 | name                                | what                                                      |
 |-------------------------------------|-----------------------------------------------------------|
 | ``fast_settings(...)``              | ``Settings`` with compressed timeouts, backoffs, polls     |
-| ``RecordingEnqueuer``               | an ``Enqueuer`` that keeps every message (thread-safe)     |
-| ``drain(rt, enqueuer, ...)``        | run recorded messages through ``worker.tasks.run`` until   |
+| ``drain(rt, enqueuer, ...)``        | run what a ``worker.enqueue.RecordingEnqueuer`` recorded   |
+|                                     | through ``worker.tasks.run`` until                        |
 |                                     | none is left (countdowns ignored): eager, but through the |
 |                                     | same dispatcher the Celery tasks use                      |
 | ``store_bill(sessions, tenant, b)`` | validate a bill and store it as a draft document; its id  |
@@ -15,10 +15,9 @@ Used by ``tests/integration/test_worker_*.py``; nothing here runs in production.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,10 +27,10 @@ from schemas.erp import validate_bill
 from schemas.settings import Settings
 from store.db import unit_of_work
 from store.lifecycle import accept_document
-from worker.runtime import Followup, Runtime
+from worker.enqueue import Followup, RecordingEnqueuer
+from worker.runtime import Runtime
 
 __all__ = [
-    "RecordingEnqueuer",
     "Step",
     "drain",
     "fast_settings",
@@ -71,31 +70,6 @@ def fast_settings(
         else:
             values[key] = value
     return Settings(**values)
-
-
-@dataclass
-class RecordingEnqueuer:
-    """Keeps every message; ``fail=True`` makes every send fail (a broker that is down)."""
-
-    sent: list[Followup] = field(default_factory=list)
-    fail: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def send(self, task: str, kwargs: Mapping[str, Any], *, countdown: float | None = None) -> bool:
-        if self.fail:
-            return False
-        with self._lock:
-            self.sent.append(Followup(task, dict(kwargs), countdown))
-        return True
-
-    def take(self) -> list[Followup]:
-        with self._lock:
-            taken, self.sent = self.sent, []
-        return taken
-
-    def of(self, task: str) -> list[Mapping[str, Any]]:
-        with self._lock:
-            return [f.kwargs for f in self.sent if f.task == task]
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from producers.callbacks import MAX_LINKED_BILLS
-from producers.enqueue import RECONCILE_TASK, RecordingEnqueuer
 from producers.http import create_app
 from producers.testing import (
     CALLBACK_SECRET,
@@ -32,6 +31,8 @@ from schemas.money import dumps_exact
 from store.columns import utcnow
 from store.models import CallbackInbox, Document
 from store.states import InboxState
+from worker import queues
+from worker.enqueue import RecordingEnqueuer
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -125,7 +126,7 @@ def test_a_per_bill_callback_is_stored_raw_acknowledged_and_reconciled_after(
     assert row.dedupe_key.startswith("INVOICE.OPEN|per_bill|order:ORD-2533")
     assert row.remote_addr == "127.0.0.1"
     # Ids plus labels: Flower finds the job by bill number; the task reads the row.
-    assert receiver.enqueuer.of(RECONCILE_TASK) == [
+    assert receiver.enqueuer.of(queues.RECONCILE) == [
         {"inbox_id": row.id, "bill_no": "C-1", "tenant": "demo"}
     ]
 
@@ -179,7 +180,7 @@ def test_a_duplicate_is_acknowledged_and_not_stored_twice(receiver: Receiver) ->
 
     assert [r.json() for r in (first, second, third)] == [CALLBACK_ACK] * 3
     assert len(receiver.inbox()) == 1
-    assert len(receiver.enqueuer.of(RECONCILE_TASK)) == 1
+    assert len(receiver.enqueuer.of(queues.RECONCILE)) == 1
     assert receiver.metric("fapiao_callbacks_received_total", result="duplicate") == 2
 
 
@@ -203,7 +204,7 @@ def test_an_unknown_bill_is_stored_as_an_orphan_and_counted_not_refused(
     assert response.status_code == 200 and response.json() == CALLBACK_ACK
     [row] = receiver.inbox()
     assert row.document_id is None and row.state == InboxState.received.value
-    assert receiver.enqueuer.of(RECONCILE_TASK) == [{"inbox_id": row.id, "bill_no": "NOBODY-1"}]
+    assert receiver.enqueuer.of(queues.RECONCILE) == [{"inbox_id": row.id, "bill_no": "NOBODY-1"}]
     assert receiver.metric("fapiao_callbacks_received_total", result="orphan") == 1
     assert receiver.metric("fapiao_callbacks_received_total", result="stored") == 1
 
@@ -230,7 +231,7 @@ def test_a_bill_shared_by_two_sellers_links_only_the_callback_naming_its_seller(
     # The seller (normalised) picks one document; without it two match: linked later.
     assert first.document_id == ids[SELLER_DEMO_2]
     assert second.document_id is None and second.state == InboxState.received.value
-    assert receiver.enqueuer.of(RECONCILE_TASK) == [
+    assert receiver.enqueuer.of(queues.RECONCILE) == [
         {"inbox_id": first.id, "bill_no": "C-S1", "tenant": "demo"},
         {"inbox_id": second.id, "bill_no": "C-S1"},
     ]
@@ -254,7 +255,7 @@ def test_a_callback_naming_many_bills_is_linked_or_orphaned_like_one_naming_one(
 
     linked, orphan = receiver.inbox()
     assert (linked.document_id, orphan.document_id) == (document_id, None)
-    assert [m.get("tenant") for m in receiver.enqueuer.of(RECONCILE_TASK)] == ["demo", None]
+    assert [m.get("tenant") for m in receiver.enqueuer.of(queues.RECONCILE)] == ["demo", None]
     assert receiver.metric("fapiao_callbacks_received_total", result="orphan") == 1
 
 

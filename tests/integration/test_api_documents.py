@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from producers.enqueue import PUSH_TASK, WITHDRAW_TASK, RecordingEnqueuer
 from producers.http import MAX_BATCH_DOCUMENTS, create_app
 from producers.json_schemas import document_schema, notification_schema
 from producers.testing import (
@@ -33,6 +32,8 @@ from schemas.errors import RULES
 from store.lifecycle import claim_for_push, transition
 from store.models import Document, DocumentEvent
 from store.states import Event
+from worker import queues
+from worker.enqueue import RecordingEnqueuer
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -86,7 +87,7 @@ def test_one_document_is_accepted_with_202_and_its_push_is_sent_after_commit(api
     assert body["outcome"] == "created" and body["status"] == "draft"
     assert (body["tenant"], body["seller_tax_id"], body["bill_no"]) == ("demo", SELLER_DEMO, "H-1")
     assert body["links"]["self"] == "/v1/documents/H-1"
-    assert api.enqueuer.of(PUSH_TASK) == [
+    assert api.enqueuer.of(queues.PUSH) == [
         {"document_id": body["document_id"], "bill_no": "H-1", "tenant": "demo"}
     ]
     with api.sessions() as session:
@@ -102,7 +103,7 @@ def test_resubmitting_the_same_document_answers_200_unchanged(api: Api) -> None:
     assert again.json()["outcome"] == "unchanged"
     assert again.json()["document_id"] == first["document_id"]
     assert api.rows() == 1
-    assert len(api.enqueuer.of(PUSH_TASK)) == 1
+    assert len(api.enqueuer.of(queues.PUSH)) == 1
 
 
 def test_different_content_for_a_live_bill_is_409(api: Api) -> None:
@@ -170,7 +171,7 @@ def test_a_mixed_batch_answers_207_with_a_status_per_item(api: Api) -> None:
         "conflict": 1,
     }
     assert api.rows() == 3
-    assert sorted(kw["bill_no"] for kw in api.enqueuer.of(PUSH_TASK)) == ["B-2", "B-3", "B-5"]
+    assert sorted(kw["bill_no"] for kw in api.enqueuer.pushes()) == ["B-2", "B-3", "B-5"]
 
 
 def test_a_batch_of_a_thousand_documents_is_accepted(api: Api) -> None:
@@ -181,7 +182,9 @@ def test_a_batch_of_a_thousand_documents_is_accepted(api: Api) -> None:
     assert response.status_code == 202
     assert response.json()["summary"]["created"] == MAX_BATCH_DOCUMENTS
     assert api.rows() == MAX_BATCH_DOCUMENTS
-    assert len(api.enqueuer.of(PUSH_TASK)) == MAX_BATCH_DOCUMENTS
+    assert len(api.enqueuer.pushes()) == MAX_BATCH_DOCUMENTS
+    # In fapiao.push_batch messages of FAPIAO_PUSH__BATCH_SIZE documents each.
+    assert len(api.enqueuer.of(queues.PUSH_BATCH)) == MAX_BATCH_DOCUMENTS // 20
 
 
 def test_more_documents_than_a_batch_may_carry_is_413_and_stores_nothing(api: Api) -> None:
@@ -597,7 +600,7 @@ def test_withdrawing_a_draft_is_done_at_once(api: Api) -> None:
 
     assert response.status_code == 200
     assert response.json()["status"] == "withdrawn"
-    assert api.enqueuer.of(WITHDRAW_TASK) == []
+    assert api.enqueuer.of(queues.WITHDRAW) == []
     assert _events(api.sessions, document_id)[-1] == ("withdraw", "api:key1", "order cancelled")
 
 
@@ -611,7 +614,7 @@ def test_withdrawing_a_pushed_document_owes_a_bill_withdraw(api: Api) -> None:
     assert response.status_code == 202
     assert response.json()["status"] == "withdrawing"
     assert again.status_code == 200 and again.json()["outcome"] == "unchanged"
-    assert api.enqueuer.of(WITHDRAW_TASK) == [
+    assert api.enqueuer.of(queues.WITHDRAW) == [
         {"document_id": document_id, "bill_no": "D-2", "tenant": "demo"}
     ]
 
@@ -640,7 +643,7 @@ def test_replay_of_a_failed_or_rejected_document_pushes_it_again(api: Api, failu
 
     assert response.status_code == 202
     assert response.json()["status"] == "draft"
-    assert api.enqueuer.of(PUSH_TASK) == [
+    assert api.enqueuer.of(queues.PUSH) == [
         {"document_id": document_id, "bill_no": "P-1", "tenant": "demo"}
     ]
     assert _events(api.sessions, document_id)[-1] == (
@@ -760,4 +763,4 @@ def test_the_seven_sample_documents_are_accepted_in_one_batch(
     assert response.status_code == 202, response.text
     assert response.json()["summary"]["created"] == len(samples) == 7
     assert {item["tenant"] for item in response.json()["results"]} == {"shop"}
-    assert len(enqueuer.of(PUSH_TASK)) == 7
+    assert len(enqueuer.pushes()) == 7

@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from producers.enqueue import RecordingEnqueuer
 from producers.http import create_app
 from producers.testing import (
     CALLBACK_SECRET,
@@ -39,6 +38,7 @@ from producers.testing import (
 from schemas.kingdee import CALLBACK_ACK
 from schemas.money import dumps_exact
 from store.models import Base, CallbackInbox, Document
+from worker.enqueue import RecordingEnqueuer
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),

@@ -23,7 +23,6 @@ from producers.api_models import (
     OperatorAnswer,
     SubmitAnswer,
 )
-from producers.enqueue import RecordingEnqueuer
 from producers.http import create_app
 from producers.openapi import openapi_document, render
 from producers.testing import (
@@ -37,6 +36,7 @@ from producers.testing import (
 from schemas.erp import HEADER_FIELDS, LINE_FIELDS
 from store.lifecycle import claim_for_push, transition
 from store.states import Event
+from worker.enqueue import RecordingEnqueuer
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

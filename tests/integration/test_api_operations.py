@@ -10,7 +10,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from producers.enqueue import RecordingEnqueuer
 from producers.health import redis_client
 from producers.http import create_app
 from producers.testing import (
@@ -26,6 +25,7 @@ from store.lifecycle import claim_for_push, transition
 from store.models import CloudCall, Document, ErpOutbox
 from store.states import Event
 from store.tenants import pause_tenant
+from worker.enqueue import RecordingEnqueuer
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

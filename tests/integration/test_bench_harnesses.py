@@ -18,10 +18,10 @@ import redis
 from bench import chaos, competent, fuzz, ingest, latency, scale, throughput
 from bench.pgcluster import pg_bin_dir
 from bench.workload import queued_documents
-from producers.enqueue import producer_celery_app
 from producers.testing import bridge_settings
 from schemas.kingdee import push_request
 from simulator.testing import make_bill, running_simulator, sim_tenant_specs
+from worker.app import create_app
 
 pytestmark = [
     pytest.mark.postgres_only,
@@ -180,9 +180,7 @@ def test_ingest_with_two_api_processes_and_two_clients(
 
 
 def test_queued_documents_counts_the_documents_a_push_message_owes(redis_url: str) -> None:
-    app = producer_celery_app(
-        bridge_settings("sqlite://", broker_url=redis_url, redis_url=redis_url)
-    )
+    app = create_app(bridge_settings("sqlite://", broker_url=redis_url, redis_url=redis_url))
     client = redis.Redis.from_url(redis_url)
     try:
         one = {"document_id": 1, "bill_no": "Q-1", "tenant": "demo"}

@@ -12,7 +12,6 @@ from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from producers.bootstrap import Components
-from producers.enqueue import PUSH_TASK, WITHDRAW_TASK, RecordingEnqueuer
 from producers.testing import (
     SELLER_DEMO_2,
     SELLER_SHOP,
@@ -25,6 +24,8 @@ from producers.testing import (
 from store.columns import utcnow
 from store.db import make_engine
 from store.models import Document, DocumentEvent, ErpOutbox, TenantState
+from worker import queues
+from worker.enqueue import RecordingEnqueuer
 
 MakeDocument = Callable[..., Document]
 
@@ -61,7 +62,7 @@ def test_submit_a_file_stores_it_and_sends_the_push(
     assert "created" in result.output and "CLI-1" in result.output
     assert "1 document(s): 1 created" in result.output
     stored = documents(components.sessions)["CLI-1"]
-    assert enqueuer.of(PUSH_TASK) == [
+    assert enqueuer.of(queues.PUSH) == [
         {"document_id": stored.id, "bill_no": "CLI-1", "tenant": "demo"}
     ]
     with components.sessions() as session:
@@ -283,7 +284,7 @@ def test_withdraw_follows_the_lifecycle(
     assert result.exit_code == exit_code, result.output
     assert documents(components.sessions)["WD-1"].status == becomes
     expected = [{"document_id": document.id, "bill_no": "WD-1", "tenant": "demo"}] if sends else []
-    assert enqueuer.of(WITHDRAW_TASK) == expected
+    assert enqueuer.of(queues.WITHDRAW) == expected
 
 
 # ------------------------------------------------------------------ tenants

@@ -13,11 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner, Result
 
 from producers.cli import CliContext, app
-from producers.enqueue import PUSH_TASK, RecordingEnqueuer
 from producers.testing import bridge_settings, build_test_components
 from store.columns import utcnow
 from store.models import Document, DocumentEvent
 from store.states import DocumentStatus
+from worker import queues
+from worker.enqueue import RecordingEnqueuer
 
 MakeDocument = Callable[..., Document]
 Snapshot = dict[int, tuple[str, int, str | None]]
@@ -136,7 +137,7 @@ def test_the_real_run_changes_exactly_those_and_records_who_and_why(
     assert sorted(new_events) == sorted(
         (document_id, "replay", "operator:alice", "fixed") for document_id in replayed
     )
-    assert {kw["document_id"] for kw in cli.enqueuer.of(PUSH_TASK)} == replayed
+    assert {kw["document_id"] for kw in cli.enqueuer.of(queues.PUSH)} == replayed
     assert json.loads(result.output)["count"] == 4
 
 

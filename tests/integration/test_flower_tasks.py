@@ -37,11 +37,11 @@ from tests.integration.test_worker_celery import WORKER_ARGS, start_celery, stop
 from tests.integration.test_worker_world import DEMO_SELLER
 from worker import queues
 from worker.app import FapiaoCelery, create_app
-from worker.enqueue import enqueue_pushes
+from worker.enqueue import CeleryEnqueuer, RecordingEnqueuer, push_message, push_messages
 from worker.flower import flower_options
 from worker.runtime import build_runtime
-from worker.tasks import CeleryEnqueuer, run
-from worker.testing import RecordingEnqueuer, fast_settings, store_bill, wait_until
+from worker.tasks import run
+from worker.testing import fast_settings, store_bill, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -165,10 +165,9 @@ def test_flower_finds_rejected_documents_by_bill_number_and_says_why(
         (store_bill(session_factory, "demo", make_bill(f"FLW-B-{i}", DEMO_SELLER)), f"FLW-B-{i}")
         for i in range(3)
     ]
-    assert CeleryEnqueuer(app).send(
-        queues.PUSH, {"document_id": single, "bill_no": "FLW-1", "tenant": "demo"}
-    )
-    assert enqueue_pushes([(d, b, "demo") for d, b in batch], app=app, batch_size=3) == 3
+    enqueuer = CeleryEnqueuer(app)
+    assert enqueuer.send([push_message(single, "FLW-1", "demo")]) == 1
+    assert enqueuer.send(push_messages([(d, b, "demo") for d, b in batch], 3)) == 1
 
     # One push, found by its bill number as an exact keyword match.
     (task,) = wait_until(lambda: flower.finished(search="kwargs:bill_no=FLW-1"), timeout=90)

@@ -20,10 +20,10 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session, sessionmaker
 
-from producers.enqueue import RecordingEnqueuer
 from producers.http import create_app
 from producers.testing import bridge_settings, build_test_components
 from worker import metrics
+from worker.enqueue import RecordingEnqueuer
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"\bfapiao_[a-z0-9_]+\b")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from collections.abc import Iterable
 from typing import Any, cast
 
 import pytest
@@ -13,7 +14,6 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from producers.enqueue import PUSH_TASK, CeleryEnqueuer, RecordingEnqueuer, producer_celery_app
 from producers.intake import Intake, SubmitOutcome, SubmitResult
 from producers.testing import bridge_settings, bridge_tenants, make_bill
 from store.lifecycle import (
@@ -25,20 +25,26 @@ from store.lifecycle import (
 )
 from store.models import Document, DocumentEvent
 from store.states import Event
+from worker.app import create_app
+from worker.enqueue import CeleryEnqueuer, Followup, RecordingEnqueuer
 
 
 class CommittedCheckingEnqueuer(RecordingEnqueuer):
-    """Records pushes and, at send time, whether another session already sees the row."""
+    """Records messages and, at send time, whether another session already sees each row
+    owed a push."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         super().__init__()
         self.sessions = sessions
         self.visible_at_send: list[bool] = []
 
-    def push(self, document_id: int, bill_no: str, tenant: str) -> bool:
+    def send(self, messages: Iterable[Followup]) -> int:
+        batch = list(messages)
         with self.sessions() as session:
-            self.visible_at_send.append(session.get(Document, document_id) is not None)
-        return super().push(document_id, bill_no, tenant)
+            for owed in batch:
+                ids = owed.kwargs.get("document_ids") or [owed.kwargs["document_id"]]
+                self.visible_at_send.extend(session.get(Document, d) is not None for d in ids)
+        return super().send(batch)
 
 
 def _fail(intake: Intake, sessions: sessionmaker[Session], bill_no: str) -> int:
@@ -85,7 +91,7 @@ def test_a_mixed_batch_gets_the_results_of_one_submit_per_document(
     enqueuer.visible_at_send.clear()
 
     bulk = intake.submit_many(bulk_batch)
-    pushed_by_bulk = [kw["document_id"] for kw in enqueuer.of(PUSH_TASK)]
+    pushed_by_bulk = [kw["document_id"] for kw in enqueuer.pushes()]
     sequential = [intake.submit(doc) for doc in one_by_one]  # type: ignore[arg-type]
 
     assert [r.outcome for r in bulk] == [
@@ -244,9 +250,7 @@ def test_a_batch_through_celery_sends_the_owed_pushes_as_one_batch_message(
     redis_url: str, database_url: str, session_factory: sessionmaker[Session]
 ) -> None:
     settings = bridge_settings(database_url, broker_url=redis_url, redis_url=redis_url)
-    intake = Intake(
-        session_factory, bridge_tenants(), CeleryEnqueuer(producer_celery_app(settings))
-    )
+    intake = Intake(session_factory, bridge_tenants(), CeleryEnqueuer(create_app(settings)))
     client = redis.Redis.from_url(redis_url)
     try:
         intake.submit(make_bill("BCEL-0"))

@@ -9,9 +9,10 @@ from typing import Any, cast
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from producers.enqueue import CeleryEnqueuer, producer_celery_app
 from producers.intake import Intake
 from producers.testing import API_KEY, CALLBACK_SECRET, bridge_settings, bridge_tenants, make_bill
+from worker.app import create_app
+from worker.enqueue import CeleryEnqueuer, reconcile_message, withdraw_message
 
 
 def messages(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
@@ -29,14 +30,14 @@ def test_submit_publishes_ids_and_bill_no_only(
     redis_url: str, database_url: str, session_factory: sessionmaker[Session]
 ) -> None:
     settings = bridge_settings(database_url, broker_url=redis_url, redis_url=redis_url)
-    app = producer_celery_app(settings)
+    app = create_app(settings)
     intake = Intake(session_factory, bridge_tenants(), CeleryEnqueuer(app))
     client = redis.Redis.from_url(redis_url)
     try:
         result = intake.submit(make_bill("CEL-1"))
         enqueued = CeleryEnqueuer(app)
-        assert enqueued.reconcile(41) is True
-        assert enqueued.withdraw(7, "CEL-7", "shop") is True
+        assert enqueued.send([reconcile_message(41)]) == 1
+        assert enqueued.send([withdraw_message(7, "CEL-7", "shop")]) == 1
 
         # Other suites may share Redis db 15: look only at this test's messages.
         mine = [
@@ -74,11 +75,9 @@ def test_a_broker_that_cannot_be_reached_returns_false_without_raising(
     database_url: str, session_factory: sessionmaker[Session]
 ) -> None:
     settings = bridge_settings(database_url, broker_url="redis://127.0.0.1:9/15")
-    intake = Intake(
-        session_factory, bridge_tenants(), CeleryEnqueuer(producer_celery_app(settings))
-    )
+    intake = Intake(session_factory, bridge_tenants(), CeleryEnqueuer(create_app(settings)))
 
     result = intake.submit(make_bill("CEL-2"))
 
     assert result.outcome.value == "created"  # durable; the sweeper sends the push later
-    assert CeleryEnqueuer(producer_celery_app(settings)).reconcile(1) is False
+    assert CeleryEnqueuer(create_app(settings)).send([reconcile_message(1)]) == 0

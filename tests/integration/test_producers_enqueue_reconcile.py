@@ -1,9 +1,12 @@
-"""The receiver's reconcile enqueue on a real Redis: message + task-sent event, one pipeline.
+"""``CeleryEnqueuer`` on a real Redis: messages + task-sent events in one pipeline.
 
 | case | expected |
 |---|---|
-| Redis up | the message in ``callbacks`` (ids + labels) and its ``task-sent`` event, 1 round trip |
-| the pipelined send fails | sent again through ``worker.enqueue`` (retries): still one message |
+| one reconcile (the receiver) | the message in ``callbacks`` (ids + labels) and its ``task-sent`` |
+|                              | event, 1 round trip |
+| a batch of mixed messages | every message in its queue, in order, with its event: 1 round trip |
+| the pipelined send fails | sent again one by one with the publish retry: still one message |
+| the broker is down | 0 sent, nothing raised; the fallback stops at the first refusal |
 """
 
 from __future__ import annotations
@@ -16,8 +19,15 @@ from typing import Any, cast
 import pytest
 import redis
 
-from producers.enqueue import CeleryEnqueuer, producer_celery_app
 from producers.testing import bridge_settings
+from worker.app import create_app
+from worker.enqueue import (
+    CeleryEnqueuer,
+    Followup,
+    push_message,
+    reconcile_message,
+    withdraw_message,
+)
 
 
 def _queued(client: redis.Redis, queue: str) -> list[dict[str, Any]]:
@@ -80,14 +90,14 @@ def test_reconcile_sends_its_message_and_task_sent_event_in_one_pipeline(
     redis_url: str, broker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, pubsub = broker
-    app = producer_celery_app(bridge_settings("sqlite://", broker_url=redis_url))
+    app = create_app(bridge_settings("sqlite://", broker_url=redis_url))
     enqueuer = CeleryEnqueuer(app)
-    assert enqueuer.reconcile(40) is True  # the first send also declares the queue binding
+    assert enqueuer.send([reconcile_message(40)]) == 1  # the first send declares the binding
     _events(pubsub, 1)
     client.delete("callbacks")
     pipelines, singles = _spy_on_redis(monkeypatch)
 
-    assert enqueuer.reconcile(41, bill_no="B-41", tenant="demo") is True
+    assert enqueuer.send([reconcile_message(41, bill_no="B-41", tenant="demo")]) == 1
 
     assert (pipelines, singles) == ([["LPUSH", "PUBLISH"]], [])
     monkeypatch.undo()
@@ -107,16 +117,66 @@ def test_a_failed_pipeline_is_sent_again_with_retries(
     redis_url: str, broker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, pubsub = broker
-    app = producer_celery_app(bridge_settings("sqlite://", broker_url=redis_url))
+    app = create_app(bridge_settings("sqlite://", broker_url=redis_url))
     enqueuer = CeleryEnqueuer(app)
 
-    def broken(task: str, kwargs: dict[str, Any]) -> None:
+    def broken(batch: list[Followup]) -> None:
         raise redis.ConnectionError("connection reset")
 
     monkeypatch.setattr(enqueuer, "_send_pipelined", broken)
 
-    assert enqueuer.reconcile(43, bill_no="B-43") is True
+    assert enqueuer.send([reconcile_message(43, bill_no="B-43")]) == 1
 
     [message] = _queued(client, "callbacks")
     assert message["kwargs"] == {"inbox_id": 43, "bill_no": "B-43"}
     assert [e["uuid"] for e in _events(pubsub, 1)] == [message["id"]]
+
+
+def test_a_batch_goes_out_in_one_pipeline_each_message_to_its_queue(
+    redis_url: str, broker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, pubsub = broker
+    app = create_app(bridge_settings("sqlite://", broker_url=redis_url))
+    enqueuer = CeleryEnqueuer(app)
+    warm = [push_message(1, "W-1", "demo"), reconcile_message(1)]
+    assert enqueuer.send(warm) == 2  # declares the queue bindings
+    _events(pubsub, 2)
+    client.delete("push", "callbacks")
+    pipelines, singles = _spy_on_redis(monkeypatch)
+
+    batch = [
+        push_message(51, "B-51", "demo"),
+        withdraw_message(52, "B-52", "shop"),
+        reconcile_message(53, bill_no="B-53"),
+    ]
+    assert enqueuer.send(batch) == 3
+
+    assert (pipelines, singles) == ([["LPUSH", "PUBLISH"] * 3], [])
+    monkeypatch.undo()
+    pushed = _queued(client, "push")
+    assert [(m["task"], m["kwargs"]) for m in pushed] == [
+        ("fapiao.push", {"document_id": 51, "bill_no": "B-51", "tenant": "demo"}),
+        ("fapiao.withdraw", {"document_id": 52, "bill_no": "B-52", "tenant": "shop"}),
+    ]
+    [reconciled] = _queued(client, "callbacks")
+    assert reconciled["kwargs"] == {"inbox_id": 53, "bill_no": "B-53"}
+    events = _events(pubsub, 3)
+    assert [e["uuid"] for e in events] == [m["id"] for m in [*pushed, reconciled]]
+
+
+def test_a_broker_that_is_down_takes_nothing_and_the_fallback_stops_early(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = create_app(bridge_settings("sqlite://", broker_url="redis://127.0.0.1:9/3"))
+    enqueuer = CeleryEnqueuer(app)
+    tries: list[str] = []
+    send_one = enqueuer._send_one
+
+    def counted(message: Followup) -> bool:
+        tries.append(message.task)
+        return send_one(message)
+
+    monkeypatch.setattr(enqueuer, "_send_one", counted)
+
+    assert enqueuer.send([push_message(n, f"D-{n}", "demo") for n in range(5)]) == 0
+    assert tries == ["fapiao.push"]  # the other four are left to the sweeper

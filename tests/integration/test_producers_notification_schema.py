@@ -11,7 +11,6 @@ from typing import Any, cast
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from producers.enqueue import RecordingEnqueuer
 from producers.intake import Intake
 from producers.json_schemas import notification_schema
 from producers.testing import bridge_tenants, make_bill
@@ -20,6 +19,7 @@ from store.columns import utcnow
 from store.lifecycle import claim_for_push, transition
 from store.models import ErpOutbox, Invoice
 from store.states import Event
+from worker.enqueue import RecordingEnqueuer
 
 _TYPES = {
     "string": str,

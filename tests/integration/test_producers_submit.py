@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 import producers
-from producers.enqueue import PUSH_TASK, RecordingEnqueuer
 from producers.intake import Intake, SubmitOutcome, _storable, _unstorable, set_default_intake
 from producers.testing import SELLER_DEMO, SELLER_DEMO_2, SELLER_SHOP, bridge_tenants, make_bill
 from schemas.erp import validate_bill
@@ -21,20 +20,26 @@ from store.lifecycle import claim_for_push, transition
 from store.models import Document, DocumentEvent
 from store.queries import document_history
 from store.states import Event
+from worker import queues
+from worker.enqueue import Followup, RecordingEnqueuer
 
 
 class CommittedCheckingEnqueuer(RecordingEnqueuer):
-    """Records pushes and, at send time, whether another session already sees the row."""
+    """Records messages and, at send time, whether another session already sees each row
+    owed a push."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         super().__init__()
         self.sessions = sessions
         self.visible_at_send: list[bool] = []
 
-    def push(self, document_id: int, bill_no: str, tenant: str) -> bool:
+    def send(self, messages: Iterable[Followup]) -> int:
+        batch = list(messages)
         with self.sessions() as session:
-            self.visible_at_send.append(session.get(Document, document_id) is not None)
-        return super().push(document_id, bill_no, tenant)
+            for owed in batch:
+                ids = owed.kwargs.get("document_ids") or [owed.kwargs["document_id"]]
+                self.visible_at_send.extend(session.get(Document, d) is not None for d in ids)
+        return super().send(batch)
 
 
 @pytest.fixture
@@ -59,7 +64,7 @@ def test_a_new_document_is_stored_committed_and_then_enqueued(
 
     assert result.outcome is SubmitOutcome.created
     assert (result.status, result.tenant, result.seller_tax_id) == ("draft", "demo", SELLER_DEMO)
-    assert enqueuer.of(PUSH_TASK) == [
+    assert enqueuer.of(queues.PUSH) == [
         {"document_id": result.document_id, "bill_no": "SO-1", "tenant": "demo"}
     ]
     assert enqueuer.visible_at_send == [True]
@@ -84,7 +89,7 @@ def test_identical_content_is_idempotent_and_not_enqueued_twice(
 
     assert second.outcome is SubmitOutcome.unchanged
     assert second.document_id == first.document_id
-    assert len(enqueuer.of(PUSH_TASK)) == 1
+    assert len(enqueuer.of(queues.PUSH)) == 1
     assert count(session_factory, Document) == 1
     assert count(session_factory, DocumentEvent) == 1
 
@@ -121,7 +126,7 @@ def test_different_content_while_live_is_a_conflict_and_changes_nothing(
     )
     assert changed.message and "SO-4" in changed.message
     assert count(session_factory, Document) == 1
-    assert len(enqueuer.of(PUSH_TASK)) == 1
+    assert len(enqueuer.of(queues.PUSH)) == 1
 
 
 def test_different_content_after_failed_is_a_new_revision_that_is_pushed(
@@ -139,7 +144,7 @@ def test_different_content_after_failed_is_a_new_revision_that_is_pushed(
 
     assert result.outcome is SubmitOutcome.new_revision
     assert result.revision == 2 and result.document_id != first.document_id
-    assert [kw["document_id"] for kw in enqueuer.of(PUSH_TASK)] == [
+    assert [kw["document_id"] for kw in enqueuer.of(queues.PUSH)] == [
         first.document_id,
         result.document_id,
     ]
@@ -205,7 +210,7 @@ def test_inside_the_callers_transaction_nothing_is_committed_or_sent_before_its_
         assert result.outcome is SubmitOutcome.created
         assert enqueuer.sent == []  # not before the caller commits
         session.commit()
-    assert enqueuer.of(PUSH_TASK) == [
+    assert enqueuer.of(queues.PUSH) == [
         {"document_id": result.document_id, "bill_no": "SO-7", "tenant": "demo"}
     ]
     assert enqueuer.visible_at_send == [True]
@@ -221,7 +226,7 @@ def test_a_rolled_back_caller_transaction_stores_and_sends_nothing(
         # The session is reused: a later commit must not send the dropped push.
         kept = intake.submit(make_bill("SO-9"), session=session)
         session.commit()
-    assert [kw["bill_no"] for kw in enqueuer.of(PUSH_TASK)] == ["SO-9"]
+    assert [kw["bill_no"] for kw in enqueuer.of(queues.PUSH)] == ["SO-9"]
     assert kept.document_id is not None
     assert count(session_factory, Document) == 1
 
@@ -238,7 +243,7 @@ def test_a_push_registered_in_a_rolled_back_savepoint_is_dropped(
             pass
         assert enqueuer.sent == []
         session.commit()
-    assert [kw["bill_no"] for kw in enqueuer.of(PUSH_TASK)] == ["SO-10"]
+    assert [kw["bill_no"] for kw in enqueuer.of(queues.PUSH)] == ["SO-10"]
     assert count(session_factory, Document) == 1
 
 
@@ -266,7 +271,8 @@ def test_a_batch_answers_in_order_and_one_bad_document_blocks_nothing(
     ]
     assert results[5].issues[0].rule == "type"
     assert count(session_factory, Document) == 2
-    assert [kw["bill_no"] for kw in enqueuer.of(PUSH_TASK)] == ["B-1", "B-3"]
+    assert [kw["bill_no"] for kw in enqueuer.pushes()] == ["B-1", "B-3"]
+    assert [m.task for m in enqueuer.sent] == [queues.PUSH_BATCH]  # one message for both
 
 
 def test_a_broker_that_is_down_loses_no_document(
@@ -300,7 +306,7 @@ def test_the_module_level_submit_uses_the_configured_intake(
     result = producers.submit(make_bill("SO-13"), actor="erp-hook")
 
     assert result.outcome is SubmitOutcome.created
-    assert enqueuer.of(PUSH_TASK)[0]["bill_no"] == "SO-13"
+    assert enqueuer.of(queues.PUSH)[0]["bill_no"] == "SO-13"
 
 
 def test_the_tenants_auto_invoice_default_fills_a_missing_auto_invoice_only(

@@ -33,8 +33,9 @@ from store.queries import document_history
 from tests.integration.test_worker_world import DEMO_SELLER
 from worker import queues
 from worker.app import FapiaoCelery, create_app
+from worker.enqueue import CeleryEnqueuer, push_message
 from worker.runtime import build_runtime
-from worker.tasks import CeleryEnqueuer, reset_runtime
+from worker.tasks import reset_runtime
 from worker.testing import fast_settings, store_bill, wait_until
 
 pytestmark = pytest.mark.slow
@@ -77,11 +78,8 @@ def all_in(sessions: sessionmaker[Session], ids: list[int], wanted: set[str]) ->
 
 
 def enqueue_all(app: FapiaoCelery, ids: list[int], bill_nos: list[str]) -> None:
-    enqueuer = CeleryEnqueuer(app)
-    for doc_id, bill_no in zip(ids, bill_nos, strict=True):
-        assert enqueuer.send(
-            queues.PUSH, {"document_id": doc_id, "bill_no": bill_no, "tenant": "demo"}
-        )
+    messages = [push_message(d, bill_no, "demo") for d, bill_no in zip(ids, bill_nos, strict=True)]
+    assert CeleryEnqueuer(app).send(messages) == len(ids)
 
 
 def test_concurrent_pushes_on_a_cold_cache_log_in_exactly_once(
@@ -221,9 +219,7 @@ def test_prefork_child_killed_mid_push_is_recovered_once(
     doc_id = store_bill(session_factory, "demo", make_bill("KILL-1", DEMO_SELLER))
     env = worker_env(settings, settings.tenants_file)
     app = create_app(settings)
-    assert CeleryEnqueuer(app).send(
-        queues.PUSH, {"document_id": doc_id, "bill_no": "KILL-1", "tenant": "demo"}
-    )
+    assert CeleryEnqueuer(app).send([push_message(doc_id, "KILL-1", "demo")]) == 1
     worker = start_celery(env, tmp_path, *WORKER_ARGS)
     beat = start_celery(env, tmp_path, "beat", "-l", "info", "-s", str(tmp_path / "schedule"))
     try:
@@ -256,9 +252,7 @@ def test_whole_worker_killed_mid_push_is_recovered_by_the_sweeper(
     doc_id = store_bill(
         session_factory, "demo", make_bill("KILL-2", DEMO_SELLER, auto_invoice=False)
     )
-    assert CeleryEnqueuer(app).send(
-        queues.PUSH, {"document_id": doc_id, "bill_no": "KILL-2", "tenant": "demo"}
-    )
+    assert CeleryEnqueuer(app).send([push_message(doc_id, "KILL-2", "demo")]) == 1
     worker = start_celery(worker_env(settings, settings.tenants_file), tmp_path, *WORKER_ARGS)
     try:
         wait_until(lambda: pending_push(session_factory, doc_id, worker), timeout=60, interval=0.02)

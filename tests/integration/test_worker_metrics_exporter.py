@@ -28,8 +28,8 @@ from tests.integration.test_worker_celery import start_celery, statuses, stop, w
 from tests.integration.test_worker_world import DEMO_SELLER
 from worker import queues
 from worker.app import create_app
+from worker.enqueue import CeleryEnqueuer, Followup
 from worker.metrics import OWN_DIR_PREFIX
-from worker.tasks import CeleryEnqueuer
 from worker.testing import fast_settings, store_bill, wait_until
 
 pytestmark = pytest.mark.slow
@@ -105,11 +105,11 @@ def test_prefork_worker_exporter_serves_its_childrens_counters_and_histograms(
         # The worker re-exec'd itself into multiprocess mode: same pid, still running.
         assert worker.poll() is None
         assert value(first, "fapiao_sweeps_total") == 0.0
-        assert sender.send(queues.PUSH, labels)
+        assert sender.send([Followup(queues.PUSH, labels)]) == 1
         wait_until(lambda: statuses(session_factory, [doc_id])[doc_id] == "pushed", timeout=60)
-        assert sender.send(queues.POLL, labels)
+        assert sender.send([Followup(queues.POLL, labels)]) == 1
         wait_until(lambda: statuses(session_factory, [doc_id])[doc_id] == "invoiced", timeout=60)
-        assert sender.send(queues.SWEEP, {})
+        assert sender.send([Followup(queues.SWEEP, {})]) == 1
         samples = wait_until(lambda: _after_a_sweep(scrape(url)), timeout=60)
         directories = [p.name for p in parent.iterdir()]
     finally:

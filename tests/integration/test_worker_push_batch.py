@@ -29,11 +29,11 @@ from store.tenants import pause_tenant
 from tests.integration.test_worker_world import DEMO_SELLER, SHOP_SELLER, World, make_world
 from worker import queues
 from worker.app import create_app
-from worker.enqueue import enqueue_pushes
+from worker.enqueue import CeleryEnqueuer, push_messages
 from worker.runtime import build_runtime
 from worker.services import push as push_service
 from worker.services.push import push_documents
-from worker.tasks import CeleryEnqueuer, reset_runtime
+from worker.tasks import reset_runtime
 from worker.testing import drain, fast_settings, store_bill, wait_until
 
 pytest_plugins = ["tests.integration.test_worker_world"]
@@ -395,7 +395,7 @@ def queued(client: redis.Redis, queue: str) -> list[tuple[str, dict[str, Any]]]:
     return messages
 
 
-def test_enqueue_pushes_sends_batches_of_batch_size(redis_url: str, tmp_path: Path) -> None:
+def test_push_messages_go_in_batches_of_batch_size(redis_url: str, tmp_path: Path) -> None:
     settings = fast_settings(
         database_url="sqlite:///unused.db",
         redis_url=redis_url,
@@ -406,7 +406,8 @@ def test_enqueue_pushes_sends_batches_of_batch_size(redis_url: str, tmp_path: Pa
     client = redis.Redis.from_url(redis_url)
     try:
         pushes = [(10 + i, f"ENQ-{i}", "demo" if i % 2 else "shop") for i in range(5)]
-        assert enqueue_pushes(pushes, app=app) == 5
+        enqueuer = CeleryEnqueuer(app)
+        assert enqueuer.send(push_messages(pushes, settings.push.batch_size)) == 3
         pair = ["shop", "demo"]
         assert queued(client, "push") == [
             ("fapiao.push_batch",
@@ -416,7 +417,7 @@ def test_enqueue_pushes_sends_batches_of_batch_size(redis_url: str, tmp_path: Pa
             ("fapiao.push", {"document_id": 14, "bill_no": "ENQ-4", "tenant": "shop"}),
         ]  # fmt: skip
         client.delete("push")
-        assert enqueue_pushes(pushes[:3], app=app, batch_size=10) == 3
+        assert enqueuer.send(push_messages(pushes[:3], 10)) == 1
         assert [task for task, _ in queued(client, "push")] == ["fapiao.push_batch"]
     finally:
         client.close()
@@ -443,8 +444,8 @@ def test_a_batch_message_through_a_real_celery_worker(
         sim.set_faults(latency_ms=20)
         bill_nos = [f"BCEL-{i}" for i in range(12)]
         ids = [store_bill(session_factory, "demo", demo_bill(no)) for no in bill_nos]
-        assert enqueue_pushes([(d, no, "demo") for d, no in zip(ids, bill_nos, strict=True)],
-                              app=app) == 12  # fmt: skip
+        owed = [(d, no, "demo") for d, no in zip(ids, bill_nos, strict=True)]
+        assert CeleryEnqueuer(app).send(push_messages(owed, settings.push.batch_size)) == 3
         with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False):
             wait_until(lambda: all_pushed(session_factory, ids), timeout=60)
         assert sim.stats()["tokens"]["demo"] == {"app": 1, "access": 1}

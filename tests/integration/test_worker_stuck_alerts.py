@@ -24,9 +24,10 @@ from store.columns import utcnow
 from store.lifecycle import TRANSITIONS
 from store.models import Document
 from store.states import DocumentStatus, Event
+from worker.enqueue import RecordingEnqueuer
 from worker.runtime import Runtime, build_runtime
 from worker.services.sweep import sweep
-from worker.testing import RecordingEnqueuer, fast_settings
+from worker.testing import fast_settings
 
 # Events an operator or the ERP causes; leaving a state only by these is waiting for people.
 BY_PEOPLE = frozenset({Event.withdraw, Event.resubmit, Event.replay})

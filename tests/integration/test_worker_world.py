@@ -26,9 +26,10 @@ from store.inbox import receive_callback
 from store.lifecycle import transition
 from store.models import Document, DocumentEvent, Invoice
 from worker import queues
+from worker.enqueue import RecordingEnqueuer
 from worker.runtime import Runtime, build_runtime
 from worker.tasks import run
-from worker.testing import RecordingEnqueuer, fast_settings
+from worker.testing import fast_settings
 
 __all__ = [
     "DEMO_SELLER",

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from producers.callbacks import callback_bills, callback_dedupe_key, unstorable_text
 from producers.cli import parse_since
-from producers.enqueue import PUSH_TASK, RECONCILE_TASK, WITHDRAW_TASK, RecordingEnqueuer
 from producers.http import ApiError, ApiKeys, documents_of, parse_json_body
 from producers.intake import Intake, SubmitOutcome, resolve_tenant
 from producers.reading import Loaded, SourceError, load_documents
@@ -30,6 +29,14 @@ from producers.testing import (
 )
 from schemas.erp import validate_bill
 from schemas.kingdee import parse_callback
+from worker import queues
+from worker.enqueue import (
+    RecordingEnqueuer,
+    push_message,
+    push_messages,
+    reconcile_message,
+    withdraw_message,
+)
 
 # ------------------------------------------------------------------ request bodies
 
@@ -213,7 +220,19 @@ def test_parse_since_takes_durations_and_iso_dates() -> None:
 
 def test_the_recording_enqueuer_records_ids_only_and_can_fail() -> None:
     fake = RecordingEnqueuer()
-    assert fake.push(1, "B-1", "demo") and fake.withdraw(2, "B-2", "shop") and fake.reconcile(3)
-    assert [item.task for item in fake.sent] == [PUSH_TASK, WITHDRAW_TASK, RECONCILE_TASK]
-    assert fake.of(RECONCILE_TASK) == [{"inbox_id": 3}]
-    assert RecordingEnqueuer(fail=True).push(1, "B", "demo") is False
+    sent = fake.send(
+        [push_message(1, "B-1", "demo"), withdraw_message(2, "B-2", "shop"), reconcile_message(3)]
+    )
+    assert sent == 3
+    assert [item.task for item in fake.sent] == [queues.PUSH, queues.WITHDRAW, queues.RECONCILE]
+    assert fake.of(queues.RECONCILE) == [{"inbox_id": 3}]
+    assert fake.send([]) == 0
+    assert RecordingEnqueuer(fail=True).send([push_message(1, "B", "demo")]) == 0
+
+
+def test_the_recording_enqueuer_lists_every_owed_push_batched_or_not() -> None:
+    fake = RecordingEnqueuer()
+    owed = [(1, "B-1", "demo"), (2, "B-2", "demo"), (3, "B-3", "shop")]
+    assert fake.send(push_messages(owed, 2)) == 2
+    assert [m.task for m in fake.sent] == [queues.PUSH_BATCH, queues.PUSH]
+    assert fake.pushes() == [{"document_id": d, "bill_no": b, "tenant": t} for d, b, t in owed]

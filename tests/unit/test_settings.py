@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 import schemas.settings as settings_module
-from schemas.settings import ProcessRole, Settings, SettingsError, env_name
+from schemas.settings import (
+    RETRY_DEFAULTS,
+    ProcessRole,
+    RetryRow,
+    Settings,
+    SettingsError,
+    env_name,
+)
 
 KEY_1 = "k3y-ZmQ8r2vN0pX7"
 KEY_2 = "k3y-Yt5wL9cB1sH4"
@@ -150,6 +157,15 @@ def test_lists_also_accept_json_arrays(clean_env: pytest.MonkeyPatch) -> None:
         ("FAPIAO_CALLBACKS__IP_ALLOWLIST", "10.0.0.0/8,nonsense", "FAPIAO_CALLBACKS__IP_ALLOWLIST"),
         ("FAPIAO_CALLBACKS__MAX_BODY_BYTES", "10", "FAPIAO_CALLBACKS__MAX_BODY_BYTES"),
         ("FAPIAO_STUCK_ALERT__PUSHING", "0", "FAPIAO_STUCK_ALERT__PUSHING"),
+        ("FAPIAO_RETRY__RECONCILE__MAX_ATTEMPTS", "0", "FAPIAO_RETRY__RECONCILE__MAX_ATTEMPTS"),
+        ("FAPIAO_RETRY__TASK__BASE_SECONDS", "60", "FAPIAO_RETRY__TASK__BASE_SECONDS"),
+        ("FAPIAO_RETRY__TASK__JITTER", "maybe", "FAPIAO_RETRY__TASK__JITTER"),
+        ("FAPIAO_RETRY__TASK__FACTOR", "0.5", "FAPIAO_RETRY__TASK__FACTOR"),
+        ("FAPIAO_RETRY__PUBLISH__FACTOR", "2", "FAPIAO_RETRY__PUBLISH__FACTOR"),
+        ("FAPIAO_RETRY__WITHDRAW__FACTOR", "2", "FAPIAO_RETRY__WITHDRAW"),
+        ("FAPIAO_RETRY__WITHDRAW__MAX_ATTEMPTS", "3", "FAPIAO_RETRY__WITHDRAW"),
+        ("FAPIAO_RETRY__PUSH__CAP_SECONDS", "3000", "FAPIAO_RETRY__PUSH__CAP_SECONDS"),
+        ("FAPIAO_RETRY__WEBHOOK__CAP_SECONDS", "3000", "FAPIAO_BROKER__VISIBILITY_TIMEOUT_SECONDS"),
     ],
 )
 def test_bad_values_are_refused_naming_the_variable(
@@ -232,9 +248,62 @@ def test_load_tenants_delegates_to_the_tenants_file(tmp_path: Path) -> None:
 def test_helpers() -> None:
     assert env_name("push", "max_attempts") == "FAPIAO_PUSH__MAX_ATTEMPTS"
     assert env_name("poll", "schedule_seconds", 2) == "FAPIAO_POLL__SCHEDULE_SECONDS"
+    assert env_name("retry", "reconcile", "max_attempts") == (
+        "FAPIAO_RETRY__RECONCILE__MAX_ATTEMPTS"
+    )
+
+
+def test_every_retry_row_defaults_to_the_documented_table() -> None:
     s = Settings.load(environment="development")
-    assert [s.push.backoff_ceiling(i) for i in range(3)] == [2.0, 4.0, 8.0]
-    assert s.push.backoff_ceiling(30) == s.push.backoff_cap_seconds
+    rows = {kind: s.retry_row(kind) for kind in RETRY_DEFAULTS}
+    assert rows == {
+        "push": RetryRow(8, 2.0, 2.0, 0.0, 300.0, True),
+        "withdraw": RetryRow(0, 30.0, 1.0, 0.0, 30.0, False),
+        "webhook": RetryRow(12, 5.0, 2.0, 0.0, 600.0, True),
+        "reconcile": RetryRow(30, 2.0, 1.0, 2.0, 60.0, False),
+        "task": RetryRow(6, 2.0, 2.0, 0.0, 30.0, True),
+        "publish": RetryRow(3, 0.0, 1.0, 0.2, 0.5, False),
+    }
+    # The older names' defaults are the table's.
+    assert (s.push.max_attempts, s.push.backoff_base_seconds, s.push.backoff_cap_seconds) == (
+        8, 2.0, 300.0,
+    )  # fmt: skip
+    assert (s.erp_webhook.max_attempts, s.erp_webhook.backoff_cap_seconds) == (12, 600.0)
+
+
+def test_retry_rows_come_from_retry_variables_and_the_older_names(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {
+        "FAPIAO_ENVIRONMENT": "development",
+        "FAPIAO_RETRY__RECONCILE__MAX_ATTEMPTS": "5",
+        "FAPIAO_RETRY__RECONCILE__STEP_SECONDS": "3",
+        "FAPIAO_RETRY__TASK__JITTER": "false",
+        "FAPIAO_RETRY__WITHDRAW__BASE_SECONDS": "10",
+        "FAPIAO_PUSH__MAX_ATTEMPTS": "4",
+        "FAPIAO_RETRY__PUSH__FACTOR": "3",
+        "FAPIAO_ERP_WEBHOOK__BACKOFF_CAP_SECONDS": "2",
+    }.items():
+        clean_env.setenv(name, value)
+    s = Settings.load()
+    assert s.retry_row("reconcile") == RetryRow(5, 2.0, 1.0, 3.0, 60.0, False)
+    assert s.retry_row("task").jitter is False
+    # An unset base never exceeds the cap it meets.
+    assert s.retry_row("withdraw") == RetryRow(0, 10.0, 1.0, 0.0, 30.0, False)
+    assert s.retry_row("push") == RetryRow(4, 2.0, 3.0, 0.0, 300.0, True)
+    assert s.retry_row("webhook") == RetryRow(12, 2.0, 2.0, 0.0, 2.0, True)
+
+
+def test_an_older_name_and_its_retry_twin_must_agree(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("FAPIAO_ENVIRONMENT", "development")
+    clean_env.setenv("FAPIAO_PUSH__MAX_ATTEMPTS", "4")
+    clean_env.setenv("FAPIAO_RETRY__PUSH__MAX_ATTEMPTS", "4")
+    assert Settings.load().retry_row("push").max_attempts == 4
+    clean_env.setenv("FAPIAO_RETRY__PUSH__MAX_ATTEMPTS", "5")
+    with pytest.raises(SettingsError) as info:
+        Settings.load()
+    assert "FAPIAO_RETRY__PUSH__MAX_ATTEMPTS" in str(info.value)
+    assert "FAPIAO_PUSH__MAX_ATTEMPTS" in str(info.value)
 
 
 def test_nothing_is_built_at_import_time() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from schemas.settings import Settings
 from worker import queues
 from worker.app import beat_intervals, create_app
-from worker.enqueue import enqueue_push, enqueue_reconcile, enqueue_withdraw
+from worker.enqueue import CeleryEnqueuer, push_message, reconcile_message, withdraw_message
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -90,12 +90,16 @@ def test_beat_schedules_sweeps_polls_and_token_refresh() -> None:
     assert every.sweep == 10
 
 
-def test_enqueue_helpers_send_ids_and_bill_no_as_keywords() -> None:
+def test_the_enqueuer_sends_ids_and_bill_no_as_keywords() -> None:
     app = create_app(settings())
-    assert enqueue_push(7, "B-7", "demo", app=app)
-    assert enqueue_withdraw(8, "B-8", "demo", app=app)
-    assert enqueue_reconcile(9, app=app)
-    assert enqueue_reconcile(10, bill_no="B-10", tenant="demo", app=app)
+    enqueuer = CeleryEnqueuer(app)
+    assert enqueuer.send([push_message(7, "B-7", "demo")]) == 1
+    batch = [
+        withdraw_message(8, "B-8", "demo"),
+        reconcile_message(9),
+        reconcile_message(10, bill_no="B-10", tenant="demo"),
+    ]
+    assert enqueuer.send(batch) == 3
     seen: dict[str, list[dict[str, object]]] = {}
     with app.connection() as conn:
         for queue in ("push", "callbacks"):
@@ -135,7 +139,7 @@ def test_enqueue_helpers_send_ids_and_bill_no_as_keywords() -> None:
 
 def test_enqueue_reports_a_broker_that_is_down() -> None:
     app = create_app(settings(broker_url="redis://127.0.0.1:1/0"))
-    assert enqueue_push(1, "B-1", "demo", app=app) is False
+    assert CeleryEnqueuer(app).send([push_message(1, "B-1", "demo")]) == 0
 
 
 def test_importing_worker_builds_and_connects_nothing() -> None:

@@ -1,23 +1,33 @@
-"""The retry policy table, walked row by row without a broker."""
+"""The retry policy and the retry table, walked row by row without a broker."""
 
 from __future__ import annotations
 
 import random
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from celery import Celery
+from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
 from schemas.cloud_contract import OutcomeClass
+from schemas.settings import Settings
+from worker.app import create_app
+from worker.enqueue import CeleryEnqueuer, push_message
 from worker.retry_policy import (
     PUSH_ACTIONS,
     QUERY_ACTIONS,
     Action,
     Backoff,
     PollSchedule,
+    RetryKind,
+    RetryTable,
     decide_push,
     decide_query,
+    retry_table,
 )
+from worker.runtime import policy_from_settings
+from worker.tasks import INFRASTRUCTURE_ERRORS, _retry
 
 BACKOFF = Backoff(base_seconds=2, cap_seconds=60, max_attempts=4)
 
@@ -138,3 +148,142 @@ def test_policy_drives_a_dummy_task_without_a_broker() -> None:
     assert decide.apply(args=("transient", 4)).get() == "give_up"
     assert decide.apply(args=("duplicate", 1)).get() == "query"
     assert decide.apply(args=("rejected", 1)).get() == "reject"
+
+
+# ------------------------------------------------------------------ the retry table
+
+
+def table_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {"environment": "test", "broker_url": "memory://"}
+    values.update(overrides)
+    return Settings(**values)
+
+
+def test_every_kind_of_retry_has_a_row() -> None:
+    table = retry_table(table_settings())
+    assert {kind for kind, _ in table} == set(RetryKind)
+    for kind, row in table:
+        assert table[kind] is row is getattr(table, kind.value)
+    with pytest.raises(ValueError, match="publish"):
+        RetryTable({kind: table[kind] for kind in RetryKind if kind is not RetryKind.PUBLISH})
+
+
+def test_the_default_backoff_sequence_of_every_kind() -> None:
+    table = retry_table(table_settings())
+    assert {kind.value: row.ceilings(10) for kind, row in table} == {
+        "push": [2, 4, 8, 16, 32, 64, 128, 256, 300, 300],
+        "query": [5, 15, 60, 300, 900, 3600, 7200, 14400, 21600, 21600],
+        "withdraw": [30] * 10,
+        "webhook": [5, 10, 20, 40, 80, 160, 320, 600, 600, 600],
+        "reconcile": [2, 4, 6, 8, 10, 12, 14, 16, 18, 20],
+        "task": [2, 4, 8, 16, 30, 30, 30, 30, 30, 30],
+        "publish": pytest.approx([0, 0.2, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]),
+    }
+    assert {kind.value: (row.max_attempts, row.jitter) for kind, row in table} == {
+        "push": (8, True),
+        "query": (20, False),
+        "withdraw": (0, False),
+        "webhook": (12, True),
+        "reconcile": (30, False),
+        "task": (6, True),
+        "publish": (3, False),
+    }
+    assert table.reconcile.ceiling(1000) == 60  # capped, like every row
+
+
+def test_rows_without_jitter_wait_exactly_their_ceiling_and_a_limit_of_zero_never_ends() -> None:
+    table = retry_table(table_settings())
+    rng = random.Random(3)
+    assert [table.reconcile.delay(n, rng).total_seconds() for n in (1, 2, 3)] == [2, 4, 6]
+    assert table.withdraw.delay(1, rng) == timedelta(seconds=30)
+    assert not any(table.withdraw.exhausted(n) for n in (1, 100, 10_000))
+    assert [table.reconcile.exhausted(n) for n in (29, 30, 31)] == [False, True, True]
+
+
+def test_the_numbers_come_from_settings() -> None:
+    settings = table_settings(
+        push={"max_attempts": 3, "backoff_base_seconds": 1, "backoff_cap_seconds": 5},
+        erp_webhook={"max_attempts": 2, "backoff_cap_seconds": 0.5},
+        poll={"schedule_seconds": [1, 3], "cap_seconds": 4},
+        in_doubt={"max_queries": 7},
+        retry={
+            "reconcile": {"max_attempts": 4, "base_seconds": 1, "step_seconds": 0.5},
+            "task": {"max_attempts": 2, "factor": 3, "cap_seconds": 100, "jitter": False},
+            "publish": {"max_attempts": 1},
+            "withdraw": {"base_seconds": 7, "cap_seconds": 7},
+        },
+    )
+    table = retry_table(settings)
+    assert (table.push.max_attempts, table.push.ceilings(4)) == (3, [1, 2, 4, 5])
+    assert (table.webhook.max_attempts, table.webhook.ceilings(2)) == (2, [0.5, 0.5])
+    assert (table.query.max_attempts, table.query.ceilings(4)) == (7, [1, 3, 4, 4])
+    assert (table.reconcile.max_attempts, table.reconcile.ceilings(3)) == (4, [1, 1.5, 2])
+    assert (table.task.max_attempts, table.task.ceilings(4), table.task.jitter) == (
+        2, [2, 6, 18, 54], False,
+    )  # fmt: skip
+    assert table.publish.max_attempts == 1
+    assert table.withdraw.ceilings(2) == [7, 7]
+    # The runtime's policies are the table's rows.
+    policy = policy_from_settings(settings)
+    assert policy.retries == table
+    assert (policy.backoff, policy.webhook_backoff) == (table.push, table.webhook)
+    assert policy.in_doubt_max_queries == 7
+    assert [policy.poll_schedule.delay(n).total_seconds() for n in range(3)] == [1, 3, 4]
+
+
+def test_the_printed_table_has_a_line_per_kind() -> None:
+    text = retry_table(table_settings()).render(attempts=3)
+    lines = text.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == [kind.value for kind in RetryKind]
+    assert lines[1].split()[-3:] == ["2,", "4,", "8"]
+
+
+def test_the_task_row_drives_celerys_retry_of_infrastructure_errors() -> None:
+    """A bound task retried by ``worker.tasks._retry`` (eager: each retry runs at once)."""
+    row = Backoff(base_seconds=1, cap_seconds=60, max_attempts=3, jitter=False)
+    app = Celery("retry-test", set_as_current=False)
+    runs: list[int] = []
+    countdowns: list[float] = []
+
+    @app.task(name="test.flaky", bind=True, shared=False)
+    def flaky(self: Any) -> None:
+        runs.append(self.request.retries)
+        try:
+            raise DatabaseOperationalError("SELECT 1", {}, ConnectionError("database away"))
+        except INFRASTRUCTURE_ERRORS as exc:
+            _retry(self, row, exc)
+
+    retry = flaky.retry
+
+    def spy(**options: Any) -> Any:
+        countdowns.append(options["countdown"])
+        return retry(**options)
+
+    flaky.retry = spy
+    result = flaky.apply()
+    assert runs == [0, 1, 2]  # three tries in all: the row's max_attempts
+    assert countdowns == [1, 2, 4]  # the last one is refused: the error is raised
+    assert isinstance(result.result, DatabaseOperationalError)
+
+
+def test_the_publish_row_is_kombus_publish_retry() -> None:
+    app = create_app(table_settings(retry={"publish": {"max_attempts": 4, "step_seconds": 0.1}}))
+    sent: list[dict[str, Any]] = []
+
+    def send_task(name: str, **options: Any) -> None:
+        if "producer" in options:
+            raise OSError("pipeline lost")
+        sent.append({"name": name, **options})
+
+    enqueuer = CeleryEnqueuer(app)
+    app.send_task = send_task
+    assert enqueuer.send([push_message(1, "B-1", "demo")]) == 1
+    [again] = sent
+    assert again["retry"] is True
+    assert again["retry_policy"] == {
+        "max_retries": 3,
+        "interval_start": 0.0,
+        "interval_step": 0.1,
+        "interval_max": 0.5,
+    }
+    assert again["kwargs"] == {"document_id": 1, "bill_no": "B-1", "tenant": "demo"}

@@ -35,9 +35,9 @@ callback reports and the query does not list are applied from the callback only 
 that declares ``failed_in_query = "omitted"``; otherwise the stuck alert is raised (a callback
 alone never decides, invariant 4).
 
-Deferred (row stays ``received``, ``attempts`` + 1, task sent again shortly; after
-``MAX_ATTEMPTS`` the row is ``failed``): the confirming query could not be made, the tenant
-is paused, or the document is still ``pushing``/``draft`` (the callback overtook the push
+Deferred (row stays ``received``, ``attempts`` + 1, task sent again shortly; after the retry
+table's ``reconcile`` row the row is ``failed``): the confirming query could not be made, the
+tenant is paused, or the document is still ``pushing``/``draft`` (the callback overtook the push
 answer).
 """
 
@@ -71,12 +71,9 @@ from worker.services.invoices import all_known, apply_invoices
 from worker.services.query import query_bill
 from worker.services.tenancy import document_and_pause, documents_and_pauses, is_paused_from
 
-__all__ = ["MAX_ATTEMPTS", "ReconcileOutcome", "reconcile_callback"]
+__all__ = ["ReconcileOutcome", "reconcile_callback"]
 
 log = logging.getLogger(__name__)
-
-MAX_ATTEMPTS: Final = 30
-DEFER_SECONDS: Final = 2.0
 
 _WAITING_FOR_PUSH: Final = frozenset(
     {DocumentStatus.draft, DocumentStatus.pushing, DocumentStatus.in_doubt}
@@ -462,12 +459,12 @@ def _defer(rt: Runtime, inbox_id: int, why: str, labels: dict[str, str]) -> Reco
         row.attempts = (row.attempts or 0) + 1
         row.error = why
         attempts = row.attempts
-    if attempts >= MAX_ATTEMPTS:
+    retry = rt.policy.retries.reconcile
+    if retry.exhausted(attempts):
         return _finish(rt, inbox_id, InboxState.failed, f"gave up after {attempts} tries: {why}",
                        None)  # fmt: skip
-    followup = Followup(
-        queues.RECONCILE, {"inbox_id": inbox_id, **labels}, DEFER_SECONDS * attempts
-    )
+    wait = retry.delay(attempts, rt.rng).total_seconds()
+    followup = Followup(queues.RECONCILE, {"inbox_id": inbox_id, **labels}, wait)
     return ReconcileOutcome(InboxState.received.value, why, [followup])
 
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Final, Literal
+from datetime import datetime
+from typing import Literal
 
 from sqlalchemy.orm import Session
 
@@ -65,8 +65,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-RETRY_AFTER: Final = timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +105,7 @@ def withdraw_document(rt: Runtime, document_id: int) -> WithdrawOutcome:
             pause_tenant(rt, session, tenant.name, message)
             return WithdrawOutcome("paused", message)
         if verdict == "retry":
-            _retry_later(session, document_id, message, now)
+            _retry_later(session, document_id, message, now, rt)
             return WithdrawOutcome("withdrawing", message)
         try:
             done = transition(
@@ -126,12 +124,16 @@ def withdraw_document(rt: Runtime, document_id: int) -> WithdrawOutcome:
     return WithdrawOutcome(done.to_status.value, message, followups)
 
 
-def _retry_later(session: Session, document_id: int, why: str, now: datetime) -> None:
-    """Stay ``withdrawing``; the sweeper sends ``fapiao.withdraw`` again after ``RETRY_AFTER``."""
+def _retry_later(session: Session, document_id: int, why: str, now: datetime, rt: Runtime) -> None:
+    """Stay ``withdrawing``; the sweeper sends ``fapiao.withdraw`` again after the retry
+    table's ``withdraw`` wait."""
     update_fields(
         session,
         document_id,
-        {"next_attempt_at": now + RETRY_AFTER, "last_error_message": why},
+        {
+            "next_attempt_at": now + rt.policy.retries.withdraw.delay(1, rt.rng),
+            "last_error_message": why,
+        },
         now=now,
     )
 
@@ -246,7 +248,7 @@ def _refused(
         if document is None or document.status != DocumentStatus.withdrawing:
             return WithdrawOutcome("skipped", "document moved on while withdrawing")
         if answer.kind not in ("present", "absent"):
-            _retry_later(session, document_id, reason, now)
+            _retry_later(session, document_id, reason, now, rt)
             return WithdrawOutcome("withdrawing", f"{reason}; query failed: {answer.reason}")
         results: list[TransitionResult] = []
         try:
