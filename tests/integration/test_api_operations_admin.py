@@ -342,3 +342,40 @@ def test_a_planned_document_that_changed_is_reported_not_forced(
     with session_factory() as session:
         assert session.get(Document, rejected.id).status == "draft"  # type: ignore[union-attr]
         assert session.get(Document, failed.id).status == "draft"  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------ the OpenAPI models
+
+
+def test_every_operator_answer_is_described_by_its_model(
+    client: TestClient, outbox: dict[str, int], make_document: MakeDocument
+) -> None:
+    from producers.api_models import (
+        BulkAnswer,
+        DocumentPage,
+        NotificationPage,
+        OverviewAnswer,
+        ResendAnswer,
+        TenantView,
+    )
+    from tests.integration.test_api_openapi import described
+
+    make_document(status="failed", tenant="demo", bill_no="D-1", last_error_code="-1")
+    answers = {
+        DocumentPage: client.get("/v1/documents", params={"limit": 1}, headers=H),
+        BulkAnswer: client.post(
+            "/v1/operations/replay", json={"reason": "x", "dry_run": True}, headers=H
+        ),
+        NotificationPage: client.get("/v1/notifications", headers=H),
+        ResendAnswer: client.post(
+            "/v1/notifications/resend", json={"ids": [outbox["pending"]], "reason": "x"}, headers=H
+        ),
+        TenantView: client.post("/v1/tenants/demo/pause", json={"reason": "x"}, headers=H),
+        OverviewAnswer: client.get("/v1/overview", headers=H),
+    }
+    for model, answer in answers.items():
+        assert answer.status_code == 200, (model.__name__, answer.text)
+        described(model, answer.json())
+    assert answers[BulkAnswer].json()["count"] == 2  # D-1 and N-2 (rejected)
+    for row in client.get("/v1/tenants", headers=H).json():
+        described(TenantView, row)
