@@ -93,11 +93,19 @@ def _bad_filter(exc: FilterError) -> ApiError:
         f"参数 {exc.field} 有误：{exc.message}",
         field=exc.field,
         allowed=exc.allowed,
+        hint="correct the field named; allowed says what it accepts",
     )
 
 
 def _unknown(exc: UnknownTenant) -> ApiError:
-    return ApiError(404, "unknown_tenant", str(exc), f"找不到租户 {exc.name}", known=exc.known)
+    return ApiError(
+        404,
+        "unknown_tenant",
+        str(exc),
+        f"找不到租户 {exc.name}",
+        known=exc.known,
+        hint="use one of the tenants listed in known (GET /v1/tenants)",
+    )
 
 
 # ------------------------------------------------------------------ documents
