@@ -16,6 +16,8 @@ Routes
 | ``POST /v1/documents/{bill_no}/withdraw`` | BILL.WITHDRAW owed (202) or done at once (200) |
 | ``POST /v1/documents/{bill_no}/replay`` | failed/rejected → draft, push owed (202) |
 | ``GET /v1/schema/document``, ``/v1/schema/notification`` | JSON Schemas |
+| ``GET /v1/documents``, ``/v1/overview``, ``/v1/tenants…`` | operator lists and actions |
+| ``POST /v1/operations/…``, ``/v1/notifications…`` | (``producers.http_operations``) |
 | ``POST /callbacks/kingdee/{secret}`` | the cloud's callbacks (no API key: the path is secret) |
 | ``GET /healthz`` | database and Redis, 200 or 503 with details |
 | ``GET /metrics`` | Prometheus text |
@@ -96,8 +98,6 @@ from producers.documents import (
     document_view,
     find_document,
     jsonable,
-    replay_document,
-    withdraw_document,
 )
 from producers.health import check_database, check_redis
 from producers.intake import SubmitOutcome, SubmitResult
@@ -105,6 +105,7 @@ from producers.json_schemas import document_schema, notification_schema
 from producers.metrics import BridgeMetrics
 from producers.openapi import install as install_openapi
 from producers.openapi import mount_docs
+from producers.operations import act_on_document
 from schemas.kingdee import CALLBACK_ACK, CallbackParseError, parse_callback_with
 from schemas.money import loads_exact
 from schemas.settings import Settings
@@ -116,6 +117,7 @@ __all__ = [
     "MAX_DOCUMENT_BODY_BYTES",
     "ApiError",
     "ApiKeys",
+    "OperatorActor",
     "app_from_environment",
     "create_app",
 ]
@@ -391,6 +393,9 @@ def _actor(
 
 
 Actor = Annotated[str, Depends(_actor)]
+# Routes that change something depend on this one (read-only routes on ``Actor``): the
+# operator console narrows who may act without touching each route.
+OperatorActor = Actor
 SellerQuery = Annotated[
     str | None, Query(description="销方税号, when several sellers share the bill number")
 ]
@@ -452,7 +457,7 @@ def create_app(
 ) -> FastAPI:
     """The HTTP app for ``settings`` (module docstring); ``components`` replaces any part."""
     # Here, not at the top: importing producers.http loads no worker code (test_cli_servers).
-    from worker.enqueue import push_message, reconcile_message, withdraw_message
+    from worker.enqueue import reconcile_message
 
     parts = components or Components.build(settings)
     intake = parts.intake()
@@ -646,13 +651,15 @@ def create_app(
         reason: str | None,
     ) -> OperatorAction:
         try:
-            with unit_of_work(parts.sessions) as session:
-                document = find_document(
-                    session, bill_no, seller_tax_id=seller_tax_id, tenant=tenant
-                )
-                if kind == "withdraw":
-                    return withdraw_document(session, document, actor=actor, reason=reason)
-                return replay_document(session, document, actor=actor, reason=reason)
+            return act_on_document(
+                parts,
+                kind,
+                bill_no,
+                seller_tax_id=seller_tax_id,
+                tenant=tenant,
+                actor=actor,
+                reason=reason,
+            )
         except LookupError as exc:
             raise _lookup_error(exc) from None
         except NotReplayable as exc:
@@ -725,8 +732,7 @@ def create_app(
     async def post_withdraw(
         bill_no: str,
         request: Request,
-        background: BackgroundTasks,
-        actor: Actor,
+        actor: OperatorActor,
         seller_tax_id: SellerQuery = None,
         tenant: TenantQuery = None,
     ) -> Response:
@@ -734,11 +740,6 @@ def create_app(
         action: OperatorAction = await in_thread(
             _act, "withdraw", bill_no, seller_tax_id, tenant, actor, reason
         )
-        if action.enqueue == "withdraw":
-            background.add_task(
-                parts.enqueuer.send,
-                [withdraw_message(action.document_id, action.bill_no, action.tenant)],
-            )
         return _action_response(action)
 
     @app.post(
@@ -765,8 +766,7 @@ def create_app(
     async def post_replay(
         bill_no: str,
         request: Request,
-        background: BackgroundTasks,
-        actor: Actor,
+        actor: OperatorActor,
         seller_tax_id: SellerQuery = None,
         tenant: TenantQuery = None,
     ) -> Response:
@@ -774,11 +774,6 @@ def create_app(
         action: OperatorAction = await in_thread(
             _act, "replay", bill_no, seller_tax_id, tenant, actor, reason
         )
-        if action.enqueue == "push":
-            background.add_task(
-                parts.enqueuer.send,
-                [push_message(action.document_id, action.bill_no, action.tenant)],
-            )
         return _action_response(action)
 
     @app.get(
@@ -915,4 +910,7 @@ def create_app(
         content: bytes = await in_thread(generate_latest, metrics.registry)
         return Response(content, media_type=CONTENT_TYPE_LATEST)
 
+    from producers.http_operations import router as operations_router  # it imports this module
+
+    app.include_router(operations_router)
     return app

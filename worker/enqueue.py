@@ -62,6 +62,7 @@ __all__ = [
     "Followup",
     "RecordingEnqueuer",
     "after_commit",
+    "notify_message",
     "push_message",
     "push_messages",
     "reconcile_message",
@@ -102,6 +103,18 @@ def withdraw_message(document_id: int, bill_no: str, tenant: str) -> Followup:
     return Followup(
         queues.WITHDRAW, {"document_id": document_id, "bill_no": bill_no, "tenant": tenant}
     )
+
+
+def notify_message(
+    outbox_id: int, *, bill_no: str | None = None, tenant: str | None = None
+) -> Followup:
+    """Owe the delivery of a committed ``erp_outbox`` row; ``bill_no``/``tenant`` label it."""
+    kwargs: dict[str, Any] = {"outbox_id": outbox_id}
+    if bill_no:
+        kwargs["bill_no"] = bill_no
+    if tenant:
+        kwargs["tenant"] = tenant
+    return Followup(queues.NOTIFY_ERP, kwargs)
 
 
 def reconcile_message(

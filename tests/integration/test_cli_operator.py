@@ -206,6 +206,36 @@ def test_status_counts_states_by_tenant_and_flags_what_needs_a_person(
     assert "1 ERP notification(s) parked" in table.output
 
 
+def test_status_fits_an_80_column_terminal_with_three_tenants(
+    components: Components, make_document: MakeDocument
+) -> None:
+    from typer.testing import CliRunner
+
+    from producers.cli import CliContext, app
+
+    long_ago = utcnow() - timedelta(days=12)
+    for state in ("draft", "pushed", "invoice_failed", "partially_invoiced", "withdrawing"):
+        for tenant in ("demo", "shop", "north-china-retail"):  # the third: only in the database
+            make_document(status=state, tenant=tenant, status_changed_at=long_ago)
+    with components.sessions() as session:
+        session.add(TenantState(tenant="shop", paused=True, paused_reason="login refused"))
+        session.commit()
+    context = CliContext(
+        load_settings=lambda: components.settings, build_components=lambda _: components
+    )
+
+    result = CliRunner().invoke(app, ["status"], obj=context, env={"COLUMNS": "80"})
+
+    assert result.exit_code == 0, result.output
+    widest = max(len(line) for line in result.output.splitlines())
+    assert widest <= 80, result.output
+    for word in ("demo", "north-china-retail", "PAUSED", "STUCK", "partially_invoiced"):
+        assert word in result.output
+    # States are rows: each state's name starts its own line of the table.
+    rows = [line for line in result.output.splitlines() if "withdrawing" in line]
+    assert len(rows) == 1 and rows[0].count("12d") == 3
+
+
 def test_status_of_one_tenant(components: Components, make_document: MakeDocument) -> None:
     make_document(status="draft", tenant="demo")
     make_document(status="draft", tenant="shop")
