@@ -1,4 +1,5 @@
-"""transition() and claim_for_push() against the real database (PostgreSQL or SQLite)."""
+"""transition(), update_fields() and claim_for_push() against the real database (PostgreSQL or
+SQLite)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from store.claims import claim_for_push
 from store.lifecycle import (
     TRANSITIONS,
     LostRace,
     TransitionNotAllowed,
     TransitionOutcome,
-    claim_for_push,
     transition,
     update_fields,
 )
@@ -27,7 +28,7 @@ from store.states import DocumentStatus, Event
 MakeDocument = Callable[..., Document]
 NOW = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 
-# Pairs applied through their own entry point (claim_for_push / accept_document).
+# Pairs applied through their own entry point (claim_for_push / accept_documents).
 DEDICATED = {Event.claim, Event.resubmit}
 REAL = sorted(
     ((s, e, t) for (s, e), t in TRANSITIONS.items() if s != t and e not in DEDICATED),
