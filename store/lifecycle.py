@@ -385,6 +385,20 @@ def transition(
     status = DocumentStatus(row.status)
     version: int = row.version
 
+    def record(to: DocumentStatus, outcome: EventOutcome, why: str | None) -> None:
+        entry = event_row(
+            document_id,
+            event,
+            from_status=status.value,
+            to_status=to.value,
+            actor=actor,
+            now=now,
+            outcome=outcome,
+            reason=why,
+            attempt=attempt,
+        )
+        session.execute(insert(_events).values(entry))
+
     if attempt is not None and attempt > row.push_attempt:
         raise ValueError(
             f"attempt {attempt} for document #{document_id} is newer than its push_attempt"
@@ -392,21 +406,7 @@ def transition(
         )
     if attempt is not None and attempt < row.push_attempt:
         note = f"stale answer for attempt {attempt} (current {row.push_attempt}): not applied"
-        session.execute(
-            insert(_events).values(
-                event_row(
-                    document_id,
-                    event,
-                    from_status=status.value,
-                    to_status=status.value,
-                    actor=actor,
-                    now=now,
-                    outcome=EventOutcome.stale,
-                    reason=f"{note}; {reason}" if reason else note,
-                    attempt=attempt,
-                )
-            )
-        )
+        record(status, EventOutcome.stale, f"{note}; {reason}" if reason else note)
         return TransitionResult(
             document_id, event, status, status, TransitionOutcome.stale, version, **known
         )
@@ -452,20 +452,7 @@ def transition(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise _lost(session, document_id, event, status.value, version)
-    session.execute(
-        insert(_events).values(
-            event_row(
-                document_id,
-                event,
-                from_status=status.value,
-                to_status=target.value,
-                actor=actor,
-                now=now,
-                reason=reason,
-                attempt=attempt,
-            )
-        )
-    )
+    record(target, EventOutcome.applied, reason)
     expire_loaded(session, document_id)
     return TransitionResult(
         document_id, event, status, target, TransitionOutcome.applied, version + 1, **known
