@@ -29,7 +29,7 @@ this callback is already on its way and will ask the cloud itself, so a poll mea
 be a second BILL.INVOICE.QUERY for the same answer (under a backlog of callbacks that doubled
 the queries). The poll stays the safety net: if the reconcile is lost or deferred, the poll
 comes after the grace. Documents in any other state are left alone (an ``in_doubt`` document's
-queries are the in-doubt resolver's).
+queries are the in-doubt resolver's). The UPDATE is the lifecycle's ``defer_poll``.
 
 Statements of a stored callback: the INSERT (its ``document_id`` found by a subquery in the
 same statement) and, for a linked document, the UPDATE above; then the route's COMMIT. Only an
@@ -45,15 +45,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, bindparam, case, or_, select, update
+from sqlalchemy import Table, or_, select, update
 from sqlalchemy.orm import Session
 
 from schemas.kingdee import InvoiceItem, ParsedCallback
 from schemas.tenants import normalise_tax_id
 from store.columns import utcnow
 from store.inbox import receive_callback
+from store.lifecycle import defer_poll
 from store.models import CallbackInbox, Document
-from store.states import DocumentStatus
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -169,25 +169,7 @@ class StoredCallback:
     tenant: str | None = None
 
 
-_DOCUMENTS: Final = cast("Table", Document.__table__)
 _INBOX: Final = cast("Table", CallbackInbox.__table__)
-_LATER: Final = bindparam("later", type_=_DOCUMENTS.c.next_poll_at.type)
-# One statement reads the tenant (a message label) and defers a redundant poll; built once.
-_DEFER_POLL: Final = (
-    update(_DOCUMENTS)
-    .where(_DOCUMENTS.c.id == bindparam("document_id", type_=_DOCUMENTS.c.id.type))
-    .values(
-        next_poll_at=case(
-            (
-                (_DOCUMENTS.c.status == DocumentStatus.pushed.value)
-                & or_(_DOCUMENTS.c.next_poll_at.is_(None), _DOCUMENTS.c.next_poll_at < _LATER),
-                _LATER,
-            ),
-            else_=_DOCUMENTS.c.next_poll_at,
-        )
-    )
-    .returning(_DOCUMENTS.c.tenant)
-)
 
 
 # Bills folded into the INSERT's subquery (bind parameters: 2 a bill). A callback names one
@@ -246,7 +228,7 @@ def store_callback(
     |---|---|
     | INSERT ... ON CONFLICT DO NOTHING, ``document_id`` from a subquery | always |
     | SELECT the stored row's id | a duplicate |
-    | UPDATE documents ... RETURNING tenant (poll grace) | a linked document |
+    | UPDATE documents ... RETURNING tenant (``defer_poll``: poll grace) | a linked document |
     | SELECT any document of the bills (orphan or ambiguous?) | no document linked |
     | a SELECT per bill, UPDATE the row's ``document_id`` | over ``MAX_LINKED_BILLS`` bills |
     """
@@ -275,9 +257,7 @@ def store_callback(
             )
     tenant: str | None = None
     if document_id is not None:
-        tenant = session.execute(
-            _DEFER_POLL, {"document_id": document_id, "later": utcnow() + poll_grace}
-        ).scalar_one_or_none()
+        tenant = defer_poll(session, document_id, utcnow() + poll_grace)
     bill_no = next((bill for bill, _ in bills if bill), None)
     return StoredCallback(
         received.inbox_id,

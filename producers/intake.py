@@ -9,7 +9,7 @@ Steps for one document
 |---|---|---|
 | 1 | every BILL.PUSH rule (``schemas.erp.validate_bill``) | ``invalid`` + issues (HTTP 422) |
 | 2 | the tenant: the given one, else the owner of ``sellerTaxpayerId`` | ``invalid`` + issue |
-| 3 | ``store.lifecycle.accept_document`` in a SAVEPOINT | ``conflict`` (HTTP 409) |
+| 3 | ``store.acceptance.accept_documents`` (one bill is a batch of one) | ``conflict`` (HTTP 409) |
 | 4 | COMMIT (ours, or the caller's when ``session`` is passed) | |
 | 5 | enqueue ``fapiao.push`` for created / new revisions, AFTER the commit | never fails |
 
@@ -47,7 +47,6 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from dataclasses import fields as dataclass_fields
 from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
@@ -59,14 +58,9 @@ from schemas.erp import Bill, validate_bill, wire_content_hash
 from schemas.errors import DocumentInvalid, Issue
 from schemas.settings import PushSettings, Settings
 from schemas.tenants import TenantsFile, normalise_tax_id
+from store.acceptance import Acceptance, BillToAccept, accept_documents
 from store.db import make_engine, make_session_factory, unit_of_work
-from store.lifecycle import (
-    BillToAccept,
-    LostRace,
-    RevisionConflict,
-    accept_document,
-    accept_documents,
-)
+from store.lifecycle import RevisionConflict
 
 if TYPE_CHECKING:
     # Imported where used: importing producers loads no worker code (test_cli_servers).
@@ -90,10 +84,6 @@ TENANT_RULES: dict[str, str] = {
     "tenant_mismatch": "the seller belongs to another tenant than the one named",
     "tenant_required": "a bill without sellerTaxpayerId needs the tenant named",
 }
-
-# accept_document loses a race only when a concurrent submission of the same bill superseded
-# the revision it judged against; judging again against the winner settles it.
-_ACCEPT_TRIES = 3
 
 
 class SubmitOutcome(StrEnum):
@@ -380,40 +370,8 @@ class Intake:
         return _Prepared(checked, resolved[0], resolved[1])
 
     def store(self, session: Session, prepared: _Prepared, actor: str) -> SubmitResult:
-        """accept_document in a SAVEPOINT; no commit, no enqueue."""
-        bill = prepared.bill
-        item = self._to_accept(prepared)
-        fields_ = {f.name: getattr(item, f.name) for f in dataclass_fields(item)}
-        for attempt in range(_ACCEPT_TRIES):
-            try:
-                with session.begin_nested():
-                    acceptance = accept_document(session, **fields_, actor=actor)
-            except RevisionConflict as conflict:
-                return SubmitResult(
-                    bill.billNo,
-                    SubmitOutcome.conflict,
-                    document_id=conflict.document_id,
-                    status=conflict.status.value,
-                    tenant=prepared.tenant,
-                    seller_tax_id=prepared.seller_tax_id,
-                    revision=conflict.revision,
-                    message=str(conflict),
-                )
-            except LostRace:
-                if attempt + 1 == _ACCEPT_TRIES:
-                    raise
-                continue
-            document = acceptance.document
-            return SubmitResult(
-                bill.billNo,
-                SubmitOutcome(acceptance.outcome.value),
-                document_id=document.id,
-                status=document.status,
-                tenant=prepared.tenant,
-                seller_tax_id=prepared.seller_tax_id,
-                revision=document.revision,
-            )
-        raise AssertionError("unreachable")  # pragma: no cover
+        """Store one bill (a batch of one); no commit, no enqueue."""
+        return self.store_many(session, [prepared], actor)[0]
 
     def _payload(self, prepared: _Prepared) -> tuple[dict[str, Any], str]:
         """(stored payload, content hash) from ONE ``to_wire()``: the hash of the ERP's bill
@@ -446,32 +404,14 @@ class Intake:
     def store_many(
         self, session: Session, prepared: Sequence[_Prepared | SubmitResult], actor: str
     ) -> list[SubmitResult]:
-        """Store a batch (no commit, no enqueue), results in order, exactly as ``store`` one
-        by one would: ``accept_documents`` settles new and unchanged bills in bulk; the rest
-        (revisions, conflicts, repeated bills, a lost race) go through ``store`` in order."""
+        """Store a batch (no commit, no enqueue), results in order: ONE ``accept_documents``
+        call for every valid bill, exactly as storing them one by one would settle them."""
         valid = [item for item in prepared if isinstance(item, _Prepared)]
-        settled = iter(accept_documents(session, [self._to_accept(p) for p in valid], actor=actor))
-        results: list[SubmitResult] = []
-        for item in prepared:
-            if isinstance(item, SubmitResult):
-                results.append(item)
-                continue
-            bulk = next(settled)
-            if bulk is None:
-                results.append(self.store(session, item, actor))
-                continue
-            results.append(
-                SubmitResult(
-                    item.bill.billNo,
-                    SubmitOutcome(bulk.outcome.value),
-                    document_id=bulk.document_id,
-                    status=bulk.status,
-                    tenant=item.tenant,
-                    seller_tax_id=item.seller_tax_id,
-                    revision=bulk.revision,
-                )
-            )
-        return results
+        accepted = iter(accept_documents(session, [self._to_accept(p) for p in valid], actor=actor))
+        return [
+            item if isinstance(item, SubmitResult) else _submit_result(item, next(accepted))
+            for item in prepared
+        ]
 
     def _enqueue(self, result: SubmitResult) -> None:
         self.enqueue_pushes([result])
@@ -510,8 +450,8 @@ class Intake:
         actor: str | None = None,
         defer_enqueue: bool = False,
     ) -> list[SubmitResult]:
-        """A batch in ONE transaction (``store_many``: bulk INSERTs, a SAVEPOINT per document
-        only where revision rules apply), results in order.
+        """A batch in ONE transaction (``store_many``: bulk statements, see
+        ``store.acceptance``), results in order.
 
         One bad document never blocks the others. With ``defer_enqueue`` the caller sends the
         pushes itself (``enqueue_pushes``) after the response, e.g. from a background task.
@@ -548,6 +488,30 @@ class Intake:
         if self.sessions is None:
             raise RuntimeError("this Intake has no database; pass session=… or build it with one")
         return self.sessions
+
+
+def _submit_result(prepared: _Prepared, accepted: Acceptance | RevisionConflict) -> SubmitResult:
+    """What ``accept_documents`` settled for one bill, as the producers report it."""
+    if isinstance(accepted, RevisionConflict):
+        return SubmitResult(
+            prepared.bill.billNo,
+            SubmitOutcome.conflict,
+            document_id=accepted.document_id,
+            status=accepted.status.value,
+            revision=accepted.revision,
+            message=str(accepted),
+            tenant=prepared.tenant,
+            seller_tax_id=prepared.seller_tax_id,
+        )
+    return SubmitResult(
+        prepared.bill.billNo,
+        SubmitOutcome(accepted.outcome.value),
+        document_id=accepted.document_id,
+        status=accepted.status,
+        revision=accepted.revision,
+        tenant=prepared.tenant,
+        seller_tax_id=prepared.seller_tax_id,
+    )
 
 
 _default: Intake | None = None

@@ -5,7 +5,9 @@
 | `store.db`         | `make_engine`, `make_session_factory`, `unit_of_work`, `is_postgres` |
 | `store.models`     | the tables (documents, document_events, invoices, cloud_calls, ...) |
 | `store.states`     | `DocumentStatus`, `Event`, inbox/outbox states, `POLLED_STATUSES`   |
-| `store.lifecycle`  | `TRANSITIONS`, `transition`, `claim_for_push`, `accept_document`    |
+| `store.lifecycle`  | `TRANSITIONS`, `transition`, `update_fields`, `defer_poll`, errors   |
+| `store.claims`     | `claim_for_push`, `claim_many_for_push` (draft -> pushing)          |
+| `store.acceptance` | `accept_documents` (submit / resubmit: new documents, revisions)    |
 | `store.queries`    | batch claims for sweeps/polls, lookups, counts                      |
 | `store.invoices`   | `record_invoice` (idempotent), `invoices_of`                        |
 | `store.inbox`      | `receive_callback` (dedupe), `settle_callback`                      |
@@ -18,20 +20,17 @@
 Nothing here builds an engine or reads settings at import time.
 """
 
+from store.acceptance import Acceptance, AcceptanceOutcome, BillToAccept, accept_documents
+from store.claims import Claimed, claim_for_push
 from store.db import is_postgres, make_engine, make_session_factory, unit_of_work
 from store.lifecycle import (
     TRANSITIONS,
-    Acceptance,
-    AcceptanceOutcome,
-    Claimed,
     LifecycleError,
     LostRace,
     RevisionConflict,
     TransitionNotAllowed,
     TransitionOutcome,
     TransitionResult,
-    accept_document,
-    claim_for_push,
     transition,
     update_fields,
 )
@@ -41,6 +40,7 @@ __all__ = [
     "TRANSITIONS",
     "Acceptance",
     "AcceptanceOutcome",
+    "BillToAccept",
     "Claimed",
     "DocumentStatus",
     "Event",
@@ -50,7 +50,7 @@ __all__ = [
     "TransitionNotAllowed",
     "TransitionOutcome",
     "TransitionResult",
-    "accept_document",
+    "accept_documents",
     "claim_for_push",
     "is_postgres",
     "make_engine",

@@ -2,8 +2,8 @@
 
 | table             | one row per                                 | status/state written by  |
 |-------------------|---------------------------------------------|--------------------------|
-| `documents`       | revision of a 开票申请单 (tenant, seller, billNo) | `store.lifecycle` only |
-| `document_events` | transition, stale answer or supersession    | `store.lifecycle`        |
+| `documents`       | revision of a 开票申请单 (tenant, seller, billNo) | `store.lifecycle` (1)  |
+| `document_events` | transition, stale answer or supersession    | `store.lifecycle` (1)    |
 | `invoices`        | invoice issued (or issuance failed)         | reconcile / poll         |
 | `invoice_documents` | (invoice, document it covers)             | `store.invoices`         |
 | `cloud_calls`     | call to Kingdee (the ledger, masked)        | the Kingdee client       |
@@ -11,6 +11,9 @@
 | `erp_outbox`      | notification owed to the ERP webhook        | `fapiao.notify_erp`      |
 | `tenant_state`    | tenant: paused or not                       | `store.tenants`          |
 | `operator_actions` | operator action (bulk or single), the audit | `producers.operations`   |
+
+(1) with its two dedicated rows: `store.claims` (draft -> pushing) and `store.acceptance`
+(new documents and revisions); every event row is shaped by `store.lifecycle.event_row`.
 
 Decisions other modules rely on:
 - Every `status` change goes through `store.lifecycle` (never assign it directly).

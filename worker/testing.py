@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.erp import validate_bill
 from schemas.settings import Settings
+from store.acceptance import Acceptance, BillToAccept, accept_documents
 from store.db import unit_of_work
-from store.lifecycle import accept_document
 from worker.enqueue import Followup, RecordingEnqueuer
 from worker.runtime import Runtime
 
@@ -120,21 +120,22 @@ def store_bill(
         total_amount, incl, tax = bill["totalAmount"], None, None
         content_hash = f"unchecked:{bill['billNo']}"
         invoice_type = str(bill.get("invoiceType")) if bill.get("invoiceType") else None
+    stored = BillToAccept(
+        tenant=tenant,
+        seller_tax_id=str(wire["sellerTaxpayerId"]),
+        bill_no=str(wire["billNo"]),
+        payload=wire,
+        content_hash=content_hash,
+        total_amount=total_amount,
+        total_incl_tax=incl,
+        total_tax=tax,
+        invoice_type=invoice_type,
+    )
     with unit_of_work(sessions) as session:
-        acceptance = accept_document(
-            session,
-            tenant=tenant,
-            seller_tax_id=str(wire["sellerTaxpayerId"]),
-            bill_no=str(wire["billNo"]),
-            payload=wire,
-            content_hash=content_hash,
-            total_amount=total_amount,
-            total_incl_tax=incl,
-            total_tax=tax,
-            invoice_type=invoice_type,
-            actor="test",
-        )
-        return acceptance.document.id
+        [accepted] = accept_documents(session, [stored], actor="test")
+    if not isinstance(accepted, Acceptance):
+        raise accepted
+    return accepted.document_id
 
 
 def wait_until(

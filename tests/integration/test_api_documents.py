@@ -29,7 +29,8 @@ from producers.testing import (
     make_bill,
 )
 from schemas.errors import RULES
-from store.lifecycle import claim_for_push, transition
+from store.claims import claim_for_push
+from store.lifecycle import transition
 from store.models import Document, DocumentEvent
 from store.states import Event
 from worker import queues

@@ -34,7 +34,8 @@ from producers.testing import (
     make_bill,
 )
 from schemas.erp import HEADER_FIELDS, LINE_FIELDS
-from store.lifecycle import claim_for_push, transition
+from store.claims import claim_for_push
+from store.lifecycle import transition
 from store.states import Event
 from worker.enqueue import RecordingEnqueuer
 

@@ -20,8 +20,9 @@ from producers.testing import (
     callback_body,
     make_bill,
 )
+from store.claims import claim_for_push
 from store.columns import utcnow
-from store.lifecycle import claim_for_push, transition
+from store.lifecycle import transition
 from store.models import CloudCall, Document, ErpOutbox
 from store.states import Event
 from store.tenants import pause_tenant

@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bench.invariants import CloudView, check_invariants, main
 from simulator.testing import make_bill
+from store.claims import claim_for_push
 from store.db import unit_of_work
-from store.lifecycle import claim_for_push, transition, update_fields
+from store.lifecycle import transition, update_fields
 from store.models import CloudCall, Document, Invoice, InvoiceDocument, TenantState
 from store.states import ISSUE_OVERDUE
 from worker.testing import store_bill

@@ -1,4 +1,4 @@
-"""The bulk path of ``Intake.submit_many`` (``store.lifecycle.accept_documents``): the same
+"""The batch path of ``Intake.submit_many`` (``store.acceptance.accept_documents``): the same
 results as one ``submit`` per document, event rows, enqueue after commit, races."""
 
 from __future__ import annotations
@@ -16,13 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from producers.intake import Intake, SubmitOutcome, SubmitResult
 from producers.testing import bridge_settings, bridge_tenants, make_bill
-from store.lifecycle import (
-    AcceptanceOutcome,
-    BillToAccept,
-    accept_documents,
-    claim_for_push,
-    transition,
-)
+from store.acceptance import Acceptance, AcceptanceOutcome, BillToAccept, accept_documents
+from store.claims import claim_for_push
+from store.lifecycle import RevisionConflict, transition
 from store.models import Document, DocumentEvent
 from store.states import Event
 from worker.app import create_app
@@ -173,17 +169,18 @@ def _to_accept(bill_no: str, content_hash: str) -> BillToAccept:
 @pytest.mark.postgres_only
 @pytest.mark.parametrize(
     ("content", "expected"),
-    [("h-same", AcceptanceOutcome.unchanged), ("h-other", None)],
+    [("h-same", AcceptanceOutcome.unchanged), ("h-other", "conflict")],
 )
-def test_a_bill_created_by_a_concurrent_batch_is_left_to_the_per_document_path(
-    session_factory: sessionmaker[Session], content: str, expected: AcceptanceOutcome | None
+def test_a_bill_created_by_a_concurrent_batch_is_judged_again_against_it(
+    session_factory: sessionmaker[Session], content: str, expected: object
 ) -> None:
     # The twin inserts RACE first and holds its transaction open: the second batch's INSERT
-    # waits on the unique index and fails when the twin commits. Its SAVEPOINT rolls back, so
-    # OTHER (new, no race) is not settled either; nothing of the failed INSERT remains.
+    # waits on the unique index and fails when the twin commits. Its SAVEPOINT rolls back
+    # (nothing of the failed INSERT remains) and both bills are judged again: RACE against
+    # the twin's document, OTHER (no race) is inserted on the second try.
     twin = session_factory()
     [created] = accept_documents(twin, [_to_accept("RACE", "h-same")], actor="erp")
-    assert created is not None and created.outcome is AcceptanceOutcome.created
+    assert isinstance(created, Acceptance) and created.outcome is AcceptanceOutcome.created
     outcome: list[object] = []
 
     def second() -> None:
@@ -203,9 +200,18 @@ def test_a_bill_created_by_a_concurrent_batch_is_left_to_the_per_document_path(
     twin.commit()
     twin.close()
     thread.join(timeout=60)
-    assert outcome == [[None, None]]
+    assert len(outcome) == 1 and isinstance(outcome[0], list), outcome
+    other, race = outcome[0]
+    assert isinstance(other, Acceptance) and other.outcome is AcceptanceOutcome.created
+    if expected == "conflict":
+        assert isinstance(race, RevisionConflict) and race.status == "draft"
+        assert race.document_id == created.document_id
+    else:
+        assert isinstance(race, Acceptance) and race.outcome is expected
+        assert race.document_id == created.document_id
     with session_factory() as session:
-        assert session.scalars(select(Document.bill_no)).all() == ["RACE"]
+        stored = session.scalars(select(Document.bill_no).order_by(Document.bill_no)).all()
+        assert stored == ["OTHER", "RACE"]
 
 
 @pytest.mark.postgres_only

@@ -15,8 +15,9 @@ from producers.intake import Intake
 from producers.json_schemas import notification_schema
 from producers.testing import bridge_tenants, make_bill
 from schemas.tenants import TenantsFile
+from store.claims import claim_for_push
 from store.columns import utcnow
-from store.lifecycle import claim_for_push, transition
+from store.lifecycle import transition
 from store.models import ErpOutbox, Invoice
 from store.states import Event
 from worker.enqueue import RecordingEnqueuer

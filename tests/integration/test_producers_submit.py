@@ -15,8 +15,9 @@ from producers.intake import Intake, SubmitOutcome, _storable, _unstorable, set_
 from producers.testing import SELLER_DEMO, SELLER_DEMO_2, SELLER_SHOP, bridge_tenants, make_bill
 from schemas.erp import validate_bill
 from schemas.tenants import TenantsFile
+from store.claims import claim_for_push
 from store.columns import jsonable
-from store.lifecycle import claim_for_push, transition
+from store.lifecycle import transition
 from store.models import Document, DocumentEvent
 from store.queries import document_history
 from store.states import Event

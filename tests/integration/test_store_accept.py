@@ -1,4 +1,5 @@
-"""accept_document(): identity, idempotency, 409 while live, new revisions after dead ends."""
+"""accept_documents() one bill at a time: identity, idempotency, 409 while live, new revisions
+after dead ends, races. (Batches: test_store_accept_bulk.py.)"""
 
 from __future__ import annotations
 
@@ -11,14 +12,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.lifecycle import (
-    AcceptanceOutcome,
-    LostRace,
-    RevisionConflict,
-    accept_document,
-    claim_for_push,
-    transition,
-)
+from store.acceptance import Acceptance, AcceptanceOutcome, BillToAccept, accept_documents
+from store.claims import claim_for_push
+from store.lifecycle import LostRace, RevisionConflict, transition
 from store.models import Document, DocumentEvent
 from store.queries import current_document, document_history
 from store.states import RESUBMITTABLE_STATUSES, DocumentStatus, Event
@@ -27,8 +23,9 @@ MakeDocument = Callable[..., Document]
 BILL = {"tenant": "acme", "seller_tax_id": "91330100MA27XXXX0X", "bill_no": "SO-1001"}
 
 
-def submit(session: Session, content: str, **overrides: Any) -> Any:
-    arguments: dict[str, Any] = {
+def submit(session: Session, content: str, **overrides: Any) -> Acceptance:
+    """One bill, a batch of one; a refusal is raised."""
+    fields: dict[str, Any] = {
         **BILL,
         "payload": {"billNo": BILL["bill_no"], "remark": content, "totalAmount": "113.00"},
         "content_hash": f"sha-{content}",
@@ -36,10 +33,19 @@ def submit(session: Session, content: str, **overrides: Any) -> Any:
         "total_incl_tax": Decimal("113.00"),
         "total_tax": Decimal("13.00"),
         "invoice_type": "10xdp",
-        "actor": "erp",
     }
-    arguments.update(overrides)
-    return accept_document(session, **arguments)
+    fields.update(overrides)
+    [result] = accept_documents(session, [BillToAccept(**fields)], actor="erp")
+    if isinstance(result, RevisionConflict):
+        raise result
+    return result
+
+
+def load(session: Session, acceptance: Acceptance) -> Document:
+    document = session.get(Document, acceptance.document_id)
+    assert document is not None
+    assert (document.status, document.revision) == (acceptance.status, acceptance.revision)
+    return document
 
 
 def count(session: Session, model: type[Any]) -> int:
@@ -49,7 +55,7 @@ def count(session: Session, model: type[Any]) -> int:
 def test_a_new_bill_is_created_as_a_draft_with_a_submit_event(db_session: Session) -> None:
     acceptance = submit(db_session, "a")
     db_session.commit()
-    document = acceptance.document
+    document = load(db_session, acceptance)
     assert acceptance.outcome is AcceptanceOutcome.created
     assert (document.status, document.revision, document.is_current) == ("draft", 1, True)
     assert document.total_tax == Decimal("13.00")
@@ -68,21 +74,21 @@ def test_identical_content_is_idempotent_in_any_state(
     session_factory: sessionmaker[Session],
 ) -> None:
     with session_factory() as session:
-        first = submit(session, "a").document
+        first = submit(session, "a").document_id
         session.commit()
     for state_event in [None, Event.claim, Event.accepted, Event.issued_all]:
         with session_factory() as session:
             if state_event is Event.claim:
-                assert claim_for_push(session, first.id, lease_seconds=60) is not None
+                assert claim_for_push(session, first, lease_seconds=60) is not None
             elif state_event is not None:
-                transition(session, first.id, state_event, actor="test")
+                transition(session, first, state_event, actor="test")
             session.commit()
         with session_factory() as session:
             before = (count(session, Document), count(session, DocumentEvent))
             again = submit(session, "a")
             session.commit()
             assert again.outcome is AcceptanceOutcome.unchanged
-            assert again.document.id == first.id
+            assert again.document_id == first
             assert (count(session, Document), count(session, DocumentEvent)) == before
 
 
@@ -119,7 +125,7 @@ def test_different_content_after_a_dead_end_is_a_new_revision(
     with session_factory() as session:
         acceptance = submit(session, "fixed")
         session.commit()
-    new = acceptance.document
+        new = load(session, acceptance)
     assert acceptance.outcome is AcceptanceOutcome.new_revision
     assert new.id != old.id
     assert (new.revision, new.status, new.is_current, new.push_attempt) == (2, "draft", True, 0)
@@ -152,38 +158,37 @@ def test_different_content_after_a_dead_end_is_a_new_revision(
 def test_same_bill_number_for_other_tenants_or_sellers_is_another_document(
     db_session: Session,
 ) -> None:
-    a = submit(db_session, "a").document
-    b = submit(db_session, "a", tenant="other").document
-    c = submit(db_session, "a", seller_tax_id="91110000600037341L").document
+    a = submit(db_session, "a").document_id
+    b = submit(db_session, "a", tenant="other").document_id
+    c = submit(db_session, "a", seller_tax_id="91110000600037341L").document_id
     db_session.commit()
-    assert len({a.id, b.id, c.id}) == 3
+    assert len({a, b, c}) == 3
 
 
 def test_resubmitting_older_content_after_a_new_revision_is_yet_another_revision(
     session_factory: sessionmaker[Session],
 ) -> None:
     with session_factory() as session:
-        first = submit(session, "a").document
+        first = submit(session, "a").document_id
         session.commit()
     with session_factory() as session:
-        assert claim_for_push(session, first.id, lease_seconds=60) is not None
-        transition(session, first.id, Event.refused, actor="w", attempt=1)
+        assert claim_for_push(session, first, lease_seconds=60) is not None
+        transition(session, first, Event.refused, actor="w", attempt=1)
         session.commit()
     with session_factory() as session:
-        second = submit(session, "b").document
-        transition(session, second.id, Event.withdraw, actor="ops")
+        second = submit(session, "b").document_id
+        transition(session, second, Event.withdraw, actor="ops")
         session.commit()
     with session_factory() as session:
         third = submit(session, "a")
         session.commit()
     assert third.outcome is AcceptanceOutcome.new_revision
-    assert third.document.revision == 3
+    assert third.revision == 3
 
 
 def test_floats_in_the_payload_are_refused(db_session: Session) -> None:
     with pytest.raises(Exception, match="float"):
         submit(db_session, "a", payload={"totalAmount": 113.0})
-        db_session.flush()
 
 
 def test_concurrent_first_submissions_create_one_document(
@@ -263,7 +268,7 @@ def test_a_submission_blocked_by_an_uncommitted_twin_recovers_to_unchanged(
             with session_factory() as session:
                 outcome = submit(session, "same")
                 session.commit()
-                result.append((outcome.outcome, outcome.document.id))
+                result.append((outcome.outcome, outcome.document_id))
         except Exception as error:
             result.append(error)
 
@@ -273,18 +278,18 @@ def test_a_submission_blocked_by_an_uncommitted_twin_recovers_to_unchanged(
     twin.commit()
     twin.close()
     thread.join(timeout=60)
-    assert result == [(AcceptanceOutcome.unchanged, created.document.id)]
+    assert result == [(AcceptanceOutcome.unchanged, created.document_id)]
 
 
 def _failed_via(session_factory: sessionmaker[Session], *events: Event) -> int:
     with session_factory() as session:
-        document = submit(session, "a").document
+        document_id = submit(session, "a").document_id
         session.commit()
-        assert claim_for_push(session, document.id, lease_seconds=60) is not None
+        assert claim_for_push(session, document_id, lease_seconds=60) is not None
         for event in events:
-            transition(session, document.id, event, actor="test")
+            transition(session, document_id, event, actor="test")
         session.commit()
-        return int(document.id)
+        return document_id
 
 
 def test_failed_before_anything_was_sent_accepts_a_new_revision(
@@ -295,7 +300,7 @@ def test_failed_before_anything_was_sent_accepts_a_new_revision(
         acceptance = submit(session, "fixed")
         session.commit()
     assert acceptance.outcome is AcceptanceOutcome.new_revision
-    assert acceptance.document.id != old
+    assert acceptance.document_id != old
 
 
 @pytest.mark.parametrize(

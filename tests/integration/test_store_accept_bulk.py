@@ -1,11 +1,12 @@
-"""accept_documents(): the bulk path writes what accept_document would, on both databases.
+"""accept_documents() with batches: the rows it writes, on both databases.
 
 | case                                    | what is checked                                      |
 |-----------------------------------------|------------------------------------------------------|
-| same inputs, bulk vs one by one         | every column and the submit event are the same       |
+| a first and a later revision            | every column and the first event, from one builder   |
 | awkward text (quotes, braces, NULL, 中文) | tenant, bill_no, hash and payload come back intact   |
-| more bills than one SELECT chunk (1,200) | new, unchanged, changed and repeated settled apart,  |
+| a large mixed batch (1,200 bills)        | new, unchanged, changed and repeated settled apart,  |
 |                                         | ids drawn in batch order, events in id order         |
+| revisions and conflicts in one batch     | the results of judging the bills one by one          |
 | money with 3 decimals, floats, naive now | refused as the ORM columns refuse them, nothing kept |
 | PostgreSQL: batches of other sizes       | one statement text each: psycopg prepares it         |
 """
@@ -21,14 +22,11 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.lifecycle import (
-    AcceptanceOutcome,
-    BillToAccept,
-    BulkAcceptance,
-    accept_document,
-    accept_documents,
-)
+from store.acceptance import Acceptance, AcceptanceOutcome, BillToAccept, accept_documents
+from store.claims import claim_for_push
+from store.lifecycle import RevisionConflict, transition
 from store.models import Document, DocumentEvent
+from store.states import Event
 
 NOW = datetime(2026, 3, 1, 8, 30, tzinfo=UTC)
 AWKWARD = 'a "quoted" \\ back, {brace} NULL\n中文 ¥'
@@ -57,56 +55,87 @@ def _columns(document: Document) -> dict[str, Any]:
     }
 
 
-def _settled(results: list[BulkAcceptance | None]) -> list[tuple[str, str, int] | None]:
-    return [None if r is None else (r.outcome.value, r.status, r.revision) for r in results]
+def _settled(results: list[Acceptance | RevisionConflict]) -> list[tuple[str, str, int]]:
+    return [
+        ("conflict", r.status.value, r.revision)
+        if isinstance(r, RevisionConflict)
+        else (r.outcome.value, r.status, r.revision)
+        for r in results
+    ]
+
+
+def _accepted(result: Acceptance | RevisionConflict) -> Acceptance:
+    assert isinstance(result, Acceptance), result
+    return result
 
 
 @pytest.mark.parametrize("optional", [True, False], ids=["all-fields", "optional-none"])
-def test_a_bulk_created_document_has_every_column_accept_document_gives_it(
+def test_a_new_revision_starts_like_a_new_document_with_one_event_each(
     session_factory: sessionmaker[Session], optional: bool
 ) -> None:
     extra: dict[str, Any] = (
         {} if optional else {"total_incl_tax": None, "total_tax": None, "invoice_type": None}
     )
     with session_factory() as session:
-        [bulk] = accept_documents(session, [bill("BULK", **extra)], actor="erp", now=NOW)
-        one = bill("ONE", **extra)
-        single = accept_document(
-            session,
-            tenant=one.tenant,
-            seller_tax_id=one.seller_tax_id,
-            bill_no=one.bill_no,
-            payload=one.payload,
-            content_hash=one.content_hash,
-            total_amount=one.total_amount,
-            total_incl_tax=one.total_incl_tax,
-            total_tax=one.total_tax,
-            invoice_type=one.invoice_type,
-            actor="erp",
-            now=NOW,
+        first = _accepted(accept_documents(session, [bill("B", **extra)], actor="erp", now=NOW)[0])
+        transition(session, first.document_id, Event.withdraw, actor="ops", now=NOW)
+        later = _accepted(
+            accept_documents(session, [bill("B", "v2", **extra)], actor="erp", now=NOW)[0]
         )
         session.commit()
-        assert bulk is not None and bulk.outcome is AcceptanceOutcome.created
-        assert (bulk.status, bulk.revision) == ("draft", 1)
-        single_id = single.document.id
+    assert (first.outcome, first.status, first.revision) == (AcceptanceOutcome.created, "draft", 1)
+    assert (later.outcome, later.status, later.revision) == (
+        AcceptanceOutcome.new_revision,
+        "draft",
+        2,
+    )
 
+    expected = {
+        "tenant": "acme",
+        "seller_tax_id": "91330100MA27XXXX0X",
+        "revision": 2,
+        "is_current": True,
+        "status": "draft",
+        "version": 1,
+        "push_attempt": 0,
+        "poll_count": 0,
+        "issued_amount": Decimal("0.00"),
+        "next_attempt_at": NOW,  # the sweeper finds a lost enqueue
+        "next_poll_at": None,
+        "lease_expires_at": None,
+        "in_doubt_since": None,
+        "last_error_code": None,
+        "last_error_message": None,
+        "created_at": NOW,
+        "updated_at": NOW,
+        "status_changed_at": NOW,
+        "total_amount": Decimal("100.00"),
+        "total_incl_tax": Decimal("113.00") if optional else None,
+        "total_tax": Decimal("13.00") if optional else None,
+        "invoice_type": "10xdp" if optional else None,
+    }
     with session_factory() as session:
-        stored = session.get(Document, bulk.document_id)
-        reference = session.get(Document, single_id)
-        assert stored is not None and reference is not None
-        assert _columns(stored) == _columns(reference)
-        assert stored.next_attempt_at == NOW  # the sweeper finds a lost enqueue
-        assert stored.payload == {"billNo": "BULK", "remark": "v1", "totalAmount": "113.00"}
-        events = session.scalars(
-            select(DocumentEvent).where(DocumentEvent.document_id.in_([stored.id, single_id]))
-        ).all()
-        shapes = {
-            (e.from_status, e.to_status, e.event, e.outcome, e.actor, e.reason, e.attempt,
-             e.created_at)
+        stored = session.get(Document, later.document_id)
+        assert stored is not None
+        assert _columns(stored) == expected
+        assert stored.payload == {"billNo": "B", "remark": "v2", "totalAmount": "113.00"}
+        old = session.get(Document, first.document_id)
+        assert old is not None and (old.is_current, old.status) == (False, "withdrawn")
+        events = session.scalars(select(DocumentEvent).order_by(DocumentEvent.id)).all()
+        shapes = [
+            (e.document_id, e.from_status, e.to_status, e.event, e.outcome, e.actor, e.reason,
+             e.attempt, e.created_at)
             for e in events
-        }  # fmt: skip
-        assert len(events) == 2
-        assert shapes == {(None, "draft", "submit", "applied", "erp", None, None, NOW)}
+        ]  # fmt: skip
+    assert shapes == [
+        (first.document_id, None, "draft", "submit", "applied", "erp", None, None, NOW),
+        (first.document_id, "draft", "withdrawn", "withdraw", "applied", "ops", None, None, NOW),
+        (first.document_id, "withdrawn", "withdrawn", "resubmit", "superseded", "erp",
+         "superseded by revision 2", None, NOW),
+        (later.document_id, "withdrawn", "draft", "resubmit", "applied", "erp",
+         f"revision 2 replaces revision 1 (document #{first.document_id}, was withdrawn)",
+         None, NOW),
+    ]  # fmt: skip
 
 
 def test_awkward_text_survives_the_bulk_insert_unchanged(
@@ -122,9 +151,10 @@ def test_awkward_text_survives_the_bulk_insert_unchanged(
         AWKWARD, tenant='t,"{x}"', seller_tax_id="NULL", content_hash="NULL", payload=payload
     )
     with session_factory() as session:
-        created, plain = accept_documents(session, [odd, bill("PLAIN")], actor="erp", now=NOW)
+        created, plain = map(
+            _accepted, accept_documents(session, [odd, bill("PLAIN")], actor="erp", now=NOW)
+        )
         session.commit()
-        assert created is not None and plain is not None
         assert created.document_id < plain.document_id
     with session_factory() as session:
         stored = session.get(Document, created.document_id)
@@ -137,24 +167,23 @@ def test_awkward_text_survives_the_bulk_insert_unchanged(
         )
         assert stored.payload == {**payload, "amount": "12.30"}  # Decimals stored as strings
         # The same bill again is recognised by its identity and hash.
-        [again] = accept_documents(session, [odd], actor="erp", now=NOW)
-        assert again is not None and again.outcome is AcceptanceOutcome.unchanged
+        again = _accepted(accept_documents(session, [odd], actor="erp", now=NOW)[0])
+        assert again.outcome is AcceptanceOutcome.unchanged
         assert again.document_id == created.document_id
 
 
 def test_a_large_mixed_batch_is_settled_bill_by_bill_in_batch_order(
     session_factory: sessionmaker[Session],
 ) -> None:
-    # 1,200 distinct bill numbers: more than one SQLite SELECT chunk (500).
     with session_factory() as session:
         accept_documents(session, [bill(f"OLD-{i:04d}") for i in range(400)], actor="erp", now=NOW)
         session.commit()
     batch = [
         *(bill(f"OLD-{i:04d}") for i in range(0, 400, 2)),  # 200 unchanged
-        *(bill(f"OLD-{i:04d}", "v2") for i in range(1, 400, 2)),  # 200 changed: None
+        *(bill(f"OLD-{i:04d}", "v2") for i in range(1, 400, 2)),  # 200 changed: live, 409
         *(bill(f"NEW-{i:04d}") for i in range(800, 0, -1)),  # 800 new, descending numbers
         bill("TWICE"),
-        bill("TWICE"),  # repeated in the batch: both None
+        bill("TWICE"),  # repeated in the batch: judged after the first copy
     ]
     with session_factory() as session:
         before = session.execute(select(Document.bill_no, Document.id)).all()
@@ -164,13 +193,14 @@ def test_a_large_mixed_batch_is_settled_bill_by_bill_in_batch_order(
 
     settled = _settled(results)
     assert settled[:200] == [("unchanged", "draft", 1)] * 200
-    assert [r.document_id for r in results[:200] if r] == [
-        ids_before[f"OLD-{i:04d}"] for i in range(0, 400, 2)
+    assert [r.document_id for r in results[:400]] == [
+        ids_before[f"OLD-{i:04d}"] for i in (*range(0, 400, 2), *range(1, 400, 2))
     ]
-    assert settled[200:400] == [None] * 200
+    assert settled[200:400] == [("conflict", "draft", 1)] * 200
     assert settled[400:1200] == [("created", "draft", 1)] * 800
-    assert settled[1200:] == [None, None]
-    new_ids = [r.document_id for r in results[400:1200] if r]
+    assert settled[1200:] == [("created", "draft", 1), ("unchanged", "draft", 1)]
+    assert results[1200].document_id == results[1201].document_id
+    new_ids = [r.document_id for r in results[400:1200]]
     assert new_ids == sorted(new_ids) and len(set(new_ids)) == 800  # drawn in batch order
     assert min(new_ids) > max(ids_before.values())
     with session_factory() as session:
@@ -186,7 +216,98 @@ def test_a_large_mixed_batch_is_settled_bill_by_bill_in_batch_order(
             .order_by(DocumentEvent.id)
         ).scalars()
         assert list(events) == new_ids  # one submit event each, in id order
-        assert session.scalar(select(func.count()).select_from(Document)) == 1200
+        assert session.scalar(select(func.count()).select_from(Document)) == 1201
+
+
+def _history(session_factory: sessionmaker[Session], p: str) -> None:
+    """Bills of prefix ``p`` in the states the revision rules tell apart (real event logs)."""
+    lives: dict[str, tuple[Event, ...]] = {
+        "LIVE": (),
+        "REJ": (Event.claim, Event.refused),
+        "SAFE": (Event.claim, Event.give_up),  # pushing → failed: nothing was sent
+        "UNSURE": (Event.claim, Event.unsure, Event.give_up),  # in_doubt → failed
+        "WD": (Event.withdraw,),
+    }
+    with session_factory() as session:
+        for name, events in lives.items():
+            [result] = accept_documents(session, [bill(f"{p}-{name}")], actor="erp", now=NOW)
+            document_id = _accepted(result).document_id
+            for event in events:
+                if event is Event.claim:
+                    assert claim_for_push(session, document_id, 60, NOW) is not None
+                else:
+                    transition(session, document_id, event, actor="test", now=NOW)
+        session.commit()
+
+
+def _revisions_batch(p: str) -> list[BillToAccept]:
+    return [
+        bill(f"{p}-LIVE", "v2"),
+        bill(f"{p}-REJ", "v2"),
+        bill(f"{p}-SAFE", "v2"),
+        bill(f"{p}-UNSURE", "v2"),
+        bill(f"{p}-WD", "v2"),
+        bill(f"{p}-WD", "v3"),  # the new revision is live now
+        bill(f"{p}-WD", "v2"),
+        bill(f"{p}-NEW", "v1"),
+        bill(f"{p}-NEW", "v2"),
+        bill(f"{p}-REJ", "v1"),  # the old content is not the current revision's
+    ]
+
+
+def test_revisions_and_conflicts_in_one_batch_are_settled_as_one_by_one(
+    session_factory: sessionmaker[Session],
+) -> None:
+    _history(session_factory, "BATCH")
+    _history(session_factory, "ONE")
+    with session_factory() as session:
+        batch = accept_documents(session, _revisions_batch("BATCH"), actor="erp", now=NOW)
+        session.commit()
+    one_by_one: list[Acceptance | RevisionConflict] = []
+    for item in _revisions_batch("ONE"):
+        with session_factory() as session:
+            one_by_one.extend(accept_documents(session, [item], actor="erp", now=NOW))
+            session.commit()
+
+    assert (
+        _settled(batch)
+        == _settled(one_by_one)
+        == [
+            ("conflict", "draft", 1),
+            ("new_revision", "draft", 2),
+            ("new_revision", "draft", 2),
+            ("conflict", "failed", 1),
+            ("new_revision", "draft", 2),
+            ("conflict", "draft", 2),
+            ("unchanged", "draft", 2),
+            ("created", "draft", 1),
+            ("conflict", "draft", 1),
+            ("conflict", "draft", 2),
+        ]
+    )
+    unsure = batch[3]
+    assert isinstance(unsure, RevisionConflict) and "never settled" in str(unsure)
+    assert "never settled" not in str(batch[0])
+    assert _accepted(batch[4]).document_id == _accepted(batch[6]).document_id
+    with session_factory() as session:
+
+        def trail(prefix: str) -> list[tuple[str, int, bool, str, str | None]]:
+            rows = session.execute(
+                select(
+                    Document.bill_no,
+                    Document.revision,
+                    Document.is_current,
+                    DocumentEvent.event,
+                    DocumentEvent.outcome,
+                )
+                .join(DocumentEvent, DocumentEvent.document_id == Document.id)
+                .where(Document.bill_no.like(f"{prefix}-%"))
+                .order_by(Document.bill_no, Document.revision, DocumentEvent.id)
+            ).all()
+            return [(b.removeprefix(prefix), r, c, e, o) for b, r, c, e, o in rows]
+
+        assert trail("BATCH") == trail("ONE")
+        assert session.scalar(select(func.count()).select_from(Document)) == 2 * (5 + 4)
 
 
 @pytest.mark.parametrize(
@@ -244,7 +365,7 @@ def test_batches_of_any_size_share_one_prepared_statement(
         prepared = connection.execute(
             text(
                 "SELECT statement FROM pg_prepared_statements"
-                " WHERE statement LIKE '%unnest%' OR statement LIKE '%= ANY%'"
+                " WHERE statement LIKE '%jsonb_populate_recordset%' OR statement LIKE '%= ANY%'"
             )
         ).scalars()
         kinds = sorted("INSERT" if "INSERT" in s else "SELECT" for s in prepared)

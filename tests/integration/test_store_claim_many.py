@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.lifecycle import Claimed, claim_for_push, claim_many_for_push, transition
+from store.claims import Claimed, claim_for_push, claim_many_for_push
+from store.lifecycle import transition
 from store.models import Document, DocumentEvent
 from store.states import DocumentStatus, Event
 from tests.integration.test_store_lifecycle import race

@@ -1,4 +1,5 @@
-"""transition() and claim_for_push() against the real database (PostgreSQL or SQLite)."""
+"""transition(), update_fields() and claim_for_push() against the real database (PostgreSQL or
+SQLite)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Update, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from store.claims import claim_for_push
 from store.lifecycle import (
     TRANSITIONS,
     LostRace,
     TransitionNotAllowed,
     TransitionOutcome,
-    claim_for_push,
     transition,
     update_fields,
 )
@@ -27,7 +28,7 @@ from store.states import DocumentStatus, Event
 MakeDocument = Callable[..., Document]
 NOW = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 
-# Pairs applied through their own entry point (claim_for_push / accept_document).
+# Pairs applied through their own entry point (claim_for_push / accept_documents).
 DEDICATED = {Event.claim, Event.resubmit}
 REAL = sorted(
     ((s, e, t) for (s, e), t in TRANSITIONS.items() if s != t and e not in DEDICATED),
@@ -229,6 +230,48 @@ def test_expected_status_mismatch_is_a_lost_race(
             actor="sweeper",
             expected_status=DocumentStatus.pushing,
         )
+
+
+def test_a_write_between_read_and_update_makes_the_transition_lose_though_the_status_matches(
+    session_factory: sessionmaker[Session],
+    make_document: MakeDocument,
+    db_backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The compare-and-set is on the version, not only the status: update_fields (an error, a
+    # schedule, an amount) keeps the status but may change what the decision was based on.
+    # The rival write lands after transition() read the row and before its UPDATE.
+    document = make_document("pushed", version=1)
+
+    def rival_write(own: Session) -> None:
+        if db_backend == "postgresql":
+            with session_factory() as rival:  # another connection, committed
+                assert update_fields(rival, document.id, {"last_error_code": "late"}) == 2
+                rival.commit()
+        else:  # SQLite serialises writers (BEGIN IMMEDIATE): only our own transaction can
+            assert update_fields(own, document.id, {"last_error_code": "late"}) == 2
+
+    with session_factory() as session:
+        execute = session.execute
+        raced: list[Any] = []
+
+        def racing(statement: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(statement, Update) and not raced:
+                raced.append(statement)
+                rival_write(session)
+            return execute(statement, *args, **kwargs)
+
+        monkeypatch.setattr(session, "execute", racing)
+        with pytest.raises(LostRace) as caught:
+            transition(session, document.id, Event.issued_all, actor="worker")
+        monkeypatch.undo()
+        session.commit()
+    assert len(raced) == 1
+    assert (caught.value.expected_status, caught.value.expected_version) == ("pushed", 1)
+    assert (caught.value.actual_status, caught.value.actual_version) == ("pushed", 2)
+    after = reload(session_factory, document.id)
+    assert (after.status, after.version, after.last_error_code) == ("pushed", 2, "late")
+    assert events_of(session_factory, document.id) == []
 
 
 def test_entering_states_sets_their_due_columns(

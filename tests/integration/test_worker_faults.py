@@ -17,9 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from simulator.testing import CallbackRecorder, CloudSession, SimulatorHandle, make_bill
+from store.claims import claim_for_push
 from store.columns import utcnow
 from store.db import unit_of_work
-from store.lifecycle import RevisionConflict, claim_for_push, update_fields
+from store.lifecycle import RevisionConflict, update_fields
 from store.models import CloudCall, Document, TenantState
 from store.states import ISSUE_OVERDUE
 from store.tenants import pause_tenant, resume_tenant

@@ -21,9 +21,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from simulator.testing import CallbackRecorder, SimulatorHandle, make_bill
+from store.claims import claim_for_push
 from store.columns import utcnow
 from store.db import unit_of_work
-from store.lifecycle import claim_for_push, transition
+from store.lifecycle import transition
 from store.models import CallbackInbox, CloudCall, Document, DocumentEvent, TenantState
 from store.tenants import pause_tenant
 from tests.integration.test_worker_world import DEMO_SELLER, SHOP_SELLER, World, make_world

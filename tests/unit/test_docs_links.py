@@ -160,7 +160,7 @@ def render_lifecycle_table() -> str:
 
     entry_points = {
         Event.claim: "`claim_for_push` / `claim_many_for_push`",
-        Event.resubmit: "`accept_document` / `accept_documents`",
+        Event.resubmit: "`accept_documents`",
     }
     lines = ["| from | event | to | kind | applied by |", "|---|---|---|---|---|"]
     for state in DocumentStatus:

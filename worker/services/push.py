@@ -92,13 +92,9 @@ from schemas.cloud_contract import ErrorCode, OutcomeClass
 from schemas.erp import Bill
 from schemas.kingdee import InterfaceCode
 from schemas.tenants import TenantConfig
+from store.claims import claim_many_for_push
 from store.db import unit_of_work
-from store.lifecycle import (
-    LostRace,
-    TransitionResult,
-    claim_many_for_push,
-    transition,
-)
+from store.lifecycle import LostRace, TransitionResult, transition
 from store.models import CallbackInbox, CloudCall, Document, DocumentEvent
 from store.states import DocumentStatus, Event, EventOutcome, InboxState
 from worker import queues
