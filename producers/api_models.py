@@ -26,13 +26,23 @@ from store.states import DocumentStatus
 __all__ = [
     "BATCH_FORMS",
     "BatchAnswer",
+    "BulkAnswer",
+    "BulkRequest",
     "CallbackAck",
+    "DocumentPage",
     "DocumentView",
     "ErrorAnswer",
+    "FilterBody",
     "HealthAnswer",
+    "NotificationPage",
     "OperatorAnswer",
+    "OverviewAnswer",
     "ReasonBody",
+    "RequiredReason",
+    "ResendAnswer",
+    "ResendRequest",
     "SubmitAnswer",
+    "TenantView",
     "openapi_schemas",
 ]
 
@@ -287,6 +297,191 @@ class CallbackAck(_Answer):
     code: str = Field(examples=["0"])
     errorCode: str = Field(examples=["0"])
     message: str = Field(examples=["success"])
+
+
+# ---------------------------------------------------------------- operator routes
+
+Seconds = Annotated[float | None, Field(description="seconds (None when unknown)")]
+
+
+class DocumentListItem(_Answer):
+    """One current document in the operator's list."""
+
+    id: int
+    bill_no: str
+    tenant: str
+    seller_tax_id: str
+    buyer_name: str | None = Field(description="buyerName of the document")
+    status: Status
+    age_seconds: Seconds = Field(description="how long it has been in its state")
+    reason: str | None = Field(description="why it is in its state, in plain words")
+    last_error_code: str | None
+    total_incl_tax: Money | None = Field(description="价税合计")
+    status_changed_at: str
+    updated_at: str
+    revision: int
+
+
+class DocumentPage(_Answer):
+    """A page of ``GET /v1/documents``, oldest in its state first."""
+
+    items: list[DocumentListItem]
+    next_cursor: str | None = Field(
+        description="pass as ?cursor= for the next page; null on the last page"
+    )
+
+
+_STATUS_HELP = (
+    "states (repeatable or comma-separated); replay: failed, rejected; withdraw: draft, "
+    "pushed, invoice_failed, failed (withdrawing, withdrawn: unchanged)"
+)
+
+
+class FilterBody(BaseModel):
+    """The list's filters, plus ``bill_nos``; every criterion given must match."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: list[str] | None = Field(None, description=_STATUS_HELP, examples=[["failed"]])
+    tenant: str | None = None
+    seller: str | None = Field(None, description="销方税号")
+    older_than: str | None = Field(
+        None, description="in its state at least this long: 90s, 30m, 2h, 7d or seconds"
+    )
+    updated_since: str | None = Field(None, description="ISO 8601; no offset means UTC")
+    q: str | None = Field(None, description="bill number or buyer name contains (any case)")
+    error_code: str | None = Field(None, description="the last errorCode")
+    bill_nos: list[str] | None = Field(None, description="only these bill numbers")
+
+
+class BulkRequest(BaseModel):
+    """Body of ``POST /v1/operations/replay`` and ``/withdraw``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filter: FilterBody = Field(default_factory=FilterBody)
+    dry_run: bool = Field(False, description="answer what a real run would do; change nothing")
+    reason: str = Field(
+        min_length=1, max_length=500, description="why (audit trail)", examples=["客户已更正"]
+    )
+    limit: int | None = Field(None, ge=1, description="at most this many, oldest first")
+
+
+class BulkDocument(_Answer):
+    document_id: int
+    bill_no: str
+    tenant: str
+    seller_tax_id: str
+    status: Status = Field(description="the state before the action")
+    outcome: Literal[
+        "replayed",
+        "not_replayable",
+        "withdrawn",
+        "withdrawal_owed",
+        "unchanged",
+        "not_allowed",
+        "changed_meanwhile",
+    ]
+    to_status: Status = Field(description="the state after (predicted on a dry run)")
+
+
+class BulkAnswer(_Answer):
+    dry_run: bool
+    action: Literal["replay", "withdraw"]
+    count: int = Field(description="documents selected")
+    changed: int = Field(description="documents the action changes (or would)")
+    documents: list[BulkDocument]
+    audit_id: int | None = Field(description="operator_actions row; null on a dry run")
+
+
+class NotificationItem(_Answer):
+    id: int
+    document_id: int
+    bill_no: str
+    tenant: str
+    event: str = Field(examples=["document.invoiced"])
+    state: Literal["pending", "delivered", "parked"]
+    attempts: int
+    last_error: str | None
+    created_at: str
+    updated_at: str
+    delivered_at: str | None
+    next_attempt_at: str | None
+
+
+class NotificationPage(_Answer):
+    items: list[NotificationItem]
+    next_cursor: str | None
+
+
+class ResendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[int] = Field(min_length=1, max_length=500, description="outbox ids")
+    reason: str = Field(min_length=1, max_length=500, description="why (audit trail)")
+
+
+class ResendItem(_Answer):
+    id: int
+    bill_no: str | None
+    tenant: str | None
+    was: Literal["pending", "delivered", "parked"] | None
+    outcome: Literal["requeued", "already_pending", "delivered", "not_found"]
+
+
+class ResendAnswer(_Answer):
+    count: int = Field(description="notifications put back to pending")
+    notifications: list[ResendItem]
+    audit_id: int
+
+
+class RequiredReason(BaseModel):
+    """Body of tenant pause/resume."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=500, description="why (audit trail)")
+
+
+class TenantView(_Answer):
+    name: str
+    base_url: str
+    business_system_code: str
+    callback_style: Literal["per_invoice", "per_bill"]
+    seller_tax_ids: list[str]
+    auto_invoice: bool
+    rate_limit_per_second: float
+    erp_webhook: bool
+    paused: bool
+    paused_reason: str | None
+    paused_at: str | None
+    token_health: Literal["ok", "expiring", "expired", "absent", "unknown"]
+    quota: dict[str, Any] | None = Field(description="null: no quota is stored")
+
+
+class OverviewCell(_Answer):
+    status: Status
+    tenant: str
+    count: int
+    oldest_age_seconds: Seconds
+    stuck_count: int = Field(description="documents past FAPIAO_STUCK_ALERT__<STATE>")
+
+
+class Attention(_Answer):
+    stuck: int
+    failed: int
+    rejected: int
+    in_doubt: int
+    invoice_failed: int
+    paused_tenants: list[str]
+    parked_notifications: int
+
+
+class OverviewAnswer(_Answer):
+    generated_at: str
+    states: list[OverviewCell]
+    attention: Attention
+    callbacks: dict[str, int] = Field(description="callback inbox rows by state")
 
 
 _DOCUMENT_REF: Final = {"$ref": "#/components/schemas/ErpDocument"}

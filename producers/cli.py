@@ -12,6 +12,7 @@ simulator) are imported lazily so that ``fapiao --help`` stays fast and the laye
 | ``replay`` | failed/rejected → draft (``--dry-run`` lists, ``--yes`` skips asking) | skipped |
 | ``withdraw BILL_NO`` | withdraw (BILL.WITHDRAW when it reached the cloud) | refused |
 | ``tenants list|pause|resume`` | the tenants, and the operator's pause switch | unknown |
+| ``notifications list|resend`` | ERP notifications; send parked ones again | id unknown |
 | ``db upgrade`` / ``db current`` | Alembic migrations | |
 | ``db purge --older-than 90d`` | export, then delete old settled rows (``store.purge``) | |
 | ``doctor`` | settings, database, Redis, each tenant's token; what to fix | 1 if any fails |
@@ -21,8 +22,9 @@ simulator) are imported lazily so that ``fapiao --help`` stays fast and the laye
 | ``simulator`` | the simulated Kingdee cloud (``simulator.cli``, loaded lazily) | |
 
 Read commands take ``--json``. Operator actions are recorded with actor ``operator:<user>``
-(``--actor``) and ``--reason`` in the document's event log. Exit code 2: bad settings or
-arguments.
+(``--actor``) and ``--reason`` in the document's event log and, once per command, in
+``operator_actions`` (``producers.operations``, shared with the HTTP API). Exit code 2: bad
+settings or arguments.
 """
 
 from __future__ import annotations
@@ -56,8 +58,12 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
 tenants_app = typer.Typer(help="Tenants: list, pause, resume.", no_args_is_help=True)
 console_app = typer.Typer(help="The operator console at /console: accounts.", no_args_is_help=True)
+notifications_app = typer.Typer(
+    help="ERP notifications: list, send parked ones again.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(tenants_app, name="tenants")
+app.add_typer(notifications_app, name="notifications")
 app.add_typer(console_app, name="console")
 
 __all__ = ["CliContext", "app", "main"]
@@ -290,18 +296,17 @@ def status(ctx: typer.Context, tenant: TenantOption = None, as_json: JsonOption 
         return
     from rich.table import Table
 
+    # States as rows, tenants as columns: fits an 80-column terminal with three tenants.
     console = _console()
     table = Table(title="documents by state (count · oldest age)")
-    table.add_column("tenant")
-    for state in DocumentStatus:
-        table.add_column(state.value, justify="right")
-    attention = {state.value for state in ATTENTION_STATES}
+    table.add_column("state")
     for row in data["tenants"]:
-        name = row["tenant"]
-        if row["paused"]:
-            name = f"[bold red]{name}\nPAUSED[/]"
-        cells = [name]
-        for state in DocumentStatus:
+        header = f"[bold red]{row['tenant']}\nPAUSED[/]" if row["paused"] else row["tenant"]
+        table.add_column(header, justify="right")
+    attention = {state.value for state in ATTENTION_STATES}
+    for state in DocumentStatus:
+        cells = [state.value]
+        for row in data["tenants"]:
             item = row["states"][state.value]
             if not item["count"]:
                 cells.append("[dim]0[/]")
@@ -342,13 +347,17 @@ def _find(session: Any, bill_no: str, seller_tax_id: str | None, tenant: str | N
     try:
         return find_document(session, bill_no, seller_tax_id=seller_tax_id, tenant=tenant)
     except AmbiguousBillNo as exc:
-        lines = "\n".join(
-            f"  --tenant {c['tenant']} --seller-tax-id {c['seller_tax_id']}  ({c['status']})"
-            for c in exc.candidates
-        )
-        _fail(f"{exc}\n{lines}")
+        _fail_ambiguous(exc)
     except LookupError as exc:
         _fail(str(exc))
+
+
+def _fail_ambiguous(exc: Any) -> NoReturn:
+    lines = "\n".join(
+        f"  --tenant {c['tenant']} --seller-tax-id {c['seller_tax_id']}  ({c['status']})"
+        for c in exc.candidates
+    )
+    _fail(f"{exc}\n{lines}")
 
 
 @app.command()
@@ -473,38 +482,22 @@ def replay(
 
     Documents in any other state (in_doubt, pushed, invoiced, …) are never replayed.
     """
-    from producers.documents import (
-        REPLAYABLE,
-        NotReplayable,
-        document_summary,
-        replay_candidates,
-        replay_document,
-    )
-    from store.db import unit_of_work
-    from store.lifecycle import LifecycleError
-    from store.models import Document
-    from store.states import DocumentStatus
+    from producers.documents import document_summary
+    from producers.operations import DocumentFilter, FilterError, plan, run_planned
 
-    allowed = {s.value for s in REPLAYABLE}
-    wanted = state or sorted(allowed)
-    bad = [s for s in wanted if s not in allowed]
-    if bad:
-        raise typer.BadParameter(
-            f"{', '.join(bad)}: only failed or rejected documents are replayed",
-            param_hint="--state",
-        )
-    since_at = parse_since(since) if since else None
+    criteria = DocumentFilter(
+        statuses=tuple(state or ()),
+        tenant=tenant,
+        bill_nos=tuple(bill or ()),
+        changed_since=parse_since(since) if since else None,
+        error_code=error_code,
+    )
     components = _context(ctx).components()
     with components.sessions() as session:
-        candidates = replay_candidates(
-            session,
-            states=[DocumentStatus(s) for s in wanted],
-            bill_nos=bill or (),
-            tenant=tenant,
-            since=since_at,
-            error_code=error_code,
-            limit=limit,
-        )
+        try:
+            candidates = plan(session, "replay", criteria, limit=limit)
+        except FilterError as exc:  # the only criterion a user can get wrong here: --state
+            raise typer.BadParameter(exc.message, param_hint="--state") from None
         listed = [document_summary(doc) for doc in candidates]
         for item, doc in zip(listed, candidates, strict=True):
             item["last_error_message"] = doc.last_error_message
@@ -524,24 +517,25 @@ def replay(
         raise typer.Exit(1)
 
     who = _actor(actor)
-    why = reason or "replayed by an operator (fapiao replay)"
+    with _progress(not as_json, len(listed), "replaying") as advance:
+        result = run_planned(
+            components,
+            "replay",
+            candidates,
+            actor=who,
+            reason=reason or "replayed by an operator (fapiao replay)",
+            criteria={**criteria.criteria(), "limit": limit},
+            progress=advance,
+        )
+    by_id = {item["document_id"]: item for item in listed}
     done: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
-    with _progress(not as_json, len(listed), "replaying") as advance:
-        for item in listed:
-            try:
-                with unit_of_work(components.sessions) as session:
-                    document = session.get(Document, item["document_id"], populate_existing=True)
-                    if document is None:
-                        raise LookupError("document vanished")
-                    action = replay_document(session, document, actor=who, reason=why)
-            except (NotReplayable, LifecycleError, LookupError) as exc:
-                skipped.append({**item, "skipped": str(exc)})
-            else:
-                if action.enqueue == "push":
-                    components.enqueuer.push(action.document_id, action.bill_no, action.tenant)
-                done.append({**item, "status": action.to_status, "from_status": action.from_status})
-            advance(1)
+    for entry in result.documents:
+        item = by_id[entry["document_id"]]
+        if entry["outcome"] == "replayed":
+            done.append({**item, "status": entry["to_status"], "from_status": entry["status"]})
+        else:
+            skipped.append({**item, "skipped": entry["outcome"]})
     if as_json:
         _print_json({"replayed": done, "skipped": skipped, "count": len(done)})
     else:
@@ -589,21 +583,25 @@ def withdraw(
     as_json: JsonOption = False,
 ) -> None:
     """Withdraw a document: at once when it never reached the cloud, else BILL.WITHDRAW."""
-    from producers.documents import withdraw_document
-    from store.db import unit_of_work
+    from producers.documents import AmbiguousBillNo
+    from producers.operations import act_on_document
     from store.lifecycle import LifecycleError
 
     components = _context(ctx).components()
     try:
-        with unit_of_work(components.sessions) as session:
-            document = _find(session, bill_no, seller_tax_id, tenant)
-            action = withdraw_document(
-                session, document, actor=_actor(actor), reason=reason or "withdrawn by an operator"
-            )
-    except LifecycleError as exc:
+        action = act_on_document(
+            components,
+            "withdraw",
+            bill_no,
+            seller_tax_id=seller_tax_id,
+            tenant=tenant,
+            actor=_actor(actor),
+            reason=reason or "withdrawn by an operator",
+        )
+    except AmbiguousBillNo as exc:
+        _fail_ambiguous(exc)
+    except (LookupError, LifecycleError) as exc:
         _fail(str(exc))
-    if action.enqueue == "withdraw":
-        components.enqueuer.withdraw(action.document_id, action.bill_no, action.tenant)
     if as_json:
         _print_json(action.as_dict())
         return
@@ -622,42 +620,19 @@ def withdraw(
 
 @tenants_app.command("list")
 def tenants_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Every tenant of the tenants file, with its pause state."""
-    from sqlalchemy import select
+    """Every tenant of the tenants file, with its pause state and token health."""
+    from producers.operations import tenant_rows
 
-    from store.models import TenantState
-
-    components = _context(ctx).components()
-    with components.sessions() as session:
-        states = {row.tenant: row for row in session.scalars(select(TenantState))}
-    rows: list[dict[str, Any]] = []
-    for config in components.tenants.tenants:
-        row = states.get(config.name)
-        paused = bool(row and row.paused) or config.paused
-        rows.append(
-            {
-                "name": config.name,
-                "base_url": config.base,
-                "business_system_code": config.business_system_code,
-                "callback_style": config.callback_style,
-                "seller_tax_ids": list(config.seller_tax_ids),
-                "auto_invoice": config.auto_invoice,
-                "rate_limit_per_second": config.rate_limit_per_second,
-                "erp_webhook": config.erp_webhook_url is not None,
-                "paused": paused,
-                "paused_reason": (row.paused_reason if row and row.paused else None)
-                or ("paused = true in the tenants file" if config.paused else None),
-                "paused_at": row.paused_at if row and row.paused else None,
-            }
-        )
+    rows = tenant_rows(_context(ctx).components())
     if as_json:
         _print_json(rows)
         return
     from rich.table import Table
 
     table = Table(title="tenants")
-    for column in ("name", "base URL", "businessSystemCode", "sellers", "callbacks", "state"):
+    for column in ("name", "base URL", "businessSystemCode", "sellers", "callbacks", "token"):
         table.add_column(column)
+    table.add_column("state")
     for item in rows:
         state_text = (
             f"[bold red]PAUSED[/] {item['paused_reason'] or ''}" if item["paused"] else "active"
@@ -668,14 +643,23 @@ def tenants_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
             item["business_system_code"],
             "\n".join(item["seller_tax_ids"]),
             item["callback_style"],
+            item["token_health"],
             state_text,
         )
     _console().print(table)
 
 
-def _known_tenant(components: Components, name: str) -> None:
-    if components.tenants.by_name(name) is None:
-        _fail(f"unknown tenant {name!r}; known: {', '.join(components.tenants.names)}")
+def _tenant_action(
+    ctx: typer.Context, name: str, pause: bool, reason: str | None, actor: str | None
+) -> dict[str, Any]:
+    from producers.operations import UnknownTenant, pause_tenant, resume_tenant
+
+    components = _context(ctx).components()
+    act = pause_tenant if pause else resume_tenant
+    try:
+        return act(components, name, actor=_actor(actor), reason=reason)
+    except UnknownTenant as exc:
+        _fail(str(exc))
 
 
 @tenants_app.command("pause")
@@ -686,33 +670,97 @@ def tenants_pause(
     actor: ActorOption = None,
 ) -> None:
     """Stop pushes, polls and withdrawals for a tenant (callbacks are still stored)."""
-    from store.db import unit_of_work
-    from store.tenants import pause_tenant
-
-    components = _context(ctx).components()
-    _known_tenant(components, name)
-    why = f"{reason or 'paused by an operator'} ({_actor(actor)})"
-    with unit_of_work(components.sessions) as session:
-        pause_tenant(session, name, why)
-    _console().print(f"tenant {name} paused: {why}")
+    row = _tenant_action(ctx, name, True, reason, actor)
+    _console().print(f"tenant {name} paused: {row['paused_reason']}")
 
 
 @tenants_app.command("resume")
 def tenants_resume(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Tenant name.")],
+    reason: ReasonOption = None,
+    actor: ActorOption = None,
 ) -> None:
     """Let a paused tenant's work go on (fix the cause first: fapiao doctor)."""
-    from store.db import unit_of_work
-    from store.tenants import resume_tenant
-
-    components = _context(ctx).components()
-    _known_tenant(components, name)
-    with unit_of_work(components.sessions) as session:
-        resume_tenant(session, name)
+    row = _tenant_action(ctx, name, False, reason, actor)
     _console().print(f"tenant {name} resumed")
-    if (config := components.tenants.by_name(name)) is not None and config.paused:
+    if row["paused"]:
         _console().print("[yellow]note: the tenants file still says paused = true[/]")
+
+
+# ---------------------------------------------------------------------------------- notifications
+
+
+@notifications_app.command("list")
+def notifications_list(
+    ctx: typer.Context,
+    state: Annotated[
+        str, typer.Option("--state", help="pending, delivered, parked or all.")
+    ] = "parked",
+    tenant: TenantOption = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """ERP notifications (parked ones by default), oldest first."""
+    from producers.operations import FilterError, list_notifications
+
+    try:
+        page = list_notifications(
+            _context(ctx).components(),
+            state=None if state == "all" else state,
+            tenant=tenant,
+            limit=limit,
+        )
+    except FilterError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--state") from None
+    if as_json:
+        _print_json(page["items"])
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"ERP notifications ({state})")
+    for column in ("id", "bill_no", "tenant", "event", "state", "tries", "last error"):
+        table.add_column(column)
+    for item in page["items"]:
+        table.add_row(
+            str(item["id"]),
+            escape(item["bill_no"]),
+            item["tenant"],
+            item["event"],
+            item["state"],
+            str(item["attempts"]),
+            escape((item["last_error"] or "")[:60]),
+        )
+    _console().print(table)
+
+
+@notifications_app.command("resend")
+def notifications_resend(
+    ctx: typer.Context,
+    ids: Annotated[list[int], typer.Argument(help="Notification (outbox) ids.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (audit log).")],
+    actor: ActorOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Send parked ERP notifications again (back to pending, due now)."""
+    from producers.operations import FilterError, resend_notifications
+
+    try:
+        answer = resend_notifications(
+            _context(ctx).components(), ids, actor=_actor(actor), reason=reason
+        )
+    except FilterError as exc:
+        raise typer.BadParameter(exc.message, param_hint=exc.field) from None
+    if as_json:
+        _print_json(answer)
+    else:
+        console = _console()
+        for item in answer["notifications"]:
+            console.print(f"#{item['id']} {item['bill_no'] or ''}: {item['outcome']}")
+        console.print(f"{answer['count']} notification(s) sent again")
+    if any(item["outcome"] == "not_found" for item in answer["notifications"]):
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------------------------- db

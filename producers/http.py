@@ -16,6 +16,8 @@ Routes
 | ``POST /v1/documents/{bill_no}/withdraw`` | BILL.WITHDRAW owed (202) or done at once (200) |
 | ``POST /v1/documents/{bill_no}/replay`` | failed/rejected → draft, push owed (202) |
 | ``GET /v1/schema/document``, ``/v1/schema/notification`` | JSON Schemas |
+| ``GET /v1/documents``, ``/v1/overview``, ``/v1/tenants…`` | operator lists and actions |
+| ``POST /v1/operations/…``, ``/v1/notifications…`` | (``producers.http_operations``) |
 | ``POST /callbacks/kingdee/{secret}`` | the cloud's callbacks (no API key: the path is secret) |
 | ``GET /healthz`` | database and Redis, 200 or 503 with details |
 | ``GET /metrics`` | Prometheus text |
@@ -100,8 +102,6 @@ from producers.documents import (
     document_view,
     find_document,
     jsonable,
-    replay_document,
-    withdraw_document,
 )
 from producers.health import check_database, check_redis
 from producers.intake import SubmitOutcome, SubmitResult
@@ -109,6 +109,7 @@ from producers.json_schemas import document_schema, notification_schema
 from producers.metrics import BridgeMetrics
 from producers.openapi import install as install_openapi
 from producers.openapi import mount_docs
+from producers.operations import act_on_document
 from schemas.kingdee import CALLBACK_ACK, CallbackParseError, parse_callback_with
 from schemas.money import loads_exact
 from schemas.settings import Settings
@@ -121,6 +122,7 @@ __all__ = [
     "ApiError",
     "ApiKeys",
     "Caller",
+    "OperatorActor",
     "app_from_environment",
     "create_app",
 ]
@@ -457,7 +459,8 @@ def _operator_actor(caller: Annotated[Caller, Depends(_caller)]) -> str:
 
 
 Actor = Annotated[str, Depends(_actor)]
-# Routes that act (replay, withdraw, bulk operations, pause/resume) take this one.
+# Routes that change something depend on this one (read-only routes on ``Actor``): a
+# viewer's console session is refused whatever the method.
 OperatorActor = Annotated[str, Depends(_operator_actor)]
 SellerQuery = Annotated[
     str | None, Query(description="销方税号, when several sellers share the bill number")
@@ -712,13 +715,15 @@ def create_app(
         reason: str | None,
     ) -> OperatorAction:
         try:
-            with unit_of_work(parts.sessions) as session:
-                document = find_document(
-                    session, bill_no, seller_tax_id=seller_tax_id, tenant=tenant
-                )
-                if kind == "withdraw":
-                    return withdraw_document(session, document, actor=actor, reason=reason)
-                return replay_document(session, document, actor=actor, reason=reason)
+            return act_on_document(
+                parts,
+                kind,
+                bill_no,
+                seller_tax_id=seller_tax_id,
+                tenant=tenant,
+                actor=actor,
+                reason=reason,
+            )
         except LookupError as exc:
             raise _lookup_error(exc) from None
         except NotReplayable as exc:
@@ -791,8 +796,7 @@ def create_app(
     async def post_withdraw(
         bill_no: str,
         request: Request,
-        background: BackgroundTasks,
-        actor: Actor,
+        actor: OperatorActor,
         seller_tax_id: SellerQuery = None,
         tenant: TenantQuery = None,
     ) -> Response:
@@ -800,10 +804,6 @@ def create_app(
         action: OperatorAction = await in_thread(
             _act, "withdraw", bill_no, seller_tax_id, tenant, actor, reason
         )
-        if action.enqueue == "withdraw":
-            background.add_task(
-                parts.enqueuer.withdraw, action.document_id, action.bill_no, action.tenant
-            )
         return _action_response(action)
 
     @app.post(
@@ -830,8 +830,7 @@ def create_app(
     async def post_replay(
         bill_no: str,
         request: Request,
-        background: BackgroundTasks,
-        actor: Actor,
+        actor: OperatorActor,
         seller_tax_id: SellerQuery = None,
         tenant: TenantQuery = None,
     ) -> Response:
@@ -839,10 +838,6 @@ def create_app(
         action: OperatorAction = await in_thread(
             _act, "replay", bill_no, seller_tax_id, tenant, actor, reason
         )
-        if action.enqueue == "push":
-            background.add_task(
-                parts.enqueuer.push, action.document_id, action.bill_no, action.tenant
-            )
         return _action_response(action)
 
     @app.get(
@@ -981,4 +976,7 @@ def create_app(
         content: bytes = await in_thread(generate_latest, metrics.registry)
         return Response(content, media_type=CONTENT_TYPE_LATEST)
 
+    from producers.http_operations import router as operations_router  # it imports this module
+
+    app.include_router(operations_router)
     return app

@@ -7,19 +7,23 @@ For each tenant (those of the tenants file, plus any still found in the database
 | ``states[state].count`` | current documents in the state |
 | ``states[state].oldest_age_seconds`` | how long the longest-waiting one has been there |
 | ``states[state].stuck`` | that age is past ``FAPIAO_STUCK_ALERT__<STATE>`` |
+| ``states[state].stuck_count`` | how many documents are past it |
 | ``attention`` | documents in failed / rejected / in_doubt / invoice_failed (need an operator) |
 | ``paused``, ``paused_reason`` | paused by an operator, the worker (auth errors) or the file |
 | ``parked_notifications`` | ERP webhook deliveries given up on |
 
 ``callbacks`` counts inbox rows by state for all tenants (orphans: no document matched).
+
+``operator_overview`` reshapes it for ``GET /v1/overview``: one row per (state, tenant) with
+documents, and the totals that need a person.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from schemas.settings import StuckAlertSettings
@@ -28,7 +32,7 @@ from store.columns import utcnow
 from store.models import CallbackInbox, Document, ErpOutbox, TenantState
 from store.states import DocumentStatus, InboxState, OutboxState
 
-__all__ = ["ATTENTION_STATES", "overview"]
+__all__ = ["ATTENTION_STATES", "operator_overview", "overview"]
 
 ATTENTION_STATES: Final = (
     DocumentStatus.failed,
@@ -65,6 +69,33 @@ def overview(
             .group_by(Document.tenant)
         ).all()
     )
+    limits = {
+        state.value: limit
+        for state in DocumentStatus
+        if (limit := stuck_alert.for_state(state.value)) is not None
+    }
+    stuck_counts: dict[tuple[str, str], int] = {}
+    if limits:
+        stuck_statement = (
+            select(Document.tenant, Document.status, func.count())
+            .where(
+                Document.is_current.is_(True),
+                or_(
+                    *(
+                        and_(
+                            Document.status == state,
+                            Document.status_changed_at < at - timedelta(seconds=limit),
+                        )
+                        for state, limit in limits.items()
+                    )
+                ),
+            )
+            .group_by(Document.tenant, Document.status)
+        )
+        if tenant is not None:
+            stuck_statement = stuck_statement.where(Document.tenant == tenant)
+        for name, status, count in session.execute(stuck_statement).all():
+            stuck_counts[(name, status)] = int(count)
     inbox = dict(
         session.execute(
             select(CallbackInbox.state, func.count()).group_by(CallbackInbox.state)
@@ -90,6 +121,7 @@ def overview(
                 "count": count,
                 "oldest_age_seconds": age,
                 "stuck": bool(count and age is not None and limit is not None and age > limit),
+                "stuck_count": stuck_counts.get((name, state.value), 0),
             }
         result.append(
             {
@@ -111,4 +143,42 @@ def overview(
         "generated_at": at,
         "tenants": result,
         "callbacks": {state.value: int(inbox.get(state.value, 0)) for state in InboxState},
+    }
+
+
+def operator_overview(data: dict[str, Any]) -> dict[str, Any]:
+    """``overview()``'s answer as ``GET /v1/overview`` gives it: ``states`` (non-empty
+    (state, tenant) cells, oldest first within a state) and ``attention`` (totals)."""
+    states: list[dict[str, Any]] = []
+    for state in DocumentStatus:
+        for row in data["tenants"]:
+            cell = row["states"][state.value]
+            if cell["count"]:
+                states.append(
+                    {
+                        "status": state.value,
+                        "tenant": row["tenant"],
+                        "count": cell["count"],
+                        "oldest_age_seconds": cell["oldest_age_seconds"],
+                        "stuck_count": cell["stuck_count"],
+                    }
+                )
+
+    def total(state: DocumentStatus) -> int:
+        return sum(int(row["states"][state.value]["count"]) for row in data["tenants"])
+
+    rows = data["tenants"]
+    return {
+        "generated_at": data["generated_at"],
+        "states": states,
+        "attention": {
+            "stuck": sum(cell["stuck_count"] for cell in states),
+            "failed": total(DocumentStatus.failed),
+            "rejected": total(DocumentStatus.rejected),
+            "in_doubt": total(DocumentStatus.in_doubt),
+            "invoice_failed": total(DocumentStatus.invoice_failed),
+            "paused_tenants": [row["tenant"] for row in rows if row["paused"]],
+            "parked_notifications": sum(int(row["parked_notifications"]) for row in rows),
+        },
+        "callbacks": data["callbacks"],
     }

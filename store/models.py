@@ -10,6 +10,7 @@
 | `callback_inbox`  | raw callback received (deduplicated)        | the callback receiver    |
 | `erp_outbox`      | notification owed to the ERP webhook        | `fapiao.notify_erp`      |
 | `tenant_state`    | tenant: paused or not                       | `store.tenants`          |
+| `operator_actions` | operator action (bulk or single), the audit | `producers.operations`   |
 
 Decisions other modules rely on:
 - Every `status` change goes through `store.lifecycle` (never assign it directly).
@@ -73,6 +74,7 @@ __all__ = [
     "ErpOutbox",
     "Invoice",
     "InvoiceDocument",
+    "OperatorAudit",
     "TenantState",
     "metadata",
 ]
@@ -329,6 +331,11 @@ class ErpOutbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the row last changed (an attempt, parking, an operator's resend); NULL only on rows
+    # written before migration 0003 left them unchanged.
+    updated_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow
+    )
 
 
 class TenantState(Base):
@@ -341,3 +348,24 @@ class TenantState(Base):
     paused_reason: Mapped[str | None] = mapped_column(Text)
     paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class OperatorAudit(Base):
+    """One operator action: who, what, why, on which selection, how many documents changed.
+
+    One row per action, however many documents it touched (a bulk replay of 300 documents is
+    one row; each document's own event row still names the actor and reason). Dry runs
+    change nothing and are not recorded by the bridge (``dry_run`` stays for callers that
+    record a preview)."""
+
+    __tablename__ = "operator_actions"
+    __table_args__ = (Index("ix_operator_actions_created_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))  # replay, withdraw, tenant.pause, ...
+    reason: Mapped[str | None] = mapped_column(Text)
+    filter: Mapped[Any] = mapped_column(JSONValue())  # the selection as the operator gave it
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

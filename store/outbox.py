@@ -6,6 +6,9 @@
 | `delivered` | the ERP acknowledged it                           | `mark_delivered`           |
 | `parked`    | retries exhausted; an operator must look          | `mark_attempt_failed`      |
 
+An operator sends a parked notification again with `requeue` (parked -> pending, due now,
+a fresh round of attempts); `list_notifications` is the operator's list.
+
 Add the notification in the SAME transaction as the transition it reports, so a committed
 outcome always has its notification; enqueue `fapiao.notify_erp` after the commit, and let
 `store.queries.due_outbox` find the ones whose message was lost. Nothing here commits.
@@ -17,13 +20,20 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from store.columns import utcnow
-from store.models import ErpOutbox
+from store.models import Document, ErpOutbox
 from store.states import OutboxState
 
-__all__ = ["add_notification", "mark_attempt_failed", "mark_delivered"]
+__all__ = [
+    "add_notification",
+    "list_notifications",
+    "mark_attempt_failed",
+    "mark_delivered",
+    "requeue",
+]
 
 
 def add_notification(
@@ -95,3 +105,43 @@ def mark_attempt_failed(
         row.next_attempt_at = retry_at
     session.flush()
     return True
+
+
+def list_notifications(
+    session: Session,
+    *,
+    state: str | None = None,
+    tenant: str | None = None,
+    after_id: int | None = None,
+    limit: int = 50,
+) -> list[tuple[ErpOutbox, Document]]:
+    """Outbox rows with their document, by id ascending (oldest first), after ``after_id``."""
+    statement = select(ErpOutbox, Document).join(Document, Document.id == ErpOutbox.document_id)
+    if state is not None:
+        statement = statement.where(ErpOutbox.state == state)
+    if tenant is not None:
+        statement = statement.where(Document.tenant == tenant)
+    if after_id is not None:
+        statement = statement.where(ErpOutbox.id > after_id)
+    statement = statement.order_by(ErpOutbox.id).limit(limit)
+    return [(row, document) for row, document in session.execute(statement).tuples()]
+
+
+def requeue(session: Session, outbox_id: int, *, now: datetime | None = None) -> str | None:
+    """Parked -> pending, due now, attempts from zero (a fresh round of retries); a pending
+    row is only made due now. Returns the state the row was in (None when it does not
+    exist); a delivered row is left alone."""
+    row = session.get(ErpOutbox, outbox_id, populate_existing=True)
+    if row is None:
+        return None
+    was = row.state
+    if was == OutboxState.delivered.value:
+        return was
+    now = now or utcnow()
+    if was == OutboxState.parked.value:
+        row.state = OutboxState.pending.value
+        row.attempts = 0  # the retry policy counts attempts: give the resend its full round
+    row.next_attempt_at = now
+    row.updated_at = now
+    session.flush()
+    return was

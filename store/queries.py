@@ -22,6 +22,11 @@ here commits: call inside `store.db.unit_of_work` and enqueue AFTER the commit.
 | `due_outbox`      | erp_outbox pending, `next_attempt_at <= now`  | `next_attempt_at`    |
 | `stale_inbox`     | inbox received, `received_at <= now - older`  | `attempts` + 1       |
 
+Operator lists (read only): `list_documents` pages current documents by the keyset
+`(status_changed_at, id)` ascending — a cursor names the last key seen, so rows inserted
+between pages (they enter their state now, i.e. at the end) never shift or repeat a page;
+`latest_reasons` gives each listed document the reason of the event that put it in its state.
+
 Paused tenants (`tenant_state.paused`) are skipped by the sweeps that would call the cloud
 (`due_drafts`, `due_withdrawals`, `due_for_poll`) unless `skip_paused=False`;
 `expired_leases` never skips them (turning a lease into in_doubt calls nothing).
@@ -36,12 +41,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, exists, func, select, update
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Table,
+    and_,
+    exists,
+    func,
+    select,
+    tuple_,
+    type_coerce,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from store.columns import utcnow
 from store.models import CallbackInbox, Document, DocumentEvent, ErpOutbox, TenantState
-from store.states import POLLED_STATUSES, DocumentStatus, InboxState, OutboxState
+from store.states import POLLED_STATUSES, DocumentStatus, EventOutcome, InboxState, OutboxState
 
 __all__ = [
     "DEFAULT_INTERVAL",
@@ -55,6 +71,8 @@ __all__ = [
     "due_outbox",
     "due_withdrawals",
     "expired_leases",
+    "latest_reasons",
+    "list_documents",
     "oldest_by_status",
     "stale_inbox",
     "status_counts",
@@ -377,3 +395,85 @@ def oldest_by_status(
         if changed_at is not None:
             oldest[DocumentStatus(status)] = changed_at
     return oldest
+
+
+# --- operator lists -----------------------------------------------------------------------
+
+
+def list_documents(
+    session: Session,
+    *,
+    statuses: Sequence[str] = (),
+    tenant: str | None = None,
+    seller_tax_id: str | None = None,
+    bill_nos: Sequence[str] = (),
+    document_ids: Sequence[int] = (),
+    changed_before: datetime | None = None,
+    changed_since: datetime | None = None,
+    updated_since: datetime | None = None,
+    error_code: str | None = None,
+    text: str | None = None,
+    after: tuple[datetime, int] | None = None,
+    limit: int | None = None,
+) -> list[Document]:
+    """Current documents matching every given criterion, by ``(status_changed_at, id)``
+    ascending (oldest in its state first), strictly after the key ``after``.
+
+    ``text``: case-insensitive substring of the bill number or the buyer's name (buyerName
+    of the payload). On PostgreSQL the status filter and the keyset follow
+    ``ix_documents_status_changed``; the row-value comparison keeps the keyset one range."""
+    statement = select(Document).where(Document.is_current.is_(True))
+    if statuses:
+        statement = statement.where(Document.status.in_(list(statuses)))
+    if tenant is not None:
+        statement = statement.where(Document.tenant == tenant)
+    if seller_tax_id is not None:
+        statement = statement.where(func.upper(Document.seller_tax_id) == seller_tax_id.upper())
+    if bill_nos:
+        statement = statement.where(Document.bill_no.in_(list(bill_nos)))
+    if document_ids:
+        statement = statement.where(Document.id.in_(list(document_ids)))
+    if changed_before is not None:
+        statement = statement.where(Document.status_changed_at <= changed_before)
+    if changed_since is not None:
+        statement = statement.where(Document.status_changed_at >= changed_since)
+    if updated_since is not None:
+        statement = statement.where(Document.updated_at >= updated_since)
+    if error_code is not None:
+        statement = statement.where(Document.last_error_code == error_code)
+    if text:
+        buyer = type_coerce(Document.payload, JSON)["buyerName"].as_string()
+        statement = statement.where(
+            Document.bill_no.icontains(text, autoescape=True)
+            | buyer.icontains(text, autoescape=True)
+        )
+    if after is not None:
+        statement = statement.where(tuple_(Document.status_changed_at, Document.id) > after)
+    statement = statement.order_by(Document.status_changed_at, Document.id)
+    if limit is not None:
+        statement = statement.limit(limit)
+    return list(session.scalars(statement.execution_options(populate_existing=True)))
+
+
+def latest_reasons(session: Session, document_ids: Sequence[int]) -> dict[int, str | None]:
+    """For each document, the reason of the latest applied event into its current state
+    (what ``producers.documents`` shows as the reason when there is no error message)."""
+    if not document_ids:
+        return {}
+    latest = (
+        select(func.max(DocumentEvent.id).label("event_id"))
+        .join(Document, Document.id == DocumentEvent.document_id)
+        .where(
+            DocumentEvent.document_id.in_(list(document_ids)),
+            DocumentEvent.outcome == EventOutcome.applied.value,
+            DocumentEvent.to_status == Document.status,
+        )
+        .group_by(DocumentEvent.document_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(DocumentEvent.document_id, DocumentEvent.reason).join(
+            latest, DocumentEvent.id == latest.c.event_id
+        )
+    ).all()
+    return {int(document_id): reason for document_id, reason in rows}
