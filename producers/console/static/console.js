@@ -153,10 +153,11 @@
     return Boolean(app.session && app.session.role === "operator");
   }
 
+  // `rows`: an array of <tr>, or a <tbody> that is filled later (paged lists).
   function table(headers, rows, attrs) {
+    const body = rows instanceof Element && rows.tagName === "TBODY" ? rows : h("tbody", {}, rows);
     return h("table", attrs || { class: "grid" },
-      h("thead", {}, h("tr", {}, headers.map((head) => h("th", {}, head)))),
-      h("tbody", {}, rows));
+      h("thead", {}, h("tr", {}, headers.map((head) => h("th", {}, head)))), body);
   }
 
   // ------------------------------------------------------------------ HTTP
@@ -393,7 +394,7 @@
     h("span", { class: "label" }, t(`overview.${key}`)),
     Array.isArray(value) && value.length ? h("span", { class: "detail" }, value.join("、")) : null);
     const cards = h("div", { class: "cards" },
-      card("stuck", attention.stuck, "#/documents?older_than=1h", "alarm"),
+      card("stuck", attention.stuck, "#/documents", "alarm"),
       card("failed", attention.failed, "#/documents?status=failed", "alarm"),
       card("rejected", attention.rejected, "#/documents?status=rejected", "alarm"),
       card("invoice_failed", attention.invoice_failed, "#/documents?status=invoice_failed", "alarm"),
@@ -534,7 +535,7 @@
           h("td", {}, billLink(item.bill_no, item.tenant, item.seller_tax_id)),
           h("td", {}, item.tenant),
           h("td", { class: "mono" }, item.seller_tax_id),
-          h("td", {}, item.buyer_name || ""),
+          h("td", { class: "buyer" }, item.buyer_name || ""),
           h("td", {}, badge(item.status)),
           h("td", { class: "num" }, age(item.age_seconds)),
           h("td", { class: "reason" }, masked(item.reason || "")),
@@ -695,7 +696,7 @@
         t("col.invoice_status"), t("col.invoice_date"), t("col.amount"), t("doc.files")], invoices,
       { class: "grid", id: "invoices" }) : h("p", { class: "muted" }, t("common.none")),
       h("h2", {}, t("doc.notifications")), notificationsBox);
-    renderDocumentNotifications(notificationsBox, view);
+    await renderDocumentNotifications(notificationsBox, view);
   }
 
   function safeUrl(url) {
