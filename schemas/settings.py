@@ -47,6 +47,7 @@ value or a JSON array: ``FAPIAO_API_KEYS=k1,k2``, ``FAPIAO_POLL__SCHEDULE_SECOND
 | ``FAPIAO_CONSOLE__USERS_FILE`` | (none) | or a TOML/JSON file of them (``[[users]]``) |
 | ``FAPIAO_CONSOLE__SESSION_SECRET`` | (none) | signs console sessions; required with accounts |
 | ``FAPIAO_CONSOLE__SESSION_MAX_AGE_SECONDS`` | 28800 | a console login lasts this long |
+| ``FAPIAO_CONSOLE__COOKIE_SECURE`` | (auto) | Secure session cookie; default: outside development |
 | ``FAPIAO_CONSOLE__FLOWER_URL`` | ``http://127.0.0.1:5555`` | Flower, linked from a document page |
 
 ``Settings.load()`` turns a validation failure into ``SettingsError`` whose lines each start
