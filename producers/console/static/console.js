@@ -730,7 +730,7 @@
     let items = Array.isArray(view.notifications) ? view.notifications : null;
     if (items === null) {
       try {
-        const query = new URLSearchParams({ state: "parked", bill_no: view.bill_no });
+        const query = new URLSearchParams({ state: "all", limit: "500" });
         const data = await api("GET", `/v1/notifications?${query}`);
         items = (data.items || data.notifications || data || []).filter(
           (item) => !item.bill_no || item.bill_no === view.bill_no);
