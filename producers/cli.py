@@ -17,6 +17,7 @@ simulator) are imported lazily so that ``fapiao --help`` stays fast and the laye
 | ``db purge --older-than 90d`` | export, then delete old settled rows (``store.purge``) | |
 | ``doctor`` | settings, database, Redis, each tenant's token; what to fix | 1 if any fails |
 | ``probe --tenant NAME`` | a sandbox tenant's dialect (``[tenants.cloud]``) | a bill left live |
+| ``console hash-password`` | a password hash for ``FAPIAO_CONSOLE__USERS`` | empty password |
 | ``api`` | serve the HTTP app (uvicorn) | |
 | ``simulator`` | the simulated Kingdee cloud (``simulator.cli``, loaded lazily) | |
 
@@ -56,12 +57,14 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
 tenants_app = typer.Typer(help="Tenants: list, pause, resume.", no_args_is_help=True)
+console_app = typer.Typer(help="The operator console at /console: accounts.", no_args_is_help=True)
 notifications_app = typer.Typer(
     help="ERP notifications: list, send parked ones again.", no_args_is_help=True
 )
 app.add_typer(db_app, name="db")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(notifications_app, name="notifications")
+app.add_typer(console_app, name="console")
 
 __all__ = ["CliContext", "app", "main"]
 
@@ -1097,6 +1100,37 @@ def api(
     finally:
         if shared_metrics is not None and shared_metrics.name.startswith(OWN_DIR_PREFIX):
             shutil.rmtree(shared_metrics, ignore_errors=True)
+
+
+@console_app.command("hash-password")
+def console_hash_password(
+    name: Annotated[
+        str | None, typer.Option("--name", help="Also print the account entry for this name.")
+    ] = None,
+    role: Annotated[
+        str, typer.Option("--role", help="operator (acts) or viewer (reads only).")
+    ] = "operator",
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Hash a console password (PBKDF2-SHA256); asks twice unless --password-stdin."""
+    from producers.console.auth import hash_password
+
+    if role not in ("operator", "viewer"):
+        _fail("--role must be operator or viewer / 角色只能是 operator 或 viewer", code=2)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password / 密码", hide_input=True, confirmation_prompt=True)
+    if not password:
+        _fail("the password is empty / 密码为空")
+    hashed = hash_password(password)
+    if name is None:
+        typer.echo(hashed)
+        return
+    # One entry of FAPIAO_CONSOLE__USERS (a JSON list) or of a users file's [[users]].
+    typer.echo(json.dumps({"name": name, "role": role, "password_hash": hashed}))
 
 
 @app.command(

@@ -66,6 +66,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Final
 
@@ -90,6 +91,9 @@ from producers.api_models import (
 )
 from producers.bootstrap import Components
 from producers.callbacks import StoredCallback, store_callback, unstorable_text
+from producers.console.app import install_console
+from producers.console.auth import COOKIE_NAME as CONSOLE_COOKIE
+from producers.console.auth import CSRF_HEADER, ConsoleAuth
 from producers.documents import (
     AmbiguousBillNo,
     DocumentNotFound,
@@ -117,6 +121,7 @@ __all__ = [
     "MAX_DOCUMENT_BODY_BYTES",
     "ApiError",
     "ApiKeys",
+    "Caller",
     "OperatorActor",
     "app_from_environment",
     "create_app",
@@ -358,15 +363,8 @@ class ApiKeys:
         self._open = open_without_keys and not keys
 
     def actor_for(self, credentials: HTTPAuthorizationCredentials | None) -> str:
-        if self._open:
-            return "api"
-        presented = (credentials.credentials if credentials else "").encode("utf-8")
-        matched: int | None = None
-        for index, key in enumerate(self._keys):
-            # Compare against every key: the time taken does not tell which one (or none).
-            if hmac.compare_digest(presented, key) and matched is None:
-                matched = index
-        if matched is None:
+        actor = self.actor_or_none(credentials.credentials if credentials else None)
+        if actor is None:
             challenge = 'Bearer realm="fapiao-bridge"'
             if credentials is not None:
                 challenge += ', error="invalid_token"'
@@ -377,25 +375,93 @@ class ApiKeys:
                 "需要有效的API密钥（Authorization: Bearer <key>）",
                 headers={"WWW-Authenticate": challenge},
             )
-        return f"api:key{matched + 1}"
+        return actor
+
+    def actor_or_none(self, key: str | None) -> str | None:
+        """``api:key<n>`` for a configured key (``api`` when open), None otherwise."""
+        if self._open:
+            return "api"
+        presented = (key or "").encode("utf-8")
+        matched: int | None = None
+        for index, candidate in enumerate(self._keys):
+            # Compare against every key: the time taken does not tell which one (or none).
+            if hmac.compare_digest(presented, candidate) and matched is None:
+                matched = index
+        return None if matched is None else f"api:key{matched + 1}"
 
 
 _bearer = HTTPBearer(auto_error=False, description="One of FAPIAO_API_KEYS")
 
+# Methods that change something: a console session must send its CSRF token with them, and a
+# viewer may not use them at all.
+_UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
-def _actor(
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who calls: ``actor`` for the audit log, ``role`` ``operator`` or ``viewer``."""
+
+    actor: str
+    role: str
+
+
+def _caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """The caller's actor name (``api:key<n>``) for the audit log; 401 without a valid key."""
+) -> Caller:
+    """An API key (role operator) or a console session cookie (its account's role).
+
+    A Bearer header is judged on its own (a wrong key is 401 even beside a good cookie). A
+    session needs ``X-CSRF-Token`` on unsafe methods (403 ``csrf_failed``), and a viewer's
+    session may only read (403 ``read_only``), whichever dependency the route uses.
+    """
     keys: ApiKeys = request.app.state.api_keys
-    return keys.actor_for(credentials)
+    console: ConsoleAuth | None = getattr(request.app.state, "console_auth", None)
+    if credentials is None and console is not None:
+        session = console.session(request.cookies.get(CONSOLE_COOKIE))
+        if session is not None:
+            if request.method in _UNSAFE_METHODS:
+                if not console.csrf_ok(session, request.headers.get(CSRF_HEADER)):
+                    raise ApiError(
+                        403,
+                        "csrf_failed",
+                        f"the {CSRF_HEADER} header is missing or wrong; reload the console"
+                        " and try again",
+                        f"缺少或错误的 {CSRF_HEADER}，请刷新操作台后重试",
+                    )
+                if session.role != "operator":
+                    raise _read_only(session.name)
+            return Caller(session.actor, session.role)
+    return Caller(keys.actor_for(credentials), "operator")
+
+
+def _read_only(name: str) -> ApiError:
+    return ApiError(
+        403,
+        "read_only",
+        f"the console account {name!r} is a viewer and may only read; ask for an operator"
+        " account to act",
+        f"操作台账号 {name} 为只读（viewer），不能执行操作，请使用操作员（operator）账号",
+    )
+
+
+def _actor(caller: Annotated[Caller, Depends(_caller)]) -> str:
+    """The caller's actor name for the audit log (``api:key<n>`` or ``console:<name>``);
+    401 without a valid key or session."""
+    return caller.actor
+
+
+def _operator_actor(caller: Annotated[Caller, Depends(_caller)]) -> str:
+    """As ``_actor``, and a viewer is refused (403 ``read_only``) whatever the method."""
+    if caller.role != "operator":
+        raise _read_only(caller.actor.removeprefix("console:"))
+    return caller.actor
 
 
 Actor = Annotated[str, Depends(_actor)]
-# Routes that change something depend on this one (read-only routes on ``Actor``): the
-# operator console narrows who may act without touching each route.
-OperatorActor = Actor
+# Routes that change something depend on this one (read-only routes on ``Actor``): a
+# viewer's console session is refused whatever the method.
+OperatorActor = Annotated[str, Depends(_operator_actor)]
 SellerQuery = Annotated[
     str | None, Query(description="销方税号, when several sellers share the bill number")
 ]
@@ -497,6 +563,7 @@ def create_app(
     app.state.components = parts
     app.state.api_keys = app_keys
     app.state.metrics = metrics
+    install_console(app, settings, ConsoleAuth.from_settings(settings))
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONAnswer:

@@ -44,6 +44,12 @@ value or a JSON array: ``FAPIAO_API_KEYS=k1,k2``, ``FAPIAO_POLL__SCHEDULE_SECOND
 | ``FAPIAO_METRICS__WORKER_PORT`` | 0 | ``celery worker`` serves its metrics on this port (0: off) |
 | ``FAPIAO_METRICS__HOST`` | ``0.0.0.0`` | interface of that exporter |
 | ``FAPIAO_METRICS__MULTIPROC_DIR`` | (system temp) | parent of a fresh per-start dir of counters |
+| ``FAPIAO_CONSOLE__USERS`` | | console accounts, JSON ``[{"name","role","password_hash"}]`` |
+| ``FAPIAO_CONSOLE__USERS_FILE`` | (none) | or a TOML/JSON file of them (``[[users]]``) |
+| ``FAPIAO_CONSOLE__SESSION_SECRET`` | (none) | signs console sessions; required with accounts |
+| ``FAPIAO_CONSOLE__SESSION_MAX_AGE_SECONDS`` | 28800 | a console login lasts this long |
+| ``FAPIAO_CONSOLE__COOKIE_SECURE`` | (auto) | Secure session cookie; default: outside development |
+| ``FAPIAO_CONSOLE__FLOWER_URL`` | ``http://127.0.0.1:5555`` | Flower, linked from a document page |
 
 The retry table (``worker.retry_policy.RetryTable``, printed by ``python -m
 worker.retry_policy``): one row per kind of retry, every column a variable
@@ -79,6 +85,8 @@ workers and beat start without them.
 from __future__ import annotations
 
 import json
+import re
+import tomllib
 from dataclasses import asdict, dataclass, replace
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from pathlib import Path
@@ -103,6 +111,8 @@ __all__ = [
     "RETRY_DEFAULTS",
     "BrokerSettings",
     "CallbackSettings",
+    "ConsoleSettings",
+    "ConsoleUser",
     "ErpWebhookSettings",
     "HttpSettings",
     "InDoubtSettings",
@@ -349,6 +359,78 @@ class MetricsSettings(_Group):
     multiproc_dir: Path | None = None
 
 
+CONSOLE_ROLES: Final = ("viewer", "operator")
+# What ``fapiao console hash-password`` writes (producers.console.auth): Django's layout.
+_PASSWORD_HASH = re.compile(r"^pbkdf2_sha256\$[0-9]{4,8}\$[^$]{8,}\$[A-Za-z0-9+/=]{40,}$")
+
+
+class ConsoleUser(_Group):
+    """One console account; the password only as a hash (``fapiao console hash-password``)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[^\s:]+$")
+    role: Literal["viewer", "operator"]
+    password_hash: SecretStr
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash(cls, value: SecretStr) -> SecretStr:
+        if not _PASSWORD_HASH.match(value.get_secret_value()):
+            raise ValueError(
+                "password_hash must come from `fapiao console hash-password`"
+                " (pbkdf2_sha256$…) / 密码哈希格式错误，请用 fapiao console hash-password 生成"
+            )
+        return value
+
+
+class ConsoleSettings(_Group):
+    """The operator console at ``/console``: accounts, session signing, the Flower link.
+
+    Accounts come from ``users`` (JSON in the environment) and/or ``users_file``; with none,
+    only API keys open the console. ``cookie_secure`` unset means Secure outside development.
+    """
+
+    users: list[ConsoleUser] = Field(default_factory=list)
+    users_file: Path | None = None
+    session_secret: SecretStr | None = None
+    session_max_age_seconds: int = Field(default=28800, ge=60, le=30 * 86400)
+    cookie_secure: bool | None = None
+    flower_url: str = "http://127.0.0.1:5555"
+
+    @field_validator("flower_url")
+    @classmethod
+    def _flower(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL / Flower 地址格式错误")
+        return value.rstrip("/")
+
+    def load_users(self) -> list[ConsoleUser]:
+        """``users`` plus those of ``users_file`` (TOML ``[[users]]`` or a JSON list); a name
+        may appear once. Raises SettingsError naming the variable at fault."""
+        users = list(self.users)
+        if self.users_file is not None:
+            where = env_name("console", "users_file")
+            try:
+                text = self.users_file.read_text(encoding="utf-8")
+                raw: Any = (
+                    json.loads(text)
+                    if self.users_file.suffix == ".json"
+                    else tomllib.loads(text).get("users", [])
+                )
+                if isinstance(raw, dict):
+                    raw = raw.get("users", [])
+                users += [ConsoleUser.model_validate(item) for item in raw]
+            except (OSError, ValueError, TypeError) as exc:
+                raise SettingsError(f"{where} ({self.users_file}): {exc}") from exc
+        names = [user.name for user in users]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise SettingsError(
+                f"{env_name('console', 'users')}: account names appear twice: "
+                f"{', '.join(duplicates)} / 操作台账号重复"
+            )
+        return users
+
+
 class Settings(BaseSettings):
     """All settings; build with ``Settings.load()`` in a composition root."""
 
@@ -383,6 +465,7 @@ class Settings(BaseSettings):
     erp_webhook: ErpWebhookSettings = Field(default_factory=ErpWebhookSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @field_validator("database_url")
     @classmethod
@@ -535,6 +618,12 @@ class Settings(BaseSettings):
                     f"{env_name('api_keys')}: key #{index + 1} is a placeholder or shorter than"
                     f" 8 characters; refused in {self.environment} / 非开发环境不允许使用占位密钥"
                 )
+        secret = self.console.session_secret
+        if secret is not None and is_placeholder_secret(secret):
+            raise ValueError(
+                f"{env_name('console', 'session_secret')} is a placeholder or shorter than 8"
+                f" characters; refused in {self.environment} / 非开发环境不允许使用占位密钥"
+            )
         if self.callback_secret is not None and is_placeholder_secret(self.callback_secret):
             raise ValueError(
                 f"{env_name('callback_secret')} is a placeholder or shorter than 8 characters;"

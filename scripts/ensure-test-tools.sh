@@ -2,20 +2,32 @@
 # System tools some tests drive, installed from Debian's packages when missing.
 set -euo pipefail
 
-# Runs apt-get as root, or through sudo when there is one.
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+APT_UPDATED=0
+
+# Runs apt-get as root, or through sudo when not root; the package lists are refreshed once.
 apt_install() {
-  local sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    sudo="sudo"
+  if [ "$APT_UPDATED" -eq 0 ]; then
+    $SUDO apt-get update
+    APT_UPDATED=1
   fi
-  $sudo apt-get update
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "$@"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "$@"
 }
 
 # promtool: checks and unit-tests deploy/prometheus/alerts.yml (tests/unit/test_alert_rules.py).
 if ! command -v promtool >/dev/null 2>&1; then
   echo "promtool missing: installing Debian's prometheus package" >&2
   apt_install prometheus
+fi
+
+# chromium: the browser Playwright drives in tests/browser (Playwright cannot download its own
+# browsers here, so the tests launch Debian's build at this path).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "chromium missing: installing Debian's chromium package" >&2
+  apt_install chromium
 fi
 
 exit 0
