@@ -25,13 +25,12 @@ from typing import Any
 import pytest
 import uvicorn
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
-from producers.enqueue import RecordingEnqueuer
 from sqlalchemy.orm import Session, sessionmaker
 
 from producers.console.auth import hash_password
 from producers.http import create_app
 from producers.testing import API_KEY, bridge_settings, build_test_components
-from tests.browser import fake_ops
+from worker.enqueue import RecordingEnqueuer
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -116,7 +115,6 @@ class Console:
     page: Page
     sessions: sessionmaker[Session]
     enqueuer: RecordingEnqueuer
-    faked: list[str]
 
     def open(self, fragment: str = "#/overview") -> Page:
         self.page.goto(f"{self.url}/console/{fragment}")
@@ -159,11 +157,10 @@ def console(
     enqueuer = RecordingEnqueuer()
     components = build_test_components(settings, session_factory, enqueuer=enqueuer)
     app = create_app(settings, components=components)
-    faked = fake_ops.install(app)
     with LiveServer(app) as server:
         context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 900})
         try:
-            yield Console(server.url, context, context.new_page(), session_factory, enqueuer, faked)
+            yield Console(server.url, context, context.new_page(), session_factory, enqueuer)
         finally:
             context.close()
 

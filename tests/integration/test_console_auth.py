@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from producers.enqueue import RecordingEnqueuer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
@@ -26,6 +25,7 @@ from producers.http import create_app
 from producers.testing import auth_headers, bridge_settings, build_test_components
 from schemas.settings import ConsoleUser, Settings, SettingsError
 from store.models import Document, DocumentEvent
+from worker.enqueue import RecordingEnqueuer
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
