@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import Update, func, select
+from sqlalchemy import Update, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.claims import claim_for_push
@@ -535,3 +535,113 @@ def test_event_log_is_append_only_history(
             .where(DocumentEvent.document_id == document.id)
         )
     assert count == 4
+
+
+# Survivors of the mutation run (docs/TESTING.md, "Mutation testing") that matter.
+
+
+def test_a_transition_changes_only_its_own_row_and_stamps_it(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    earlier = NOW - timedelta(hours=1)
+    mine = make_document("pushed", version=1, updated_at=earlier)
+    twin = make_document("pushed", version=1, updated_at=earlier)  # only the id tells them apart
+    with session_factory() as session:
+        result = transition(session, mine.id, Event.issued_all, actor="worker", now=NOW)
+        session.commit()
+    assert (result.document_id, result.event, result.from_status, result.to_status) == (
+        mine.id,
+        Event.issued_all,
+        DocumentStatus.pushed,
+        DocumentStatus.invoiced,
+    )
+    assert (result.outcome, result.version) == (TransitionOutcome.applied, 2)
+    changed, untouched = reload(session_factory, mine.id), reload(session_factory, twin.id)
+    assert (changed.status, changed.updated_at) == ("invoiced", NOW)
+    assert (untouched.status, untouched.version, untouched.updated_at) == ("pushed", 1, earlier)
+    assert events_of(session_factory, twin.id) == []
+
+
+def test_noop_and_stale_results_name_the_document_event_state_and_version(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    state, event = NO_OP[0]
+    same = make_document(state.value, version=5)
+    late = make_document("pushing", push_attempt=2, version=7)
+    with session_factory() as session:
+        noop = transition(session, same.id, event, actor="worker")
+        stale = transition(session, late.id, Event.accepted, actor="worker", attempt=1)
+        session.commit()
+    assert (noop.document_id, noop.event, noop.from_status, noop.to_status) == (
+        same.id,
+        event,
+        state,
+        state,
+    )
+    assert (noop.outcome, noop.version) == (TransitionOutcome.noop, 5)
+    assert (stale.document_id, stale.event, stale.from_status, stale.to_status) == (
+        late.id,
+        Event.accepted,
+        DocumentStatus.pushing,
+        DocumentStatus.pushing,
+    )
+    assert (stale.outcome, stale.version) == (TransitionOutcome.stale, 7)
+
+
+def test_a_status_written_behind_the_version_still_makes_the_transition_lose(
+    session_factory: sessionmaker[Session],
+    make_document: MakeDocument,
+    db_backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No lifecycle writer changes the status without the version, but the compare-and-set
+    # holds on both: a rogue UPDATE of the status alone still makes the transition lose.
+    document = make_document("pushed", version=1)
+    rogue = update(Document).where(Document.id == document.id).values(status="invoice_failed")
+
+    with session_factory() as session:
+        execute = session.execute
+        raced: list[Any] = []
+
+        def racing(statement: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(statement, Update) and not raced:
+                raced.append(statement)
+                if db_backend == "postgresql":
+                    with session_factory() as rival:
+                        rival.execute(rogue)
+                        rival.commit()
+                else:  # SQLite serialises writers: the rogue write shares our transaction
+                    execute(rogue)
+            return execute(statement, *args, **kwargs)
+
+        monkeypatch.setattr(session, "execute", racing)
+        with pytest.raises(LostRace):
+            transition(session, document.id, Event.issued_all, actor="worker")
+        monkeypatch.undo()
+        session.commit()
+    assert reload(session_factory, document.id).status == "invoice_failed"
+    assert events_of(session_factory, document.id) == []
+
+
+@pytest.mark.parametrize(
+    ("state", "event"), [("draft", Event.withdraw), ("withdrawing", Event.withdrawn_ok)]
+)
+def test_leaving_a_state_with_a_due_attempt_clears_it(
+    session_factory: sessionmaker[Session], make_document: MakeDocument, state: str, event: Event
+) -> None:
+    document = make_document(state, next_attempt_at=NOW)
+    with session_factory() as session:
+        transition(session, document.id, event, actor="operator", now=NOW)
+        session.commit()
+    after = reload(session_factory, document.id)
+    assert (after.status, after.next_attempt_at) == ("withdrawn", None)
+
+
+def test_update_fields_stamps_updated_at(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    document = make_document("pushed", updated_at=NOW - timedelta(hours=1))
+    with session_factory() as session:
+        update_fields(session, document.id, {"last_error_code": "x"}, now=NOW)
+        session.commit()
+    assert reload(session_factory, document.id).updated_at == NOW

@@ -287,3 +287,30 @@ def test_the_publish_row_is_kombus_publish_retry() -> None:
         "interval_max": 0.5,
     }
     assert again["kwargs"] == {"document_id": 1, "bill_no": "B-1", "tenant": "demo"}
+
+
+# Survivors of the mutation run (docs/TESTING.md, "Mutation testing") that matter.
+
+
+def test_a_refreshed_token_changes_nothing_for_an_answer_that_is_not_about_auth() -> None:
+    for outcome in OutcomeClass:
+        if QUERY_ACTIONS[outcome] is not Action.REFRESH_ONCE:
+            assert decide_query(outcome, auth_refreshed=True).action is QUERY_ACTIONS[outcome]
+
+
+def test_a_single_attempt_row_is_exhausted_after_its_one_attempt() -> None:
+    once = Backoff(base_seconds=1, cap_seconds=1, max_attempts=1)
+    assert once.exhausted(1)
+    assert not Backoff(base_seconds=1, cap_seconds=1, max_attempts=2).exhausted(1)
+
+
+def test_full_jitter_may_draw_a_zero_wait() -> None:
+    class LowestDraw(random.Random):
+        def uniform(self, a: float, b: float) -> float:
+            return a
+
+    row = Backoff(base_seconds=4, cap_seconds=60, max_attempts=5)
+    assert row.delay(3, LowestDraw()) == timedelta(0)
+    assert decide_push(
+        OutcomeClass.TRANSIENT, attempt=1, backoff=row, auth_refreshed=False, rng=LowestDraw()
+    ).delay == timedelta(0)  # the caller's generator is the one used
