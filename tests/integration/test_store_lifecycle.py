@@ -214,6 +214,8 @@ def test_expected_version_mismatch_is_a_lost_race_and_writes_nothing(
             transition(session, document.id, Event.issued_all, actor="worker", expected_version=3)
         session.commit()
     assert (caught.value.actual_status, caught.value.actual_version) == ("pushed", 4)
+    assert (caught.value.document_id, caught.value.event) == (document.id, Event.issued_all)
+    assert (caught.value.expected_status, caught.value.expected_version) == (None, 3)
     assert reload(session_factory, document.id).status == "pushed"
     assert events_of(session_factory, document.id) == []
 
@@ -222,7 +224,7 @@ def test_expected_status_mismatch_is_a_lost_race(
     db_session: Session, make_document: MakeDocument
 ) -> None:
     document = make_document("pushed")
-    with pytest.raises(LostRace):
+    with pytest.raises(LostRace) as caught:
         transition(
             db_session,
             document.id,
@@ -230,6 +232,8 @@ def test_expected_status_mismatch_is_a_lost_race(
             actor="sweeper",
             expected_status=DocumentStatus.pushing,
         )
+    assert (caught.value.document_id, caught.value.event) == (document.id, Event.unsure)
+    assert (caught.value.expected_status, caught.value.actual_status) == ("pushing", "pushed")
 
 
 def test_a_write_between_read_and_update_makes_the_transition_lose_though_the_status_matches(
@@ -555,7 +559,7 @@ def test_a_transition_changes_only_its_own_row_and_stamps_it(
         DocumentStatus.pushed,
         DocumentStatus.invoiced,
     )
-    assert (result.outcome, result.version) == (TransitionOutcome.applied, 2)
+    assert (result.outcome, result.version, result.tenant) == (TransitionOutcome.applied, 2, "acme")
     changed, untouched = reload(session_factory, mine.id), reload(session_factory, twin.id)
     assert (changed.status, changed.updated_at) == ("invoiced", NOW)
     assert (untouched.status, untouched.version, untouched.updated_at) == ("pushed", 1, earlier)
@@ -578,14 +582,14 @@ def test_noop_and_stale_results_name_the_document_event_state_and_version(
         state,
         state,
     )
-    assert (noop.outcome, noop.version) == (TransitionOutcome.noop, 5)
+    assert (noop.outcome, noop.version, noop.tenant) == (TransitionOutcome.noop, 5, "acme")
     assert (stale.document_id, stale.event, stale.from_status, stale.to_status) == (
         late.id,
         Event.accepted,
         DocumentStatus.pushing,
         DocumentStatus.pushing,
     )
-    assert (stale.outcome, stale.version) == (TransitionOutcome.stale, 7)
+    assert (stale.outcome, stale.version, stale.tenant) == (TransitionOutcome.stale, 7, "acme")
 
 
 def test_a_status_written_behind_the_version_still_makes_the_transition_lose(
