@@ -324,8 +324,11 @@ class SimulatorHandle:
         return self._post("/_sim/bills", body)
 
     def quota(self) -> dict[str, Any]:
-        """``GET /_sim/quota``: limits, used and left per limited tenant."""
-        return self._get("/_sim/quota")
+        """``GET /_sim/quota``: limits, used and left per limited tenant (amounts Decimal)."""
+        response = self.admin.get("/_sim/quota")
+        response.raise_for_status()
+        result: dict[str, Any] = loads_exact(response.content)
+        return result
 
     def set_quota(
         self,
@@ -342,14 +345,14 @@ class SimulatorHandle:
                 limits["warn_ratio"] = str(warn_ratio)
         response = self.admin.put("/_sim/quota", content=dumps_exact({tenant: limits}))
         response.raise_for_status()
-        result: dict[str, Any] = response.json()
+        result: dict[str, Any] = loads_exact(response.content)
         return result
 
     def set_clock_offset(self, seconds: float) -> dict[str, Any]:
         """Move the simulator's clock (quota days and months) ``seconds`` from wall time."""
         response = self.admin.put("/_sim/clock", json={"offset_seconds": seconds})
         response.raise_for_status()
-        result: dict[str, Any] = response.json()
+        result: dict[str, Any] = loads_exact(response.content)
         return result
 
     def _post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
