@@ -87,6 +87,7 @@ from schemas.cloud_contract import (
     QUOTA_ISSUE_ERROR_MESSAGE,
     RED_INVOICE_PROPERTY,
     RED_NEEDS_RED_INFO_TYPES,
+    RED_REASONS,
     REQUEST_BODY_LABEL,
     TOKEN_FAILURE_BAD_ACCOUNT,
     TOKEN_FAILURE_BAD_APP,
@@ -1073,12 +1074,21 @@ class SimulatedCloud:
         return item
 
     def _red_check(
-        self, tenant: str, header: dict[str, Any], amount: Decimal, tax: Decimal
+        self,
+        tenant: str,
+        header: dict[str, Any],
+        amount: Decimal,
+        tax: Decimal,
+        *,
+        at_push: bool = True,
     ) -> RedCheck | None:
-        """Why the cloud will not reverse with this red bill (module docstring), or None."""
-        if header.get("invoiceType") in RED_NEEDS_RED_INFO_TYPES and not header.get(
-            "redInfoBillNo"
-        ):
+        """Why the cloud will not reverse with this red bill (module docstring), or None.
+
+        ``redInfoBillNo`` is a push requirement only: a clerk's 红冲单 gets its 红字确认单 in
+        the cloud UI, and a pushed bill was checked when it arrived.
+        """
+        needs_info = header.get("invoiceType") in RED_NEEDS_RED_INFO_TYPES
+        if at_push and needs_info and not header.get("redInfoBillNo"):
             return ErrorCode.REQUIRED, {"field": "redInfoBillNo"}
         number = str(header.get("originalInvoiceNumber") or "")
         found = self.bills.find_issued(tenant, str(header.get("originalInvoiceCode") or ""), number)
@@ -1113,7 +1123,7 @@ class SimulatedCloud:
         if bill.red:
             amount = sum((inv.total_amount for inv in pending), Decimal("0.00"))
             tax = sum((inv.total_tax_amount for inv in pending), Decimal("0.00"))
-            refusal = self._red_check(bill.tenant, bill.header, amount, tax)
+            refusal = self._red_check(bill.tenant, bill.header, amount, tax, at_push=False)
             if refusal is None:
                 return None
             return gateway_error(refusal[0]).message(**refusal[1])
@@ -1299,6 +1309,10 @@ class SimulatedCloud:
         if available <= 0:
             message = gateway_error(ErrorCode.RED_OVER_LIMIT).message(available=available)
             raise OperatorError(f"invoice {original.invoice_num} is reversed fully / {message}")
+        if red_reason is not None and red_reason not in RED_REASONS:
+            raise ValueError(
+                f"redReason must be one of {', '.join(sorted(RED_REASONS))} / 冲红原因代码错误"
+            )
         red_bill = self._cloud_red_bill(bill, original, amount, red_reason)
         bill.record("operator_red", orderNo=original.order_no, redBillNo=red_bill.bill_no)
         return self._issue(red_bill, use_faults=False)

@@ -226,6 +226,19 @@ def test_full_red_calls_back_red_with_the_red_invoice_and_status_3(
     assert stats["doubleIssue"] == NO_DOUBLE_ISSUE
 
 
+def test_a_clerk_reverses_a_special_invoice_without_red_info(
+    sim: SimulatorHandle, demo: CloudSession, receiver: CallbackRecorder
+) -> None:
+    """redInfoBillNo binds pushed red 专票 only; the clerk's 红字确认单 is made in the cloud."""
+    _issued(sim, demo, receiver, "R-SPECIAL", invoice_type="028", lines=2, tax_rate="0.06")
+    bad = sim.admin.post("/_sim/bills/R-SPECIAL/red", json={"redReason": "9"})
+    assert bad.status_code == 400 and "redReason" in bad.json()["error"]
+    sim.red("R-SPECIAL", redReason="4")
+    [red] = _callbacks(receiver, 2)[1].items
+    assert (red.invoiceType, red.totalAmount) == ("028", Decimal("-200.00"))
+    assert red.invoiceCode and red.originalInvoiceCode  # 税控 invoices: code + number
+
+
 @pytest.mark.parametrize(
     ("reading", "partial_status"),
     [("keeps_0", INVOICE_STATUS_NORMAL), ("status_2", INVOICE_STATUS_PARTIAL_RED)],
