@@ -255,7 +255,8 @@ def _start(
          "--callback-url", f"{api_url}/callbacks/kingdee/{callback_secret}",
          "--issue-delay", str(options.issue_delay), "--token-ttl", str(options.token_ttl),
          "--callback-retry-schedule", "1,2,4", "--callback-timeout", "5",
-         "--seed", str(options.seed), "--log-level", "warning"],
+         "--seed", str(options.seed), "--log-level", "warning",
+         "--unknown-originals", "assumed"],  # the red sample reverses a real-world invoice
         env=env, log_path=logs / "simulator.log", cwd=REPO_ROOT,
     )  # fmt: skip
     api = processes.start(

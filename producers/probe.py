@@ -16,6 +16,7 @@ whose answers settle a switch WITHOUT ever issuing an invoice, and returns the
 | ``duplicate_bill`` | push T again | accepted / -10009 已存在 |
 | ``unknown_fields`` | push T2 with one undocumented field | accepted / refused naming it |
 | ``query_lines``, ``merge``, ``callback_data``, ``failed_in_query`` | none | unknown (e) |
+| ``biz_control``, ``cancel_item``, ``partial_red`` (after issuance) | none | unknown (e) |
 
 (a) ``error`` / ``empty_list`` / ``empty_data``. (b) every answer must agree, else unknown.
 (c) ``required`` / ``optional``. (d) ``http_401`` / ``unauthorized_text`` / ``invented_401``,
@@ -92,6 +93,15 @@ _CANNOT: Final[Mapping[str, str]] = {
     ),
     "failed_in_query": (
         "needs an issuance that failed; the probe never issues / 需要开票失败的单据，探测从不开票"
+    ),
+    "biz_control": (
+        "needs an issuance callback; the probe never issues / 需要开票回调，探测从不开票"
+    ),
+    "cancel_item": (
+        "needs a voided invoice; the probe never issues / 需要已作废的发票，探测从不开票"
+    ),
+    "partial_red": (
+        "needs a partly reversed invoice; the probe never issues / 需要部分红冲的发票，探测从不开票"
     ),
 }
 

@@ -30,6 +30,10 @@ Guess table (§ = docs/CLOUD-CONTRACT.md section; tag = confidence of the fact b
 | ``DIALECT_SWITCHES``, ``Dialect`` | [G] parts with several plausible wire shapes | many | [G] |
 | ``expired_token_answer`` | the expired-token answer under each dialect | 5 | [G]/[D] |
 | ``ErrorCode``, ``failure_body``, texts | named codes, wire texts of the simulator | 6.3 | [G] |
+| ``-10013``…``-10015``, ``RED_*`` | a red bill's reference to its blue invoice | 6.1, 8 | [G] |
+| ``INVOICE_STATUS_*`` | invoiceStatus after 作废 / 红冲 (2: 部分红冲?) | 9.1, 10.2 | [D]/[G] |
+| ``QUOTA_*``, ``BIZ_CONTROL_*`` | 授信额度 (bizControl) of the simulator | 9.1, 15 | [G] |
+| ``CLOUD_RED_BILL_NO_TEMPLATE`` | billNo of a 红冲单 a clerk makes in the cloud | 10.3, 15 | [G] |
 
 Outcome classes (``OutcomeClass``) — what the worker does with a gateway answer
 
@@ -61,6 +65,9 @@ Gateway error table (``GATEWAY_ERRORS``; codes are guesses except ``-10001``)
 | ``-10010`` | 接口编码不存在 | config_error |
 | ``-10011`` | 单据不存在 | rejected (query: see ``is_unknown_bill``) |
 | ``-10012`` | <the withdraw refusal text> | rejected (dialect ``withdraw_refusal=envelope``) |
+| ``-10013`` | 原蓝票<number>不存在 | rejected (red bill: no such blue invoice here) |
+| ``-10014`` | 原蓝票<number>已作废，不允许红冲 | rejected |
+| ``-10015`` | 红冲金额超过可红冲金额(可红冲金额<n>) | rejected |
 | ``9999`` | 系统异常 | transient |
 
 Unknown codes fall back to the message text (auth markers, 已存在/重复, 系统异常/繁忙/超时),
@@ -90,9 +97,12 @@ __all__ = [
     "AUTH_FAILURE_ERROR_CODES",
     "AUTH_FAILURE_MARKERS",
     "BILL_LABEL",
+    "BIZ_CONTROL_BIZ_TYPE",
+    "BIZ_CONTROL_ISSUE_BIZ_TYPE",
     "BUSINESS_SYSTEM_TEXT_MARKER",
     "CALLBACK_RETRY_DELAYS_SECONDS",
     "CALLBACK_TIMEOUT_SECONDS",
+    "CLOUD_RED_BILL_NO_TEMPLATE",
     "DEFAULT_RETURN_REASON",
     "DIALECT_SWITCHES",
     "DIGITAL_INVOICE_TYPES",
@@ -101,6 +111,10 @@ __all__ = [
     "GATEWAY_ERRORS",
     "GOODS_SHORT_NAMES",
     "GOODS_SHORT_NAME_DEFAULT",
+    "INVOICE_STATUS_NORMAL",
+    "INVOICE_STATUS_PARTIAL_RED",
+    "INVOICE_STATUS_RED",
+    "INVOICE_STATUS_VOID",
     "INVOICE_TAX_TOLERANCE",
     "ISSUE_ERROR_MESSAGES",
     "MAX_LINES_PER_INVOICE_DIGITAL",
@@ -116,6 +130,12 @@ __all__ = [
     "QUERY_OK_MESSAGE",
     "QUERY_UNKNOWN_BILL_ERROR_CODE",
     "QUERY_UNKNOWN_BILL_MESSAGE",
+    "QUOTA_ISSUE_ERROR_MESSAGE",
+    "QUOTA_TIMEZONE",
+    "QUOTA_WARNING_RATIO",
+    "RED_INVOICE_PROPERTY",
+    "RED_NEEDS_RED_INFO_TYPES",
+    "RED_REASONS",
     "REQUEST_BODY_LABEL",
     "ROW_LABEL_TEMPLATE",
     "SELLER_UNKNOWN_TEXT_MARKER",
@@ -129,6 +149,9 @@ __all__ = [
     "UNDECODABLE_TEXT_MARKER",
     "UNKNOWN_INTERFACE_ERROR_CODE",
     "UNKNOWN_INTERFACE_MESSAGE",
+    "UNLIMITED_DAY_SURPLUS",
+    "UNLIMITED_MONTH_SURPLUS",
+    "VOID_DEFAULT_REASON",
     "WITHDRAW_ALREADY_ISSUED",
     "WITHDRAW_ALREADY_WITHDRAWN",
     "WITHDRAW_BILL_UNKNOWN",
@@ -272,6 +295,25 @@ GATEWAY_ERRORS: Final[tuple[GatewayError, ...]] = (
         OutcomeClass.REJECTED,
         "BILL.WITHDRAW refused for the only/all bill(s), at the envelope level"
         " (dialect withdraw_refusal=envelope); the text is the per-bill reason",
+    ),
+    GatewayError(
+        "-10013",
+        "原蓝票{number}不存在",
+        OutcomeClass.REJECTED,
+        "red bill: no issued blue invoice with originalInvoiceCode/Number in this tenant",
+    ),
+    GatewayError(
+        "-10014",
+        "原蓝票{number}已作废，不允许红冲",
+        OutcomeClass.REJECTED,
+        "red bill: the blue invoice it reverses was voided (作废)",
+    ),
+    GatewayError(
+        "-10015",
+        "红冲金额超过可红冲金额(可红冲金额{available})",
+        OutcomeClass.REJECTED,
+        "red bill: its amount (excl. tax) or tax exceeds the blue invoice's"
+        " canRedAmount/canRedTaxAmount",
     ),
     GatewayError("9999", "系统异常", OutcomeClass.TRANSIENT, "cloud-side exception"),
 )
@@ -539,10 +581,11 @@ FIELD_LABELS: Final[Mapping[str, str]] = {
     "taxRate": "税率",
     "revenueCode": "税收分类编码",
 }
+QUOTA_ISSUE_ERROR_MESSAGE: Final = "授信额度不足"  # [G] issuance refused by the quota (§12)
 # Texts seen in Kingdee's 待开单据 list and integrators' logs for failed issuance (§12 [G]).
 ISSUE_ERROR_MESSAGES: Final[tuple[str, ...]] = (
     "税局登录失效，请重新登录电子税务局",
-    "授信额度不足",
+    QUOTA_ISSUE_ERROR_MESSAGE,
     "税控设备离线",
     "发票领用存不足",
     "购方税号校验不通过",
@@ -578,6 +621,9 @@ class ErrorCode(StrEnum):
     UNKNOWN_INTERFACE = "-10010"
     BILL_UNKNOWN = "-10011"
     WITHDRAW_REFUSED = "-10012"
+    ORIGINAL_UNKNOWN = "-10013"
+    ORIGINAL_VOIDED = "-10014"
+    RED_OVER_LIMIT = "-10015"
     SYSTEM_ERROR = "9999"
 
 
@@ -589,6 +635,39 @@ def failure_body(error_code: str, /, **values: object) -> dict[str, Any]:
         "message": gateway_error(str(error_code)).message(**values),
         "data": None,
     }
+
+
+# --------------------------------------------------------------------------- after issuance
+# 作废 (void), 红冲 (red-letter) and the 授信额度 (credit quota) as the simulator plays them
+# (docs/CLOUD-CONTRACT.md §15).
+
+# invoiceStatus of an issued invoice (§9.1 [D S7], §10.2): 0 正常, 3 红冲, 6 作废. One
+# integrator's DTO labels 2 as 部分红冲 [S13/S14, unverified]; 5.1.03 calls 2 待开 (dialect
+# ``partial_red``).
+INVOICE_STATUS_NORMAL: Final = "0"
+INVOICE_STATUS_PARTIAL_RED: Final = "2"
+INVOICE_STATUS_RED: Final = "3"
+INVOICE_STATUS_VOID: Final = "6"
+# 红冲 reference rules of a red bill (invoiceProperty 1), checked at BILL.PUSH and again at
+# issuance (an issuance refused then fails with the same text as issueErrorMessage) [G].
+RED_INVOICE_PROPERTY: Final = "1"
+# 专票 (§10.1): a red one needs redInfoBillNo, the 红字信息表/确认单 number (§6.1 [C S10][D S7]).
+RED_NEEDS_RED_INFO_TYPES: Final[frozenset[str]] = frozenset({"004", "028", "08xdp"})
+# 冲红原因 ``redReason`` (§10.5 [C S18], Kingdee's 开票申请单 table; not in the §6.1 field list).
+RED_REASONS: Final[frozenset[str]] = frozenset({"1", "2", "3", "4"})
+VOID_DEFAULT_REASON: Final = "开票信息有误，作废重开"  # [G] abolishReason of a clerk's 作废
+# billNo of the 红冲单 (单据类型 B, §10.3 [C S18]) a clerk makes in the cloud UI; its real
+# numbering is unknown [G]. It has no businessSystemCode, so only INVOICE.RED is called back.
+CLOUD_RED_BILL_NO_TEMPLATE: Final = "{bill_no}-HC{n}"
+# 授信额度: bizControl of INVOICE.OPEN callbacks (§9.1 [D S7]); amounts in yuan incl. tax, the
+# day and month of Asia/Shanghai; isWarning below this share of a limit [G].
+QUOTA_TIMEZONE: Final = "Asia/Shanghai"
+QUOTA_WARNING_RATIO: Final = Decimal("0.10")
+BIZ_CONTROL_ISSUE_BIZ_TYPE: Final = "1"  # [G] values of the two codes are not public
+BIZ_CONTROL_BIZ_TYPE: Final = "0"
+# Without a configured quota the simulator reports a limit nobody reaches [G].
+UNLIMITED_MONTH_SURPLUS: Final = Decimal("9999999.00")
+UNLIMITED_DAY_SURPLUS: Final = Decimal("999999.00")
 
 
 # --------------------------------------------------------------------------- config hints
@@ -623,6 +702,9 @@ NOT_AUTHORISED_TEXT_MARKER: Final = "授权"  # -10002 未进行接口授权
 # | merge | never · when_asked | 6, 6.4 | [D S4]/[G] |
 # | callback_data | base64 · plain | 9 | [D S7]/[C S13,S14] |
 # | failed_in_query | listed · omitted | 8 | [G] |
+# | biz_control | per_bill · every_open · when_warning | 9.1, 9.2 | [D S7]/[I]/[G] |
+# | cancel_item | own_fields · original_only | 9.1 | [I]/[G] |
+# | partial_red | keeps_0 · status_2 | 10.2 | [D S7]/[S13,S14 DTO] |
 
 DIALECT_SWITCHES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {
@@ -638,6 +720,9 @@ DIALECT_SWITCHES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "merge": ("never", "when_asked"),
         "callback_data": ("base64", "plain"),
         "failed_in_query": ("listed", "omitted"),
+        "biz_control": ("per_bill", "every_open", "when_warning"),
+        "cancel_item": ("own_fields", "original_only"),
+        "partial_red": ("keeps_0", "status_2"),
     }
 )
 
@@ -675,6 +760,9 @@ class Dialect:
     merge: str = "never"
     callback_data: str = "base64"
     failed_in_query: str = "listed"
+    biz_control: str = "per_bill"
+    cancel_item: str = "own_fields"
+    partial_red: str = "keeps_0"
 
     def __post_init__(self) -> None:
         for name in DIALECT_SWITCHES:

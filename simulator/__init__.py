@@ -6,10 +6,11 @@ Modules (each lists its public API in ``__all__``)
 |---|---|
 | ``simulator.cli`` | ``fapiao simulator`` (Typer command ``simulator``), ``python -m simulator`` |
 | ``simulator.app`` | ``create_app(tenants, config)``: the ASGI app; route table in its docstring |
-| ``simulator.cloud`` | ``SimulatedCloud``: tokens, gateway checks, issuance, operator actions |
+| ``simulator.cloud`` | ``SimulatedCloud``: tokens, gateway, issuance, operator actions, 作废/红冲 |
 | ``simulator.config`` | ``SimulatorConfig``: every knob |
 | ``simulator.faults`` | ``FaultPlan``, ``FaultDice``: the fault table |
-| ``simulator.bills`` | bill states, invoices, double-issue detection |
+| ``simulator.bills`` | bill states, invoices (作废/红冲 bookkeeping), double-issue detection |
+| ``simulator.quota`` | ``QuotaBook``: credit quota (授信额度) per tenant; ``SimClock`` (offset) |
 | ``simulator.issuance`` | splitting bills into invoices, numbers, callback/query items |
 | ``simulator.callbacks`` | ``CallbackSender``: POST, ACK check, retry schedule |
 | ``simulator.tokens`` | ``TokenBook``: app/access tokens that really expire |

@@ -14,6 +14,12 @@ Routes (``{base}`` is the path of a tenant's base URL, e.g. ``/demo``)
 | POST | ``/_sim/bills/{billNo}/issue`` | operator: issue now |
 | POST | ``/_sim/bills/{billNo}/fail`` (``message``) | operator: fail issuance |
 | POST | ``/_sim/bills/{billNo}/return`` (``reason``) | operator: 回退 upstream (BILL.RETURN) |
+| POST | ``/_sim/bills/{billNo}/void`` (``invoice``, ``reason``) | operator: 作废 (c) |
+| POST | ``/_sim/bills/{billNo}/red`` (``invoice``, ``amount``, ``redReason``) | 红冲 (c) |
+| POST | ``/_sim/bills/{billNo}/withdraw`` | admin only: withdraw behind the bridge's back |
+| POST | ``/_sim/bills`` (``{"bill", "tenant", "businessSystemCode"}``) | admin only: plant (d) |
+| GET PUT | ``/_sim/quota`` | credit quota per tenant (``simulator.quota``) (e) |
+| GET PUT | ``/_sim/clock`` (``{"offset_seconds": N}``) | clock offset (quota days) |
 | GET PUT PATCH | ``/_sim/faults`` | fault plan (PUT replaces, PATCH merges; ``seed``) |
 | POST | ``/_sim/tokens/expire`` (``tenant``) | expire tokens now |
 | GET | ``/_sim/stats`` | statistics and double-issue detection |
@@ -24,6 +30,15 @@ Routes (``{base}`` is the path of a tenant's base URL, e.g. ``/demo``)
 | POST | ``/_sim/reset`` (``keep_tokens``) | forget everything (tests) |
 
 (a) the access_token travels in the query string or in the header ``access_token``.
+(c) operator actions take their parameters in the query string or a JSON body, and
+``wait`` (true: answer after the first callback attempt); a state they do not apply to → 409
+with the reason. ``/red``: ``amount`` excludes tax (as ``canRedAmount``); without it the rest
+of the invoice is reversed. Without ``invoice`` ``/void`` voids every issued invoice of the
+bill and ``/red`` takes the bill's only reversible invoice.
+(d) a bill the bridge never pushed (an orphan): the cloud's own checks apply (400 with the
+gateway's failure body), issuance and callbacks follow as for a push.
+(e) ``PUT`` ``{"<tenant>": {"day": "1000.00", "month": "20000.00", "warn_ratio": "0.1"}}``
+(``null`` removes a tenant's quota); ``GET`` adds what is used and left today and this month.
 (b) ``PUT`` takes a partial object ``{"switch": "value"}`` and answers the full new object; an
 unknown switch or value is a 400 naming the choices. ``POST /_sim/reset`` restores the dialect
 the process was started with (``--dialect``).
@@ -46,6 +61,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -60,6 +76,7 @@ from schemas.cloud_contract import (
     ISSUE_ERROR_MESSAGES,
     NOT_JSON_ERROR_CODE,
     NOT_JSON_MESSAGE,
+    VOID_DEFAULT_REASON,
     DialectError,
     ErrorCode,
     expired_token_answer,
@@ -69,11 +86,12 @@ from schemas.kingdee import ACCESS_TOKEN_PARAM, APP_TOKEN_PATH, LOGIN_PATH, OPEN
 from schemas.money import dumps_exact, loads_exact
 from simulator.bill_rules import BillRulesError
 from simulator.bills import SimBill
-from simulator.cloud import OperatorError, SimulatedCloud
+from simulator.cloud import OperatorError, PlantRefused, SimulatedCloud
 from simulator.config import SimulatorConfig
 from simulator.documents import CONTENT_TYPES, FILE_PATH, render_file
 from simulator.faults import FAULT_NAMES, FaultPlan, FaultSpecError
 from simulator.issuance import file_kinds_for
+from simulator.quota import Quota, QuotaError
 from simulator.tenancy import SimTenant, tenants_from_config
 
 __all__ = ["ConnectionDropped", "SimulatorApp", "create_app"]
@@ -427,9 +445,28 @@ def _admin_router(cloud: SimulatedCloud) -> Router:
             found = await _locate(request)
             if isinstance(found, Response):
                 return found
-            body = await _json_object(request)
+            body = {**dict(request.query_params), **(await _json_object(request))}
             try:
-                if name == "issue":
+                if name == "void":
+                    invoice = body.get("invoice")
+                    reason = str(body.get("reason") or VOID_DEFAULT_REASON)
+                    deliveries = await cloud.operator_void(
+                        found, str(invoice) if invoice else None, reason
+                    )
+                elif name == "red":
+                    invoice = body.get("invoice")
+                    amount = _opt_amount(body.get("amount"))
+                    red_reason = body.get("redReason")
+                    deliveries = await cloud.operator_red(
+                        found,
+                        str(invoice) if invoice else None,
+                        amount,
+                        str(red_reason) if red_reason else None,
+                    )
+                elif name == "withdraw":
+                    cloud.withdraw_behind(found)
+                    deliveries = []
+                elif name == "issue":
                     deliveries = await cloud.operator_issue(found)
                 elif name == "fail":
                     message = str(body.get("message") or ISSUE_ERROR_MESSAGES[0])
@@ -439,13 +476,61 @@ def _admin_router(cloud: SimulatedCloud) -> Router:
                     deliveries = await cloud.operator_return(found, reason)
             except OperatorError as exc:
                 return ExactJSONResponse({"error": str(exc)}, status_code=409)
-            if body.get("wait"):
+            except ValueError as exc:
+                return ExactJSONResponse({"error": str(exc)}, status_code=400)
+            if body.get("wait") not in (None, False, "", "0", "false"):
                 await asyncio.gather(*(d.first_attempt_done.wait() for d in deliveries))
             detail = cloud.bill_detail(found)
             detail["callbacksStarted"] = [d.id for d in deliveries]
             return ExactJSONResponse(detail)
 
         return endpoint
+
+    async def plant(request: Request) -> Response:
+        body = await _json_object(request)
+        raw = body.get("bill", body)
+        tenant = body.get("tenant") if "bill" in body else None
+        tenant = tenant or request.query_params.get("tenant")
+        code = body.get("businessSystemCode") if "bill" in body else None
+        try:
+            bill = cloud.plant_bill(raw, tenant, code)
+        except PlantRefused as exc:
+            return ExactJSONResponse({"error": str(exc), "refusal": exc.body}, status_code=400)
+        except KeyError as exc:
+            message = f"no single tenant for {exc.args[0]}; pass tenant / 请指定tenant"
+            return ExactJSONResponse({"error": message}, status_code=404)
+        except OperatorError as exc:
+            return ExactJSONResponse({"error": str(exc)}, status_code=409)
+        return ExactJSONResponse(cloud.bill_detail(bill), status_code=201)
+
+    async def quota(request: Request) -> Response:
+        if request.method == "PUT":
+            body = await _json_object(request)
+            try:
+                changes = {
+                    str(name): None if value is None else Quota.from_json(value)
+                    for name, value in body.items()
+                }
+            except QuotaError as exc:
+                return ExactJSONResponse({"error": str(exc)}, status_code=400)
+            unknown = sorted(set(changes) - set(cloud.tenants.by_name))
+            if unknown:
+                message = f"unknown tenant {', '.join(unknown)} / 租户不存在"
+                return ExactJSONResponse({"error": message}, status_code=404)
+            for name, limits in changes.items():
+                cloud.set_quota(name, limits)
+        return ExactJSONResponse(cloud.quota.as_json())
+
+    async def clock(request: Request) -> Response:
+        if request.method == "PUT":
+            body = await _json_object(request)
+            value = body.get("offset_seconds")
+            if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+                message = "offset_seconds must be a number / offset_seconds必须是数字"
+                return ExactJSONResponse({"error": message}, status_code=400)
+            # Seconds of a clock offset, not money: float is right here.
+            cloud.clock.offset_seconds = float(value)
+        return ExactJSONResponse(cloud.clock.as_json())
 
     async def faults(request: Request) -> Response:
         if request.method in ("PUT", "PATCH"):
@@ -536,6 +621,12 @@ def _admin_router(cloud: SimulatedCloud) -> Router:
             Route("/_sim/bills/{bill_no}/issue", _action("issue"), methods=["POST"]),
             Route("/_sim/bills/{bill_no}/fail", _action("fail"), methods=["POST"]),
             Route("/_sim/bills/{bill_no}/return", _action("return"), methods=["POST"]),
+            Route("/_sim/bills/{bill_no}/void", _action("void"), methods=["POST"]),
+            Route("/_sim/bills/{bill_no}/red", _action("red"), methods=["POST"]),
+            Route("/_sim/bills/{bill_no}/withdraw", _action("withdraw"), methods=["POST"]),
+            Route("/_sim/bills", plant, methods=["POST"]),
+            Route("/_sim/quota", quota, methods=["GET", "PUT"]),
+            Route("/_sim/clock", clock, methods=["GET", "PUT"]),
             Route("/_sim/faults", faults, methods=["GET", "PUT", "PATCH"]),
             Route("/_sim/tokens/expire", expire_tokens, methods=["POST"]),
             Route("/_sim/stats", stats, methods=["GET"]),
@@ -564,6 +655,21 @@ def _number(value: Any) -> float:
     if isinstance(value, bool):
         raise TypeError("a fault value is a number, not true/false")
     return float(value)
+
+
+def _opt_amount(value: Any) -> Decimal | None:
+    """An amount in yuan from a query string or JSON body; ValueError (400) otherwise."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError("amount must be an amount in yuan / 金额格式错误")
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError(f"amount {value!r} is not an amount in yuan / 金额格式错误") from None
+    if not amount.is_finite():
+        raise ValueError(f"amount {value!r} is not an amount in yuan / 金额格式错误")
+    return amount
 
 
 def _opt_int(value: Any) -> int | None:

@@ -24,6 +24,19 @@ Double-issue detection (``BillBook.violations``, both lists must stay empty):
 |---|---|
 | ``live_twice`` | a key became live while another generation of it was still live |
 | ``over_issued`` | the issued invoices of a key (all generations) exceed its largest 价税合计 |
+
+A red invoice is a reversal, not an issue: blue and red generations of a key are summed
+apart (each against its own largest 价税合计), so a red invoice can neither hide a second blue
+issue nor count as one, and the blue invoice it reverses stays counted as issued (its
+``red_amount`` is bookkeeping for ``canRedAmount``). A voided (作废) invoice no longer counts.
+
+After issuance (docs/CLOUD-CONTRACT.md §15): an issued invoice carries ``state_code``, its
+wire ``invoiceStatus`` (``0`` 正常, ``3`` 红冲, ``6`` 作废; ``2`` for a partial 红冲 under the
+dialect ``partial_red=status_2``), and ``red_amount``/``red_tax_amount``, what red invoices
+reversed so far (``canRedAmount`` = ``totalAmount`` − ``red_amount``). A red invoice names the
+``orderNo`` of the blue one in ``original``. A bill's ``source`` says who made it: ``push``
+(BILL.PUSH), ``planted`` (``POST /_sim/bills``: a bill the bridge never pushed) or
+``cloud_red`` (the 红冲单 a clerk's ``/red`` makes).
 """
 
 from __future__ import annotations
@@ -34,6 +47,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
+
+from schemas.cloud_contract import INVOICE_STATUS_NORMAL, INVOICE_STATUS_VOID
 
 __all__ = [
     "LIVE_STATES",
@@ -217,6 +232,28 @@ class SimInvoice:
     check_code: str = ""
     # A merged invoice (dialect merge=when_asked): bill id → that bill's 价税合计 on it.
     shares: dict[str, str] = field(default_factory=dict)
+    state_code: str = INVOICE_STATUS_NORMAL  # wire invoiceStatus once issued (docstring)
+    red_amount: Decimal = Decimal("0.00")
+    red_tax_amount: Decimal = Decimal("0.00")
+    original: str = ""  # red invoice: orderNo of the blue invoice it reverses
+    abolish_reason: str = ""
+
+    @property
+    def voided(self) -> bool:
+        return self.state_code == INVOICE_STATUS_VOID
+
+    @property
+    def can_red_amount(self) -> Decimal:
+        """``canRedAmount``: what red invoices may still reverse (0 for red/voided/unissued)."""
+        if self.status is not InvoiceStatus.ISSUED or self.voided or self.original:
+            return Decimal("0.00")
+        return self.total_amount - self.red_amount
+
+    @property
+    def can_red_tax_amount(self) -> Decimal:
+        if self.status is not InvoiceStatus.ISSUED or self.voided or self.original:
+            return Decimal("0.00")
+        return self.total_tax_amount - self.red_tax_amount
 
     @property
     def total_amount(self) -> Decimal:
@@ -243,6 +280,11 @@ class SimInvoice:
             "issue_error_message": self.issue_error_message,
             "check_code": self.check_code,
             "shares": dict(self.shares),
+            "state_code": self.state_code,
+            "red_amount": str(self.red_amount),
+            "red_tax_amount": str(self.red_tax_amount),
+            "original": self.original,
+            "abolish_reason": self.abolish_reason,
         }
 
     @classmethod
@@ -260,6 +302,11 @@ class SimInvoice:
             issue_error_message=data.get("issue_error_message", ""),
             check_code=data.get("check_code", ""),
             shares=dict(data.get("shares", {})),
+            state_code=data.get("state_code", INVOICE_STATUS_NORMAL),
+            red_amount=Decimal(data.get("red_amount", "0.00")),
+            red_tax_amount=Decimal(data.get("red_tax_amount", "0.00")),
+            original=data.get("original", ""),
+            abolish_reason=data.get("abolish_reason", ""),
         )
 
 
@@ -283,6 +330,7 @@ class SimBill:
     invoices: list[SimInvoice] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     pushed_at: int = 0  # epoch ms
+    source: str = "push"  # push, planted, cloud_red (module docstring)
 
     @property
     def key(self) -> BillKey:
@@ -293,15 +341,20 @@ class SimBill:
         return self.state in LIVE_STATES
 
     @property
+    def red(self) -> bool:
+        return self.amount_with_tax < 0
+
+    @property
     def issued_amount(self) -> Decimal:
-        """价税合计 issued for this bill; of a merged invoice only this bill's share."""
+        """价税合计 issued for this bill (voided invoices excluded); of a merged invoice only
+        this bill's share."""
         return sum(
             (
                 Decimal(inv.shares[str(self.id)])
                 if str(self.id) in inv.shares
                 else inv.include_tax_amount
                 for inv in self.invoices
-                if inv.status is InvoiceStatus.ISSUED
+                if inv.status is InvoiceStatus.ISSUED and not inv.voided
             ),
             Decimal("0.00"),
         )
@@ -327,6 +380,7 @@ class SimBill:
             "invoices": [inv.to_json() for inv in self.invoices],
             "events": self.events,
             "pushed_at": self.pushed_at,
+            "source": self.source,
         }
 
     @classmethod
@@ -348,6 +402,7 @@ class SimBill:
             invoices=[SimInvoice.from_json(inv) for inv in data["invoices"]],
             events=list(data["events"]),
             pushed_at=int(data["pushed_at"]),
+            source=data.get("source", "push"),
         )
 
 
@@ -435,9 +490,28 @@ class BillBook:
         for position, invoice in enumerate(bill.invoices):
             self._by_order_no[invoice.order_no] = (bill.id, position)
 
+    def find_issued(self, tenant: str, code: str, number: str) -> tuple[SimBill, SimInvoice] | None:
+        """The issued invoice ``code``/``number`` of ``tenant`` (数电: no code; any code matches
+        when ``code`` is empty), newest bill first."""
+        for bill in reversed(list(self._bills.values())):
+            if bill.tenant != tenant:
+                continue
+            for invoice in bill.invoices:
+                if (
+                    invoice.status is InvoiceStatus.ISSUED
+                    and invoice.invoice_num == number
+                    and (not code or invoice.invoice_code == code)
+                ):
+                    return bill, invoice
+        return None
+
     def check_issued_amount(self, bill: SimBill) -> None:
-        """After an issuance: flag a key whose issued total exceeds what it was ever billed."""
-        generations = self.generations(bill.key)
+        """After an issuance: flag a key whose issued total exceeds what it was ever billed.
+
+        Blue and red generations are summed apart (module docstring): a red invoice is a
+        reversal, never a second issue, and never offsets one.
+        """
+        generations = [b for b in self.generations(bill.key) if b.red == bill.red]
         issued = sum((b.issued_amount for b in generations), Decimal("0.00"))
         ceiling = max(abs(b.amount_with_tax) for b in generations)
         if abs(issued) > ceiling and (bill.key, issued) not in self._flagged:

@@ -14,11 +14,15 @@ Examples::
     fapiao simulator --tenants-file one-tenant.toml --tenant-path /demo
     fapiao simulator --tenant-path demo=/kingdee --tenant-path shop=/shop2
     fapiao simulator --dialect unknown_bill=empty_list --dialect merge=when_asked
+    fapiao simulator --quota demo=1000.00:20000.00 --quota shop=500:5000
 
 ``--tenant-path`` overrides the path a tenant is served under (by default the path of its
 ``base_url``): a bare ``/path`` when the tenants file has exactly one tenant, else
 ``NAME=/path`` (repeatable, one per tenant). The tenant then answers only under the new path,
 and its invoice file URLs point there too.
+
+``--quota TENANT=DAY:MONTH`` (repeatable) gives a tenant a credit quota (授信额度) in yuan incl.
+tax; ``GET``/``PUT /_sim/quota`` read and change it at run time (``simulator.quota``).
 
 ``--dialect NAME=VALUE`` (repeatable) picks one reading of a guessed part of the contract
 (``schemas.cloud_contract.DIALECT_SWITCHES``; ``GET /_sim/dialect`` lists the current one).
@@ -159,6 +163,24 @@ def simulator(
             ),
         ),
     ] = None,
+    quota: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=(
+                "Credit quota TENANT=DAY:MONTH in yuan incl. tax (repeatable); issuance beyond"
+                " it fails. See GET /_sim/quota."
+            ),
+        ),
+    ] = None,
+    unknown_originals: Annotated[
+        str,
+        typer.Option(
+            help=(
+                "A red bill reversing an invoice this simulator never issued: 'refused'"
+                " (-10013) or 'assumed' issued before the simulator's time (demo samples)."
+            ),
+        ),
+    ] = "refused",
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run a faithful, fault-injecting Kingdee Invoice Cloud for development and tests."""
@@ -169,6 +191,7 @@ def simulator(
     from simulator.app import create_app
     from simulator.config import SimulatorConfig, parse_schedule
     from simulator.faults import FaultPlan, FaultSpecError
+    from simulator.quota import QuotaError, parse_quota_option
     from simulator.tenancy import tenants_from_config
 
     try:
@@ -187,6 +210,13 @@ def simulator(
         played = Dialect.parse(dialect or [])
     except DialectError as exc:
         raise typer.BadParameter(str(exc), param_hint="--dialect") from exc
+    try:
+        quotas = tuple(parse_quota_option(spec) for spec in quota or [])
+    except QuotaError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--quota") from exc
+    unknown = sorted({name for name, _ in quotas} - {t.name for t in tenants})
+    if unknown:
+        raise typer.BadParameter(f"no tenant named {', '.join(unknown)}", param_hint="--quota")
     defaults = SimulatorConfig()
     try:
         limit = Decimal(invoice_amount_limit) if invoice_amount_limit else None
@@ -209,6 +239,8 @@ def simulator(
             faults=plan,
             seed=seed,
             state_file=state_file,
+            quotas=quotas,
+            unknown_originals=unknown_originals,
         )
     except (ValueError, InvalidOperation) as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -224,6 +256,8 @@ def simulator(
         )
     if plan.active():
         typer.echo(f"faults: {plan.active()}")
+    for name, limits in quotas:
+        typer.echo(f"quota {name}: day {limits.day}, month {limits.month}")
     if played.differences():
         typer.echo(f"dialect: {played.differences()}")
     typer.echo(f"admin: http://{host}:{port}/_sim/stats")

@@ -16,17 +16,43 @@ Gateway checks, in the order the cloud is assumed to make them (docs/CLOUD-CONTR
 | BILL.PUSH: seller tax id configured for the tenant | ``-10005`` ``销方税号<x>未在发票云维护`` |
 | BILL.PUSH: billNo not live already | ``-10009`` ``单据编号<billNo>已存在`` |
 | BILL.PUSH: billNo named by a refuse rule (``simulator.bill_rules``) | that rule's errorCode |
+| BILL.PUSH, red 专票: ``redInfoBillNo`` given | ``-10004`` ``redInfoBillNo不能为空`` |
+| BILL.PUSH, red bill: its blue invoice issued in this tenant | ``-10013`` ``原蓝票<n>不存在`` |
+| BILL.PUSH, red bill: that invoice not voided | ``-10014`` ``原蓝票<n>已作废…`` |
+| BILL.PUSH, red bill: amount, tax ≤ canRedAmount, canRedTaxAmount | ``-10015`` ``红冲金额超过…`` |
 | BILL.INVOICE.QUERY: bill known and live | ``-10011`` ``单据不存在`` (success:false) |
 
 Where the contract has several plausible readings, ``self.dialect``
 (``schemas.cloud_contract.Dialect``; docs/DIALECTS.md) picks one: unknown_bill, withdraw_refusal,
 success_data, query_lines, duplicate_bill, unknown_fields, request_id, merge, callback_data and
-failed_in_query are played here, expired_token and status_field in ``simulator.app``. ``data``
+failed_in_query, biz_control, cancel_item and partial_red are played here, expired_token and
+status_field in ``simulator.app``. ``data``
 is decoded and encoded with the tenant's codec (BASE64 or AES, ``schemas.data_codec``).
 
 A BILL.PUSH batch is all-or-nothing: the first refused bill refuses the call and nothing is
 stored. Issue precedence follows §11: required fields, then codes and formats, then per-line
 checks, then the bill total.
+
+After issuance (docs/CLOUD-CONTRACT.md §15): a clerk's 作废 (``operator_void``) and 红冲
+(``operator_red``), red bills pushed through BILL.PUSH, the credit quota (``simulator.quota``)
+and two admin ways to make the cloud and the bridge disagree (``withdraw_behind``,
+``plant_bill``).
+
+| event | callbacks (each through the fault dice like any other) |
+|---|---|
+| 作废 of issued invoices | ``INVOICE.CANCEL`` for their bill, ``originalInvoiceStatus`` 6 (a) |
+| a clerk's 红冲 | ``INVOICE.RED`` for the original's bill (b) |
+| a pushed red bill issued | ``INVOICE.OPEN`` for the red bill, then ``INVOICE.RED`` (b) |
+| any issuance | ``bizControl`` on INVOICE.OPEN as the dialect ``biz_control`` says |
+
+INVOICE.OPEN items of a red bill carry ``invoiceProperty`` 1 (§9.1: OPEN means issued, of
+either colour). (b) INVOICE.RED carries the red invoice's fields with ``billNo`` = the
+original's bill, ``original*`` of the blue one and ``originalInvoiceStatus`` 3.
+
+(a) the item is the voided invoice itself (``cancel_item=own_fields``) or only its ``original*``
+fields (``original_only``). Under ``partial_red=status_2`` INVOICE.RED's
+``originalInvoiceStatus`` is the original's own status, 2 for a partial 红冲. A clerk's
+红冲单 belongs to no 业务系统: it gets no INVOICE.OPEN.
 """
 
 from __future__ import annotations
@@ -45,6 +71,12 @@ from pydantic import ValidationError
 
 from schemas.cloud_contract import (
     BILL_LABEL,
+    BIZ_CONTROL_BIZ_TYPE,
+    BIZ_CONTROL_ISSUE_BIZ_TYPE,
+    CLOUD_RED_BILL_NO_TEMPLATE,
+    INVOICE_STATUS_PARTIAL_RED,
+    INVOICE_STATUS_RED,
+    INVOICE_STATUS_VOID,
     INVOICE_TAX_TOLERANCE,
     ISSUE_ERROR_MESSAGES,
     PUSH_BATCH_LABEL_TEMPLATE,
@@ -52,10 +84,16 @@ from schemas.cloud_contract import (
     PUSH_MAX_BILLS,
     PUSH_SUCCESS_MESSAGE,
     QUERY_OK_MESSAGE,
+    QUOTA_ISSUE_ERROR_MESSAGE,
+    RED_INVOICE_PROPERTY,
+    RED_NEEDS_RED_INFO_TYPES,
+    RED_REASONS,
     REQUEST_BODY_LABEL,
     TOKEN_FAILURE_BAD_ACCOUNT,
     TOKEN_FAILURE_BAD_APP,
     TOKEN_FAILURE_BAD_LOGIN,
+    UNLIMITED_DAY_SURPLUS,
+    UNLIMITED_MONTH_SURPLUS,
     WITHDRAW_ALREADY_ISSUED,
     WITHDRAW_ALREADY_WITHDRAWN,
     WITHDRAW_BILL_UNKNOWN,
@@ -67,6 +105,7 @@ from schemas.cloud_contract import (
     TokenFailure,
     callback_style_for,
     failure_body,
+    gateway_error,
     max_lines_per_invoice,
     token_failure_body,
 )
@@ -104,12 +143,13 @@ from simulator.config import SimulatorConfig
 from simulator.faults import FaultDice, FaultPlan
 from simulator.issuance import InvoiceNumbers, invoice_item, plan_invoices
 from simulator.persistence import StateFile
+from simulator.quota import Quota, QuotaBook, SimClock
 from simulator.rules import Refusal, RuledBill, RuledLine, check_bill
 from simulator.stats import CallStats
 from simulator.tenancy import SimTenant, TenantDirectory
 from simulator.tokens import TokenBook
 
-__all__ = ["GatewayResult", "OperatorError", "SimulatedCloud"]
+__all__ = ["GatewayResult", "OperatorError", "PlantRefused", "SimulatedCloud"]
 
 _INTERFACES = frozenset(code.value for code in InterfaceCode)
 _ENVELOPE_FIELDS = ("requestId", "businessSystemCode", "interfaceCode", "data")
@@ -117,6 +157,17 @@ _ENVELOPE_FIELDS = ("requestId", "businessSystemCode", "interfaceCode", "data")
 
 class OperatorError(Exception):
     """An admin action that does not apply to the bill in its current state (HTTP 409)."""
+
+
+class PlantRefused(Exception):
+    """A planted bill the cloud's own checks refuse (HTTP 400 with the gateway's body)."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(str(body.get("message")))
+        self.body = body
+
+
+RedCheck = tuple[ErrorCode, dict[str, object]]
 
 
 @dataclass(slots=True)
@@ -151,6 +202,9 @@ class SimulatedCloud:
         self.callback_urls: dict[str, str] = {}
         self.bill_rules = BillRules()
         self.dialect: Dialect = config.dialect
+        self.clock = SimClock()
+        self.quota = QuotaBook(self.clock)
+        self._configure_quotas()
         self.sender = CallbackSender(
             self.stats,
             config.callback_retry_schedule,
@@ -189,8 +243,20 @@ class SimulatedCloud:
             self.state_file.close()
             self.state_file = None
 
+    def _configure_quotas(self) -> None:
+        self.quota.limits.clear()
+        for tenant, quota in self.config.quotas:
+            self.quota.set(tenant, quota)
+
+    def set_quota(self, tenant: str, quota: Quota | None) -> None:
+        if tenant not in self.tenants.by_name:
+            raise KeyError(tenant)
+        self.quota.set(tenant, quota)
+
     def _restore(self, state: StateFile) -> None:
         meta = state.load_meta()
+        self.quota.restore(meta.get("quota", {}))
+        self.clock.offset_seconds = float(meta.get("clock_offset_seconds", 0.0))
         self.stats.restore(meta.get("stats", {}))
         self.numbers.restore(meta.get("numbers", {}))
         self.callback_urls.update(meta.get("callback_urls", {}))
@@ -212,6 +278,8 @@ class SimulatedCloud:
                 "numbers": self.numbers.state(),
                 "callback_urls": self.callback_urls,
                 "violations": self.bills.violations(),
+                "quota": self.quota.state(),
+                "clock_offset_seconds": repr(self.clock.offset_seconds),
             }
         )
 
@@ -243,6 +311,9 @@ class SimulatedCloud:
         self.callback_urls.clear()
         self.bill_rules.clear()
         self.dialect = self.config.dialect
+        self.clock.offset_seconds = 0.0
+        self._configure_quotas()
+        self.quota.clear_usage()
         if not keep_tokens:
             self.tokens.clear()
         self.dice.plan = self.config.faults
@@ -402,6 +473,10 @@ class SimulatedCloud:
                 return GatewayResult(interface, _failure(ErrorCode.DUPLICATE, bill_no=bill.bill_no))
             seen.add(key)
         for bill in bills:
+            red = self._red_check_ruled(tenant.name, bill)
+            if red is not None:
+                return GatewayResult(interface, _failure(red[0], **red[1]))
+        for bill in bills:
             refusal = self.bill_rules.refusal(bill.bill_no)
             if refusal is not None:
                 return GatewayResult(
@@ -441,7 +516,9 @@ class SimulatedCloud:
             return encode_data(items, tenant.codec)
         return items
 
-    def _accept(self, tenant: SimTenant, code: str, bill: RuledBill) -> SimBill:
+    def _accept(
+        self, tenant: SimTenant, code: str, bill: RuledBill, source: str = "push"
+    ) -> SimBill:
         key = (tenant.name, bill.seller, bill.bill_no)
         auto = bill.auto_invoice == "1" if bill.auto_invoice in ("0", "1") else tenant.auto_invoice
         lines = [_sim_line(line) for line in bill.lines]
@@ -467,8 +544,14 @@ class SimulatedCloud:
             amount_with_tax=amount_with_tax,
             state=BillState.ISSUING if auto else BillState.ACCEPTED,
             pushed_at=int(time.time() * 1000),
+            source=source,
         )
-        sim.record("pushed", businessSystemCode=code, autoInvoice=auto, state=sim.state.value)
+        sim.record(
+            "pushed" if source == "push" else source,
+            businessSystemCode=code,
+            autoInvoice=auto,
+            state=sim.state.value,
+        )
         self.bills.add(sim)
         self.stats.bills["pushed"] += 1
         self._save(sim)
@@ -561,7 +644,7 @@ class SimulatedCloud:
 
     def _query_item(self, bill: SimBill, invoice: SimInvoice) -> dict[str, Any]:
         """A query ``invoiceList`` item: lines under ``goods`` (§8) or ``invoiceDetail``."""
-        item = invoice_item(bill, invoice, self._origin(bill))
+        item = self._wire_item(bill, invoice)
         if self.dialect.query_lines == "goods":
             item["goods"] = item.pop("invoiceDetail")
         return item
@@ -650,10 +733,17 @@ class SimulatedCloud:
         )
         # Each bill's share is its own 价税合计: the merged invoice covers them exactly.
         invoice.shares = {str(b.id): str(b.amount_with_tax) for b in group}
-        failure = self.dice.choice(ISSUE_ERROR_MESSAGES) if self.dice.roll("issue_fail") else None
+        tenant = group[0].tenant
+        failure = None
+        if not group[0].red and self.quota.refuses(tenant, invoice.include_tax_amount):
+            failure = QUOTA_ISSUE_ERROR_MESSAGE
+        elif self.dice.roll("issue_fail"):
+            failure = self.dice.choice(ISSUE_ERROR_MESSAGES)
         if failure is None:
             self._number(invoice, group[0].invoice_type)
             self.stats.invoices["issued"] += 1
+            if not group[0].red:
+                self.quota.consume(tenant, invoice.include_tax_amount)
         else:
             invoice.status = InvoiceStatus.FAILED
             invoice.issue_error_message = failure
@@ -706,8 +796,12 @@ class SimulatedCloud:
         if not pending:
             return []
         failures: dict[int, str] = {}
+        refusal = None if forced_failure is not None else self._issue_refusal(bill, pending)
         if forced_failure is not None:
             failures = {inv.index: forced_failure for inv in pending}
+        elif refusal is not None:
+            # Not a fault: the quota or the red invoice's reference refuses the issuance.
+            failures = {inv.index: refusal for inv in pending}
         elif use_faults and self.dice.roll("issue_fail"):
             message = self.dice.choice(ISSUE_ERROR_MESSAGES)
             failures = {inv.index: message for inv in pending}
@@ -732,7 +826,7 @@ class SimulatedCloud:
             invoice.invoice_date = today
             invoice.issue_error_message = ""
             invoice.check_code = f"{secrets.randbelow(10**20):020d}"
-            self.stats.invoices["issued"] += 1
+            self.stats.invoices["red" if bill.red else "issued"] += 1
             bill.record(
                 "invoice_issued",
                 orderNo=invoice.order_no,
@@ -748,9 +842,20 @@ class SimulatedCloud:
         else:
             bill.state = BillState.FAILED
         bill.record("state", state=bill.state.value)
+        issued_now = [inv for inv in pending if inv.status is InvoiceStatus.ISSUED]
+        reversals: list[OutgoingCallback] = []
+        if bill.red:
+            reversals = self._apply_reversals(bill, issued_now)
+        else:
+            self.quota.consume(
+                bill.tenant, sum((i.include_tax_amount for i in issued_now), Decimal("0.00"))
+            )
         self.bills.check_issued_amount(bill)
         self._save(bill)
-        return self._send_issue_callbacks(bill, pending)
+        # A clerk's 红冲单 belongs to no 业务系统: only INVOICE.RED (for the original) goes out.
+        return self._send_issue_callbacks(
+            bill, pending, extra=reversals, open_callbacks=bill.source != "cloud_red"
+        )
 
     def _plan(self, bill: SimBill) -> None:
         plan = plan_invoices(
@@ -798,58 +903,92 @@ class SimulatedCloud:
         )
 
     def _send_issue_callbacks(
-        self, bill: SimBill, touched: list[SimInvoice]
+        self,
+        bill: SimBill,
+        touched: list[SimInvoice],
+        *,
+        extra: Sequence[OutgoingCallback] = (),
+        open_callbacks: bool = True,
     ) -> list[CallbackDelivery]:
-        url = self._callback_url(bill)
-        if url is None:
+        """INVOICE.OPEN for ``touched`` (per bill or per invoice), then ``extra``."""
+        outgoing: list[OutgoingCallback] = []
+        url = self._callback_url(bill) if open_callbacks else None
+        if open_callbacks and url is None:
             self.stats.callbacks["skipped"] += 1
             bill.record("callback_skipped", reason="no callback URL configured")
+        if url is not None:
+            outgoing.extend(self._open_callbacks(bill, touched, url))
+        reverse = len(outgoing) > 1 and self.dice.roll("callback_reorder")
+        if reverse:
+            bill.record("callbacks_reordered")
+            outgoing.reverse()
+        outgoing.extend(extra)
+        if not outgoing:
             return []
+        return self.sender.send_batch(outgoing)
+
+    def _open_callbacks(
+        self, bill: SimBill, touched: list[SimInvoice], url: str
+    ) -> list[OutgoingCallback]:
         style = callback_style_for(bill.business_system_code)
-        outgoing: list[OutgoingCallback] = []
+        biz = self._biz_control_for(bill, style)
         if style == "per_bill":
             items = [
-                InvoiceItem.model_validate(invoice_item(bill, inv, self._origin(bill)))
+                InvoiceItem.model_validate(self._wire_item(bill, inv))
                 for inv in bill.invoices
                 if inv.status is not None
             ]
             body = build_callback(
-                CallbackInterfaceCode.INVOICE_OPEN,
-                items,
-                "per_bill",
-                self._biz_control(),
-                codec=self._codec(bill),
+                CallbackInterfaceCode.INVOICE_OPEN, items, "per_bill", biz, codec=self._codec(bill)
             )
-            outgoing.append(self._outgoing(bill, url, body, "INVOICE.OPEN per_bill"))
-        else:
-            for invoice in touched:
-                item = InvoiceItem.model_validate(invoice_item(bill, invoice, self._origin(bill)))
-                body = build_callback(
-                    CallbackInterfaceCode.INVOICE_OPEN,
-                    [item],
-                    "per_invoice",
-                    codec=self._codec(bill),
-                )
-                outgoing.append(self._outgoing(bill, url, body, "INVOICE.OPEN per_invoice"))
-        reverse = len(outgoing) > 1 and self.dice.roll("callback_reorder")
-        if reverse:
-            bill.record("callbacks_reordered")
-        return self.sender.send_batch(outgoing, reverse=reverse)
+            return [self._outgoing(bill, url, body, "INVOICE.OPEN per_bill")]
+        outgoing: list[OutgoingCallback] = []
+        for invoice in touched:
+            item = InvoiceItem.model_validate(self._wire_item(bill, invoice))
+            body = build_callback(
+                CallbackInterfaceCode.INVOICE_OPEN, [item], "per_invoice", codec=self._codec(bill)
+            )
+            if biz is not None:
+                # build_callback documents bizControl for 5.1.03 only; this dialect adds it.
+                body["bizControl"] = biz.model_dump(mode="python", exclude_none=True)
+            outgoing.append(self._outgoing(bill, url, body, "INVOICE.OPEN per_invoice"))
+        return outgoing
 
-    def _biz_control(self) -> BizControl:
-        if self.dice.roll("quota_warning"):
+    def _biz_control_for(self, bill: SimBill, style: str) -> BizControl | None:
+        """``bizControl`` of this INVOICE.OPEN callback, or None (dialect ``biz_control``)."""
+        reading = self.dialect.biz_control
+        if reading == "per_bill" and style != "per_bill":
+            return None  # rolled only where it may be sent: the fault dice stay in step
+        biz = self._biz_control(bill.tenant)
+        if reading == "when_warning" and not biz.isWarning:
+            return None
+        return biz
+
+    def _biz_control(self, tenant: str) -> BizControl:
+        """The tenant's quota now; without one, a limit nobody reaches (fault quota_warning)."""
+        left = self.quota.surplus(tenant)
+        forced = self.dice.roll("quota_warning")
+        if left.limited:
             return BizControl(
-                issueBizType="1",
-                bizType="0",
+                issueBizType=BIZ_CONTROL_ISSUE_BIZ_TYPE,
+                bizType=BIZ_CONTROL_BIZ_TYPE,
+                monthSurplusLimit=left.month,
+                daySurplusLimit=left.day,
+                isWarning=left.warning or forced,
+            )
+        if forced:
+            return BizControl(
+                issueBizType=BIZ_CONTROL_ISSUE_BIZ_TYPE,
+                bizType=BIZ_CONTROL_BIZ_TYPE,
                 monthSurplusLimit=Decimal("1234.56"),
                 daySurplusLimit=Decimal("234.56"),
                 isWarning=True,
             )
         return BizControl(
-            issueBizType="1",
-            bizType="0",
-            monthSurplusLimit=Decimal("9999999.00"),
-            daySurplusLimit=Decimal("999999.00"),
+            issueBizType=BIZ_CONTROL_ISSUE_BIZ_TYPE,
+            bizType=BIZ_CONTROL_BIZ_TYPE,
+            monthSurplusLimit=UNLIMITED_MONTH_SURPLUS,
+            daySurplusLimit=UNLIMITED_DAY_SURPLUS,
             isWarning=False,
         )
 
@@ -920,6 +1059,378 @@ class SimulatedCloud:
         )
         return self.sender.send_batch([self._outgoing(bill, url, body, "BILL.RETURN")])
 
+    # ------------------------------------------------------------------ after issuance
+
+    def _wire_item(self, bill: SimBill, invoice: SimInvoice) -> dict[str, Any]:
+        """The §9.1 item; a red invoice also names the blue one's current status (§9.1)."""
+        item = invoice_item(bill, invoice, self._origin(bill))
+        found = self.bills.by_order_no(invoice.original) if invoice.original else None
+        if found is not None:
+            original = found[1]
+            item["originalInvoiceCode"] = original.invoice_code
+            item["originalInvoiceNumber"] = original.invoice_num
+            item["originalInvoiceStatus"] = original.state_code
+            item["originalIssueTime"] = original.invoice_date.replace("-", "")
+        return item
+
+    def _red_check(
+        self,
+        tenant: str,
+        header: dict[str, Any],
+        amount: Decimal,
+        tax: Decimal,
+        *,
+        at_push: bool = True,
+    ) -> RedCheck | None:
+        """Why the cloud will not reverse with this red bill (module docstring), or None.
+
+        ``redInfoBillNo`` is a push requirement only: a clerk's 红冲单 gets its 红字确认单 in
+        the cloud UI, and a pushed bill was checked when it arrived.
+        """
+        needs_info = header.get("invoiceType") in RED_NEEDS_RED_INFO_TYPES
+        if at_push and needs_info and not header.get("redInfoBillNo"):
+            return ErrorCode.REQUIRED, {"field": "redInfoBillNo"}
+        number = str(header.get("originalInvoiceNumber") or "")
+        found = self.bills.find_issued(tenant, str(header.get("originalInvoiceCode") or ""), number)
+        if found is None and self.config.unknown_originals == "assumed":
+            return None  # issued before this simulator's time (SimulatorConfig)
+        if found is None or found[1].original:
+            return ErrorCode.ORIGINAL_UNKNOWN, {"number": number}
+        original = found[1]
+        if original.voided:
+            return ErrorCode.ORIGINAL_VOIDED, {"number": number}
+        if abs(amount) > original.can_red_amount or abs(tax) > original.can_red_tax_amount:
+            return ErrorCode.RED_OVER_LIMIT, {"available": original.can_red_amount}
+        return None
+
+    def _red_check_ruled(self, tenant: str, bill: RuledBill) -> RedCheck | None:
+        if bill.header.get("invoiceProperty") != RED_INVOICE_PROPERTY:
+            return None
+        amounts = [
+            line_amounts(line.amount, line.tax_rate, bill.include_tax, line.tax_amount)
+            for line in bill.lines
+        ]
+        amount = sum((a.excl for a in amounts), Decimal("0.00"))
+        tax = sum((a.tax for a in amounts), Decimal("0.00"))
+        return self._red_check(tenant, bill.header, amount, tax)
+
+    def _issue_refusal(self, bill: SimBill, pending: list[SimInvoice]) -> str | None:
+        """issueErrorMessage when the issuance of ``pending`` must fail for cause, else None.
+
+        A red bill is checked again (the original may have been voided or reversed since the
+        push); a blue one against the tenant's remaining quota.
+        """
+        if bill.red:
+            amount = sum((inv.total_amount for inv in pending), Decimal("0.00"))
+            tax = sum((inv.total_tax_amount for inv in pending), Decimal("0.00"))
+            refusal = self._red_check(bill.tenant, bill.header, amount, tax, at_push=False)
+            if refusal is None:
+                return None
+            return gateway_error(refusal[0]).message(**refusal[1])
+        amount = sum((inv.include_tax_amount for inv in pending), Decimal("0.00"))
+        if self.quota.refuses(bill.tenant, amount):
+            return QUOTA_ISSUE_ERROR_MESSAGE
+        return None
+
+    def _apply_reversals(self, bill: SimBill, issued: list[SimInvoice]) -> list[OutgoingCallback]:
+        """Book each issued red invoice on its blue one; the INVOICE.RED callbacks to send."""
+        callbacks: list[OutgoingCallback] = []
+        for red in issued:
+            found = self.bills.find_issued(
+                bill.tenant,
+                str(bill.header.get("originalInvoiceCode") or ""),
+                str(bill.header.get("originalInvoiceNumber") or ""),
+            )
+            if found is None:
+                continue  # checked just before issuing; cannot happen
+            original_bill, original = found
+            red.original = original.order_no
+            original.red_amount += abs(red.total_amount)
+            original.red_tax_amount += abs(red.total_tax_amount)
+            if original.can_red_amount <= 0:
+                original.state_code = INVOICE_STATUS_RED
+            elif self.dialect.partial_red == "status_2":
+                original.state_code = INVOICE_STATUS_PARTIAL_RED
+            original_bill.record(
+                "reversed",
+                orderNo=original.order_no,
+                redBillNo=bill.bill_no,
+                redInvoiceNum=red.invoice_num,
+                canRedAmount=str(original.can_red_amount),
+                invoiceStatus=original.state_code,
+            )
+            self._save(original_bill)
+            outgoing = self._red_callback(original_bill, bill, red)
+            if outgoing is not None:
+                callbacks.append(outgoing)
+        return callbacks
+
+    def _red_callback(
+        self, original_bill: SimBill, red_bill: SimBill, red: SimInvoice
+    ) -> OutgoingCallback | None:
+        """INVOICE.RED for the original's bill: the red invoice, ``original*`` of the blue one."""
+        url = self._callback_url(original_bill)
+        if url is None:
+            self.stats.callbacks["skipped"] += 1
+            original_bill.record("callback_skipped", reason="no callback URL configured")
+            return None
+        item = self._wire_item(red_bill, red)
+        item["billNo"] = original_bill.bill_no
+        if self.dialect.partial_red == "keeps_0":
+            item["originalInvoiceStatus"] = INVOICE_STATUS_RED  # "3 on 红冲 callback" (§9.1)
+        style = callback_style_for(original_bill.business_system_code)
+        body = build_callback(
+            CallbackInterfaceCode.INVOICE_RED,
+            [InvoiceItem.model_validate(item)],
+            style,
+            codec=self._codec(original_bill),
+        )
+        return self._outgoing(original_bill, url, body, f"INVOICE.RED {style}")
+
+    async def operator_void(
+        self, bill: SimBill, invoice_num: str | None, reason: str
+    ) -> list[CallbackDelivery]:
+        """作废: every issued invoice of ``bill`` not voided yet, or the one ``invoice_num``."""
+        issued = [
+            inv
+            for inv in bill.invoices
+            if inv.status is InvoiceStatus.ISSUED
+            and (invoice_num is None or inv.invoice_num == invoice_num)
+        ]
+        if invoice_num is not None and not issued:
+            raise OperatorError(
+                f"bill {bill.bill_no} has no issued invoice {invoice_num} / 单据无此已开发票"
+            )
+        targets = [inv for inv in issued if not inv.voided or invoice_num is not None]
+        if not targets:
+            raise OperatorError(f"bill {bill.bill_no} has no invoice left to void / 无可作废发票")
+        for invoice in targets:
+            if invoice.voided:
+                raise OperatorError(f"invoice {invoice.invoice_num} is voided already / 已作废")
+            if invoice.original:
+                raise OperatorError(
+                    f"invoice {invoice.invoice_num} is a red invoice; only blue invoices"
+                    " are voided here / 红字发票不可作废"
+                )
+            if invoice.red_amount:
+                raise OperatorError(
+                    f"invoice {invoice.invoice_num} is (partly) reversed by a red invoice"
+                    f" ({invoice.red_amount}); it cannot be voided / 已红冲发票不可作废"
+                )
+        for invoice in targets:
+            invoice.state_code = INVOICE_STATUS_VOID
+            invoice.abolish_reason = reason
+            self.stats.invoices["voided"] += 1
+            bill.record("voided", orderNo=invoice.order_no, invoiceNum=invoice.invoice_num)
+        self._save(bill)
+        url = self._callback_url(bill)
+        if url is None:
+            self.stats.callbacks["skipped"] += 1
+            bill.record("callback_skipped", reason="no callback URL configured")
+            return []
+        style = callback_style_for(bill.business_system_code)
+        items = [InvoiceItem.model_validate(self._cancel_item(bill, inv)) for inv in targets]
+        groups = [items] if style == "per_bill" else [[item] for item in items]
+        outgoing = [
+            self._outgoing(
+                bill,
+                url,
+                build_callback(
+                    CallbackInterfaceCode.INVOICE_CANCEL,
+                    group,
+                    style,
+                    return_code="0",
+                    return_msg="success",
+                    codec=self._codec(bill),
+                ),
+                f"INVOICE.CANCEL {style}",
+            )
+            for group in groups
+        ]
+        return self.sender.send_batch(outgoing)
+
+    def _cancel_item(self, bill: SimBill, invoice: SimInvoice) -> dict[str, Any]:
+        """The INVOICE.CANCEL item under the dialect ``cancel_item`` (module docstring)."""
+        original = {
+            "originalInvoiceCode": invoice.invoice_code,
+            "originalInvoiceNumber": invoice.invoice_num,
+            "originalInvoiceStatus": INVOICE_STATUS_VOID,
+            "originalIssueTime": invoice.invoice_date.replace("-", ""),
+        }
+        if self.dialect.cancel_item == "own_fields":
+            return {**self._wire_item(bill, invoice), **original}
+        return {
+            "billNo": bill.bill_no,
+            "invoiceType": bill.invoice_type,
+            "invoiceProperty": 0,
+            "invoiceStatus": INVOICE_STATUS_VOID,
+            "sellerTaxpayerId": bill.seller_tax_id,
+            "abolishReason": invoice.abolish_reason,
+            **original,
+        }
+
+    async def operator_red(
+        self,
+        bill: SimBill,
+        invoice_num: str | None,
+        amount: Decimal | None,
+        red_reason: str | None = None,
+    ) -> list[CallbackDelivery]:
+        """A clerk's 红冲 of one issued blue invoice of ``bill``, fully or by ``amount``
+        (excluding tax): a 红冲单 is made and issued in the cloud; INVOICE.RED is sent."""
+        candidates = [
+            inv
+            for inv in bill.invoices
+            if inv.status is InvoiceStatus.ISSUED
+            and not inv.original
+            and (invoice_num is None or inv.invoice_num == invoice_num)
+        ]
+        if invoice_num is None:
+            candidates = [inv for inv in candidates if inv.can_red_amount > 0]
+        if not candidates:
+            raise OperatorError(
+                f"bill {bill.bill_no} has no issued blue invoice"
+                f"{' ' + invoice_num if invoice_num else ''} to reverse / 无可红冲发票"
+            )
+        if len(candidates) > 1:
+            numbers = ", ".join(inv.invoice_num for inv in candidates)
+            raise OperatorError(
+                f"bill {bill.bill_no} has several invoices ({numbers}); pass invoice"
+                " / 请指定发票号码"
+            )
+        original = candidates[0]
+        if original.voided:
+            message = gateway_error(ErrorCode.ORIGINAL_VOIDED).message(number=original.invoice_num)
+            raise OperatorError(f"invoice {original.invoice_num} is voided / {message}")
+        available = original.can_red_amount
+        if amount is not None and (amount <= 0 or amount > available):
+            message = gateway_error(ErrorCode.RED_OVER_LIMIT).message(available=available)
+            raise OperatorError(f"amount must be > 0 and <= {available} / {message}")
+        if available <= 0:
+            message = gateway_error(ErrorCode.RED_OVER_LIMIT).message(available=available)
+            raise OperatorError(f"invoice {original.invoice_num} is reversed fully / {message}")
+        if red_reason is not None and red_reason not in RED_REASONS:
+            raise ValueError(
+                f"redReason must be one of {', '.join(sorted(RED_REASONS))} / 冲红原因代码错误"
+            )
+        red_bill = self._cloud_red_bill(bill, original, amount, red_reason)
+        bill.record("operator_red", orderNo=original.order_no, redBillNo=red_bill.bill_no)
+        return self._issue(red_bill, use_faults=False)
+
+    def _cloud_red_bill(
+        self,
+        bill: SimBill,
+        original: SimInvoice,
+        amount: Decimal | None,
+        red_reason: str | None,
+    ) -> SimBill:
+        """The 红冲单 a clerk's 红冲 makes: negative lines, one per rate for a full reversal
+        of an untouched invoice, else one line for the amount (tax pro rata, capped)."""
+        lines: list[SimLine] = []
+        first = original.lines[0]
+        if amount is None and not original.red_amount:
+            by_rate: dict[Decimal, tuple[InvoiceLine, Decimal, Decimal]] = {}
+            for line in original.lines:
+                head, excl, tax = by_rate.get(line.tax_rate, (line, Decimal(0), Decimal(0)))
+                by_rate[line.tax_rate] = (head, excl + line.amount, tax + line.tax_amount)
+            for head, excl, tax in by_rate.values():
+                lines.append(_red_line(head, excl, tax))
+        else:
+            excl = original.can_red_amount if amount is None else amount
+            tax = original.can_red_tax_amount
+            if excl != original.can_red_amount:
+                rate = first.tax_rate
+                tax = min((excl * rate).quantize(Decimal("0.01"), ROUND_HALF_UP), tax)
+            lines.append(_red_line(first, excl, tax))
+        n = 1 + sum(
+            1
+            for b in self.bills
+            if b.source == "cloud_red"
+            and b.header.get("originalInvoiceNumber") == original.invoice_num
+        )
+        header = {
+            k: v
+            for k, v in bill.header.items()
+            if k not in {"autoMerge", "autoInvoice", "redInfoBillNo", "redReason"}
+        }
+        header.update(
+            billNo=CLOUD_RED_BILL_NO_TEMPLATE.format(bill_no=bill.bill_no, n=n),
+            invoiceProperty=RED_INVOICE_PROPERTY,
+            originalInvoiceCode=original.invoice_code,
+            originalInvoiceNumber=original.invoice_num,
+        )
+        if red_reason:
+            header["redReason"] = red_reason
+        amount_with_tax = sum(
+            (line.amount + (line.tax_amount or Decimal(0)) for line in lines), Decimal("0.00")
+        )
+        red = SimBill(
+            id=self.bills.next_id(),
+            tenant=bill.tenant,
+            seller_tax_id=bill.seller_tax_id,
+            bill_no=str(header["billNo"]),
+            generation=1,
+            business_system_code="",
+            invoice_type=bill.invoice_type,
+            include_tax_flag=False,
+            auto_invoice=False,
+            header=header,
+            lines=lines,
+            amount_with_tax=amount_with_tax,
+            state=BillState.ISSUING,
+            pushed_at=int(time.time() * 1000),
+            source="cloud_red",
+        )
+        red.record("cloud_red", original=original.order_no, originalBillNo=bill.bill_no)
+        self.bills.add(red)
+        self._save(red)
+        return red
+
+    def withdraw_behind(self, bill: SimBill) -> None:
+        """Withdraw ``bill`` in the cloud behind the bridge's back: no callback (admin only)."""
+        if bill.state not in {BillState.ACCEPTED, BillState.ISSUING, BillState.FAILED}:
+            raise OperatorError(
+                f"bill {bill.bill_no} is {bill.state.value}; only a bill with nothing issued"
+                " can be withdrawn / 已开票的单据不能撤回"
+            )
+        self._cancel_timer(bill.id)
+        bill.state = BillState.WITHDRAWN
+        bill.record("withdrawn_behind", note="admin: no callback, the bridge is not told")
+        self.stats.bills["withdrawn"] += 1
+        self._save(bill)
+
+    def plant_bill(
+        self, raw: Any, tenant_name: str | None = None, business_system_code: str | None = None
+    ) -> SimBill:
+        """Store ``raw`` as if pushed by someone else: a bill the bridge never pushed (admin).
+
+        The cloud's own checks apply (``PlantRefused`` with the gateway's body); issuance is
+        scheduled like a push's, so its callbacks reach the bridge as orphans.
+        """
+        checked = check_bill(raw, unknown_fields=self.dialect.unknown_fields)
+        if isinstance(checked, Refusal):
+            raise PlantRefused(checked.body())
+        tenant = self.tenants.by_name.get(tenant_name) if tenant_name else None
+        if tenant_name and tenant is None:
+            raise KeyError(tenant_name)
+        if tenant is None:
+            owners = [t for t in self.tenants if checked.seller in t.seller_tax_ids]
+            if len(owners) != 1:
+                raise KeyError(checked.seller)
+            tenant = owners[0]
+        if checked.seller not in tenant.seller_tax_ids:
+            raise PlantRefused(_failure(ErrorCode.SELLER_UNKNOWN, tax_id=checked.seller))
+        if self.bills.live((tenant.name, checked.seller, checked.bill_no)):
+            raise OperatorError(f"bill {checked.bill_no} is live already / 单据已存在")
+        red = self._red_check_ruled(tenant.name, checked)
+        if red is not None:
+            raise PlantRefused(_failure(red[0], **red[1]))
+        code = business_system_code or sorted(tenant.business_system_codes)[0]
+        sim = self._accept(tenant, code, checked, source="planted")
+        if sim.auto_invoice:
+            self._schedule_issue(sim, self.config.issue_delay)
+        return sim
+
     def invoice_file(self, order_no: str) -> tuple[SimBill, SimInvoice] | None:
         found = self.bills.by_order_no(order_no)
         if found is None or found[1].status is not InvoiceStatus.ISSUED:
@@ -948,13 +1459,14 @@ class SimulatedCloud:
             "issued": issued,
             "failed": failed,
             "pushedAt": bill.pushed_at,
+            "source": bill.source,
         }
 
     def bill_detail(self, bill: SimBill) -> dict[str, Any]:
         detail = self.bill_summary(bill)
         detail["invoiceList"] = [
             {
-                **invoice_item(bill, inv, self._origin(bill)),
+                **self._wire_item(bill, inv),
                 "status": inv.status.value if inv.status else "planned",
             }
             for inv in bill.invoices
@@ -984,6 +1496,20 @@ def _invoice_tax_error(lines: Sequence[InvoiceLine]) -> Decimal:
             for line in lines
         ),
         Decimal("0.00"),
+    )
+
+
+def _red_line(head: InvoiceLine, excl: Decimal, tax: Decimal) -> SimLine:
+    """A red line reversing ``excl`` and ``tax`` (both positive here) of ``head``'s goods."""
+    return SimLine(
+        detail_id=head.detail_id,
+        goods_name=head.goods_name,
+        revenue_code=head.revenue_code,
+        tax_rate=head.tax_rate,
+        amount=-excl,
+        tax_amount=-tax,
+        units=head.units,
+        specification=head.specification,
     )
 
 

@@ -15,6 +15,13 @@
 | ``faults`` | all off | ``FaultPlan`` |
 | ``seed`` | None | seed of the fault dice |
 | ``state_file`` | None | SQLite file keeping bills, invoices and statistics across restarts |
+| ``quotas`` | none | ``(tenant, Quota)`` credit quotas (授信额度) at start and after a reset |
+| ``unknown_originals`` | ``refused`` | red bill reversing an invoice never issued here (a) |
+
+(a) ``refused`` (-10013 原蓝票<n>不存在), or ``assumed`` issued before the simulator's time:
+the simulator knows only the invoices it issued itself; ``assumed`` lets samples that
+reverse a real-world invoice through (no canRedAmount bookkeeping, no INVOICE.RED). A known
+original is always checked (voided, canRedAmount).
 """
 
 from __future__ import annotations
@@ -30,8 +37,11 @@ from schemas.cloud_contract import (
     Dialect,
 )
 from simulator.faults import FaultPlan
+from simulator.quota import Quota
 
-__all__ = ["SimulatorConfig", "parse_schedule"]
+__all__ = ["UNKNOWN_ORIGINALS", "SimulatorConfig", "parse_schedule"]
+
+UNKNOWN_ORIGINALS = ("refused", "assumed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +61,8 @@ class SimulatorConfig:
     faults: FaultPlan = field(default_factory=FaultPlan)
     seed: int | None = None
     state_file: Path | None = None
+    quotas: tuple[tuple[str, Quota], ...] = ()
+    unknown_originals: str = "refused"
 
     def __post_init__(self) -> None:
         if self.issue_delay < 0:
@@ -61,6 +73,8 @@ class SimulatorConfig:
             raise ValueError("callback retry delays must not be negative")
         if self.invoice_amount_limit is not None and self.invoice_amount_limit <= 0:
             raise ValueError("invoice_amount_limit must be positive")
+        if self.unknown_originals not in UNKNOWN_ORIGINALS:
+            raise ValueError(f"unknown_originals must be one of {', '.join(UNKNOWN_ORIGINALS)}")
         if self.max_lines_per_invoice is not None and self.max_lines_per_invoice < 2:
             raise ValueError("max_lines_per_invoice must be at least 2 (a line and its discount)")
 

@@ -311,7 +311,7 @@ def invoice_item(bill: SimBill, invoice: SimInvoice, origin: str) -> dict[str, A
         {
             "orderNo": invoice.order_no,
             "serialNo": invoice.serial_no,
-            "invoiceStatus": "0" if issued else "",
+            "invoiceStatus": invoice.state_code if issued else "",
             "invoiceCode": invoice.invoice_code if issued else "",
             "invoiceNum": invoice.invoice_num if issued else "",
             "invoiceDate": invoice.invoice_date if issued else "",
@@ -331,8 +331,9 @@ def invoice_item(bill: SimBill, invoice: SimInvoice, origin: str) -> dict[str, A
             "originalInvoiceCode": bill.header.get("originalInvoiceCode", ""),
             "originalInvoiceNumber": bill.header.get("originalInvoiceNumber", ""),
             "redInfoBillNo": bill.header.get("redInfoBillNo", ""),
-            "canRedAmount": invoice.total_amount if issued else Decimal("0.00"),
-            "canRedTaxAmount": invoice.total_tax_amount if issued else Decimal("0.00"),
+            "canRedAmount": invoice.can_red_amount,
+            "canRedTaxAmount": invoice.can_red_tax_amount,
+            "abolishReason": invoice.abolish_reason if issued else "",
             "invoiceDetail": [_detail(line) for line in invoice.lines],
         }
     )

@@ -35,6 +35,7 @@ from typing import Any, Final
 
 from schemas.cloud_contract import (
     FIELD_LABELS,
+    RED_REASONS,
     ROW_LABEL_TEMPLATE,
     ErrorCode,
     failure_body,
@@ -110,6 +111,8 @@ HEADER_SPEC: Final[Mapping[str, Spec]] = {
     "originalInvoiceCode": Spec("text"),
     "originalInvoiceNumber": Spec("text"),
     "redInfoBillNo": Spec("text", chars=16),
+    # 冲红原因 (§10.5 [C S18]): named by Kingdee's 开票申请单 table, not by the §6.1 field list.
+    "redReason": Spec("code", codes=RED_REASONS),
     "billDetail": Spec("lines"),
 }
 

@@ -6,7 +6,7 @@
 | ``tokens[<tenant>]`` | ``app`` and ``access`` tokens issued |
 | ``callbacks`` | ``sent``, ``acknowledged``, ``not_acknowledged`` (attempts), ``failed`` (b) |
 | ``bills`` | ``pushed``, ``withdrawn``, ``returned`` |
-| ``invoices`` | ``issued``, ``failed`` |
+| ``invoices`` | ``issued`` (blue), ``red`` (red invoices issued), ``failed``, ``voided`` |
 
 (a) interface: ``getAppToken``, ``login``, ``BILL.PUSH``, ``BILL.WITHDRAW``,
 ``BILL.INVOICE.QUERY``, or ``openApi`` when refused before the interface was known. Outcome:

@@ -19,7 +19,12 @@
 
 (a) ``base_url``, ``base_url_for(tenant)``, ``admin`` (httpx.Client), ``set_faults``,
 ``stats``, ``bill``, ``bills``, ``expire_tokens``, ``reset``, ``set_callback_url``,
-``dialect``, ``set_dialect``, ``write_tenants_file``, ``wait_for``, ``stop``.
+``dialect``, ``set_dialect``, ``write_tenants_file``, ``wait_for``, ``stop``; after issuance
+(docs/CLOUD-CONTRACT.md §15): ``void``, ``red``, ``quota``, ``set_quota``,
+``set_clock_offset``, ``withdraw_behind``, ``plant_bill`` (each raises ``httpx.HTTPStatusError``
+on a 4xx, e.g. 409 for a state the action does not apply to).
+
+``running_simulator(quotas={"demo": ("1000.00", "20000.00")})`` starts with credit quotas.
 
 ``running_simulator(dialect=...)`` takes a ``Dialect``, a mapping or ``["NAME=VALUE"]``; a
 tenant spec may carry ``data_encryption``/``aes_key`` (``CloudSession`` then encodes with AES).
@@ -56,6 +61,7 @@ from schemas.tenants import load_tenants
 from simulator.app import SimulatorApp, create_app
 from simulator.config import SimulatorConfig
 from simulator.faults import FaultPlan
+from simulator.quota import Quota
 from simulator.tenancy import SimTenant, tenants_from_config
 
 __all__ = [
@@ -271,6 +277,90 @@ class SimulatorHandle:
         body = {"businessSystemCode": business_system_code, "url": url}
         self.admin.put("/_sim/callback-urls", json=body).raise_for_status()
 
+    # ------------------------------------------------------------------ after issuance
+
+    def void(
+        self, bill_no: str, invoice: str | None = None, *, wait: bool = True, **params: str
+    ) -> dict[str, Any]:
+        """作废 every issued invoice of ``bill_no`` (or ``invoice``); the bill's detail."""
+        body: dict[str, Any] = {"wait": wait, **params}
+        if invoice is not None:
+            body["invoice"] = invoice
+        return self._post(f"/_sim/bills/{bill_no}/void", body)
+
+    def red(
+        self,
+        bill_no: str,
+        invoice: str | None = None,
+        amount: str | Decimal | None = None,
+        *,
+        wait: bool = True,
+        **params: str,
+    ) -> dict[str, Any]:
+        """A clerk's 红冲 of ``invoice`` (or the bill's only one), fully or ``amount`` excl. tax."""
+        body: dict[str, Any] = {"wait": wait, **params}
+        if invoice is not None:
+            body["invoice"] = invoice
+        if amount is not None:
+            body["amount"] = str(amount)
+        return self._post(f"/_sim/bills/{bill_no}/red", body)
+
+    def withdraw_behind(self, bill_no: str, **params: str) -> dict[str, Any]:
+        """Withdraw in the cloud without telling the bridge (no callback)."""
+        return self._post(f"/_sim/bills/{bill_no}/withdraw", dict(params))
+
+    def plant_bill(
+        self,
+        bill: Mapping[str, Any],
+        tenant: str | None = None,
+        business_system_code: str | None = None,
+    ) -> dict[str, Any]:
+        """Create ``bill`` in the cloud as if someone else pushed it (an orphan)."""
+        body: dict[str, Any] = {"bill": dict(bill)}
+        if tenant is not None:
+            body["tenant"] = tenant
+        if business_system_code is not None:
+            body["businessSystemCode"] = business_system_code
+        return self._post("/_sim/bills", body)
+
+    def quota(self) -> dict[str, Any]:
+        """``GET /_sim/quota``: limits, used and left per limited tenant (amounts Decimal)."""
+        response = self.admin.get("/_sim/quota")
+        response.raise_for_status()
+        result: dict[str, Any] = loads_exact(response.content)
+        return result
+
+    def set_quota(
+        self,
+        tenant: str,
+        day: str | Decimal | None,
+        month: str | Decimal | None = None,
+        warn_ratio: str | Decimal | None = None,
+    ) -> dict[str, Any]:
+        """Give ``tenant`` a day/month quota (yuan incl. tax); ``day=None`` removes it."""
+        limits: dict[str, Any] | None = None
+        if day is not None:
+            limits = {"day": str(day), "month": str(month if month is not None else day)}
+            if warn_ratio is not None:
+                limits["warn_ratio"] = str(warn_ratio)
+        response = self.admin.put("/_sim/quota", content=dumps_exact({tenant: limits}))
+        response.raise_for_status()
+        result: dict[str, Any] = loads_exact(response.content)
+        return result
+
+    def set_clock_offset(self, seconds: float) -> dict[str, Any]:
+        """Move the simulator's clock (quota days and months) ``seconds`` from wall time."""
+        response = self.admin.put("/_sim/clock", json={"offset_seconds": seconds})
+        response.raise_for_status()
+        result: dict[str, Any] = loads_exact(response.content)
+        return result
+
+    def _post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        response = self.admin.post(path, content=dumps_exact(dict(body)))
+        response.raise_for_status()
+        result: dict[str, Any] = loads_exact(response.content)
+        return result
+
     def wait_for(self, predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
         """Poll ``predicate()`` until it returns something truthy (returned) or time runs out."""
         deadline = time.monotonic() + timeout
@@ -354,6 +444,8 @@ def running_simulator(
     dialect: Dialect | Mapping[str, str] | Sequence[str] | None = None,
     invoice_amount_limit: Decimal | None = None,
     max_lines_per_invoice: int | None = None,
+    quotas: Mapping[str, tuple[str, str]] | None = None,
+    unknown_originals: str = "refused",
     environment: str = "development",
     host: str = "127.0.0.1",
     startup_timeout: float = 15.0,
@@ -379,6 +471,11 @@ def running_simulator(
         faults=_faults_from(faults),
         seed=seed,
         state_file=Path(state_file) if state_file is not None else None,
+        quotas=tuple(
+            (name, Quota(Decimal(day), Decimal(month)))
+            for name, (day, month) in (quotas or {}).items()
+        ),
+        unknown_originals=unknown_originals,
     )
     app = create_app([_tenant_of(spec, origin) for spec in specs], config)
     server = uvicorn.Server(

@@ -136,6 +136,22 @@ def test_non_json_body_is_http_400(demo: CloudSession) -> None:
     assert response.status_code == 400
 
 
+def _issued_blue(sim: SimulatorHandle, demo: CloudSession, red: dict[str, Any]) -> str:
+    """The number of a freshly issued blue invoice the red bill ``red`` may reverse."""
+    blue_no = "BLUE-FOR-" + str(red["billNo"])
+    blue = make_bill(
+        blue_no,
+        str(red["sellerTaxpayerId"]),
+        invoice_type=str(red["invoiceType"]),
+        amount=str(-2 * Decimal(str(red["totalAmount"]))),
+        auto_invoice=False,
+    )
+    assert demo.push(blue)["success"] is True
+    sim.admin.post(f"/_sim/bills/{blue_no}/issue").raise_for_status()
+    [invoice] = sim.bill(blue_no)["invoiceList"]
+    return str(invoice["invoiceNum"])
+
+
 def test_gateway_wants_post(demo: CloudSession) -> None:
     assert demo.client.get(demo.base + "/kapi/app/sim/openApi").status_code == 405
 
@@ -148,6 +164,9 @@ def test_every_erp_sample_is_accepted(
     sim: SimulatorHandle, demo: CloudSession, sample: str
 ) -> None:
     bill = loads_exact((SAMPLES / sample).read_bytes())
+    if bill.get("invoiceProperty") == "1":
+        # A red sample reverses a real-world invoice: point it at one this cloud issued.
+        bill["originalInvoiceNumber"] = _issued_blue(sim, demo, bill)
     body = demo.push(bill)
     assert body["success"] is True
     assert body["errorCode"] == "0"

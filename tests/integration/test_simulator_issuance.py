@@ -245,13 +245,16 @@ def test_double_issue_detector_reports_a_duplicate_the_cloud_accepted(
 
 
 def test_red_bill_is_issued_as_a_red_invoice(sim: SimulatorHandle, demo: CloudSession) -> None:
+    demo.push(make_bill("BLUE-1", SELLER, amount="100.00", auto_invoice=False))
+    sim.admin.post("/_sim/bills/BLUE-1/issue").raise_for_status()
+    [blue] = _invoices(demo, SELLER, "BLUE-1")
     bill = make_bill(
         "RED-1",
         SELLER,
         amount="-100.00",
         auto_invoice=False,
         invoiceProperty="1",
-        originalInvoiceNumber="25312000000012345678",
+        originalInvoiceNumber=blue.invoiceNum,
     )
     assert demo.push(bill)["success"] is True
     sim.admin.post("/_sim/bills/RED-1/issue").raise_for_status()

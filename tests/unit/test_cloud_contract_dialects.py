@@ -26,6 +26,9 @@ REQUIRED = {
     "unknown_fields": ("refused", "ignored"),
     "request_id": ("required", "optional"),
     "merge": ("never", "when_asked"),
+    "biz_control": ("per_bill", "every_open", "when_warning"),
+    "cancel_item": ("own_fields", "original_only"),
+    "partial_red": ("keeps_0", "status_2"),
 }
 
 

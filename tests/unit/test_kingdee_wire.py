@@ -729,6 +729,9 @@ EXPECTED_CLASSES = {
     "-10010": OutcomeClass.CONFIG_ERROR,
     "-10011": OutcomeClass.REJECTED,
     "-10012": OutcomeClass.REJECTED,
+    "-10013": OutcomeClass.REJECTED,
+    "-10014": OutcomeClass.REJECTED,
+    "-10015": OutcomeClass.REJECTED,
     "9999": OutcomeClass.TRANSIENT,
 }
 

@@ -113,3 +113,66 @@ def test_find_and_order_number_index() -> None:
     assert book.find("B1", tenant="other") == []
     found = book.by_order_no(bill.invoices[0].order_no)
     assert found is not None and found[0] is bill
+
+
+def test_a_red_generation_is_a_reversal_not_a_second_issue() -> None:
+    """Blue and red generations of one key are summed apart: a red invoice neither counts
+    as an issue nor hides a second blue one."""
+    book = BillBook()
+    blue = _bill(book)
+    book.add(blue)
+    _issue(blue, "113.00")
+    book.check_issued_amount(blue)
+    blue.state = BillState.WITHDRAWN  # (cannot happen in the cloud; the detector must see it)
+    red = _bill(book, amount="-113.00")
+    book.add(red)
+    _issue(red, "-113.00")
+    book.check_issued_amount(red)
+    assert book.over_issued == []
+    red.state = BillState.WITHDRAWN
+    again = _bill(book)
+    book.add(again)
+    _issue(again, "113.00")
+    book.check_issued_amount(again)
+    # Netted with the red one this would be 113.00: the second blue issue must still show.
+    [row] = book.over_issued
+    assert (row["billAmount"], row["issuedAmount"]) == ("113.00", "226.00")
+
+
+def test_a_voided_invoice_no_longer_counts_and_can_red_amount_follows_reversals() -> None:
+    book = BillBook()
+    bill = _bill(book)
+    _issue(bill, "113.00")
+    [invoice] = bill.invoices
+    assert (invoice.can_red_amount, invoice.can_red_tax_amount) == (
+        Decimal("100.00"),
+        Decimal("13.00"),
+    )
+    invoice.red_amount, invoice.red_tax_amount = Decimal("30.00"), Decimal("3.90")
+    assert invoice.can_red_amount == Decimal("70.00")
+    assert bill.issued_amount == Decimal("113.00")  # reversals are bookkeeping, not issues
+    invoice.state_code = "6"
+    assert (invoice.voided, invoice.can_red_amount, bill.issued_amount) == (
+        True,
+        Decimal("0.00"),
+        Decimal("0.00"),
+    )
+    invoice.original = "O9"  # a red invoice has nothing left to reverse
+    invoice.state_code = "0"
+    assert invoice.can_red_amount == Decimal("0.00")
+    again = SimBill.from_json(loads_exact(dumps_exact(bill.to_json())))
+    assert again.to_json() == bill.to_json()
+    assert again.invoices[0].red_amount == Decimal("30.00")
+
+
+def test_find_issued_by_code_and_number() -> None:
+    book = BillBook()
+    bill = _bill(book)
+    book.add(bill)
+    _issue(bill, "113.00")
+    [invoice] = bill.invoices
+    invoice.invoice_code, invoice.invoice_num = "044031900111", "00000007"
+    assert book.find_issued("demo", "", "00000007") == (bill, invoice)
+    assert book.find_issued("demo", "044031900111", "00000007") == (bill, invoice)
+    assert book.find_issued("demo", "000000000000", "00000007") is None
+    assert book.find_issued("shop", "", "00000007") is None
