@@ -4,6 +4,8 @@ never had. Fixtures: tests/integration/conftest.py; World: tests/integration/wor
 
 from __future__ import annotations
 
+import pytest
+
 from simulator.testing import make_bill
 from store.db import unit_of_work
 from tests.integration.worlds import (
@@ -24,26 +26,24 @@ def test_withdraw_before_issuance_withdraws(world: World) -> None:
     assert world.sim.bill("WD-1")["state"] == "withdrawn"
 
 
-def test_withdraw_after_issuance_is_refused_and_keeps_the_true_state(world: World) -> None:
-    doc_id = store_bill(world.sessions, "demo", make_bill("WD-2", DEMO_SELLER))
+@pytest.mark.parametrize(
+    ("withdraw_refusal", "bill_no"), [("per_item", "WD-2"), ("envelope", "ENV-1")]
+)
+def test_withdraw_after_issuance_is_refused_and_keeps_the_true_state(
+    world: World, withdraw_refusal: str, bill_no: str
+) -> None:
+    """Refused per item or at the envelope level (单据已开票，不允许撤回): either way a query
+    decides the document's true state."""
+    world.sim.set_dialect(withdraw_refusal=withdraw_refusal)
+    doc_id = store_bill(world.sessions, "demo", make_bill(bill_no, DEMO_SELLER))
     assert world.push(doc_id) == "pushed"
-    world.sim.wait_for(lambda: world.sim.bill("WD-2")["invoices"])
+    world.sim.wait_for(lambda: world.sim.bill(bill_no)["invoices"])
     world.apply(doc_id, "withdraw")
     assert world.run(queues.WITHDRAW, document_id=doc_id) == "invoiced"
     document = world.doc(doc_id)
     assert "不允许撤回" in (document.last_error_message or "")
     assert world.path(doc_id)[-2:] == ["withdrawing", "invoiced"]
     assert world.sim.stats()["bills"].get("withdrawn", 0) == 0
-
-
-def test_withdraw_refused_at_the_envelope_level_goes_to_the_true_state(world: World) -> None:
-    world.sim.set_dialect(withdraw_refusal="envelope")
-    doc_id = store_bill(world.sessions, "demo", make_bill("ENV-1", DEMO_SELLER))
-    assert world.push(doc_id) == "pushed"
-    world.sim.wait_for(lambda: world.sim.bill("ENV-1")["invoices"])
-    world.apply(doc_id, "withdraw")
-    assert world.run(queues.WITHDRAW, document_id=doc_id) == "invoiced"
-    assert "不允许撤回" in (world.doc(doc_id).last_error_message or "")
     assert world.sim.stats()["doubleIssue"] == NO_DOUBLE_ISSUE
 
 
