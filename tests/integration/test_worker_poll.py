@@ -16,12 +16,7 @@ from store.db import unit_of_work
 from store.lifecycle import update_fields
 from store.models import CallbackInbox
 from store.states import ISSUE_OVERDUE
-from tests.integration.worlds import (
-    DEMO_SELLER,
-    World,
-    demo_bill,
-    travel,
-)
+from tests.integration.worlds import DEMO_SELLER, World, demo_bill, travel
 from worker import queues
 from worker.services.push import push_documents
 from worker.testing import drain, store_bill

@@ -12,14 +12,7 @@ from simulator.testing import make_bill
 from store.db import unit_of_work
 from store.models import CloudCall, TenantState
 from store.tenants import resume_tenant
-from tests.integration.worlds import (
-    DEMO_SELLER,
-    SHOP_SELLER,
-    World,
-    demo_bill,
-    ledger,
-    push_ledger,
-)
+from tests.integration.worlds import DEMO_SELLER, SHOP_SELLER, World, demo_bill, ledger, push_ledger
 from worker import queues
 from worker.services.push import push_documents
 from worker.testing import drain, store_bill

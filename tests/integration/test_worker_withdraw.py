@@ -8,11 +8,7 @@ import pytest
 
 from simulator.testing import make_bill
 from store.db import unit_of_work
-from tests.integration.worlds import (
-    DEMO_SELLER,
-    NO_DOUBLE_ISSUE,
-    World,
-)
+from tests.integration.worlds import DEMO_SELLER, NO_DOUBLE_ISSUE, World
 from worker import queues
 from worker.testing import store_bill
 
