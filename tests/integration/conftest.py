@@ -13,12 +13,14 @@ tests/integration/worlds.py.
 | `batch_world`        | batches of 4 pushed 3 at a time                                      |
 | `wrong_secret_world` | tenant "demo" configured with a wrong app_secret                     |
 | `webhook`            | a real ERP webhook endpoint (`Webhook`) that records what it gets    |
+| `api_process`        | URL of a healthy `fapiao api` process (tests/integration/processes.py) |
 
 Modules may override `sim` (and so every world) with a fixture of their own.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,12 +28,14 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from producers.testing import write_tenants_toml
 from simulator.testing import (
     CallbackRecorder,
     SimulatorHandle,
     recording_callback_receiver,
     running_simulator,
 )
+from tests.integration.processes import api_env, running_api
 from tests.integration.worlds import Webhook, World, make_world
 
 
@@ -142,3 +146,16 @@ def webhook() -> Iterator[Webhook]:
         yield hook
     finally:
         hook.close()
+
+
+@pytest.fixture
+def api_process(
+    database_url: str,
+    redis_url: str,
+    session_factory: sessionmaker[Session],
+    tmp_path: Path,
+) -> Iterator[str]:
+    """``fapiao api`` on the test database and Redis (emptied after the test), its URL."""
+    tenants = write_tenants_toml(tmp_path / "tenants.toml")
+    with running_api({**os.environ, **api_env(database_url, redis_url, tenants)}) as api:
+        yield api.url
