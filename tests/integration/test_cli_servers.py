@@ -4,98 +4,27 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
 import httpx
-import pytest
 import redis
-from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from producers.cli import app
 from producers.testing import (
-    API_KEY,
     CALLBACK_SECRET,
     auth_headers,
     bill_json,
     callback_body,
     make_bill,
-    write_tenants_toml,
 )
 from schemas.kingdee import CALLBACK_ACK
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def api_process(
-    database_url: str,
-    redis_url: str,
-    session_factory: sessionmaker[Session],
-    tmp_path: Path,
-) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "FAPIAO_DATABASE_URL": database_url,
-        "FAPIAO_REDIS_URL": redis_url,
-        "FAPIAO_BROKER_URL": redis_url,
-        "FAPIAO_TENANTS_FILE": str(write_tenants_toml(tmp_path / "tenants.toml")),
-        "FAPIAO_ENVIRONMENT": "test",
-        "FAPIAO_API_KEYS": API_KEY,
-        "FAPIAO_CALLBACK_SECRET": CALLBACK_SECRET,
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "producers.cli",
-            "api",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                output = process.stdout.read().decode() if process.stdout else ""
-                pytest.fail(f"fapiao api did not become healthy:\n{output}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def queued(client: redis.Redis, queue: str) -> list[tuple[str, dict[str, object]]]:

@@ -24,10 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from producers.testing import API_KEY
 from schemas.money import dumps_exact
 from store.models import Document
-from tests.integration.test_cli_servers import free_port
+from tests.integration.processes import free_port
 from worker.services.notify import signed_headers, standard_webhooks_secret
-
-pytest_plugins = ["tests.integration.test_cli_servers"]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "docs" / "examples"

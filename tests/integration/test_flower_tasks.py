@@ -34,7 +34,7 @@ from store.columns import utcnow
 from store.db import unit_of_work
 from store.models import CallbackInbox, Document
 from tests.integration.test_worker_celery import WORKER_ARGS, start_celery, stop, worker_env
-from tests.integration.test_worker_world import DEMO_SELLER
+from tests.integration.worlds import DEMO_SELLER
 from worker import queues
 from worker.app import FapiaoCelery, create_app
 from worker.enqueue import CeleryEnqueuer, RecordingEnqueuer, push_message, push_messages

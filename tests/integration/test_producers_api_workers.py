@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import cast
 
@@ -18,22 +16,12 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from producers.testing import (
-    API_KEY,
-    CALLBACK_SECRET,
     auth_headers,
     bill_json,
     make_bill,
     write_tenants_toml,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.integration.processes import api_env, running_api
 
 
 def _children(pid: int) -> list[str]:
@@ -59,37 +47,16 @@ def test_two_api_workers_serve_a_batch_and_enqueue_its_pushes(
     session_factory: sessionmaker[Session],
     tmp_path: Path,
 ) -> None:
-    port = _free_port()
     env = {
         **os.environ,
-        "FAPIAO_DATABASE_URL": database_url,
-        "FAPIAO_REDIS_URL": redis_url,
-        "FAPIAO_BROKER_URL": redis_url,
-        "FAPIAO_TENANTS_FILE": str(write_tenants_toml(tmp_path / "tenants.toml")),
-        "FAPIAO_ENVIRONMENT": "test",
-        "FAPIAO_API_KEYS": API_KEY,
-        "FAPIAO_CALLBACK_SECRET": CALLBACK_SECRET,
+        **api_env(database_url, redis_url, write_tenants_toml(tmp_path / "tenants.toml")),
         "FAPIAO_API_WORKERS": "2",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "producers.cli", "api", "--port", str(port), "--log-level",
-         "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    client = redis.Redis.from_url(redis_url)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                output = process.stdout.read().decode() if process.stdout else ""
-                pytest.fail(f"fapiao api --workers 2 did not become healthy:\n{output}")
-            time.sleep(0.1)
+    with (
+        running_api(env, stop_timeout=15) as api,
+        closing(redis.Redis.from_url(redis_url)) as client,
+    ):
+        process, base = api.process, api.url
         workers = [c for c in _children(process.pid) if "multiprocessing" in c]
         assert len(workers) >= 2, _children(process.pid)
 
@@ -122,11 +89,3 @@ def test_two_api_workers_serve_a_batch_and_enqueue_its_pushes(
                 "tenants": ["demo", "demo"],
             }
         ]
-    finally:
-        client.close()
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

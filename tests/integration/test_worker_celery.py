@@ -30,7 +30,7 @@ from simulator.testing import SimulatorHandle, make_bill, running_simulator
 from store.columns import utcnow
 from store.models import CloudCall, Document
 from store.queries import document_history
-from tests.integration.test_worker_world import DEMO_SELLER
+from tests.integration.worlds import DEMO_SELLER
 from worker import queues
 from worker.app import FapiaoCelery, create_app
 from worker.enqueue import CeleryEnqueuer, push_message

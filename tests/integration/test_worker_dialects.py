@@ -41,11 +41,9 @@ from store.db import unit_of_work
 from store.lifecycle import transition
 from store.models import CallbackInbox, TenantState
 from store.states import ISSUE_OVERDUE
-from tests.integration.test_worker_world import DEMO_SELLER, SHOP_SELLER, World, make_world
+from tests.integration.worlds import DEMO_SELLER, SHOP_SELLER, World, make_world
 from worker import queues
 from worker.testing import drain, store_bill
-
-pytest_plugins = ["tests.integration.test_worker_world"]
 
 NO_DOUBLE_ISSUE: dict[str, list[object]] = {"live_twice": [], "over_issued": []}
 

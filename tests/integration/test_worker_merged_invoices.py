@@ -25,14 +25,18 @@ from store.db import unit_of_work
 from store.inbox import receive_callback
 from store.invoices import bills_covered, invoices_of
 from store.models import CloudCall, Document, DocumentEvent, Invoice, InvoiceDocument
-from tests.integration.test_worker_notify import WEBHOOK_SECRET, Webhook
-from tests.integration.test_worker_world import DEMO_SELLER, SHOP_SELLER, World, make_world
+from tests.integration.worlds import (
+    DEMO_SELLER,
+    SHOP_SELLER,
+    WEBHOOK_SECRET,
+    Webhook,
+    World,
+    make_world,
+)
 from worker import queues
 from worker.services.invoices import apply_invoices
 from worker.services.query import query_bill
 from worker.testing import drain, store_bill
-
-pytest_plugins = ["tests.integration.test_worker_world"]
 
 SELLERS = {"demo": DEMO_SELLER, "shop": SHOP_SELLER}  # per-bill / per-invoice callbacks
 NO_DOUBLE_ISSUE: dict[str, list[object]] = {"live_twice": [], "over_issued": []}

@@ -25,7 +25,7 @@ from simulator.testing import SimulatorHandle, make_bill, running_simulator
 from store.columns import utcnow
 from store.models import Document
 from tests.integration.test_worker_celery import start_celery, statuses, stop, worker_env
-from tests.integration.test_worker_world import DEMO_SELLER
+from tests.integration.worlds import DEMO_SELLER
 from worker import queues
 from worker.app import create_app
 from worker.enqueue import CeleryEnqueuer, Followup

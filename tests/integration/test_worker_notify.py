@@ -1,5 +1,7 @@
-"""ERP notifications (signed webhook, retries, parking) and the less common callbacks
-(回退 BILL.RETURN, a callback that overtakes the push answer), against the simulator."""
+"""ERP notifications (``fapiao.notify_erp``): the signed webhook, retries, parking.
+Fixtures: tests/integration/conftest.py (``webhook``, ``world``); World, Webhook:
+tests/integration/worlds.py.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,56 +17,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from schemas.kingdee import BillReturn, build_callback
-from schemas.money import dumps_exact
 from simulator.testing import CallbackRecorder, SimulatorHandle, make_bill
-from store.models import CallbackInbox, CloudCall, ErpOutbox
-from tests.integration.test_worker_world import DEMO_SELLER, World, make_world
+from store.models import ErpOutbox
+from tests.integration.worlds import DEMO_SELLER, WEBHOOK_SECRET, Webhook, World, make_world
 from worker import queues
 from worker.services.notify import sign
 from worker.testing import drain, store_bill
-
-pytest_plugins = ["tests.integration.test_worker_world"]
-
-WEBHOOK_SECRET = "erp-hook-" + "5e3c7a9d1b2f4e6a"
-
-
-class Webhook:
-    """A real ERP endpoint: records headers and body, answers with ``status``."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.status = 200
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                hook.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(hook.status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/erp/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def webhook() -> Iterator[Webhook]:
-    hook = Webhook()
-    try:
-        yield hook
-    finally:
-        hook.close()
 
 
 @pytest.fixture
@@ -165,85 +121,6 @@ def test_no_webhook_no_outbox(world: World) -> None:
         assert session.scalars(select(ErpOutbox)).all() == []
 
 
-# --------------------------------------------------------------------------- callbacks
-
-
-def test_return_upstream_callback_marks_the_document_returned(world: World) -> None:
-    doc_id = store_bill(world.sessions, "demo", make_bill("RET-1", DEMO_SELLER, auto_invoice=False))
-    world.push(doc_id)
-    world.sim.admin.post(
-        "/_sim/bills/RET-1/return", json={"reason": "购方名称有误"}
-    ).raise_for_status()
-    body = world.callbacks.wait_for(1)[0].body
-    assert world.reconcile(body) == "processed"
-    document = world.doc(doc_id)
-    assert document.status == "returned"
-    assert document.last_error_message == "购方名称有误"
-
-
-def forged_return(bill_no: str, reason: str = "伪造") -> bytes:
-    returned = BillReturn(billNo=bill_no, sellerTaxpayerId=DEMO_SELLER, reason=reason)
-    return dumps_exact(build_callback("BILL.RETURN", [], "return", returned=returned)).encode()
-
-
-def test_a_forged_return_for_a_live_bill_changes_nothing(world: World) -> None:
-    """Invariant 4: the confirming query finds the bill still in the cloud."""
-    doc_id = store_bill(world.sessions, "demo", make_bill("RET-2", DEMO_SELLER, auto_invoice=False))
-    assert world.push(doc_id) == "pushed"
-    before = world.doc(doc_id)
-    assert world.reconcile(forged_return("RET-2")) == "processed"
-    after = world.doc(doc_id)
-    assert (after.status, after.version) == ("pushed", before.version)
-    assert after.last_error_message == before.last_error_message
-    with world.sessions() as session:
-        row = session.scalars(select(CallbackInbox).order_by(CallbackInbox.id.desc())).first()
-        assert row is not None
-        assert row.document_id == doc_id
-        assert "still" in (row.error or "")
-        queries = session.scalars(
-            select(CloudCall).where(CloudCall.interface == "BILL.INVOICE.QUERY")
-        ).all()
-    assert queries  # the forged callback caused a query, nothing else
-    # The real 回退 afterwards is still applied.
-    world.sim.admin.post("/_sim/bills/RET-2/return", json={"reason": "退回"}).raise_for_status()
-    assert world.reconcile(world.callbacks.wait_for(1)[0].body) == "processed"
-    assert world.doc(doc_id).status == "returned"
-
-
-def test_a_callback_overtaking_the_push_answer_is_applied_after_it(world: World) -> None:
-    world.sim.set_faults(callback_before_response=1.0)  # the cloud calls back, then answers
-    doc_id = store_bill(world.sessions, "demo", make_bill("RACE-1", DEMO_SELLER))
-    seen: list[tuple[str, str]] = []
-
-    def reconcile_before_acking(index: int, body: bytes) -> tuple[int, bytes]:
-        # The receiver stores and enqueues at once; the reconcile runs while the push waits.
-        seen.append((world.doc(doc_id).status, world.reconcile(body)))
-        return 200, b'{"success": true, "code": "0", "message": "success"}'
-
-    world.callbacks.answer_with(reconcile_before_acking)
-    assert world.push(doc_id) == "pushed"
-    assert seen == [("pushing", "received")]  # deferred, not lost, not misapplied
-    steps = drain(world.rt, world.enqueuer)
-    assert (steps[-1].task, steps[-1].status) == (queues.RECONCILE, "processed")
-    assert world.doc(doc_id).status == "invoiced"
-    assert world.path(doc_id) == ["draft", "pushing", "pushed", "invoiced"]
-
-
-def test_tokens_never_reach_the_ledger(world: World) -> None:
-    doc_id = store_bill(world.sessions, "demo", make_bill("MASK-1", DEMO_SELLER))
-    world.push(doc_id)
-    token = world.rt.tokens.peek("demo")
-    assert token is not None
-    spec = world.sim.spec("demo")
-    with world.sessions() as session:
-        rows = session.scalars(select(CloudCall)).all()
-    assert rows
-    for row in rows:
-        text = f"{row.message} {row.error_code} {row.request_id}"
-        assert token.value not in text
-        assert spec["app_secret"] not in text
-
-
 def test_notification_messages_name_the_bill_and_the_tenant(
     erp_world: World, webhook: Webhook
 ) -> None:
@@ -258,11 +135,3 @@ def test_notification_messages_name_the_bill_and_the_tenant(
     retries = [s.kwargs for s in steps if s.task == queues.NOTIFY_ERP]
     assert len(retries) == 3
     assert {(k["bill_no"], k["tenant"]) for k in retries} == {("ERP-3", "demo")}
-
-
-def test_a_deferred_callback_message_names_its_bill_and_tenant(world: World) -> None:
-    doc_id = store_bill(world.sessions, "demo", make_bill("RET-3", DEMO_SELLER))
-    assert world.doc(doc_id).status == "draft"  # the callback overtook the push
-    assert world.reconcile(forged_return("RET-3")) == "received"
-    [again] = world.enqueuer.of(queues.RECONCILE)
-    assert (again["bill_no"], again["tenant"]) == ("RET-3", "demo")

@@ -1,6 +1,9 @@
-"""Reconcile (and poll): what one callback costs the database; tenant pauses read with documents.
+"""Callbacks (``fapiao.reconcile``): per-bill and per-invoice styles, duplicates and order,
+orphans, 回退 (BILL.RETURN), forged and overtaking callbacks; what one callback (and a poll)
+costs the database; tenant pauses read with documents. Fixtures: tests/integration/
+conftest.py; World: tests/integration/worlds.py.
 
-Runs against the simulator over real HTTP (the ``world`` of ``test_worker_world``).
+Runs against the simulator over real HTTP, real database, real Redis.
 """
 
 from __future__ import annotations
@@ -9,22 +12,22 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event, func, select
 
-from schemas.kingdee import decode_data, encode_data
-from simulator.testing import make_bill
+from schemas.kingdee import BillReturn, build_callback, decode_data, encode_data
+from schemas.money import dumps_exact
+from simulator.testing import CloudSession, make_bill
 from store.db import unit_of_work
 from store.models import CallbackInbox, CloudCall
 from store.tenants import pause_tenant, resume_tenant
-from tests.integration.test_worker_world import DEMO_SELLER, World
+from tests.integration.worlds import DEMO_SELLER, SHOP_SELLER, World
 from worker import queues
 from worker.runtime import Followup
 from worker.tasks import run
-from worker.testing import store_bill
-
-pytest_plugins = ["tests.integration.test_worker_world"]
+from worker.testing import drain, store_bill
 
 
 @dataclass
@@ -204,3 +207,135 @@ def _document_of(world: World, inbox_id: int) -> int:
         row = session.get(CallbackInbox, inbox_id)
         assert row is not None and row.document_id is not None
         return row.document_id
+
+
+# --------------------------------------------------------------------------- callback styles
+
+FORWARD_PATHS = (
+    ["draft", "pushing", "pushed", "partially_invoiced", "invoiced"],
+    ["draft", "pushing", "pushed", "invoiced"],
+)
+
+
+def test_split_bill_per_invoice_callbacks_reconcile_to_the_full_amount(
+    either_world: World,
+) -> None:
+    world = either_world
+    bill = make_bill("FLOW-SPLIT", SHOP_SELLER, lines=5, amount="100.00")
+    doc_id = store_bill(world.sessions, "shop", bill)
+    assert world.push(doc_id) == "pushed"
+    received = world.callbacks.wait_for(3)  # 5 lines, 2 per invoice → 3 invoices, 3 calls
+    statuses = [world.reconcile(r.body) for r in received]
+    assert statuses == ["processed"] * 3
+
+    document = world.doc(doc_id)
+    assert document.status == "invoiced"
+    assert document.issued_amount == Decimal("565.00")
+    invoices = world.invoices(doc_id)
+    assert len(invoices) == 3
+    assert sum((i.include_tax_amount or Decimal(0)) for i in invoices) == Decimal("565.00")
+    path = [e.to_status for e in world.events(doc_id) if e.outcome == "applied"]
+    if world.rt.settings.callbacks.confirm_with_query:
+        assert path in FORWARD_PATHS
+    else:
+        assert path == FORWARD_PATHS[0]
+
+
+def test_duplicate_and_out_of_order_callbacks_never_go_backwards(either_world: World) -> None:
+    world = either_world
+    doc_id = store_bill(world.sessions, "shop", make_bill("FLOW-DUP", SHOP_SELLER, lines=4))
+    world.push(doc_id)
+    received = world.callbacks.wait_for(2)
+    bodies = [r.body for r in received]
+    # Last first, then everything again (the receiver's dedupe is by body here).
+    for body in [bodies[1], bodies[0], bodies[1], bodies[0]]:
+        world.reconcile(body)
+    assert world.doc(doc_id).status == "invoiced"
+    path = [e.to_status for e in world.events(doc_id) if e.outcome == "applied"]
+    if world.rt.settings.callbacks.confirm_with_query:
+        assert path in FORWARD_PATHS
+    else:
+        assert path == FORWARD_PATHS[0]
+    assert len(world.invoices(doc_id)) == 2
+
+
+def test_callback_for_an_unknown_bill_is_an_orphan(world: World) -> None:
+    other = make_bill("NOT-OURS", DEMO_SELLER)
+    with CloudSession(world.sim, "demo") as cloud:
+        assert cloud.push(other)["success"] is True
+    body = world.callbacks.wait_for(1)[0].body
+    assert world.reconcile(body) == "orphan"
+    with world.sessions() as session:
+        assert session.scalars(select(CallbackInbox.state)).one() == "orphan"
+
+
+# ------------------------------------------------------------ 回退, forged and early callbacks
+
+
+def test_return_upstream_callback_marks_the_document_returned(world: World) -> None:
+    doc_id = store_bill(world.sessions, "demo", make_bill("RET-1", DEMO_SELLER, auto_invoice=False))
+    world.push(doc_id)
+    world.sim.admin.post(
+        "/_sim/bills/RET-1/return", json={"reason": "购方名称有误"}
+    ).raise_for_status()
+    body = world.callbacks.wait_for(1)[0].body
+    assert world.reconcile(body) == "processed"
+    document = world.doc(doc_id)
+    assert document.status == "returned"
+    assert document.last_error_message == "购方名称有误"
+
+
+def forged_return(bill_no: str, reason: str = "伪造") -> bytes:
+    returned = BillReturn(billNo=bill_no, sellerTaxpayerId=DEMO_SELLER, reason=reason)
+    return dumps_exact(build_callback("BILL.RETURN", [], "return", returned=returned)).encode()
+
+
+def test_a_forged_return_for_a_live_bill_changes_nothing(world: World) -> None:
+    """Invariant 4: the confirming query finds the bill still in the cloud."""
+    doc_id = store_bill(world.sessions, "demo", make_bill("RET-2", DEMO_SELLER, auto_invoice=False))
+    assert world.push(doc_id) == "pushed"
+    before = world.doc(doc_id)
+    assert world.reconcile(forged_return("RET-2")) == "processed"
+    after = world.doc(doc_id)
+    assert (after.status, after.version) == ("pushed", before.version)
+    assert after.last_error_message == before.last_error_message
+    with world.sessions() as session:
+        row = session.scalars(select(CallbackInbox).order_by(CallbackInbox.id.desc())).first()
+        assert row is not None
+        assert row.document_id == doc_id
+        assert "still" in (row.error or "")
+        queries = session.scalars(
+            select(CloudCall).where(CloudCall.interface == "BILL.INVOICE.QUERY")
+        ).all()
+    assert queries  # the forged callback caused a query, nothing else
+    # The real 回退 afterwards is still applied.
+    world.sim.admin.post("/_sim/bills/RET-2/return", json={"reason": "退回"}).raise_for_status()
+    assert world.reconcile(world.callbacks.wait_for(1)[0].body) == "processed"
+    assert world.doc(doc_id).status == "returned"
+
+
+def test_a_callback_overtaking_the_push_answer_is_applied_after_it(world: World) -> None:
+    world.sim.set_faults(callback_before_response=1.0)  # the cloud calls back, then answers
+    doc_id = store_bill(world.sessions, "demo", make_bill("RACE-1", DEMO_SELLER))
+    seen: list[tuple[str, str]] = []
+
+    def reconcile_before_acking(index: int, body: bytes) -> tuple[int, bytes]:
+        # The receiver stores and enqueues at once; the reconcile runs while the push waits.
+        seen.append((world.doc(doc_id).status, world.reconcile(body)))
+        return 200, b'{"success": true, "code": "0", "message": "success"}'
+
+    world.callbacks.answer_with(reconcile_before_acking)
+    assert world.push(doc_id) == "pushed"
+    assert seen == [("pushing", "received")]  # deferred, not lost, not misapplied
+    steps = drain(world.rt, world.enqueuer)
+    assert (steps[-1].task, steps[-1].status) == (queues.RECONCILE, "processed")
+    assert world.doc(doc_id).status == "invoiced"
+    assert world.path(doc_id) == ["draft", "pushing", "pushed", "invoiced"]
+
+
+def test_a_deferred_callback_message_names_its_bill_and_tenant(world: World) -> None:
+    doc_id = store_bill(world.sessions, "demo", make_bill("RET-3", DEMO_SELLER))
+    assert world.doc(doc_id).status == "draft"  # the callback overtook the push
+    assert world.reconcile(forged_return("RET-3")) == "received"
+    [again] = world.enqueuer.of(queues.RECONCILE)
+    assert (again["bill_no"], again["tenant"]) == ("RET-3", "demo")

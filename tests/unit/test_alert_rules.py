@@ -47,8 +47,13 @@ def rules() -> list[dict[str, Any]]:
     return [rule for group in loaded["groups"] for rule in group["rules"]]
 
 
-def test_promtool_checks_the_alert_rules() -> None:
-    result = run_promtool("check", "rules", "alerts.yml")
+@pytest.mark.parametrize(
+    ("what", "file"),
+    [pytest.param("rules", "alerts.yml", id="alert_rules"),
+     pytest.param("config", "prometheus.yml", id="example_scrape_config")],
+)  # fmt: skip
+def test_promtool_checks(what: str, file: str) -> None:
+    result = run_promtool("check", what, file)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -58,11 +63,6 @@ def test_promtool_unit_tests_fire_the_stuck_paused_and_quota_alerts() -> None:
     tested = (PROMETHEUS / "alerts_test.yml").read_text(encoding="utf-8")
     for alert in ("FapiaoDocumentsStuck", "FapiaoTenantPaused", "FapiaoQuotaWarning"):
         assert f"alertname: {alert}" in tested
-
-
-def test_promtool_checks_the_example_scrape_config() -> None:
-    result = run_promtool("check", "config", "prometheus.yml")
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_one_stuck_rule_per_state_at_the_settings_default_age() -> None:

@@ -166,27 +166,25 @@ def test_tax_is_never_negative_on_positive_amounts(amount: Decimal, rate: Decima
 # --- line_amounts / bill_totals ---------------------------------------------------------------
 
 
-def test_line_amounts_exclusive_basis_computes_tax() -> None:
-    assert line_amounts(Decimal("1000"), Decimal("0.13"), False, None) == LineAmounts(
-        Decimal("1000.00"), Decimal("130.00"), Decimal("1130.00")
-    )
-
-
-def test_line_amounts_exclusive_basis_keeps_supplied_tax() -> None:
-    assert line_amounts(Decimal("1000"), Decimal("0.13"), False, Decimal("130.05")) == LineAmounts(
-        Decimal("1000.00"), Decimal("130.05"), Decimal("1130.05")
-    )
-
-
-def test_line_amounts_inclusive_basis_splits() -> None:
-    assert line_amounts(Decimal("1598"), Decimal("0.13"), True, None) == LineAmounts(
-        Decimal("1414.16"), Decimal("183.84"), Decimal("1598.00")
-    )
-
-
-def test_line_amounts_inclusive_basis_keeps_supplied_tax() -> None:
-    assert line_amounts(Decimal("1598"), Decimal("0.13"), True, Decimal("183.85")) == LineAmounts(
-        Decimal("1414.15"), Decimal("183.85"), Decimal("1598.00")
+@pytest.mark.parametrize(
+    ("amount", "include_tax", "tax", "expected"),
+    [
+        pytest.param("1000", False, None, ("1000.00", "130.00", "1130.00"),
+                     id="exclusive_basis_computes_tax"),
+        pytest.param("1000", False, "130.05", ("1000.00", "130.05", "1130.05"),
+                     id="exclusive_basis_keeps_supplied_tax"),
+        pytest.param("1598", True, None, ("1414.16", "183.84", "1598.00"),
+                     id="inclusive_basis_splits"),
+        pytest.param("1598", True, "183.85", ("1414.15", "183.85", "1598.00"),
+                     id="inclusive_basis_keeps_supplied_tax"),
+    ],
+)  # fmt: skip
+def test_line_amounts(
+    amount: str, include_tax: bool, tax: str | None, expected: tuple[str, str, str]
+) -> None:
+    supplied = None if tax is None else Decimal(tax)
+    assert line_amounts(Decimal(amount), Decimal("0.13"), include_tax, supplied) == LineAmounts(
+        *(Decimal(v) for v in expected)
     )
 
 

@@ -1,65 +1,47 @@
-"""Shared fixtures of the worker integration tests (no tests here): a ``World`` is a runtime
+"""What the worker integration tests share that is not a fixture: ``World`` (a runtime
 wired to a simulator over real HTTP, the test database and the test Redis, with a recording
-broker. Modules import the fixtures they use by name.
+broker), ``make_world``, the simulator's sellers and small helpers. The fixtures that build
+worlds are in tests/integration/conftest.py.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from simulator.testing import (
     CallbackRecorder,
     SimulatorHandle,
-    recording_callback_receiver,
-    running_simulator,
+    make_bill,
     write_tenants_toml,
 )
+from store.columns import utcnow
 from store.db import unit_of_work
 from store.inbox import receive_callback
 from store.lifecycle import transition
-from store.models import Document, DocumentEvent, Invoice
+from store.models import CloudCall, Document, DocumentEvent, Invoice
 from worker import queues
 from worker.enqueue import RecordingEnqueuer
 from worker.runtime import Runtime, build_runtime
 from worker.tasks import run
 from worker.testing import fast_settings
 
-__all__ = [
-    "DEMO_SELLER",
-    "SHOP_SELLER",
-    "World",
-    "callbacks",
-    "declare_cloud",
-    "declared_world",
-    "make_world",
-    "sim",
-    "trusting_world",
-    "world",
-]
-
 DEMO_SELLER = "91310000SIM0000001"  # tenant "demo": 3std1… code, per-bill callbacks
+
+
 SHOP_SELLER = "91440300SIM0000003"  # tenant "shop": per-invoice callbacks
 
+NO_DOUBLE_ISSUE: dict[str, list[object]] = {"live_twice": [], "over_issued": []}
 
-@pytest.fixture
-def callbacks() -> Iterator[CallbackRecorder]:
-    with recording_callback_receiver() as recorder:
-        yield recorder
-
-
-@pytest.fixture
-def sim(callbacks: CallbackRecorder) -> Iterator[SimulatorHandle]:
-    with running_simulator(
-        issue_delay=0.05, callback_url=callbacks.url, max_lines_per_invoice=2, seed=11
-    ) as handle:
-        yield handle
+WEBHOOK_SECRET = "erp-hook-" + "5e3c7a9d1b2f4e6a"
 
 
 class World:
@@ -172,47 +154,69 @@ def declare_cloud(path: Path, cloud: dict[str, str]) -> None:
     path.write_text(head + body, encoding="utf-8")
 
 
-@pytest.fixture
-def world(
-    sim: SimulatorHandle,
-    callbacks: CallbackRecorder,
-    session_factory: sessionmaker[Session],
-    database_url: str,
-    redis_url: str,
-    tmp_path: Path,
-) -> Iterator[World]:
-    yield from make_world(sim, callbacks, session_factory, database_url, redis_url, tmp_path)
+# --------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture
-def trusting_world(
-    sim: SimulatorHandle,
-    callbacks: CallbackRecorder,
-    session_factory: sessionmaker[Session],
-    database_url: str,
-    redis_url: str,
-    tmp_path: Path,
-) -> Iterator[World]:
-    """Callbacks applied as they come (``FAPIAO_CALLBACKS__CONFIRM_WITH_QUERY=false``)."""
-    yield from make_world(
-        sim, callbacks, session_factory, database_url, redis_url, tmp_path,
-        {"callbacks": {"confirm_with_query": False}},
-    )  # fmt: skip
+def demo_bill(bill_no: str, **kw: Any) -> dict[str, Any]:
+    return make_bill(bill_no, DEMO_SELLER, auto_invoice=False, **kw)
 
 
-@pytest.fixture
-def declared_world(
-    sim: SimulatorHandle,
-    callbacks: CallbackRecorder,
-    session_factory: sessionmaker[Session],
-    database_url: str,
-    redis_url: str,
-    tmp_path: Path,
-) -> Iterator[World]:
-    """Tenants that declare the simulator's default dialect (``[tenants.cloud]``)."""
-    from schemas.cloud_contract import Dialect
+def refuse(world: World, rules: dict[str, str]) -> None:
+    world.sim.admin.put("/_sim/bill-rules", json={"refuse": rules}).raise_for_status()
 
-    yield from make_world(
-        sim, callbacks, session_factory, database_url, redis_url, tmp_path,
-        cloud=Dialect.default().as_dict(),
-    )  # fmt: skip
+
+def push_ledger(world: World) -> list[CloudCall]:
+    with world.sessions() as session:
+        return list(
+            session.scalars(
+                select(CloudCall).where(CloudCall.interface == "BILL.PUSH").order_by(CloudCall.id)
+            )
+        )
+
+
+def ledger(world: World, interface: str | None = None) -> list[CloudCall]:
+    with world.sessions() as session:
+        statement = select(CloudCall).order_by(CloudCall.id)
+        if interface is not None:
+            statement = statement.where(CloudCall.interface == interface)
+        return list(session.scalars(statement))
+
+
+def push_calls(world: World) -> dict[str, int]:
+    calls: dict[str, int] = world.sim.stats()["calls"].get("BILL.PUSH", {})
+    return calls
+
+
+def travel(world: World, seconds: float) -> None:
+    """Move the worker's clock forward (no sleeping in tests)."""
+    offset = timedelta(seconds=seconds)
+    world.rt.clock = lambda: utcnow() + offset
+
+
+class Webhook:
+    """A real ERP endpoint: records headers and body, answers with ``status``."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.status = 200
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                hook.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(hook.status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/erp/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

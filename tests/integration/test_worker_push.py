@@ -1,16 +1,18 @@
-"""``fapiao.push_batch``: many documents per task, each with the outcome a single push gives.
+"""Pushing: ``fapiao.push`` and ``fapiao.push_batch`` (every per-document outcome, races,
+batches on the wire), refusals, transient retries and 9999s. Fixtures: tests/integration/
+conftest.py; World and helpers: tests/integration/worlds.py.
 
 Simulator over real HTTP, real database, real Redis; messages run inline (``drain``) except
-the last test, which runs a real Celery worker. Per-bill answers come from the simulator's
-bill rules (``refuse``: ``-10007`` refused, ``9999`` transient, ``-10009`` duplicate).
+``test_a_batch_message_through_a_real_celery_worker``. Per-bill answers come from the
+simulator's bill rules (``refuse``: ``-10007`` refused, ``9999`` transient, ``-10009``
+duplicate).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
-from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,14 +22,23 @@ from celery.contrib.testing.worker import start_worker
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from simulator.testing import CallbackRecorder, SimulatorHandle, make_bill
+from simulator.testing import SimulatorHandle, make_bill
 from store.claims import claim_for_push
 from store.columns import utcnow
 from store.db import unit_of_work
 from store.lifecycle import transition
-from store.models import CallbackInbox, CloudCall, Document, DocumentEvent, TenantState
+from store.models import Document, DocumentEvent
 from store.tenants import pause_tenant
-from tests.integration.test_worker_world import DEMO_SELLER, SHOP_SELLER, World, make_world
+from tests.integration.worlds import (
+    DEMO_SELLER,
+    NO_DOUBLE_ISSUE,
+    SHOP_SELLER,
+    World,
+    demo_bill,
+    push_calls,
+    push_ledger,
+    refuse,
+)
 from worker import queues
 from worker.app import create_app
 from worker.enqueue import CeleryEnqueuer, push_messages
@@ -36,44 +47,6 @@ from worker.services import push as push_service
 from worker.services.push import push_documents
 from worker.tasks import reset_runtime
 from worker.testing import drain, fast_settings, store_bill, wait_until
-
-pytest_plugins = ["tests.integration.test_worker_world"]
-
-NO_DOUBLE_ISSUE: dict[str, list[object]] = {"live_twice": [], "over_issued": []}
-
-
-def refuse(world: World, rules: dict[str, str]) -> None:
-    world.sim.admin.put("/_sim/bill-rules", json={"refuse": rules}).raise_for_status()
-
-
-def push_ledger(world: World) -> list[CloudCall]:
-    with world.sessions() as session:
-        return list(
-            session.scalars(
-                select(CloudCall).where(CloudCall.interface == "BILL.PUSH").order_by(CloudCall.id)
-            )
-        )
-
-
-def demo_bill(bill_no: str, **kw: Any) -> dict[str, Any]:
-    return make_bill(bill_no, DEMO_SELLER, auto_invoice=False, **kw)
-
-
-@pytest.fixture
-def batch_world(
-    sim: SimulatorHandle,
-    callbacks: CallbackRecorder,
-    session_factory: sessionmaker[Session],
-    database_url: str,
-    redis_url: str,
-    tmp_path: Path,
-) -> Iterator[World]:
-    """Small batches (4) pushed 3 at a time, so chunking and overlap are visible."""
-    yield from make_world(
-        sim, callbacks, session_factory, database_url, redis_url, tmp_path,
-        {"push": {"batch_size": 4, "batch_concurrency": 3}},
-    )  # fmt: skip
-
 
 # --------------------------------------------------------------------------- every outcome
 
@@ -179,51 +152,6 @@ def test_the_task_runs_a_batch_and_reports_a_count_per_state(world: World) -> No
     )
     assert status == "pushed=2 rejected=1"
     assert [world.doc(d).status for d in ids] == ["pushed", "pushed", "rejected"]
-
-
-def test_unknown_outcomes_in_a_batch_are_settled_by_queries_never_pushed_again(
-    declared_world: World,
-) -> None:
-    world = declared_world  # unknown_bill declared: an empty invoiceList proves presence
-    world.sim.set_faults(drop_after_commit=1.0)
-    ids = [store_bill(world.sessions, "demo", demo_bill(f"BDROP-{i}")) for i in range(3)]
-    assert [o.status for o in push_documents(world.rt, ids)] == ["in_doubt"] * 3
-    world.sim.set_faults()
-    outcomes = push_documents(world.rt, ids)  # a redelivered batch message: a no-op
-    assert {o.status for o in outcomes} == {"skipped"}
-    for doc_id in ids:
-        world.run(queues.RESOLVE_IN_DOUBT, document_id=doc_id)
-    assert [world.path(d) for d in ids] == [["draft", "pushing", "in_doubt", "pushed"]] * 3
-    assert world.sim.stats()["calls"]["BILL.PUSH"] == {"dropped_after_commit": 3}
-    assert world.sim.stats()["doubleIssue"] == NO_DOUBLE_ISSUE
-
-
-def test_an_expired_token_mid_batch_is_refreshed_once(batch_world: World) -> None:
-    world = batch_world
-    first = store_bill(world.sessions, "demo", demo_bill("BTOK-0"))
-    assert world.push(first) == "pushed"  # a token is cached
-    assert world.sim.expire_tokens("demo") >= 1
-    world.sim.set_faults(latency_ms=30)  # the batch's calls overlap
-    ids = [store_bill(world.sessions, "demo", demo_bill(f"BTOK-{i}")) for i in range(1, 7)]
-    outcomes = push_documents(world.rt, ids)
-    assert [o.status for o in outcomes] == ["pushed"] * 6
-    assert world.sim.stats()["tokens"]["demo"] == {"app": 2, "access": 2}
-    assert world.rt.tokens.refreshes == 2
-    results = [c.outcome for c in push_ledger(world)]
-    assert results.count("accepted") == 7
-    assert 1 <= results.count("auth_expired") <= 3  # at most the first round, old token
-
-
-def test_auth_refused_after_a_refresh_pauses_the_tenant_and_the_batch_waits(world: World) -> None:
-    world.sim.set_faults(auth_fail=1.0)
-    ids = [store_bill(world.sessions, "demo", demo_bill(f"BAUTH-{i}")) for i in range(2)]
-    outcomes = push_documents(world.rt, ids)
-    assert [o.status for o in outcomes] == ["draft", "draft"]
-    assert all(o.followups == [] for o in outcomes)  # no retry hammers the broken config
-    with world.sessions() as session:
-        state = session.get(TenantState, "demo")
-        assert state is not None and state.paused
-    assert all("paused" in (e.reason or "") for e in world.events(ids[0])[-1:])
 
 
 # --------------------------------------------------------------------------- races
@@ -365,28 +293,6 @@ def test_a_call_with_no_lease_left_is_not_sent_and_retried(
 # --------------------------------------------------------------------------- sending batches
 
 
-def test_the_sweeper_sends_due_drafts_in_batches(batch_world: World) -> None:
-    world = batch_world
-    bill_nos = [f"BSWEEP-{i}" for i in range(9)]
-    ids = [store_bill(world.sessions, "demo", demo_bill(no)) for no in bill_nos]
-    assert world.run(queues.SWEEP).startswith("drafts=9")
-    sent = world.enqueuer.sent
-    assert [(f.task, len(f.kwargs.get("document_ids", [0]))) for f in sent] == [
-        (queues.PUSH_BATCH, 4),
-        (queues.PUSH_BATCH, 4),
-        (queues.PUSH, 1),
-    ]
-    assert sent[0].kwargs == {
-        "document_ids": ids[:4],
-        "bill_nos": bill_nos[:4],
-        "tenants": ["demo"] * 4,
-    }
-    assert sent[2].kwargs == {"document_id": ids[8], "bill_no": "BSWEEP-8", "tenant": "demo"}
-    steps = drain(world.rt, world.enqueuer)
-    assert [s.status for s in steps] == ["pushed=4", "pushed=4", "pushed"]
-    assert {world.doc(d).status for d in ids} == {"pushed"}
-
-
 def queued(client: redis.Redis, queue: str) -> list[tuple[str, dict[str, Any]]]:
     messages = []
     for raw in reversed(cast(list[bytes], client.lrange(queue, 0, -1))):
@@ -462,25 +368,59 @@ def all_pushed(sessions: sessionmaker[Session], ids: list[int]) -> bool:
     return len(statuses) == len(ids) and set(statuses) == {"pushed"}
 
 
-def test_a_callback_that_overtook_the_push_answer_defers_the_first_poll(
-    world: World,
+# --------------------------------------------------------------------------- refusals
+
+
+def test_business_refusal_is_rejected_with_the_clouds_words(world: World) -> None:
+    bill = make_bill("REJ-1", DEMO_SELLER, lines=2)
+    bill["totalAmount"] = Decimal("150.00")  # lines add up to 200.00
+    doc_id = store_bill(world.sessions, "demo", bill, check=False)
+    assert world.push(doc_id) == "rejected"
+    document = world.doc(doc_id)
+    assert document.last_error_code == "-10007"
+    assert document.last_error_message == "价税合计金额不对"
+    reasons = [e.reason or "" for e in world.events(doc_id)]
+    assert any("价税合计金额不对" in r for r in reasons)
+    assert world.enqueuer.of(queues.PUSH) == []  # a refusal is never retried
+
+
+# --------------------------------------------------------------------------- transient errors
+
+
+def test_transient_errors_retry_with_backoff_then_give_up(world: World) -> None:
+    world.sim.set_faults(push_system_error=1.0)
+    doc_id = store_bill(world.sessions, "demo", make_bill("TRANS-1", DEMO_SELLER))
+    assert world.push(doc_id) == "draft"
+    retry = world.doc(doc_id)
+    assert retry.next_attempt_at is not None and retry.next_attempt_at > retry.status_changed_at
+    steps = drain(world.rt, world.enqueuer)
+    # A 9999 may have come after the bill was stored: each retry asks the cloud first (the
+    # in-doubt resolver finds it absent and hands it back to draft), so no second bill.
+    assert [(s.task, s.status) for s in steps] == [
+        (queues.PUSH, "in_doubt"),
+        (queues.RESOLVE_IN_DOUBT, "draft"),
+        (queues.PUSH, "draft"),
+        (queues.PUSH, "in_doubt"),
+        (queues.RESOLVE_IN_DOUBT, "failed"),
+    ]  # 4 attempts in all
+    document = world.doc(doc_id)
+    assert document.push_attempt == 4
+    assert "gave up after 4 push attempts" in (document.last_error_message or "")
+    assert push_calls(world) == {"9999": 2}  # the other two attempts were the queries first
+
+
+@pytest.mark.parametrize("duplicate_bill", ["accepted", "refused"])
+def test_a_9999_that_came_after_the_bill_was_stored_never_makes_a_second_bill(
+    world: World, duplicate_bill: str
 ) -> None:
-    ids = [store_bill(world.sessions, "demo", demo_bill(f"BOVERTAKE-{i}")) for i in range(2)]
-    with unit_of_work(world.sessions) as session:
-        # The receiver stored (and linked) a callback for the first one before the answer.
-        session.add(
-            CallbackInbox(
-                dedupe_key="overtook-1", raw_body=b"{}", style="per_bill", state="received",
-                document_id=ids[0], received_at=utcnow(),
-            )
-        )  # fmt: skip
-    before = utcnow()
-    outcomes = push_documents(world.rt, ids)
-    assert [o.status for o in outcomes] == ["pushed", "pushed"]
-    grace = world.rt.settings.callbacks.poll_grace_seconds
-    first, second = (world.doc(i).next_poll_at for i in ids)
-    assert first is not None and second is not None
-    naive = before.replace(tzinfo=None)
-    # Its reconcile will ask the cloud: the poll is only the safety net, after the grace.
-    assert first.replace(tzinfo=None) >= naive + timedelta(seconds=grace - 1)
-    assert second.replace(tzinfo=None) < naive + timedelta(seconds=grace - 1)
+    world.sim.set_dialect(duplicate_bill=duplicate_bill)
+    world.sim.set_faults(push_system_error_after_commit=1.0)
+    doc_id = store_bill(world.sessions, "demo", make_bill("TRANS-AC", DEMO_SELLER))
+    assert world.push(doc_id) == "draft"  # 9999: transient, a retry is owed
+    world.sim.set_faults()
+    drain(world.rt, world.enqueuer)
+    assert world.doc(doc_id).status in ("pushed", "invoiced")
+    # The retry asked first (the 9999 may have come after the store): one bill, no double issue.
+    assert len(world.sim.bills(billNo="TRANS-AC")) == 1
+    assert push_calls(world) == {"system_error_after_commit": 1}
+    assert world.sim.stats()["doubleIssue"] == {"live_twice": [], "over_issued": []}
