@@ -119,7 +119,9 @@ def test_throughput_runs_all_four_lanes(tmp_path: Path, capsys: pytest.CaptureFi
     assert shares["worker"] > 0 and shares["postgres"] > 0
     mine = sum(shares[name] for name in throughput.BRIDGE_PROCESSES)
     assert figures["bridge"]["bridge_cpu_ms_per_document"] == pytest.approx(mine, abs=0.05)
-    assert competent["cpu_ms_per_document_by_process"].get("api", 0.0) == 0.0
+    # /proc counts CPU in 10 ms clock ticks: an idle API may still be charged one or two.
+    idle_api_ms = competent["cpu_ms_per_document_by_process"].get("api", 0.0) * 12
+    assert idle_api_ms <= 20.0
     assert figures["invariants"]["ok"] is True
 
 
