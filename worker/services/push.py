@@ -55,7 +55,11 @@ Costs, per batch
 |      | and-set ``transition`` (``expected_status=pushing``,   |                              |
 |      | ``attempt``); a lost race is handled per document (an  |                              |
 |      | ``accepted`` still lands on ``in_doubt``, else the     |                              |
-|      | document is skipped) and never undoes the others       |                              |
+|      | document is skipped) and never undoes the others; then |                              |
+|      | ONE UPDATE defers the first poll of every ``pushed``   |                              |
+|      | one whose callback is already stored (after the writes:|                              |
+|      | a callback stored meanwhile is seen, a later one finds |                              |
+|      | ``pushed`` and the receiver defers)                    |                              |
 | 4    | follow-ups (retries, in-doubt queries, ERP             | after commit, by the task    |
 |      | notifications) are sent after the commit               |                              |
 
@@ -94,9 +98,10 @@ from schemas.kingdee import InterfaceCode
 from schemas.tenants import TenantConfig
 from store.claims import claim_many_for_push
 from store.db import unit_of_work
+from store.inbox import defer_polls_of_waiting
 from store.lifecycle import LostRace, TransitionResult, transition
-from store.models import CallbackInbox, CloudCall, Document, DocumentEvent
-from store.states import DocumentStatus, Event, EventOutcome, InboxState
+from store.models import CloudCall, Document, DocumentEvent
+from store.states import DocumentStatus, Event, EventOutcome
 from worker import queues
 from worker.kingdee import (
     PENDING_OUTCOME,
@@ -290,8 +295,7 @@ def _apply_answers(
         )  # fmt: skip
         plans.append((pending, plan))
     with unit_of_work(rt.sessions) as session:
-        accepted = [p.document_id for p, plan in plans if plan and plan.action is Action.APPLY]
-        waiting = _callbacks_waiting(session, accepted)
+        pushed: list[int] = []
         for pending, maybe_plan in plans:
             if maybe_plan is None:
                 outcomes[pending.index] = PushOutcome(
@@ -299,14 +303,18 @@ def _apply_answers(
                     "the call failed unexpectedly; the lease expiry and a query settle it",
                 )
                 continue
-            if pending.document_id in waiting:
-                _poll_after_grace(rt, maybe_plan)
             try:
-                outcomes[pending.index] = _write(rt, session, maybe_plan)
+                outcome = _write(rt, session, maybe_plan)
             except LostRace:  # moved on again while the late acceptance was applied
-                outcomes[pending.index] = PushOutcome(
+                outcome = PushOutcome(
                     "skipped", f"document moved on before {maybe_plan.event} was applied"
                 )
+            outcomes[pending.index] = outcome
+            if outcome.status == DocumentStatus.pushed.value:
+                pushed.append(pending.document_id)
+        # After the writes, in their transaction: no callback stored meanwhile is missed.
+        grace = timedelta(seconds=rt.settings.callbacks.poll_grace_seconds)
+        defer_polls_of_waiting(session, pushed, now + grace)
 
 
 # Outcomes of an earlier BILL.PUSH after which the bill may be live in the cloud.
@@ -535,36 +543,6 @@ class _Plan:
     changes: dict[str, Any]
     followups: list[Followup]
     now: datetime
-
-
-def _callbacks_waiting(session: Session, document_ids: Sequence[int]) -> set[int]:
-    """Which of ``document_ids`` have a stored callback not reconciled yet (one SELECT).
-
-    The cloud called back before the push answer was applied (the callback overtook it):
-    the reconcile of that callback will ask the cloud itself.
-    """
-    if not document_ids:
-        return set()
-    return set(
-        session.scalars(
-            select(CallbackInbox.document_id)
-            .where(
-                CallbackInbox.document_id.in_(sorted(set(document_ids))),
-                CallbackInbox.state == InboxState.received.value,
-            )
-            .distinct()
-        )
-    )
-
-
-def _poll_after_grace(rt: Runtime, plan: _Plan) -> None:
-    """An accepted document whose callback already waits: its first poll only after the
-    callbacks' poll grace (``FAPIAO_CALLBACKS__POLL_GRACE_SECONDS``), as the receiver does
-    for a callback that arrives after the push answer; the poll stays the safety net."""
-    if plan.action is Action.APPLY:
-        grace = timedelta(seconds=rt.settings.callbacks.poll_grace_seconds)
-        first = plan.changes["next_poll_at"]
-        plan.changes["next_poll_at"] = max(first, plan.now + grace)
 
 
 def _plan(
