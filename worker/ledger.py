@@ -28,6 +28,12 @@ completing ``UPDATE``); rows of calls that were never made (no token, the claim'
 out) are deleted there, so the ledger reads as if each call had written its own. A call
 that raised after taking its row leaves it ``pending``, as a crash mid-call does.
 
+A call whose row is written after its answer (a query) can have that row written in the
+transaction the answer leads to (``HeldCallLedger``): one commit instead of two. The row is
+held in memory between the answer and that transaction (milliseconds, no cloud call in
+between); if the transaction rolls back, or none follows, ``flush`` writes it on its own,
+so only a process dying in that moment loses it — as one dying while the call is in flight.
+
 Thread safety: a ``SqlCallLedger`` holds no mutable state; every write checks a connection
 out of the engine's pool for its own transaction, so one ledger may be used by many threads
 at once (``HttpKingdeeClient.push`` called concurrently from a thread pool).
@@ -40,7 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, update
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, event, insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.kingdee import InterfaceCode, new_request_id
@@ -50,7 +56,13 @@ from store.ledger import MESSAGE_LIMIT, mask_secrets
 from store.models import CloudCall
 from worker.kingdee import PENDING_OUTCOME, CallContext
 
-__all__ = ["PrewrittenPush", "PushBatchLedger", "SqlCallLedger", "prewrite_pushes"]
+__all__ = [
+    "HeldCallLedger",
+    "PrewrittenPush",
+    "PushBatchLedger",
+    "SqlCallLedger",
+    "prewrite_pushes",
+]
 
 
 _calls = cast("Table", CloudCall.__table__)
@@ -172,7 +184,7 @@ def _masked(message: str) -> str:
     return mask_secrets(message)[:MESSAGE_LIMIT]
 
 
-def _insert(connection: Connection, **values: Any) -> int:
+def _insert(connection: Connection | Session, **values: Any) -> int:
     """One ``cloud_calls`` row by a Core ``INSERT … RETURNING id`` (no ORM flush), masked as
     ``store.ledger.record_cloud_call`` masks: the ORM's on-assignment masking is not involved."""
     message, code = values.get("message"), values.get("error_code")
@@ -312,3 +324,88 @@ class PushBatchLedger:
                 connection.execute(_COMPLETE, completions)
             if unused:
                 connection.execute(_DELETE_UNUSED, {"entries": unused})
+
+
+class HeldCallLedger:
+    """A ``CallLedger`` that holds the rows of calls recorded after their answer until the
+    caller's transaction writes them (``write``), else writes them alone (``flush``); rows
+    written before a call (pushes) go to ``ledger`` at once (module docstring). One caller,
+    one thread."""
+
+    def __init__(self, ledger: SqlCallLedger) -> None:
+        self._ledger = ledger
+        self._held: list[dict[str, Any]] = []
+
+    def begin(
+        self,
+        *,
+        tenant: str,
+        interface: str,
+        request_id: str | None,
+        context: CallContext,
+    ) -> int | None:
+        return self._ledger.begin(
+            tenant=tenant, interface=interface, request_id=request_id, context=context
+        )
+
+    def finish(
+        self,
+        entry: int | None,
+        *,
+        tenant: str,
+        interface: str,
+        request_id: str | None,
+        context: CallContext,
+        outcome: str,
+        http_status: int | None,
+        error_code: str | None,
+        message: str | None,
+        latency_ms: int,
+    ) -> None:
+        if entry is not None:  # a row written before the call: complete it now
+            self._ledger.finish(
+                entry, tenant=tenant, interface=interface, request_id=request_id,
+                context=context, outcome=outcome, http_status=http_status,
+                error_code=error_code, message=message, latency_ms=latency_ms,
+            )  # fmt: skip
+            return
+        self._held.append(
+            {
+                "tenant": tenant,
+                "interface": interface,
+                "outcome": outcome,
+                "document_id": context.document_id,
+                "request_id": request_id,
+                "attempt": context.attempt,
+                "http_status": http_status,
+                "error_code": error_code,
+                "message": message,
+                "latency_ms": latency_ms,
+                "created_at": utcnow(),
+            }
+        )
+
+    def write(self, session: Session) -> None:
+        """Insert the held rows in ``session``'s transaction; they stop being held once it
+        commits (a rollback leaves them for ``flush``)."""
+        if not self._held:
+            return
+        rows = list(self._held)
+        for values in rows:
+            _insert(session, **values)
+
+        written = {id(row) for row in rows}
+
+        def committed(_session: Session) -> None:
+            self._held = [row for row in self._held if id(row) not in written]
+
+        event.listen(session, "after_commit", committed, once=True)
+
+    def flush(self) -> None:
+        """Write every row still held, each on its own (autocommit on PostgreSQL)."""
+        rows, self._held = self._held, []
+        if not rows:
+            return
+        with single_statements(self._ledger.engine) as connection:
+            for values in rows:
+                _insert(connection, **values)
