@@ -27,7 +27,13 @@ from typing import Any, Final
 
 from celery.worker.request import Request
 
-__all__ = ["LEAN_OPTIONS", "OUTCOME_EVENTS", "LeanRequest"]
+from worker import queues
+
+__all__ = ["LEAN_OPTIONS", "LEAN_TASKS", "OUTCOME_EVENTS", "LeanRequest"]
+
+# The tasks every document runs; their Celery per-task log lines are DEBUG lines too
+# (``worker.logs.task_lines_at_debug``).
+LEAN_TASKS: Final = frozenset({queues.PUSH, queues.POLL, queues.RECONCILE})
 
 OUTCOME_EVENTS: Final = frozenset(
     {"task-succeeded", "task-failed", "task-retried", "task-rejected", "task-revoked"}

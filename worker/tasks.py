@@ -63,7 +63,8 @@ from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
 from worker import queues
 from worker.enqueue import CeleryEnqueuer, Followup
-from worker.events import LEAN_OPTIONS
+from worker.events import LEAN_OPTIONS, LEAN_TASKS
+from worker.logs import task_lines_at_debug
 from worker.retry_policy import Backoff, retry_table
 from worker.runtime import Runtime, build_runtime, policy_from_settings
 
@@ -341,6 +342,7 @@ def _retry(task: Task, row: Backoff, exc: Exception) -> NoReturn:
 
 def register_tasks(app: FapiaoCelery) -> None:
     """Register every ``fapiao.*`` task on ``app`` (module docstring)."""
+    task_lines_at_debug(LEAN_TASKS)
     handlers = _handlers()
     retries = retry_table(app.settings).task
 

@@ -62,3 +62,43 @@ def test_the_hot_tasks_are_lean_and_the_others_keep_their_events() -> None:
     assert not any(app.tasks[name].send_events for name in lean)
     assert app.tasks[queues.PUSH_BATCH].send_events
     assert app.tasks[queues.RESOLVE_IN_DOUBT].send_events
+
+
+def test_celerys_per_task_lines_of_the_hot_tasks_are_debug_lines() -> None:
+    import logging
+
+    from worker.events import LEAN_TASKS
+    from worker.logs import task_lines_at_debug
+
+    assert {queues.PUSH, queues.POLL, queues.RECONCILE} == LEAN_TASKS
+    task_lines_at_debug(LEAN_TASKS)
+    task_lines_at_debug(LEAN_TASKS)  # installed once
+    logger = logging.getLogger("celery.app.trace")
+    assert sum(type(f).__name__ == "TaskLinesAtDebug" for f in logger.filters) == 1
+    seen: list[tuple[str, str]] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.levelname, record.getMessage()))
+
+    handler = Capture()
+    logger.addHandler(handler)
+    level = logger.level
+    try:
+        logger.setLevel(logging.INFO)
+        for name in (queues.RECONCILE, queues.SWEEP):
+            data = {"name": name, "id": "x"}
+            logger.info("Task %(name)s[%(id)s] succeeded", data, extra={"data": data})
+        data = {"name": queues.RECONCILE, "id": "y"}
+        logger.warning("Task %(name)s[%(id)s] retry", data, extra={"data": data})
+        logger.setLevel(logging.DEBUG)
+        data = {"name": queues.POLL, "id": "z"}
+        logger.info("Task %(name)s[%(id)s] succeeded", data, extra={"data": data})
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert seen == [
+        ("INFO", f"Task {queues.SWEEP}[x] succeeded"),
+        ("WARNING", f"Task {queues.RECONCILE}[y] retry"),
+        ("DEBUG", f"Task {queues.POLL}[z] succeeded"),
+    ]
