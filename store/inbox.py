@@ -40,6 +40,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    exists,
     func,
     or_,
     select,
@@ -51,9 +52,9 @@ from sqlalchemy.orm import Session
 
 from store.columns import utcnow
 from store.models import CallbackInbox, Document
-from store.states import InboxState
+from store.states import DocumentStatus, InboxState
 
-__all__ = ["Received", "receive_callback", "settle_callback"]
+__all__ = ["Received", "defer_polls_of_waiting", "receive_callback", "settle_callback"]
 
 _INBOX: Final = cast("Table", CallbackInbox.__table__)
 _DOCUMENTS: Final = cast("Table", Document.__table__)
@@ -191,3 +192,42 @@ def settle_callback(
     )
     if settled.rowcount != 1:  # type: ignore[attr-defined]
         raise LookupError(f"callback inbox row #{inbox_id} does not exist")
+
+
+_LATER: Final = bindparam("later", type_=_DOCUMENTS.c.next_poll_at.type)
+# Built once: the pushed documents among ``ids`` with a stored callback not reconciled yet
+# get their next poll at ``later`` at the earliest.
+_DEFER_POLLS_OF_WAITING: Final = (
+    update(_DOCUMENTS)
+    .where(
+        _DOCUMENTS.c.id.in_(bindparam("ids", expanding=True)),
+        _DOCUMENTS.c.status == DocumentStatus.pushed.value,
+        or_(_DOCUMENTS.c.next_poll_at.is_(None), _DOCUMENTS.c.next_poll_at < _LATER),
+        exists().where(
+            _INBOX.c.document_id == _DOCUMENTS.c.id,
+            _INBOX.c.state == InboxState.received.value,
+        ),
+    )
+    .values(next_poll_at=_LATER)
+    .returning(_DOCUMENTS.c.id)
+)
+
+
+def defer_polls_of_waiting(
+    session: Session, document_ids: Iterable[int], later: datetime
+) -> set[int]:
+    """Move the next poll of every ``pushed`` one of ``document_ids`` that has a stored,
+    not yet reconciled callback to ``later`` at the earliest (one UPDATE). Does not commit.
+
+    The push apply calls it AFTER writing ``pushed`` in the same transaction: a callback
+    stored before that write is seen here (each statement reads what is committed when it
+    starts), one stored after it finds the document ``pushed`` and the receiver defers the
+    poll itself (``producers.callbacks``); a receiver that touched the row first holds its
+    lock until it commits. Either way the callback's reconcile asks the cloud and the
+    poll stays the safety net, ``later`` away.
+    """
+    ids = sorted(set(document_ids))
+    if not ids:
+        return set()
+    rows = session.execute(_DEFER_POLLS_OF_WAITING, {"ids": ids, "later": later})
+    return {int(row[0]) for row in rows}

@@ -44,12 +44,12 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import func, literal, or_, select, union
+from sqlalchemy import exists, func, literal, or_, select, union
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
-from store.columns import UTCDateTime, jsonable, utcnow
+from store.columns import CENT, UTCDateTime, jsonable, utcnow
 from store.models import Document, Invoice, InvoiceDocument
 
 if TYPE_CHECKING:
@@ -99,6 +99,11 @@ class RecordOutcome(StrEnum):
 class InvoiceRecord:
     invoice_id: int
     outcome: RecordOutcome
+    # A row just created on PostgreSQL, as stored (``_as_stored``; not in the session), and
+    # whether no invoice covered the document before it: then ``coverings`` would read back
+    # exactly the rows this transaction created since (the caller may skip that read).
+    stored: Invoice | None = None
+    alone: bool = False
 
 
 def record_invoice(
@@ -149,9 +154,11 @@ def record_invoice(
     # keys has no unique index to conflict on, so it is looked for first.
     existing = None if keyed else _find(session, document_id, reported)
     if existing is None:
-        created = _insert(session, document_id, reported, now)
+        is_pg = session.get_bind().dialect.name == "postgresql"
+        created, alone = _insert(session, document_id, reported, now)
         if created is not None:
-            return InvoiceRecord(created, RecordOutcome.created)
+            stored = _as_stored(created, document_id, reported, now) if is_pg else None
+            return InvoiceRecord(created, RecordOutcome.created, stored, alone)
         # Recorded already (maybe by a concurrent report that just committed): update it.
         existing = _find(session, document_id, reported)
         if existing is None:
@@ -201,15 +208,21 @@ def _link(session: Session, invoice_id: int, document_id: int, now: datetime) ->
 
 def _insert(
     session: Session, document_id: int, reported: Mapping[str, Any], now: datetime
-) -> int | None:
+) -> tuple[int | None, bool]:
     """``INSERT … ON CONFLICT DO NOTHING RETURNING id`` (Core, values as parameters: the
     compiled statement is cached); None when a unique index (``order_no``, or
-    ``invoice_code`` + ``invoice_num``) already has the invoice."""
-    values = {k: (jsonable(v) if k == "raw" else v) for k, v in reported.items() if v is not None}
+    ``invoice_code`` + ``invoice_num``) already has the invoice. The flag: on PostgreSQL,
+    no invoice covered the document before this statement (always False on SQLite).
+
+    ``raw`` is serialised once, by the column type (``JSONValue``) when the row is bound.
+    """
+    values = {k: v for k, v in reported.items() if v is not None}
     values.update(document_id=document_id, created_at=now, updated_at=now)
     values.setdefault("invoice_code", "")
     if session.get_bind().dialect.name == "postgresql":
-        # One round trip: the invoice and its first link (nothing when the invoice conflicts).
+        # One round trip: the invoice and its first link (nothing when the invoice conflicts),
+        # and whether the document had no invoice before (every part of the statement reads
+        # the snapshot taken before it: the new rows are not counted).
         new = (
             pg_insert(_invoices)
             .values(values)
@@ -217,26 +230,41 @@ def _insert(
             .returning(_invoices.c.id)
             .cte("new_invoice")
         )
+        document = literal(document_id, _links.c.document_id.type)
+        alone = ~exists().where(_invoices.c.document_id == document) & ~exists().where(
+            _links.c.document_id == document
+        )
         statement = (
             pg_insert(_links)
             .from_select(
                 ["invoice_id", "document_id", "created_at"],
-                select(
-                    new.c.id,
-                    literal(document_id, _links.c.document_id.type),
-                    literal(now, UTCDateTime()),
-                ),
+                select(new.c.id, document, literal(now, UTCDateTime())),
             )
-            .returning(_links.c.invoice_id)
+            .returning(_links.c.invoice_id, alone)
             .add_cte(new)
         )
-        pg_created: int | None = session.execute(statement).scalar_one_or_none()
-        return pg_created
+        row = session.execute(statement).first()
+        return (None, False) if row is None else (int(row[0]), bool(row[1]))
     plain = sqlite_insert(_invoices).on_conflict_do_nothing().returning(_invoices.c.id)
     created: int | None = session.execute(plain, values).scalar_one_or_none()
     if created is not None:
         _link(session, created, document_id, now)
-    return created
+    return created, False
+
+
+def _as_stored(
+    invoice_id: int, document_id: int, reported: Mapping[str, Any], now: datetime
+) -> Invoice:
+    """The row ``_insert`` just wrote, as a detached ``Invoice`` for the verdict: columns as
+    a read would load them (amounts with two places, ``invoice_code`` '' when none), except
+    ``raw``, kept as reported (not serialised a second time: amounts there are Decimals,
+    not strings; ``share_of`` and ``verdict_for`` read both alike)."""
+    values = {k: v for k, v in reported.items() if v is not None}
+    for name in ("total_amount", "total_tax_amount", "include_tax_amount"):
+        if name in values:
+            values[name] = Decimal(values[name]).quantize(CENT)
+    values.setdefault("invoice_code", "")
+    return Invoice(id=invoice_id, document_id=document_id, created_at=now, updated_at=now, **values)
 
 
 def invoices_of(session: Session, document_id: int) -> list[Invoice]:

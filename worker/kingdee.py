@@ -149,10 +149,17 @@ class CloudConfigError(CloudError):
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
-    """What the ledger row of a call is about."""
+    """What the ledger row of a call is about.
+
+    ``request_id``: the requestId a push must carry (its ledger row was written ahead, with
+    that id); ``ledger``: where this call is recorded instead of the client's own ledger (a
+    push batch's ``worker.ledger.PushBatchLedger``). Both None for a call on its own.
+    """
 
     document_id: int | None = None
     attempt: int | None = None
+    request_id: str | None = None
+    ledger: CallLedger | None = None
 
 
 class CallLedger(Protocol):
@@ -462,7 +469,12 @@ class HttpKingdeeClient:
     def push(
         self, bill: Mapping[str, Any], *, access_token: str, context: CallContext
     ) -> CloudResult:
-        request = push_request(self._tenant.business_system_code, [bill], codec=self._codec)
+        request = push_request(
+            self._tenant.business_system_code,
+            [bill],
+            codec=self._codec,
+            request_id=context.request_id,
+        )
         return self._gateway(request, access_token, context, record_before=True)
 
     def withdraw(
@@ -528,7 +540,7 @@ class HttpKingdeeClient:
     ) -> CloudResult:
         interface = request.interfaceCode
         entry = (
-            self._ledger.begin(
+            (context.ledger or self._ledger).begin(
                 tenant=self._tenant.name,
                 interface=interface,
                 request_id=request.requestId,
@@ -666,7 +678,7 @@ class HttpKingdeeClient:
         latency_ms = int(elapsed * 1000)
         metrics.cloud_calls().labels(interface=interface, outcome=outcome.value).inc()
         metrics.cloud_call_seconds().labels(interface=interface).observe(elapsed)
-        self._ledger.finish(
+        (context.ledger or self._ledger).finish(
             entry,
             tenant=self._tenant.name,
             interface=interface,

@@ -27,9 +27,11 @@ from store.ledger import mask_secrets
 __all__ = [
     "ConsoleFormatter",
     "JsonFormatter",
+    "TaskLinesAtDebug",
     "configure_logging",
     "formatter_for",
     "install_formatter",
+    "task_lines_at_debug",
 ]
 
 # Attributes every LogRecord has; anything else came in through `extra`.
@@ -121,3 +123,40 @@ def configure_logging(log_format: str, level: str | int = logging.INFO) -> None:
     handler.setFormatter(formatter_for(log_format))
     root.addHandler(handler)
     root.setLevel(level if isinstance(level, int) else level.upper())
+
+
+# Celery's loggers of the per-task "Task … received" / "Task … succeeded in …" lines.
+CELERY_TASK_LINE_LOGGERS: Final = ("celery.worker.strategy", "celery.app.trace")
+
+
+class TaskLinesAtDebug(logging.Filter):
+    """Celery's per-task INFO lines of the tasks named become DEBUG lines.
+
+    Celery logs two lines per task at INFO (received, succeeded), each formatted and masked
+    (``mask_secrets``): for the tasks every document runs, a line per message that says
+    nothing the task's own service lines and Flower do not. They are kept at DEBUG (shown
+    with ``--loglevel=DEBUG``); warnings and errors (a failure, a retry) are untouched.
+    """
+
+    def __init__(self, task_names: frozenset[str]) -> None:
+        super().__init__()
+        self.task_names = task_names
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        data = getattr(record, "data", None)
+        if not isinstance(data, dict) or data.get("name") not in self.task_names:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def task_lines_at_debug(task_names: frozenset[str]) -> None:
+    """Install ``TaskLinesAtDebug`` for ``task_names`` on Celery's task-line loggers (once:
+    a later call replaces the set)."""
+    for name in CELERY_TASK_LINE_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, TaskLinesAtDebug)]:
+            logger.removeFilter(old)
+        logger.addFilter(TaskLinesAtDebug(task_names))

@@ -63,6 +63,8 @@ from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 
 from worker import queues
 from worker.enqueue import CeleryEnqueuer, Followup
+from worker.events import LEAN_OPTIONS, LEAN_TASKS
+from worker.logs import task_lines_at_debug
 from worker.retry_policy import Backoff, retry_table
 from worker.runtime import Runtime, build_runtime, policy_from_settings
 
@@ -340,6 +342,7 @@ def _retry(task: Task, row: Backoff, exc: Exception) -> NoReturn:
 
 def register_tasks(app: FapiaoCelery) -> None:
     """Register every ``fapiao.*`` task on ``app`` (module docstring)."""
+    task_lines_at_debug(LEAN_TASKS)
     handlers = _handlers()
     retries = retry_table(app.settings).task
 
@@ -355,7 +358,7 @@ def register_tasks(app: FapiaoCelery) -> None:
     def labels(bill_no: str, tenant: str) -> dict[str, str]:
         return {"bill_no": bill_no, "tenant": tenant}
 
-    @app.task(name=queues.PUSH, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
+    @app.task(name=queues.PUSH, **TASK_OPTIONS, **LEAN_OPTIONS)  # type: ignore[untyped-decorator]
     def push(self: Task, document_id: int, bill_no: str = "", tenant: str = "") -> Summary:
         return body(self, queues.PUSH, {"document_id": document_id, **labels(bill_no, tenant)})
 
@@ -376,7 +379,7 @@ def register_tasks(app: FapiaoCelery) -> None:
             self, queues.RESOLVE_IN_DOUBT, {"document_id": document_id, **labels(bill_no, tenant)}
         )
 
-    @app.task(name=queues.POLL, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
+    @app.task(name=queues.POLL, **TASK_OPTIONS, **LEAN_OPTIONS)  # type: ignore[untyped-decorator]
     def poll(self: Task, document_id: int, bill_no: str = "", tenant: str = "") -> Summary:
         return body(self, queues.POLL, {"document_id": document_id, **labels(bill_no, tenant)})
 
@@ -384,7 +387,7 @@ def register_tasks(app: FapiaoCelery) -> None:
     def poll_due(self: Task) -> Summary:
         return body(self, queues.POLL_DUE, {})
 
-    @app.task(name=queues.RECONCILE, **TASK_OPTIONS)  # type: ignore[untyped-decorator]
+    @app.task(name=queues.RECONCILE, **TASK_OPTIONS, **LEAN_OPTIONS)  # type: ignore[untyped-decorator]
     def reconcile(self: Task, inbox_id: int, bill_no: str = "", tenant: str = "") -> Summary:
         return body(self, queues.RECONCILE, {"inbox_id": inbox_id, **labels(bill_no, tenant)})
 

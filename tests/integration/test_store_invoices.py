@@ -170,3 +170,44 @@ def test_concurrent_reports_of_one_invoice_make_one_row(
     assert errors == []
     with session_factory() as session:
         assert session.scalar(select(func.count()).select_from(Invoice)) == 1
+
+
+_COLUMNS = (
+    "id", "document_id", "push_attempt", "order_no", "invoice_code", "invoice_num",
+    "invoice_type", "invoice_status", "total_amount", "total_tax_amount", "include_tax_amount",
+    "invoice_date", "invoice_file_url", "issue_error_message",
+)  # fmt: skip
+
+
+@pytest.mark.postgres_only
+def test_a_documents_first_invoices_come_back_as_stored_without_a_read(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    # The verdict of a document's first invoices skips reading them back: what
+    # record_invoice hands out must be what coverings() would load.
+    document = make_document("pushed")
+    other = make_document("pushed")
+    with session_factory() as session:
+        first = record_invoice(
+            session, document_id=document.id, push_attempt=1, order_no="ORD-F1",
+            invoice_num=NUM, total_amount=Decimal("100"), total_tax_amount=Decimal("13.0"),
+            include_tax_amount=Decimal("113.00"), invoice_date=date(2026, 5, 1),
+            raw={"invoiceProperty": 0, "includeTaxAmount": Decimal("113.00")},
+        )  # fmt: skip
+        second = record_invoice(
+            session, document_id=document.id, push_attempt=1, issue_error_message="额度不足"
+        )
+        # Another document that already has an invoice: its next one is not "alone".
+        record_invoice(session, document_id=other.id, order_no="ORD-O1", invoice_num="1")
+        later = record_invoice(session, document_id=other.id, order_no="ORD-O2", invoice_num="2")
+        session.commit()
+        assert (first.alone, second.alone, later.alone) == (True, False, False)
+        assert first.stored is not None and second.stored is not None
+        stored = coverings(session, document.id)
+        assert [c.documents for c in stored] == [1, 1]
+        for mine, loaded in zip((first.stored, second.stored), stored, strict=True):
+            assert {n: getattr(mine, n) for n in _COLUMNS} == {
+                n: getattr(loaded.invoice, n) for n in _COLUMNS
+            }
+        assert stored[0].invoice.raw == {"invoiceProperty": 0, "includeTaxAmount": "113.00"}
+        assert first.stored.raw == {"invoiceProperty": 0, "includeTaxAmount": Decimal("113.00")}

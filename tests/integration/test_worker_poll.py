@@ -9,15 +9,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
 
 from simulator.testing import make_bill
 from store.columns import utcnow
 from store.db import unit_of_work
 from store.lifecycle import update_fields
-from store.models import CallbackInbox
+from store.models import CallbackInbox, Document
 from store.states import ISSUE_OVERDUE
 from tests.integration.worlds import DEMO_SELLER, World, demo_bill, travel
 from worker import queues
+from worker.services import push as push_service
 from worker.services.push import push_documents
 from worker.testing import drain, store_bill
 
@@ -85,5 +90,41 @@ def test_a_callback_that_overtook_the_push_answer_defers_the_first_poll(
     assert first is not None and second is not None
     naive = before.replace(tzinfo=None)
     # Its reconcile will ask the cloud: the poll is only the safety net, after the grace.
+    assert first.replace(tzinfo=None) >= naive + timedelta(seconds=grace - 1)
+    assert second.replace(tzinfo=None) < naive + timedelta(seconds=grace - 1)
+
+
+@pytest.mark.postgres_only
+def test_a_callback_stored_while_the_answers_are_applied_defers_the_first_poll(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The window of the poll race: the receiver commits a callback (still seeing the
+    # document `pushing`, so it defers nothing) after the apply transaction began and
+    # before it wrote `pushed`. The apply must still see it and defer the poll.
+    ids = [store_bill(world.sessions, "demo", demo_bill(f"BWINDOW-{i}")) for i in range(2)]
+    real = push_service.transition
+    stored: list[int] = []
+
+    def receiver_commits_first(session: Session, document_id: int, *args: Any, **kw: Any) -> Any:
+        if document_id == ids[0] and not stored:
+            with unit_of_work(world.sessions) as receiver:
+                assert receiver.get(Document, ids[0]).status == "pushing"  # type: ignore[union-attr]
+                row = CallbackInbox(
+                    dedupe_key="window-1", raw_body=b"{}", style="per_bill", state="received",
+                    document_id=ids[0], received_at=utcnow(),
+                )  # fmt: skip
+                receiver.add(row)
+                receiver.flush()
+                stored.append(row.id)
+        return real(session, document_id, *args, **kw)
+
+    monkeypatch.setattr(push_service, "transition", receiver_commits_first)
+    before = utcnow()
+    outcomes = push_documents(world.rt, ids)
+    assert stored and [o.status for o in outcomes] == ["pushed", "pushed"]
+    grace = world.rt.settings.callbacks.poll_grace_seconds
+    first, second = (world.doc(i).next_poll_at for i in ids)
+    assert first is not None and second is not None
+    naive = before.replace(tzinfo=None)
     assert first.replace(tzinfo=None) >= naive + timedelta(seconds=grace - 1)
     assert second.replace(tzinfo=None) < naive + timedelta(seconds=grace - 1)

@@ -424,3 +424,60 @@ def test_a_9999_that_came_after_the_bill_was_stored_never_makes_a_second_bill(
     assert len(world.sim.bills(billNo="TRANS-AC")) == 1
     assert push_calls(world) == {"system_error_after_commit": 1}
     assert world.sim.stats()["doubleIssue"] == {"live_twice": [], "over_issued": []}
+
+
+def _ledger_statements(engine: Any) -> tuple[list[str], Any]:
+    seen: list[str] = []
+
+    def on_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        words = statement.split()
+        if words[:3] in (["INSERT", "INTO", "cloud_calls"], ["UPDATE", "cloud_calls", "SET"]):
+            seen.append(words[0])
+        elif words[:3] == ["DELETE", "FROM", "cloud_calls"]:
+            seen.append("DELETE")
+
+    return seen, on_execute
+
+
+def test_a_batch_writes_its_push_rows_in_one_insert_and_completes_them_together(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import event
+
+    warm = store_bill(world.sessions, "demo", demo_bill("BLEDGER-WARM"))
+    assert world.push(warm) == "pushed"  # the token is cached: no token calls below
+    ids = [store_bill(world.sessions, "demo", demo_bill(f"BLEDGER-{i}")) for i in range(4)]
+    no_token = ids[2]
+    real_call, real_token = push_service._call, push_service.call_with_token
+    sent: list[str] = []
+
+    def call_or_not(rt: Any, **kw: Any) -> Any:
+        if kw["document_id"] == no_token:  # as when no token can be had: nothing leaves
+            return push_service._Answer(push_service.OutcomeClass.TRANSIENT, None, "no token",
+                                        False)  # fmt: skip
+        return real_call(rt, **kw)
+
+    def recording(rt: Any, client: Any, call: Any) -> Any:
+        result = real_token(rt, client, call)
+        sent.append(result.request_id)
+        return result
+
+    monkeypatch.setattr(push_service, "_call", call_or_not)
+    monkeypatch.setattr(push_service, "call_with_token", recording)
+    engine = world.sessions.kw["bind"]
+    seen, on_execute = _ledger_statements(engine)
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        outcomes = push_documents(world.rt, ids)
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+    assert [o.status for o in outcomes] == ["pushed", "pushed", "draft", "pushed"]
+    # One INSERT at claim, one (executemany) UPDATE for the completions; the row of the
+    # call that never left is deleted with them.
+    assert seen == ["INSERT", "UPDATE", "DELETE"]
+    rows = [r for r in push_ledger(world) if r.document_id != warm]
+    assert sorted(r.document_id for r in rows) == [ids[0], ids[1], ids[3]]
+    assert {(r.outcome, r.http_status) for r in rows} == {("accepted", 200)}
+    assert all(r.latency_ms is not None and r.attempt == 1 for r in rows)
+    # Each row carries the requestId its request was sent with.
+    assert sorted(r.request_id for r in rows) == sorted(sent) and len(set(sent)) == 3

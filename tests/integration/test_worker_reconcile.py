@@ -34,6 +34,8 @@ from worker.testing import drain, store_bill
 class Counts:
     statements: list[str] = field(default_factory=list)
     commits: int = 0
+    # Statements sent on an autocommit connection (each its own transaction).
+    alone: list[str] = field(default_factory=list)
 
 
 @contextmanager
@@ -41,8 +43,10 @@ def counted(engine: Engine) -> Iterator[Counts]:
     """Every statement sent and every commit made through ``engine`` meanwhile."""
     counts = Counts()
 
-    def on_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    def on_execute(conn: Connection, _cursor: Any, statement: str, *_args: Any) -> None:
         counts.statements.append(statement.split(None, 1)[0].upper())
+        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            counts.alone.append(counts.statements[-1])
 
     def on_commit(conn: Connection) -> None:
         # Transactions that cost BEGIN/COMMIT round trips; not autocommit statements.
@@ -78,20 +82,48 @@ def test_a_one_bill_callback_is_ten_statements_and_one_transaction(
     with counted(_engine(world)) as counts:
         status, _ = _run_reconcile(world, inbox_id)
     assert status == "processed"
-    # Reads (inbox row; documents + tenant pause) and the query's ledger row, each on its
-    # own (autocommit on PostgreSQL), then the transition's transaction (document, invoice
-    # upsert, invoices, transition: read, UPDATE, event; inbox row settled). SQLite runs
+    # Reads (inbox row; documents + tenant pause), each on its own (autocommit on
+    # PostgreSQL), then the transition's transaction (the query's ledger row, document,
+    # invoice upsert, invoices, transition: read, UPDATE, event; inbox row settled). SQLite runs
     # every group in a transaction of its own, with its BEGIN IMMEDIATE. The new invoice and
     # its invoice_documents row: one WITH … INSERT on PostgreSQL, two INSERTs on SQLite.
+    # The document's first invoice: on PostgreSQL that WITH statement also says no invoice
+    # covered it before, so the invoices are not read back for the verdict.
     statements = [s for s in counts.statements if s != "BEGIN"]
-    upsert = ["WITH"] if db_backend == "postgresql" else ["INSERT", "INSERT"]
+    upsert = ["WITH"] if db_backend == "postgresql" else ["INSERT", "INSERT", "SELECT"]
     assert statements == [
         "SELECT", "SELECT",
         "INSERT",
-        "SELECT", *upsert, "SELECT", "SELECT", "UPDATE", "INSERT", "UPDATE",
+        "SELECT", *upsert, "SELECT", "UPDATE", "INSERT", "UPDATE",
     ]  # fmt: skip
-    assert counts.commits == (1 if db_backend == "postgresql" else 3)
+    assert counts.commits == (1 if db_backend == "postgresql" else 2)
+    if db_backend == "postgresql":
+        # Only the two reads stand alone: the query's ledger row (the first INSERT) is
+        # written in the transition's transaction.
+        assert counts.alone == ["SELECT", "SELECT"]
     assert world.doc(_document_of(world, inbox_id)).status == "invoiced"
+
+
+def test_the_querys_ledger_row_is_kept_when_the_transition_rolls_back(
+    world: World, monkeypatch: Any
+) -> None:
+    from store.lifecycle import LostRace
+    from worker.services import reconcile as reconcile_service
+
+    inbox_id = _pushed_with_callback(world, "COST-ROLLBACK")
+    before = _queries(world)
+
+    def lost(*_args: Any, **_kw: Any) -> Any:
+        raise LostRace(
+            0, None, expected_status="pushed", expected_version=1, actual_status="invoiced",
+            actual_version=2,
+        )  # fmt: skip
+
+    monkeypatch.setattr(reconcile_service, "apply_invoices", lost)
+    status, followups = _run_reconcile(world, inbox_id)
+    assert status == "received" and [f.task for f in followups] == [queues.RECONCILE]
+    # The query was made: its row is written on its own after the rollback.
+    assert _queries(world) == before + 1
 
 
 def test_a_callback_for_a_paused_tenant_waits_without_asking_the_cloud(world: World) -> None:

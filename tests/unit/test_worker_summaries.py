@@ -53,11 +53,16 @@ def settings() -> Settings:
 
 
 def test_only_the_maintenance_tasks_are_quiet() -> None:
+    from worker.events import LEAN_TASKS, LeanRequest
+
     app = create_app(settings())
     assert {queues.POLL_DUE, queues.SWEEP, queues.REFRESH_TOKENS} == MAINTENANCE_TASKS
     for name, task in app.tasks.items():
         if not name.startswith("fapiao."):
             continue
         quiet = name in MAINTENANCE_TASKS
-        assert task.send_events is not quiet, name
+        # The hot tasks announce their outcome only (worker.events), not their start.
+        lean = name in LEAN_TASKS
+        assert task.send_events is not (quiet or lean), name
         assert (task.Request == f"{QuietRequest.__module__}:QuietRequest") is quiet, name
+        assert (task.Request == f"{LeanRequest.__module__}:LeanRequest") is lean, name

@@ -100,7 +100,23 @@ def upsert_invoices(
     A pending item (neither issued nor failed) without ``orderNo`` has nothing to be matched
     by later, so it is counted for this verdict but not stored.
     """
+    return _upsert(session, document, items, now=now)[0]
+
+
+def _upsert(
+    session: Session,
+    document: Document,
+    items: Sequence[InvoiceItem],
+    *,
+    now: dt.datetime,
+) -> tuple[int, list[Covering] | None]:
+    """``upsert_invoices``, and — when every invoice covering the document was created by
+    this call (it had none before: ``InvoiceRecord.alone``) — those coverings, so the
+    verdict needs no read (the common case: a document's first invoice); None when only
+    ``coverings`` can tell."""
     unrecorded = 0
+    fresh: list[Covering] = []
+    known = True  # so far every record was created, the first while nothing covered it
     for item in items:
         if item.billNo != document.bill_no:
             continue
@@ -108,10 +124,17 @@ def upsert_invoices(
             unrecorded += 1
             continue
         try:
-            record_invoice(session, **_reported(document, item), now=now)
+            record = record_invoice(session, **_reported(document, item), now=now)
         except InvoiceBelongsElsewhere as exc:
             log.error(str(exc), extra={"document_id": document.id, "bill_no": item.billNo})
-    return unrecorded
+            known = False
+            continue
+        if record.stored is None or not (record.alone or fresh):
+            known = False
+        elif known:
+            # Created by this call for this document alone (no other has linked it yet).
+            fresh.append(Covering(record.stored, 1))
+    return unrecorded, (fresh if known and fresh else None)
 
 
 def all_known(
@@ -248,8 +271,9 @@ def apply_invoices(
     caller's transaction; raises ``LostRace`` when the document moved meanwhile.
     """
     now = rt.clock()
-    unrecorded = upsert_invoices(session, document, items, now=now)
-    verdict = verdict_for(document, coverings(session, document.id), unrecorded_pending=unrecorded)
+    unrecorded, fresh = _upsert(session, document, items, now=now)
+    covering = fresh if fresh is not None else coverings(session, document.id)
+    verdict = verdict_for(document, covering, unrecorded_pending=unrecorded)
     status = DocumentStatus(document.status)
     results: list[TransitionResult] = []
     if verdict.issued_amount > verdict.target + CENT * max(1, verdict.issued):

@@ -37,16 +37,18 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
 
+from schemas.tenants import TenantConfig
 from store.db import autocommit_session, unit_of_work
 from store.lifecycle import LostRace, update_fields
 from store.models import Document
 from store.queries import due_for_poll
 from store.states import ISSUE_OVERDUE, DocumentStatus
 from worker import metrics, queues
+from worker.ledger import HeldCallLedger, SqlCallLedger
 from worker.runtime import Followup, Runtime
 from worker.services.erp_outbox import owe_notification
 from worker.services.invoices import apply_invoices
-from worker.services.query import query_bill
+from worker.services.query import QueryAnswer, query_bill
 from worker.services.tenancy import document_and_pause, is_paused_from, pause_tenant
 
 __all__ = ["POLL_BATCH", "PollOutcome", "poll_document", "poll_due"]
@@ -132,12 +134,38 @@ def poll_document(rt: Runtime, document_id: int) -> PollOutcome:
             and waiting.total_seconds() >= rt.settings.poll.issue_overdue_seconds
         )
 
-    answer = query_bill(
-        rt, tenant, bill_no=bill_no, seller_tax_id=seller, document_id=document_id, attempt=attempt
-    )
+    # The query's ledger row goes in the transaction below (one commit less); if that rolls
+    # back or none comes, on its own (worker.ledger.HeldCallLedger).
+    held = HeldCallLedger(SqlCallLedger(rt.sessions))
+    try:
+        answer = query_bill(
+            rt, tenant, bill_no=bill_no, seller_tax_id=seller, document_id=document_id,
+            attempt=attempt, ledger=held,
+        )  # fmt: skip
+        return _apply_answer(
+            rt, document_id, tenant, answer, held, bill_no=bill_no, poll_count=poll_count,
+            waiting=waiting, may_turn_overdue=may_turn_overdue,
+        )  # fmt: skip
+    finally:
+        held.flush()
+
+
+def _apply_answer(
+    rt: Runtime,
+    document_id: int,
+    tenant: TenantConfig,
+    answer: QueryAnswer,
+    held: HeldCallLedger,
+    *,
+    bill_no: str,
+    poll_count: int,
+    waiting: timedelta,
+    may_turn_overdue: bool,
+) -> PollOutcome:
     now = rt.clock()
     next_poll = now + rt.policy.poll_schedule.delay(poll_count)
     with unit_of_work(rt.sessions) as session:
+        held.write(session)
         document = session.get(Document, document_id, populate_existing=True)
         if document is None or DocumentStatus(document.status) not in _POLLABLE:
             return PollOutcome("skipped", "document moved on while querying")

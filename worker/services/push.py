@@ -49,13 +49,19 @@ Costs, per batch
 |      | compare-and-set UPDATE, one multi-row event INSERT),   |                              |
 |      | ``give_up`` of bad payloads / unknown tenants; commit  |                              |
 | 2    | steps 5–6: one BILL.PUSH per bill, run CONCURRENTLY by |  document, at most           |
-|      | a thread pool; each call writes its own ledger rows    | ``push.batch_concurrency``   |
-|      | (own short transactions)                               | at a time                    |
+|      | a thread pool; the calls' ledger rows were written by  | ``push.batch_concurrency``   |
+|      | ONE INSERT in step 1's transaction, their completions  | at a time                    |
+|      | go in ONE transaction after the last call returns      |                              |
+|      | (``worker.ledger.PushBatchLedger``)                    |                              |
 | 3    | ONE transaction applies every answer, each a compare-  | batch                        |
 |      | and-set ``transition`` (``expected_status=pushing``,   |                              |
 |      | ``attempt``); a lost race is handled per document (an  |                              |
 |      | ``accepted`` still lands on ``in_doubt``, else the     |                              |
-|      | document is skipped) and never undoes the others       |                              |
+|      | document is skipped) and never undoes the others; then |                              |
+|      | ONE UPDATE defers the first poll of every ``pushed``   |                              |
+|      | one whose callback is already stored (after the writes:|                              |
+|      | a callback stored meanwhile is seen, a later one finds |                              |
+|      | ``pushed`` and the receiver defers)                    |                              |
 | 4    | follow-ups (retries, in-doubt queries, ERP             | after commit, by the task    |
 |      | notifications) are sent after the commit               |                              |
 
@@ -94,9 +100,10 @@ from schemas.kingdee import InterfaceCode
 from schemas.tenants import TenantConfig
 from store.claims import claim_many_for_push
 from store.db import unit_of_work
+from store.inbox import defer_polls_of_waiting
 from store.lifecycle import LostRace, TransitionResult, transition
-from store.models import CallbackInbox, CloudCall, Document, DocumentEvent
-from store.states import DocumentStatus, Event, EventOutcome, InboxState
+from store.models import CloudCall, Document, DocumentEvent
+from store.states import DocumentStatus, Event, EventOutcome
 from worker import queues
 from worker.kingdee import (
     PENDING_OUTCOME,
@@ -106,6 +113,7 @@ from worker.kingdee import (
     CloudTransientError,
     config_reason,
 )
+from worker.ledger import PrewrittenPush, PushBatchLedger, SqlCallLedger, prewrite_pushes
 from worker.retry_policy import Action, Decision, decide_push
 from worker.runtime import Followup, Runtime
 from worker.services.cloud_call import call_with_token
@@ -149,6 +157,7 @@ class _Pending:
     bill: dict[str, Any] | None
     problem: str | None
     attempt: int = 0
+    prewritten: PrewrittenPush | None = None  # its BILL.PUSH ledger row, written at claim
 
 
 def push_documents(rt: Runtime, document_ids: Sequence[int]) -> list[PushOutcome]:
@@ -159,8 +168,9 @@ def push_documents(rt: Runtime, document_ids: Sequence[int]) -> list[PushOutcome
     """
     outcomes: list[PushOutcome | None] = [None] * len(document_ids)
     started = monotonic()
-    calls, deadline = _claim(rt, document_ids, outcomes, started)
-    answers = _call_all(rt, calls, deadline=deadline)
+    calls, deadline, ledger = _claim(rt, document_ids, outcomes, started)
+    answers = _call_all(rt, calls, deadline=deadline, ledger=ledger)
+    ledger.flush()  # the calls' ledger rows completed before their answers are applied
     _apply_answers(rt, calls, answers, outcomes)
     assert all(outcome is not None for outcome in outcomes)
     return [outcome for outcome in outcomes if outcome is not None]
@@ -178,9 +188,11 @@ def _claim(
     document_ids: Sequence[int],
     outcomes: list[PushOutcome | None],
     started: float,
-) -> tuple[list[_Pending], float]:
-    """Step 1 in one transaction: the documents to call for, and the monotonic time after
-    which a call may no longer start. Fills ``outcomes`` of the others."""
+) -> tuple[list[_Pending], float, PushBatchLedger]:
+    """Step 1 in one transaction: the documents to call for, the monotonic time after
+    which a call may no longer start, and the calls' ledger (their ``pending`` rows written
+    in this transaction: committed before any request leaves). Fills ``outcomes`` of the
+    others."""
     push_lease = rt.policy.push_lease.total_seconds()
     calls: list[_Pending] = []
     with unit_of_work(rt.sessions) as session:
@@ -216,9 +228,13 @@ def _claim(
                 )  # fmt: skip
             else:
                 calls.append(pending)
+        prewritten = prewrite_pushes(session, [(c.tenant, c.document_id, c.attempt) for c in calls])
+    for pending in calls:
+        pending.prewritten = prewritten[pending.document_id]
+    ledger = PushBatchLedger(SqlCallLedger(rt.sessions), list(prewritten.values()))
     # A lone bill's call leaves right after the commit: its lease has no round to wait for.
     deadline = math.inf if sendable <= 1 else started + lease_seconds - push_lease
-    return calls, deadline
+    return calls, deadline, ledger
 
 
 def _candidates(
@@ -290,8 +306,7 @@ def _apply_answers(
         )  # fmt: skip
         plans.append((pending, plan))
     with unit_of_work(rt.sessions) as session:
-        accepted = [p.document_id for p, plan in plans if plan and plan.action is Action.APPLY]
-        waiting = _callbacks_waiting(session, accepted)
+        pushed: list[int] = []
         for pending, maybe_plan in plans:
             if maybe_plan is None:
                 outcomes[pending.index] = PushOutcome(
@@ -299,14 +314,18 @@ def _apply_answers(
                     "the call failed unexpectedly; the lease expiry and a query settle it",
                 )
                 continue
-            if pending.document_id in waiting:
-                _poll_after_grace(rt, maybe_plan)
             try:
-                outcomes[pending.index] = _write(rt, session, maybe_plan)
+                outcome = _write(rt, session, maybe_plan)
             except LostRace:  # moved on again while the late acceptance was applied
-                outcomes[pending.index] = PushOutcome(
+                outcome = PushOutcome(
                     "skipped", f"document moved on before {maybe_plan.event} was applied"
                 )
+            outcomes[pending.index] = outcome
+            if outcome.status == DocumentStatus.pushed.value:
+                pushed.append(pending.document_id)
+        # After the writes, in their transaction: no callback stored meanwhile is missed.
+        grace = timedelta(seconds=rt.settings.callbacks.poll_grace_seconds)
+        defer_polls_of_waiting(session, pushed, now + grace)
 
 
 # Outcomes of an earlier BILL.PUSH after which the bill may be live in the cloud.
@@ -406,8 +425,11 @@ def _query_first(
     return PushOutcome(result.to_status.value, reason, [Followup(queues.RESOLVE_IN_DOUBT, kwargs)])
 
 
-def _call_all(rt: Runtime, calls: list[_Pending], *, deadline: float) -> list[_Answer | None]:
-    """One BILL.PUSH per document, at most ``push.batch_concurrency`` at a time, in order.
+def _call_all(
+    rt: Runtime, calls: list[_Pending], *, deadline: float, ledger: PushBatchLedger
+) -> list[_Answer | None]:
+    """One BILL.PUSH per document, at most ``push.batch_concurrency`` at a time, in order,
+    recorded in ``ledger`` (the caller flushes it).
 
     A call that would start after ``deadline`` (monotonic) is not sent: it might not end
     inside its lease. ``None`` where a call raised (logged; the document stays pushing).
@@ -430,6 +452,8 @@ def _call_all(rt: Runtime, calls: list[_Pending], *, deadline: float) -> list[_A
                 document_id=pending.document_id,
                 attempt=pending.attempt,
                 bill=pending.bill,
+                ledger=ledger,
+                request_id=pending.prewritten.request_id if pending.prewritten else None,
             )
         except Exception:
             log.exception(
@@ -492,16 +516,29 @@ def _decide(rt: Runtime, answer: _Answer, attempt: int) -> Decision:
 
 
 def _call(
-    rt: Runtime, *, tenant_name: str, document_id: int, attempt: int, bill: dict[str, Any]
+    rt: Runtime,
+    *,
+    tenant_name: str,
+    document_id: int,
+    attempt: int,
+    bill: dict[str, Any],
+    ledger: PushBatchLedger | None = None,
+    request_id: str | None = None,
 ) -> _Answer:
     tenant = rt.tenant(tenant_name)
     assert tenant is not None
     client = rt.client(tenant)
-    context = CallContext(document_id=document_id, attempt=attempt)
+    # The first request carries the requestId of the row written at claim; the one retry
+    # after a refused token is a new request (new requestId, a row of its own).
+    first = CallContext(document_id, attempt, request_id=request_id, ledger=ledger)
+    contexts = iter([first])
+    again = CallContext(document_id, attempt, ledger=ledger)
+
+    def push(token: str) -> CloudResult:
+        return client.push(bill, access_token=token, context=next(contexts, again))
+
     try:
-        result: CloudResult = call_with_token(
-            rt, client, lambda token: client.push(bill, access_token=token, context=context)
-        )
+        result: CloudResult = call_with_token(rt, client, push)
     except CloudConfigError as exc:
         return _Answer(OutcomeClass.CONFIG_ERROR, None, exc.reason, True, exc.reason)
     except CloudTransientError as exc:
@@ -535,36 +572,6 @@ class _Plan:
     changes: dict[str, Any]
     followups: list[Followup]
     now: datetime
-
-
-def _callbacks_waiting(session: Session, document_ids: Sequence[int]) -> set[int]:
-    """Which of ``document_ids`` have a stored callback not reconciled yet (one SELECT).
-
-    The cloud called back before the push answer was applied (the callback overtook it):
-    the reconcile of that callback will ask the cloud itself.
-    """
-    if not document_ids:
-        return set()
-    return set(
-        session.scalars(
-            select(CallbackInbox.document_id)
-            .where(
-                CallbackInbox.document_id.in_(sorted(set(document_ids))),
-                CallbackInbox.state == InboxState.received.value,
-            )
-            .distinct()
-        )
-    )
-
-
-def _poll_after_grace(rt: Runtime, plan: _Plan) -> None:
-    """An accepted document whose callback already waits: its first poll only after the
-    callbacks' poll grace (``FAPIAO_CALLBACKS__POLL_GRACE_SECONDS``), as the receiver does
-    for a callback that arrives after the push answer; the poll stays the safety net."""
-    if plan.action is Action.APPLY:
-        grace = timedelta(seconds=rt.settings.callbacks.poll_grace_seconds)
-        first = plan.changes["next_poll_at"]
-        plan.changes["next_poll_at"] = max(first, plan.now + grace)
 
 
 def _plan(

@@ -34,6 +34,7 @@ from schemas.kingdee import DataDecodeError, InvoiceItem, query_results
 from schemas.tenants import TenantConfig
 from worker.kingdee import (
     CallContext,
+    CallLedger,
     CloudConfigError,
     CloudTransientError,
     config_reason,
@@ -64,10 +65,12 @@ def query_bill(
     seller_tax_id: str,
     document_id: int | None,
     attempt: int | None,
+    ledger: CallLedger | None = None,
 ) -> QueryAnswer:
-    """Ask the cloud what it knows about ``bill_no`` (module docstring)."""
+    """Ask the cloud what it knows about ``bill_no`` (module docstring). ``ledger``: where
+    the call is recorded instead of the client's ledger (``worker.ledger.HeldCallLedger``)."""
     client = rt.client(tenant)
-    context = CallContext(document_id=document_id, attempt=attempt)
+    context = CallContext(document_id=document_id, attempt=attempt, ledger=ledger)
     try:
         result = call_with_token(
             rt,

@@ -65,6 +65,7 @@ from store.lifecycle import LostRace, TransitionResult, transition
 from store.models import CallbackInbox, Document
 from store.states import DocumentStatus, Event, InboxState
 from worker import metrics, queues
+from worker.ledger import HeldCallLedger, SqlCallLedger
 from worker.runtime import Followup, Runtime
 from worker.services.erp_outbox import owe_notification
 from worker.services.invoices import all_known, apply_invoices
@@ -362,7 +363,6 @@ def _apply_invoice_callback(
     ``found`` is the document as read by the caller's transaction (not re-read before the
     confirming query: the transition below re-reads it and is compare-and-set).
     """
-    document_id = found.id
     status = DocumentStatus(found.status)
     tenant = rt.tenant(found.tenant)
     if status in (DocumentStatus.draft, DocumentStatus.pushing):
@@ -371,13 +371,31 @@ def _apply_invoice_callback(
         raise _Defer(f"tenant {found.tenant!r} is not configured")
     if tenant_paused:
         raise _Defer(f"tenant {tenant.name} is paused")
-    bill_no, seller, attempt = found.bill_no, found.seller_tax_id, found.push_attempt
+    # The confirming query's ledger row is written in the transaction below (one commit
+    # less); if that rolls back or none comes, on its own (worker.ledger.HeldCallLedger).
+    held = HeldCallLedger(SqlCallLedger(rt.sessions))
+    try:
+        return _confirm_and_apply(rt, found, tenant, items, parsed, held, settle)
+    finally:
+        held.flush()
 
+
+def _confirm_and_apply(
+    rt: Runtime,
+    found: Document,
+    tenant: TenantConfig,
+    items: list[InvoiceItem],
+    parsed: ParsedCallback,
+    held: HeldCallLedger,
+    settle: int | None,
+) -> tuple[list[Followup], bool]:
+    document_id = found.id
+    bill_no, seller, attempt = found.bill_no, found.seller_tax_id, found.push_attempt
     source = f"callback {parsed.interfaceCode} ({parsed.style})"
     if rt.settings.callbacks.confirm_with_query:
         answer = query_bill(
             rt, tenant, bill_no=bill_no, seller_tax_id=seller, document_id=document_id,
-            attempt=attempt,
+            attempt=attempt, ledger=held,
         )  # fmt: skip
         if answer.kind == "absent":
             log.warning(
@@ -391,6 +409,7 @@ def _apply_invoice_callback(
         source += " confirmed by BILL.INVOICE.QUERY"
 
     with unit_of_work(rt.sessions) as session:
+        held.write(session)
         document = session.get(Document, document_id, populate_existing=True)
         assert document is not None
         results: list[TransitionResult] = []
