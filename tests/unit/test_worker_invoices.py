@@ -75,6 +75,14 @@ def test_without_total_incl_tax_the_bills_own_basis_is_used() -> None:
     inclusive = document("113.00", flag="1")
     assert verdict_for(inclusive, [issued("113.00", "100.00")]).event is Event.issued_all
     assert verdict_for(inclusive, [issued("56.50", "50.00")]).event is Event.issued_some
+    # Each side counts the invoice on its own basis (a mutation run found this unpinned).
+    assert covered_amount(exclusive, issued("113.00", "100.00")) == Decimal("100.00")
+    assert covered_amount(inclusive, issued("113.00", "100.00")) == Decimal("113.00")
+
+
+def test_a_failure_and_pending_are_counted_apart_in_the_verdict() -> None:
+    verdict = verdict_for(document("300.00", "339.00"), [issued("113.00"), failed(), pending()])
+    assert (verdict.issued, verdict.failed, verdict.pending) == (1, 1, 1)
 
 
 def test_red_bills_count_red_invoices_by_absolute_amount() -> None:
