@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from simulator.testing import (
     running_simulator,
 )
 from tests.integration.processes import api_env, running_api
-from tests.integration.worlds import Webhook, World, make_world
+from tests.integration.worlds import Webhook, World, WorldFactory, make_world
 
 
 @pytest.fixture
@@ -54,49 +55,53 @@ def sim(callbacks: CallbackRecorder) -> Iterator[SimulatorHandle]:
 
 
 @pytest.fixture
-def world(
-    sim: SimulatorHandle,
+def new_world(
+    request: pytest.FixtureRequest,
     callbacks: CallbackRecorder,
     session_factory: sessionmaker[Session],
     database_url: str,
     redis_url: str,
     tmp_path: Path,
-) -> Iterator[World]:
-    yield from make_world(sim, callbacks, session_factory, database_url, redis_url, tmp_path)
+) -> Iterator[WorldFactory]:
+    """Build a ``World`` (``make_world``'s options) torn down with the test; the simulator is
+    the ``sim`` fixture unless one is given (so a test with its own starts no second one)."""
+    with ExitStack() as stack:
+
+        def build(
+            overrides: dict[str, Any] | None = None,
+            *,
+            simulator: SimulatorHandle | None = None,
+            specs: list[dict[str, Any]] | None = None,
+            cloud: dict[str, str] | None = None,
+        ) -> World:
+            handle = simulator or request.getfixturevalue("sim")
+            worlds = make_world(
+                handle, callbacks, session_factory, database_url, redis_url, tmp_path,
+                overrides, specs, cloud,
+            )  # fmt: skip
+            stack.callback(lambda: next(worlds, None))  # runs make_world's clean-up
+            return next(worlds)
+
+        yield build
 
 
 @pytest.fixture
-def trusting_world(
-    sim: SimulatorHandle,
-    callbacks: CallbackRecorder,
-    session_factory: sessionmaker[Session],
-    database_url: str,
-    redis_url: str,
-    tmp_path: Path,
-) -> Iterator[World]:
+def world(new_world: WorldFactory) -> World:
+    return new_world()
+
+
+@pytest.fixture
+def trusting_world(new_world: WorldFactory) -> World:
     """Callbacks applied as they come (``FAPIAO_CALLBACKS__CONFIRM_WITH_QUERY=false``)."""
-    yield from make_world(
-        sim, callbacks, session_factory, database_url, redis_url, tmp_path,
-        {"callbacks": {"confirm_with_query": False}},
-    )  # fmt: skip
+    return new_world({"callbacks": {"confirm_with_query": False}})
 
 
 @pytest.fixture
-def declared_world(
-    sim: SimulatorHandle,
-    callbacks: CallbackRecorder,
-    session_factory: sessionmaker[Session],
-    database_url: str,
-    redis_url: str,
-    tmp_path: Path,
-) -> Iterator[World]:
+def declared_world(new_world: WorldFactory) -> World:
     """Tenants that declare the simulator's default dialect (``[tenants.cloud]``)."""
     from schemas.cloud_contract import Dialect
 
-    yield from make_world(
-        sim, callbacks, session_factory, database_url, redis_url, tmp_path,
-        cloud=Dialect.default().as_dict(),
-    )  # fmt: skip
+    return new_world(cloud=Dialect.default().as_dict())
 
 
 @pytest.fixture(params=["confirming", "trusting"])
@@ -108,35 +113,16 @@ def either_world(request: pytest.FixtureRequest) -> World:
 
 
 @pytest.fixture
-def batch_world(
-    sim: SimulatorHandle,
-    callbacks: CallbackRecorder,
-    session_factory: sessionmaker[Session],
-    database_url: str,
-    redis_url: str,
-    tmp_path: Path,
-) -> Iterator[World]:
+def batch_world(new_world: WorldFactory) -> World:
     """Small batches (4) pushed 3 at a time, so chunking and overlap are visible."""
-    yield from make_world(
-        sim, callbacks, session_factory, database_url, redis_url, tmp_path,
-        {"push": {"batch_size": 4, "batch_concurrency": 3}},
-    )  # fmt: skip
+    return new_world({"push": {"batch_size": 4, "batch_concurrency": 3}})
 
 
 @pytest.fixture
-def wrong_secret_world(
-    sim: SimulatorHandle,
-    callbacks: CallbackRecorder,
-    session_factory: sessionmaker[Session],
-    database_url: str,
-    redis_url: str,
-    tmp_path: Path,
-) -> Iterator[World]:
+def wrong_secret_world(sim: SimulatorHandle, new_world: WorldFactory) -> World:
     specs: list[dict[str, Any]] = [dict(spec) for spec in sim.specs]
     specs[0]["app_secret"] = "sim-this-is-not-the-secret"  # tenant "demo"
-    yield from make_world(
-        sim, callbacks, session_factory, database_url, redis_url, tmp_path, None, specs
-    )
+    return new_world(specs=specs)
 
 
 @pytest.fixture

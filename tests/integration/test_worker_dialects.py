@@ -41,7 +41,7 @@ from store.db import unit_of_work
 from store.lifecycle import transition
 from store.models import CallbackInbox, TenantState
 from store.states import ISSUE_OVERDUE
-from tests.integration.worlds import DEMO_SELLER, SHOP_SELLER, World, make_world
+from tests.integration.worlds import DEMO_SELLER, SHOP_SELLER, World, WorldFactory, make_world
 from worker import queues
 from worker.testing import drain, store_bill
 
@@ -311,20 +311,11 @@ CELLS = [
 
 @pytest.fixture
 def dialect_world(
-    request: pytest.FixtureRequest,
-    sim: SimulatorHandle,
-    callbacks: CallbackRecorder,
-    session_factory: sessionmaker[Session],
-    database_url: str,
-    redis_url: str,
-    tmp_path: Path,
-) -> Iterator[World]:
+    request: pytest.FixtureRequest, sim: SimulatorHandle, new_world: WorldFactory
+) -> World:
     _scenario, switch, value, declared = request.param
     sim.set_dialect(**{switch: value})
-    cloud = {switch: value} if declared == "declared" else None
-    yield from make_world(
-        sim, callbacks, session_factory, database_url, redis_url, tmp_path, cloud=cloud
-    )
+    return new_world(cloud={switch: value} if declared == "declared" else None)
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from tests.integration.worlds import (
     WEBHOOK_SECRET,
     Webhook,
     World,
+    WorldFactory,
     make_world,
 )
 from worker import queues
@@ -52,21 +53,13 @@ def merging_sim(callbacks: CallbackRecorder) -> Iterator[SimulatorHandle]:
 
 @pytest.fixture(params=["confirming", "trusting"])
 def merge_world(
-    request: pytest.FixtureRequest,
-    merging_sim: SimulatorHandle,
-    callbacks: CallbackRecorder,
-    session_factory: sessionmaker[Session],
-    database_url: str,
-    redis_url: str,
-    tmp_path: Path,
-) -> Iterator[World]:
+    request: pytest.FixtureRequest, merging_sim: SimulatorHandle, new_world: WorldFactory
+) -> World:
     """Callbacks confirmed by BILL.INVOICE.QUERY (default) or applied as they come."""
     overrides = (
         None if request.param == "confirming" else {"callbacks": {"confirm_with_query": False}}
     )
-    yield from make_world(
-        merging_sim, callbacks, session_factory, database_url, redis_url, tmp_path, overrides
-    )
+    return new_world(overrides, simulator=merging_sim)
 
 
 def merged_bill(bill_no: str, seller: str, amount: str, **header: Any) -> dict[str, Any]:
@@ -383,29 +376,10 @@ def test_merged_bills_whose_line_ids_collide_still_count_each_bill_once(
 
 
 @pytest.fixture
-def world_polling(
-    merging_sim: SimulatorHandle,
-    callbacks: CallbackRecorder,
-    session_factory: sessionmaker[Session],
-    database_url: str,
-    redis_url: str,
-    tmp_path: Path,
-) -> Iterator[World]:
-    yield from make_world(
-        merging_sim, callbacks, session_factory, database_url, redis_url, tmp_path
-    )
+def world_polling(merging_sim: SimulatorHandle, new_world: WorldFactory) -> World:
+    return new_world(simulator=merging_sim)
 
 
 @pytest.fixture
-def trusting_merge(
-    merging_sim: SimulatorHandle,
-    callbacks: CallbackRecorder,
-    session_factory: sessionmaker[Session],
-    database_url: str,
-    redis_url: str,
-    tmp_path: Path,
-) -> Iterator[World]:
-    yield from make_world(
-        merging_sim, callbacks, session_factory, database_url, redis_url, tmp_path,
-        {"callbacks": {"confirm_with_query": False}},
-    )  # fmt: skip
+def trusting_merge(merging_sim: SimulatorHandle, new_world: WorldFactory) -> World:
+    return new_world({"callbacks": {"confirm_with_query": False}}, simulator=merging_sim)

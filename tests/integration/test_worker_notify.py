@@ -9,38 +9,25 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
-from simulator.testing import CallbackRecorder, SimulatorHandle, make_bill
+from simulator.testing import SimulatorHandle, make_bill
 from store.models import ErpOutbox
-from tests.integration.worlds import DEMO_SELLER, WEBHOOK_SECRET, Webhook, World, make_world
+from tests.integration.worlds import DEMO_SELLER, WEBHOOK_SECRET, Webhook, World, WorldFactory
 from worker import queues
 from worker.services.notify import sign
 from worker.testing import drain, store_bill
 
 
 @pytest.fixture
-def erp_world(
-    sim: SimulatorHandle,
-    callbacks: CallbackRecorder,
-    webhook: Webhook,
-    session_factory: sessionmaker[Session],
-    database_url: str,
-    redis_url: str,
-    tmp_path: Path,
-) -> Iterator[World]:
+def erp_world(sim: SimulatorHandle, webhook: Webhook, new_world: WorldFactory) -> World:
     specs: list[dict[str, Any]] = [dict(spec) for spec in sim.specs]
     specs[0]["erp_webhook_url"] = webhook.url
     specs[0]["erp_webhook_secret"] = WEBHOOK_SECRET
-    yield from make_world(
-        sim, callbacks, session_factory, database_url, redis_url, tmp_path, None, specs
-    )
+    return new_world(specs=specs)
 
 
 def test_every_visible_outcome_is_posted_signed_to_the_erp(

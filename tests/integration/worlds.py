@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -220,3 +220,16 @@ class Webhook:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class WorldFactory(Protocol):
+    """The ``new_world`` fixture: ``make_world``'s options, torn down with the test."""
+
+    def __call__(
+        self,
+        overrides: dict[str, Any] | None = None,
+        *,
+        simulator: SimulatorHandle | None = None,
+        specs: list[dict[str, Any]] | None = None,
+        cloud: dict[str, str] | None = None,
+    ) -> World: ...
