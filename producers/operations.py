@@ -104,6 +104,7 @@ __all__ = [
     "BulkResult",
     "DocumentFilter",
     "FilterError",
+    "ReversalResult",
     "UnknownTenant",
     "act_on_document",
     "bulk_action",

@@ -104,6 +104,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IN_FLIGHT",
     "RED_RULES",
+    "BadReversalRequest",
     "CloudUnavailable",
     "InvoiceQuery",
     "NotReversible",
@@ -220,6 +221,97 @@ class ReversalRequest:
             + [f"{line.detail_id}={line.amount}" for line in self.lines]
         )
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:6].upper()
+
+
+class BadReversalRequest(ValueError):
+    """A malformed reversal request (HTTP 400); ``field`` names what is wrong."""
+
+    def __init__(self, field: str, message: str, message_zh: str) -> None:
+        self.field, self.message_zh = field, message_zh
+        super().__init__(message)
+
+
+def _amount(value: object, field: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
+        raise BadReversalRequest(
+            field, f'{field} must be a decimal number like "40.00"', f"{field} 必须是金额"
+        )
+    try:
+        number = Decimal(str(value).strip())
+    except ArithmeticError:
+        number = Decimal("NaN")
+    if not number.is_finite() or number == 0 or number != number.quantize(Decimal("0.01")):
+        raise BadReversalRequest(
+            field,
+            f"{field} must be a non-zero amount with at most 2 decimals, got {value!r}",
+            f"{field} 必须是非零金额，最多两位小数",
+        )
+    return abs(number)
+
+
+def _text(value: object, field: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise BadReversalRequest(field, f"{field} must be text", f"{field} 必须是文本")
+    return value.strip() or None
+
+
+def reversal_request(
+    bill_no: str,
+    body: Mapping[str, Any],
+    *,
+    seller_tax_id: str | None = None,
+    tenant: str | None = None,
+) -> ReversalRequest:
+    """A ``ReversalRequest`` from the HTTP body / CLI options (``ReverseBody``'s fields);
+    raises BadReversalRequest naming the field."""
+    known = {"redReason", "redInfoBillNo", "lines", "red_bill_no", "reason"}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise BadReversalRequest(
+            unknown[0],
+            f"unknown field {unknown[0]!r}; the body may hold {', '.join(sorted(known))}",
+            f"未知字段 {unknown[0]}",
+        )
+    raw_lines = body.get("lines") or []
+    if not isinstance(raw_lines, list):
+        raise BadReversalRequest("lines", "lines must be a list", "lines 必须是数组")
+    lines: list[RedLine] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_lines):
+        path = f"lines[{index}]"
+        if not isinstance(raw, Mapping) or set(raw) - {"detailId", "amount"}:
+            raise BadReversalRequest(
+                path, f'{path} must be {{"detailId": …, "amount": …}}', f"{path} 格式错误"
+            )
+        detail_id = _text(raw.get("detailId"), f"{path}.detailId")
+        if detail_id is None:
+            raise BadReversalRequest(
+                f"{path}.detailId", f"{path}.detailId is required", f"{path}.detailId 不能为空"
+            )
+        if detail_id in seen:
+            raise BadReversalRequest(
+                f"{path}.detailId",
+                f"detailId {detail_id!r} is named twice",
+                f"明细id {detail_id} 重复",
+            )
+        seen.add(detail_id)
+        amount = raw.get("amount")
+        lines.append(
+            RedLine(detail_id, None if amount is None else _amount(amount, f"{path}.amount"))
+        )
+    return ReversalRequest(
+        bill_no=bill_no,
+        red_reason=_text(body.get("redReason"), "redReason"),
+        red_info_bill_no=_text(body.get("redInfoBillNo"), "redInfoBillNo"),
+        lines=tuple(lines),
+        red_bill_no=_text(body.get("red_bill_no"), "red_bill_no"),
+        seller_tax_id=seller_tax_id,
+        tenant=tenant,
+    )
 
 
 def _issue(path: str, rule: str, en: str, zh: str, hint: str, hint_zh: str) -> Issue:
