@@ -897,54 +897,40 @@ class RedLetterGate:
         ]
         if not reds:
             return out
-        cache: dict[int, list[_Blue] | CloudUnavailable] = {}
+        # Read what the checks need, close the session, then ask the cloud: no database
+        # transaction stays open across a cloud call.
+        looked: dict[int, _Looked | list[Issue]] = {}
         with self.sessions() as session:
             for index in reds:
                 item = out[index]
                 assert isinstance(item, _Prepared)
-                issues = self._check(session, item, cache)
-                if isinstance(issues, int):
-                    out[index] = replace(item, original_document_id=issues)
-                else:
-                    out[index] = SubmitResult(
-                        item.bill.billNo,
-                        SubmitOutcome.invalid,
-                        issues=tuple(issues),
-                        tenant=item.tenant,
-                        seller_tax_id=item.seller_tax_id,
-                    )
+                looked[index] = _look_up(session, item)
+        cache: dict[int, list[_Blue] | CloudUnavailable] = {}
+        for index in reds:
+            item = out[index]
+            assert isinstance(item, _Prepared)
+            found = looked[index]
+            issues = found if isinstance(found, list) else self._check(item, found, cache)
+            if isinstance(issues, int):
+                out[index] = replace(item, original_document_id=issues)
+            else:
+                out[index] = SubmitResult(
+                    item.bill.billNo,
+                    SubmitOutcome.invalid,
+                    issues=tuple(issues),
+                    tenant=item.tenant,
+                    seller_tax_id=item.seller_tax_id,
+                )
         return out
 
     def _check(
-        self, session: Session, item: _Prepared, cache: dict[int, list[_Blue] | CloudUnavailable]
+        self, item: _Prepared, looked: _Looked, cache: dict[int, list[_Blue] | CloudUnavailable]
     ) -> int | list[Issue]:
         """The original's document id, or the issues."""
         bill = item.bill
         number = bill.originalInvoiceNumber or ""
-        original = _find_original(session, item.tenant, bill.originalInvoiceCode, number)
-        if original is None:
-            return [
-                _issue(
-                    "originalInvoiceNumber",
-                    "original_unknown",
-                    f"no document of tenant {item.tenant} holds the blue invoice "
-                    f"{bill.originalInvoiceCode or ''}{' ' if bill.originalInvoiceCode else ''}"
-                    f"{number}, so the red bill cannot be linked to its original",
-                    f"本租户没有开具过蓝字发票 {number} 的单据，红字单据无法关联原单据",
-                    "Check originalInvoiceCode/originalInvoiceNumber against the issued "
-                    "invoice, or reverse through the bridge: `fapiao reverse ORIGINAL_BILL_NO`.",
-                    "请核对原蓝票代码/号码，或使用 fapiao reverse 原单据编号 进行红冲。",
-                )
-            ]
-        same = session.scalars(
-            select(Document).where(
-                Document.tenant == item.tenant,
-                Document.seller_tax_id == item.seller_tax_id,
-                Document.bill_no == bill.billNo,
-                Document.is_current.is_(True),
-            )
-        ).first()
-        if same is not None and same.content_hash == bill.content_hash():
+        original = looked.original
+        if looked.unchanged:
             return original.id  # an identical resubmission: acceptance answers unchanged
         issues = check_header(bill.redReason, bill.redInfoBillNo, bill.invoiceType.value)
         if original.id not in cache:
@@ -985,8 +971,46 @@ class RedLetterGate:
                 ),
             ]
         pending = pending_by_invoice(
-            red_documents_of(session, [original.id]),
-            skip=(item.tenant, item.seller_tax_id, bill.billNo),
+            looked.reds, skip=(item.tenant, item.seller_tax_id, bill.billNo)
         ).get(number, Pending())
         issues.extend(check_limits(bill, blue, pending, original.bill_no))
         return issues if issues else original.id
+
+
+@dataclass(frozen=True, slots=True)
+class _Looked:
+    original: Document  # detached
+    unchanged: bool  # the same bill with the same content is stored already
+    reds: list[Document]  # detached
+
+
+def _look_up(session: Session, item: _Prepared) -> _Looked | list[Issue]:
+    bill = item.bill
+    number = bill.originalInvoiceNumber or ""
+    original = _find_original(session, item.tenant, bill.originalInvoiceCode, number)
+    if original is None:
+        return [
+            _issue(
+                "originalInvoiceNumber",
+                "original_unknown",
+                f"no document of tenant {item.tenant} holds the blue invoice "
+                f"{bill.originalInvoiceCode or ''}{' ' if bill.originalInvoiceCode else ''}"
+                f"{number}, so the red bill cannot be linked to its original",
+                f"本租户没有开具过蓝字发票 {number} 的单据，红字单据无法关联原单据",
+                "Check originalInvoiceCode/originalInvoiceNumber against the issued "
+                "invoice, or reverse through the bridge: `fapiao reverse ORIGINAL_BILL_NO`.",
+                "请核对原蓝票代码/号码，或使用 fapiao reverse 原单据编号 进行红冲。",
+            )
+        ]
+    same = session.scalars(
+        select(Document).where(
+            Document.tenant == item.tenant,
+            Document.seller_tax_id == item.seller_tax_id,
+            Document.bill_no == bill.billNo,
+            Document.is_current.is_(True),
+        )
+    ).first()
+    unchanged = same is not None and same.content_hash == bill.content_hash()
+    reds = red_documents_of(session, [original.id])
+    session.expunge_all()
+    return _Looked(original, unchanged, reds)
