@@ -899,7 +899,7 @@ class RedLetterGate:
             return out
         # Read what the checks need, close the session, then ask the cloud: no database
         # transaction stays open across a cloud call.
-        looked: dict[int, _Looked | list[Issue]] = {}
+        looked: dict[int, _Looked | None] = {}
         with self.sessions() as session:
             for index in reds:
                 item = out[index]
@@ -910,7 +910,9 @@ class RedLetterGate:
             item = out[index]
             assert isinstance(item, _Prepared)
             found = looked[index]
-            issues = found if isinstance(found, list) else self._check(item, found, cache)
+            issues = self._unlinked(item) if found is None else self._check(item, found, cache)
+            if issues is None:
+                continue  # accepted unlinked (the tenant's unlinked_red_bills = "accept")
             if isinstance(issues, int):
                 out[index] = replace(item, original_document_id=issues)
             else:
@@ -922,6 +924,31 @@ class RedLetterGate:
                     seller_tax_id=item.seller_tax_id,
                 )
         return out
+
+    def _unlinked(self, item: _Prepared) -> list[Issue] | None:
+        """A red bill whose blue invoice no document holds: the issues, or None to take it
+        unlinked (its header still checked) where the tenant accepts such bills."""
+        bill = item.bill
+        tenant = self.tenants.by_name(item.tenant)
+        if tenant is not None and tenant.unlinked_red_bills == "accept":
+            issues = check_header(bill.redReason, bill.redInfoBillNo, bill.invoiceType.value)
+            return issues or None
+        code = f"{bill.originalInvoiceCode} " if bill.originalInvoiceCode else ""
+        number = bill.originalInvoiceNumber or ""
+        return [
+            _issue(
+                "originalInvoiceNumber",
+                "original_unknown",
+                f"no document of tenant {item.tenant} holds the blue invoice {code}{number}, "
+                "so the red bill cannot be linked to its original",
+                f"本租户没有开具过蓝字发票 {number} 的单据，红字单据无法关联原单据",
+                "Check originalInvoiceCode/originalInvoiceNumber against the issued invoice, or "
+                "reverse through the bridge (`fapiao reverse ORIGINAL_BILL_NO`); for invoices "
+                'issued before the bridge, the tenant may set unlinked_red_bills = "accept".',
+                "请核对原蓝票代码/号码，或使用 fapiao reverse 原单据编号 进行红冲；"
+                '对接入前开具的发票，可在租户配置中设置 unlinked_red_bills = "accept"。',
+            )
+        ]
 
     def _check(
         self, item: _Prepared, looked: _Looked, cache: dict[int, list[_Blue] | CloudUnavailable]
@@ -984,24 +1011,12 @@ class _Looked:
     reds: list[Document]  # detached
 
 
-def _look_up(session: Session, item: _Prepared) -> _Looked | list[Issue]:
+def _look_up(session: Session, item: _Prepared) -> _Looked | None:
     bill = item.bill
     number = bill.originalInvoiceNumber or ""
     original = _find_original(session, item.tenant, bill.originalInvoiceCode, number)
     if original is None:
-        return [
-            _issue(
-                "originalInvoiceNumber",
-                "original_unknown",
-                f"no document of tenant {item.tenant} holds the blue invoice "
-                f"{bill.originalInvoiceCode or ''}{' ' if bill.originalInvoiceCode else ''}"
-                f"{number}, so the red bill cannot be linked to its original",
-                f"本租户没有开具过蓝字发票 {number} 的单据，红字单据无法关联原单据",
-                "Check originalInvoiceCode/originalInvoiceNumber against the issued "
-                "invoice, or reverse through the bridge: `fapiao reverse ORIGINAL_BILL_NO`.",
-                "请核对原蓝票代码/号码，或使用 fapiao reverse 原单据编号 进行红冲。",
-            )
-        ]
+        return None
     same = session.scalars(
         select(Document).where(
             Document.tenant == item.tenant,
