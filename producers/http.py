@@ -874,7 +874,7 @@ def create_app(
                 503,
                 "cloud_unavailable",
                 str(exc),
-                "无法向发票云查询可红冲金额，请稍后重试",
+                "无法向发票云查询剩余可冲额度，未创建红字单据，请过几分钟再试",
                 headers={"Retry-After": "30"},
             ) from None
 
@@ -937,7 +937,13 @@ def create_app(
         try:
             wanted = reversal_request(bill_no, body, seller_tax_id=seller_tax_id, tenant=tenant)
         except BadReversalRequest as exc:
-            raise ApiError(400, "bad_request", str(exc), exc.message_zh, field=exc.field) from None
+            raise ApiError(
+                400,
+                "bad_request",
+                str(exc),
+                "无法向发票云查询剩余可冲额度，未创建红字单据，请过几分钟再试",
+                field=exc.field,
+            ) from None
         reason = body.get("reason")
         reason = reason[:500] if isinstance(reason, str) and reason else None
         result: ReversalResult = await in_thread(_reverse, wanted, actor, reason)

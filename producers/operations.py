@@ -802,7 +802,8 @@ def reverse_document(
         if conflicts:
             raise NotReversible(
                 original.bill_no,
-                "; ".join(r.message or str(r.bill_no) for r in conflicts),
+                f"red bill number(s) {', '.join(str(r.bill_no) for r in conflicts)} hold other"
+                " content already; name a new red_bill_no",
                 "红字单据编号已被其他内容占用，请换一个编号",
             )
         audit = _audit(

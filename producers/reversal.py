@@ -127,7 +127,7 @@ __all__ = [
 
 RED_RULES: Final[dict[str, str]] = {
     "red_reason": "redReason missing or not one of 1 2 3 4",
-    "red_info_required": "a red 专票 needs redInfoBillNo (红字确认单编号)",
+    "red_info_required": "a red special invoice (004, 028, 08xdp) needs redInfoBillNo",
     "original_unknown": "no document of this tenant holds the blue invoice",
     "original_not_invoiced": "the original has no issued blue invoice",
     "unknown_line": "the detailId is on none of the original's blue invoices",
@@ -175,7 +175,7 @@ class ReversalRefused(ValueError):
         self.bill_no = bill_no
         self.issues = tuple(issues)
         super().__init__(
-            f"reversal of {bill_no} refused / 红冲 {bill_no} 未通过校验: "
+            f"reversal of {bill_no} refused / 红冲未通过校验 ({bill_no}): "
             + "; ".join(str(issue) for issue in self.issues)
         )
 
@@ -191,8 +191,7 @@ class CloudUnavailable(RuntimeError):
         self.bill_no, self.reason = bill_no, reason
         super().__init__(
             f"the cloud could not be asked what may still be reversed on {bill_no} ({reason});"
-            f" nothing was created, try again later / 无法向发票云查询 {bill_no} 的可红冲金额，"
-            "未创建红字单据，请稍后重试"
+            " nothing was created, try again later / 无法查询剩余可冲额度，请稍后重试"
         )
 
 
@@ -255,7 +254,7 @@ def _text(value: object, field: str) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise BadReversalRequest(field, f"{field} must be text", f"{field} 必须是文本")
+        raise BadReversalRequest(field, f"{field} must be given as text", f"{field} 必须是文本")
     return value.strip() or None
 
 
@@ -290,7 +289,9 @@ def reversal_request(
         detail_id = _text(raw.get("detailId"), f"{path}.detailId")
         if detail_id is None:
             raise BadReversalRequest(
-                f"{path}.detailId", f"{path}.detailId is required", f"{path}.detailId 不能为空"
+                f"{path}.detailId",
+                f"{path}.detailId is required: name the line",
+                f"{path}.detailId 必须填写",
             )
         if detail_id in seen:
             raise BadReversalRequest(

@@ -45,8 +45,8 @@ _EXPLANATIONS: Final = (
         ErrorCode.RED_OVER_LIMIT.value,
         "red bill refused (can_red_amount): it reverses more than the blue invoice's "
         "canRedAmount; the cloud says {0} (excl. tax) is left — reverse at most that "
-        "(`fapiao reverse ORIGINAL --line DETAIL_ID=AMOUNT`) / 红冲金额超过可红冲金额，"
-        "剩余可红冲 {0}",
+        "(`fapiao reverse ORIGINAL --line DETAIL_ID=AMOUNT`) / 红冲金额超出蓝票剩余额度，"
+        "最多还能红冲 {0}",
     ),
 )
 _PATTERNS: Final = tuple((code, _pattern(code), text) for code, text in _EXPLANATIONS)
