@@ -763,10 +763,10 @@ def reverse_document(
                 )
             ],
         )
-    planned = plan_reversal(request, original.payload or {}, blues)
+    pending = pending_by_invoice(reds)
+    planned = plan_reversal(request, original.payload or {}, blues, pending)
     if planned and isinstance(planned[0], Issue):
         raise ReversalRefused(original.bill_no, [p for p in planned if isinstance(p, Issue)])
-    pending = pending_by_invoice(reds)
     intake = Intake(
         components.sessions,
         components.tenants,

@@ -640,27 +640,54 @@ class PlannedRedBill:
     wire: dict[str, Any]
 
 
-def _whole(payload: Mapping[str, Any], blue: _Blue, include_tax: bool) -> list[dict[str, Any]]:
+def _left_on_line(line: _NetLine, pending: Pending) -> tuple[Decimal, Decimal | None]:
+    """(excl, tax or None = to be computed) still to reverse on ``line``: the cloud's
+    remainRedAmount less red lines in flight, else the issued amount less the bridge's live
+    red lines."""
+    if line.remain_excl is not None:
+        in_flight = pending.lines_in_flight.get(line.detail_id, _ZERO)
+        tax = line.remain_tax if not in_flight else None
+        return line.remain_excl - in_flight, tax
+    excl = line.excl - pending.lines_live.get(line.detail_id, _ZERO)
+    return excl, (line.tax if excl == line.excl else None)
+
+
+def _on_basis(
+    excl: Decimal, tax: Decimal | None, rate: Decimal, include_tax: bool
+) -> tuple[Decimal, Decimal]:
+    """(amount on the original's tax basis, tax) of an amount excl. tax."""
+    if tax is None:
+        tax = line_amounts(excl, rate, False, None).tax
+    return (excl + tax if include_tax else excl), tax
+
+
+def _whole(
+    payload: Mapping[str, Any], blue: _Blue, pending: Pending, include_tax: bool
+) -> list[dict[str, Any]] | None:
+    """The red lines reversing all that is left of ``blue``; None when what is left per line
+    does not add up to what the cloud says is left (reversed outside the bridge)."""
     originals = _payload_lines(payload)
+    left: list[tuple[_NetLine, Decimal, Decimal | None]]
+    if not blue.reversed_before and not pending.lines_live:
+        left = [(line, line.excl, line.tax) for line in blue.lines]
+    else:
+        left = [(line, *_left_on_line(line, pending)) for line in blue.lines]
+        if sum((excl for _, excl, _ in left), _ZERO) != blue.can_red - pending.excl:
+            return None
     lines = []
-    for line in blue.lines:
-        if blue.reversed_before:
-            excl = line.remain_excl if line.remain_excl is not None else _ZERO
-            tax = line.remain_tax if line.remain_tax is not None else None
-        else:
-            excl, tax = line.excl, line.tax
+    for line, excl, tax in left:
         if excl <= 0:
             continue
-        if tax is None:
-            amounts = line_amounts(excl, line.rate, False, None)
-            tax = amounts.tax
-        amount = excl + tax if include_tax else excl
+        amount, tax = _on_basis(excl, tax, line.rate, include_tax)
         lines.append(_red_line(line, originals.get(line.detail_id), amount, tax))
     return lines
 
 
 def plan_reversal(
-    request: ReversalRequest, payload: Mapping[str, Any], blues: Sequence[_Blue]
+    request: ReversalRequest,
+    payload: Mapping[str, Any],
+    blues: Sequence[_Blue],
+    pending: Mapping[str, Pending],
 ) -> list[PlannedRedBill] | list[Issue]:
     """The red bills ``request`` makes from the original's ``payload`` and its ``blues``
     (module docstring), or the issues that prevent them. No limits are checked here."""
@@ -672,23 +699,23 @@ def plan_reversal(
         for blue in blues:
             if blue.can_red <= 0:
                 continue
-            if blue.reversed_before and any(line.remain_excl is None for line in blue.lines):
+            lines = _whole(payload, blue, pending.get(blue.number, Pending()), include_tax)
+            if lines is None:
                 issues.append(
                     _issue(
                         "lines",
                         "can_red_amount",
-                        f"invoice {blue.number} was partly reversed already (canRedAmount "
-                        f"{_money(blue.can_red)} of {_money(blue.total_excl)}) and the cloud "
-                        "does not say what is left per line, so a whole reversal cannot be "
-                        "built",
-                        f"发票 {blue.number} 已部分红冲（剩余 {_money(blue.can_red)}），"
-                        "无法整单红冲",
+                        f"invoice {blue.number} was partly reversed outside this bridge "
+                        f"(canRedAmount {_money(blue.can_red)} of {_money(blue.total_excl)}) and "
+                        "the cloud does not say what is left per line, so a whole reversal "
+                        "cannot be built",
+                        f"发票 {blue.number} 已在桥接服务之外部分红冲"
+                        f"（剩余 {_money(blue.can_red)}），无法整单红冲",
                         "Name the lines and amounts to reverse (--line DETAIL_ID=AMOUNT).",
                         "请指定要红冲的明细和金额（--line 明细id=金额）。",
                     )
                 )
                 continue
-            lines = _whole(payload, blue, include_tax)
             if lines:
                 groups[blue.position] = lines
     else:
@@ -722,9 +749,14 @@ def plan_reversal(
                 )
                 continue
             blue, line = target
-            full = line.excl + line.tax if include_tax else line.excl
-            amount = full if wanted.amount is None else abs(wanted.amount)
-            tax = line.tax if amount == full else None
+            tax: Decimal | None
+            if wanted.amount is None:
+                excl, left_tax = _left_on_line(line, pending.get(blue.number, Pending()))
+                amount, tax = _on_basis(max(excl, _ZERO), left_tax, line.rate, include_tax)
+            else:
+                full = line.excl + line.tax if include_tax else line.excl
+                amount = abs(wanted.amount)
+                tax = line.tax if amount == full else None
             groups.setdefault(blue.position, []).append(
                 _red_line(line, originals.get(line.detail_id), amount, tax)
             )

@@ -196,6 +196,12 @@ def test_partial_reversal_over_http_and_a_second_one_over_the_limit_refused(
     assert still_over.status_code == 422
     assert ("totalAmount", "can_red_amount") in _issues(still_over)
     assert bridge.show("RV-PART")["red_documents"][0]["status"] == "invoiced"
+    # The whole document now: what is left, 60.00.
+    rest = bridge.http.post(url, json={"redReason": "4"}, headers=H)
+    assert rest.status_code == 202, rest.text
+    assert [(r["bill_no"], r["total_amount"]) for r in rest.json()["red_documents"]] == [
+        ("RV-PART-R1", "-60.00")
+    ]
 
 
 def test_erp_red_bills_are_linked_to_their_original_and_checked(bridge: Bridge) -> None:
@@ -271,3 +277,27 @@ def test_bad_requests_and_unreversible_documents(bridge: Bridge) -> None:
 def _wire(bill: dict[str, Any]) -> dict[str, Any]:
     """JSON-ready: amounts as exact text."""
     return json.loads(json.dumps(bill, default=str))
+
+
+def test_partial_reversals_under_the_other_readings_of_lines_and_partial_status(
+    bridge: Bridge,
+) -> None:
+    # Lines under invoiceDetail instead of goods; a partly reversed invoice says 2 (部分红冲).
+    bridge.world.sim.set_dialect(query_lines="invoiceDetail", partial_red="status_2")
+    bridge.issued(make_bill("RV-DIA", DEMO_SELLER, lines=2, auto_invoice=True))
+    url = "/v1/documents/RV-DIA/reverse"
+    first = {"redReason": "1", "lines": [{"detailId": "RV-DIA-1", "amount": "30.00"}]}
+    assert bridge.http.post(url, json=first, headers=H).status_code == 202
+    bridge.settle(bridge.seen + 2)
+    [blue] = [item for item in bridge.cloud("RV-DIA") if item.invoiceProperty != 1]
+    assert (blue.canRedAmount, blue.invoiceStatus) == (Decimal("170.00"), "2")
+    over = {"redReason": "1", "lines": [{"detailId": "RV-DIA-1", "amount": "70.01"}]}
+    refused = bridge.http.post(url, json=over, headers=H)
+    assert _issues(refused) >= {("billDetail[0].amount", "can_red_amount")}
+    rest = {"redReason": "1", "lines": [{"detailId": "RV-DIA-1"}, {"detailId": "RV-DIA-2"}]}
+    made = bridge.http.post(url, json=rest, headers=H)
+    assert made.status_code == 202, made.text
+    assert made.json()["red_documents"][0]["total_amount"] == "-170.00"
+    bridge.settle(bridge.seen + 2)
+    [blue] = [item for item in bridge.cloud("RV-DIA") if item.invoiceProperty != 1]
+    assert (blue.canRedAmount, blue.invoiceStatus) == (Decimal("0.00"), "3")
