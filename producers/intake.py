@@ -9,6 +9,8 @@ Steps for one document
 |---|---|---|
 | 1 | every BILL.PUSH rule (``schemas.erp.validate_bill``) | ``invalid`` + issues (HTTP 422) |
 | 2 | the tenant: the given one, else the owner of ``sellerTaxpayerId`` | ``invalid`` + issue |
+| 2b | a red bill (``invoiceProperty`` 1): ``red_letters`` finds its original and checks it | |
+| | against what the cloud says may still be reversed (``producers.reversal``) | ``invalid`` |
 | 3 | ``store.acceptance.accept_documents`` (one bill is a batch of one) | ``conflict`` (HTTP 409) |
 | 4 | COMMIT (ours, or the caller's when ``session`` is passed) | |
 | 5 | enqueue ``fapiao.push`` for created / new revisions, AFTER the commit | never fails |

@@ -18,8 +18,10 @@ What a reversal means
   makes one red document per blue invoice that still has something to reverse.
 * Whole document (no lines named): each red bill mirrors its blue invoice line by line
   (amounts and tax as issued, negated; a discount line netted into its line, since a red bill
-  carries none). A blue invoice reversed in part before is refused for a whole reversal unless
-  the cloud gives each line's ``remainRedAmount``: name the lines and amounts instead.
+  carries none). After earlier partial reversals it takes what is left per line: the cloud's
+  ``remainRedAmount`` (less red lines in flight), else the issued line less the bridge's own
+  live red lines — refused when those do not add up to ``canRedAmount`` (reversed outside the
+  bridge): name the lines and amounts instead. A line named without an amount: the same.
 * Given lines: ``detailId`` and optionally ``amount`` (the magnitude to reverse, on the
   original's ``includeTaxFlag`` basis; absent = the whole line). Each line goes to the first
   blue invoice that holds that ``detailId`` with something left on it.
