@@ -301,3 +301,18 @@ def test_partial_reversals_under_the_other_readings_of_lines_and_partial_status(
     bridge.settle(bridge.seen + 2)
     [blue] = [item for item in bridge.cloud("RV-DIA") if item.invoiceProperty != 1]
     assert (blue.canRedAmount, blue.invoiceStatus) == (Decimal("0.00"), "3")
+
+
+def test_nothing_is_made_when_the_cloud_cannot_be_asked(bridge: Bridge) -> None:
+    [blue] = bridge.issued(make_bill("RV-DOWN", DEMO_SELLER, auto_invoice=True))
+    count = bridge.documents()
+    bridge.world.sim.set_faults(api_5xx_before=1.0)
+    down = bridge.http.post("/v1/documents/RV-DOWN/reverse", json={"redReason": "1"}, headers=H)
+    assert (down.status_code, down.json()["error"]["code"]) == (503, "cloud_unavailable")
+    red = make_bill("E-DOWN", DEMO_SELLER, amount="-10.00", auto_invoice=False, redReason="1")
+    del red["billDetail"][0]["quantity"], red["billDetail"][0]["price"]
+    red.update(invoiceProperty="1", originalInvoiceNumber=blue.invoiceNum)
+    refused = bridge.http.post("/v1/documents", json=_wire(red), headers=H)
+    assert refused.status_code == 422
+    assert _issues(refused) == {("", "cloud_unavailable")}
+    assert bridge.documents() == count
