@@ -797,6 +797,21 @@ def reverse_document(
     if issues:
         raise ReversalRefused(original.bill_no, issues)
     with unit_of_work(components.sessions) as session:
+        # One reversal of an original at a time (a row lock on PostgreSQL; SQLite has one
+        # writer): red documents made meanwhile were not counted above, so ask again.
+        session.execute(
+            select(Document.id).where(Document.id == original.id).with_for_update()
+        ).all()
+        meanwhile = {red.id for red in red_documents_of(session, [original.id])} - {
+            red.id for red in reds
+        }
+        if meanwhile:
+            raise NotReversible(
+                original.bill_no,
+                "another red document of it was made while this request ran; look at it "
+                f"(fapiao show {original.bill_no}) and ask again",
+                "处理期间该单据又生成了其他红字单据，请查看后重试",
+            )
         results = intake.store_many(session, prepared, actor)
         conflicts = [r for r in results if r.outcome is SubmitOutcome.conflict]
         if conflicts:
