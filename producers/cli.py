@@ -708,14 +708,18 @@ def reverse(
         if as_json:
             _print_json({"refused": exc.bill_no, "issues": [i.as_dict() for i in exc.issues]})
             raise typer.Exit(1) from None
+        from rich.markup import escape
+
         _fail(
             "\n".join(
                 [f"reversal of {bill_no} refused / 红冲未通过校验:"]
-                + [f"  - {issue}" for issue in exc.issues]
+                + [f"  - {escape(str(issue))}" for issue in exc.issues]
             )
         )
     except (LookupError, NotReversible, CloudUnavailable) as exc:
-        _fail(str(exc))
+        from rich.markup import escape
+
+        _fail(escape(str(exc)))
     if as_json:
         _print_json(result.as_dict())
         return

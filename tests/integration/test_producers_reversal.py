@@ -247,6 +247,9 @@ def test_a_red_special_invoice_needs_red_info_bill_no(bridge: Bridge) -> None:
     refused = bridge.http.post(url, json={"redReason": "2"}, headers=H)
     assert refused.status_code == 422, refused.text
     assert _issues(refused) == {("redInfoBillNo", "red_info_required")}
+    by_cli = bridge.cli("reverse", "RV-SPC", "--red-reason", "2")
+    assert by_cli.exit_code == 1
+    assert "redInfoBillNo [red_info_required]" in by_cli.output
     body = {"redReason": "2", "redInfoBillNo": "4403012511000123"}
     accepted = bridge.http.post(url, json=body, headers=H)
     assert accepted.status_code == 202, accepted.text
