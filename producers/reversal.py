@@ -12,6 +12,8 @@ Two ways in, one set of rules:
 
 What a reversal means
 
+* A merged invoice (``autoMerge``, several bills on one invoice): a whole reversal of one
+  bill reverses only that bill's lines of it (by ``detailId``).
 * One red bill per blue invoice: a red invoice reverses exactly one blue invoice (§6.1:
   ``originalInvoiceCode``/``originalInvoiceNumber``), so a whole-document reversal of an
   original the cloud issued as several invoices (split over 8 lines or over the amount limit)
@@ -669,12 +671,15 @@ def _whole(
     """The red lines reversing all that is left of ``blue``; None when what is left per line
     does not add up to what the cloud says is left (reversed outside the bridge)."""
     originals = _payload_lines(payload)
+    # A merged invoice (autoMerge) also carries other bills' lines: reverse only ours.
+    ours = [line for line in blue.lines if not originals or line.detail_id in originals]
+    merged = len(ours) < len(blue.lines)
     left: list[tuple[_NetLine, Decimal, Decimal | None]]
     if not blue.reversed_before and not pending.lines_live:
-        left = [(line, line.excl, line.tax) for line in blue.lines]
+        left = [(line, line.excl, line.tax) for line in ours]
     else:
-        left = [(line, *_left_on_line(line, pending)) for line in blue.lines]
-        if sum((excl for _, excl, _ in left), _ZERO) != blue.can_red - pending.excl:
+        left = [(line, *_left_on_line(line, pending)) for line in ours]
+        if not merged and sum((e for _, e, _ in left), _ZERO) != blue.can_red - pending.excl:
             return None
     lines = []
     for line, excl, tax in left:

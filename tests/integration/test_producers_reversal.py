@@ -26,6 +26,7 @@ from schemas.kingdee import InvoiceItem
 from simulator.testing import make_bill
 from store.models import Document, OperatorAudit
 from tests.integration.worlds import DEMO_SELLER, World, WorldFactory
+from worker import queues
 from worker.services.query import query_bill
 from worker.testing import drain, store_bill
 
@@ -319,3 +320,27 @@ def test_nothing_is_made_when_the_cloud_cannot_be_asked(bridge: Bridge) -> None:
     assert refused.status_code == 422
     assert _issues(refused) == {("", "cloud_unavailable")}
     assert bridge.documents() == count
+
+
+def test_a_whole_reversal_of_one_bill_of_a_merged_invoice_reverses_only_its_lines(
+    bridge: Bridge,
+) -> None:
+    bridge.world.sim.set_dialect(merge="when_asked")
+    bills = [
+        make_bill(no, DEMO_SELLER, amount=amount, auto_invoice=True, autoMerge="1")
+        for no, amount in (("RV-MA", "100.00"), ("RV-MB", "50.00"))
+    ]
+    ids = [store_bill(bridge.world.sessions, "demo", bill) for bill in bills]
+    bridge.world.run(
+        queues.PUSH_BATCH,
+        document_ids=ids,
+        bill_nos=["RV-MA", "RV-MB"],
+        tenants=["demo", "demo"],
+    )
+    bridge.settle(bridge.seen + 1)
+    drain(bridge.world.rt, bridge.world.enqueuer)
+    [merged] = bridge.cloud("RV-MA")
+    assert merged.totalAmount == Decimal("150.00")
+    answer = bridge.http.post("/v1/documents/RV-MA/reverse", json={"redReason": "1"}, headers=H)
+    assert answer.status_code == 202, answer.text
+    assert [r["total_amount"] for r in answer.json()["red_documents"]] == ["-100.00"]
