@@ -41,6 +41,8 @@ __all__ = [
     "RequiredReason",
     "ResendAnswer",
     "ResendRequest",
+    "ReversalAnswer",
+    "ReverseBody",
     "SubmitAnswer",
     "TenantView",
     "openapi_schemas",
@@ -98,6 +100,9 @@ class ErrorAnswer(_Answer):
     limit_bytes: int | None = Field(None, description="body_too_large: the body limit")
     limit: int | None = Field(None, description="batch_too_large: most documents per batch")
     current_status: str | None = Field(None, description="not_replayable: the document's state")
+    issues: list[Issue] | None = Field(
+        None, description="invalid_reversal: every broken rule (field, rule, what is left)"
+    )
 
 
 class Links(_Answer):
@@ -231,6 +236,66 @@ TimelineEntry = Annotated[
 ]
 
 
+class OriginalRef(_Answer):
+    bill_no: str
+    document_id: int
+    status: Status
+
+
+class RedDocumentRef(_Answer):
+    """A red-letter (红冲) document linked to its original."""
+
+    bill_no: str
+    document_id: int
+    status: Status
+    total_amount: Money | None = Field(description="negative")
+    original_invoice_number: str | None = Field(description="the blue invoice it reverses")
+    red_reason: str | None = Field(description="1 销货退回, 2 开票有误, 3 服务中止, 4 销售折让")
+
+
+class ReversalItem(RedDocumentRef):
+    outcome: Literal["created", "new_revision", "unchanged"]
+
+
+class ReversalAnswer(_Answer):
+    """``fapiao reverse`` / ``POST …/reverse``: the red documents of the request; ``outcome``
+    ``unchanged`` when a repeat found them all made already."""
+
+    original_bill_no: str
+    original_document_id: int
+    tenant: str
+    outcome: Literal["created", "unchanged"]
+    red_documents: list[ReversalItem]
+    audit_id: int | None = Field(description="the operator_actions row (null for a repeat)")
+
+
+class ReverseLine(_Answer):
+    detailId: str = Field(description="the original's line (billDetail[].detailId)")
+    amount: Money | None = Field(
+        None,
+        description="what to reverse on this line, on the original's includeTaxFlag basis "
+        "(sign ignored); absent: all that is left on the line",
+    )
+
+
+class ReverseBody(_Answer):
+    """Body of ``POST /v1/documents/{bill_no}/reverse``."""
+
+    redReason: Literal["1", "2", "3", "4"] = Field(
+        description="冲红原因: 1 销货退回, 2 开票有误, 3 服务中止, 4 销售折让"
+    )
+    redInfoBillNo: str | None = Field(
+        None, description="红字确认单编号; required for 专票 (004, 028, 08xdp)"
+    )
+    lines: list[ReverseLine] | None = Field(
+        None, description="lines and amounts to reverse; absent or empty: the whole document"
+    )
+    red_bill_no: str | None = Field(
+        None, description="the red bill's billNo (one red bill only); default <bill_no>-R<k>"
+    )
+    reason: str | None = Field(None, description="kept in the audit trail")
+
+
 class DocumentView(_Answer):
     """State, reason, invoices and one merged timeline of transitions, cloud calls, callbacks
     and invoices, oldest first."""
@@ -257,6 +322,12 @@ class DocumentView(_Answer):
     invoices: list[InvoiceView]
     revisions: list[RevisionRef]
     timeline: list[TimelineEntry]
+    original: OriginalRef | None = Field(
+        None, description="a red-letter (红冲) document: the document it reverses"
+    )
+    red_documents: list[RedDocumentRef] = Field(
+        default_factory=list, description="the red-letter documents that reverse this one"
+    )
 
 
 class OperatorAnswer(_Answer):
@@ -529,7 +600,26 @@ def openapi_schemas() -> dict[str, dict[str, Any]]:
         "ErpBillDetail": _relink(detail),
         # Named by withdraw/replay's openapi_extra (their bodies are read raw, not by a model).
         "ReasonBody": ReasonBody.model_json_schema(),
+        "ReverseBody": _lift(ReverseBody.model_json_schema()),
     }
+
+
+def _lift(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON Schema with its ``$defs`` inlined (one level, as ReverseBody has)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            ref = value.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {key: walk(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        return value
+
+    lifted: dict[str, Any] = walk(schema)
+    return lifted
 
 
 def _relink(value: Any) -> Any:

@@ -11,6 +11,7 @@ simulator) are imported lazily so that ``fapiao --help`` stays fast and the laye
 | ``show BILL_NO`` | one document: state, reason, invoices, timeline | not found |
 | ``replay`` | failed/rejected → draft (``--dry-run`` lists, ``--yes`` skips asking) | skipped |
 | ``withdraw BILL_NO`` | withdraw (BILL.WITHDRAW when it reached the cloud) | refused |
+| ``reverse BILL_NO`` | red-letter (红冲) document(s) of an issued one | refused |
 | ``tenants list|pause|resume`` | the tenants, and the operator's pause switch | unknown |
 | ``notifications list|resend`` | ERP notifications; send parked ones again | id unknown |
 | ``db upgrade`` / ``db current`` | Alembic migrations | |
@@ -402,6 +403,25 @@ def _render_view(view: dict[str, Any]) -> None:
     )
     if view["reason"]:
         console.print(f"reason: {escape(str(view['reason']))}")
+    if view.get("original"):
+        original = view["original"]
+        console.print(
+            f"red-letter document (红冲) of [bold]{escape(original['bill_no'])}[/] "
+            f"(document #{original['document_id']}, {original['status']})"
+        )
+    if view.get("red_documents"):
+        reds = Table(title="red-letter documents (红字单据)")
+        for column in ("bill", "state", "total", "reverses invoice", "redReason"):
+            reds.add_column(column)
+        for red in view["red_documents"]:
+            reds.add_row(
+                escape(red["bill_no"]),
+                red["status"],
+                str(jsonable(red["total_amount"])),
+                red["original_invoice_number"] or "",
+                red["red_reason"] or "",
+            )
+        console.print(reds)
     if view["invoices"]:
         table = Table(title="invoices")
         columns = ("code", "number", "status", "date", "amount", "tax", "files / error")
@@ -613,6 +633,104 @@ def withdraw(
         )
     else:
         _console().print(f"{bill_no}: {action.from_status} → {action.to_status}")
+
+
+@app.command()
+def reverse(
+    ctx: typer.Context,
+    bill_no: Annotated[str, typer.Argument(help="单据编号 (billNo) of the issued original.")],
+    red_reason: Annotated[
+        str,
+        typer.Option(
+            "--red-reason",
+            help="冲红原因 redReason: 1 销货退回, 2 开票有误, 3 服务中止, 4 销售折让.",
+        ),
+    ],
+    line: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--line",
+            help="DETAIL_ID[=AMOUNT]: reverse this line (all that is left, or AMOUNT on the "
+            "original's tax basis); repeat it. None: the whole document.",
+        ),
+    ] = None,
+    red_info_bill_no: Annotated[
+        str | None,
+        typer.Option("--red-info-bill-no", help="红字确认单编号 redInfoBillNo (专票: required)."),
+    ] = None,
+    red_bill_no: Annotated[
+        str | None,
+        typer.Option("--red-bill-no", help="The red bill's billNo (default <BILL_NO>-R<k>)."),
+    ] = None,
+    seller_tax_id: SellerOption = None,
+    tenant: TenantOption = None,
+    reason: ReasonOption = None,
+    actor: ActorOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Reverse an issued document with red-letter (红冲) document(s): one per blue invoice.
+
+    Checked against what the cloud says may still be reversed (canRedAmount); a repeat of the
+    same request answers the same red documents.
+    """
+    from producers.documents import AmbiguousBillNo
+    from producers.operations import reverse_document
+    from producers.reversal import (
+        BadReversalRequest,
+        CloudUnavailable,
+        NotReversible,
+        ReversalRefused,
+        reversal_request,
+    )
+
+    lines = []
+    for text in line or []:
+        detail_id, sep, amount = text.partition("=")
+        lines.append({"detailId": detail_id, **({"amount": amount} if sep else {})})
+    body: dict[str, Any] = {
+        "redReason": red_reason,
+        "redInfoBillNo": red_info_bill_no,
+        "lines": lines,
+        "red_bill_no": red_bill_no,
+    }
+    try:
+        wanted = reversal_request(bill_no, body, seller_tax_id=seller_tax_id, tenant=tenant)
+    except BadReversalRequest as exc:
+        _fail(f"{exc} / {exc.message_zh}", code=2)
+    components = _context(ctx).components()
+    try:
+        result = reverse_document(
+            components, wanted, actor=_actor(actor), reason=reason or "reversed by an operator"
+        )
+    except AmbiguousBillNo as exc:
+        _fail_ambiguous(exc)
+    except ReversalRefused as exc:
+        if as_json:
+            _print_json({"refused": exc.bill_no, "issues": [i.as_dict() for i in exc.issues]})
+            raise typer.Exit(1) from None
+        from rich.markup import escape
+
+        _fail(
+            "\n".join(
+                [f"reversal of {bill_no} refused / 红冲未通过校验:"]
+                + [f"  - {escape(str(issue))}" for issue in exc.issues]
+            )
+        )
+    except (LookupError, NotReversible, CloudUnavailable) as exc:
+        from rich.markup import escape
+
+        _fail(escape(str(exc)))
+    if as_json:
+        _print_json(result.as_dict())
+        return
+    console = _console()
+    for item in result.red_documents:
+        console.print(
+            f"{item['bill_no']}: {item['outcome']}, {item['status']}, total "
+            f"{item['total_amount']} reverses invoice {item['original_invoice_number']}"
+        )
+    if not result.created:
+        console.print("nothing new: this request was made before / 该红冲请求已处理过")
 
 
 # ---------------------------------------------------------------------------------- tenants

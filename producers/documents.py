@@ -40,6 +40,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from producers.reversal import red_links
 from schemas.tenants import normalise_tax_id
 from store.columns import utcnow
 from store.invoices import bills_covered, invoices_of
@@ -303,6 +304,7 @@ def document_view(
             "timeline": timeline,
         }
     )
+    view.update(red_links(session, document))
     return view
 
 

@@ -15,6 +15,7 @@ Routes
 | ``GET /v1/documents/{bill_no}`` | state, reason, invoices (numbers, file URLs), timeline |
 | ``POST /v1/documents/{bill_no}/withdraw`` | BILL.WITHDRAW owed (202) or done at once (200) |
 | ``POST /v1/documents/{bill_no}/replay`` | failed/rejected → draft, push owed (202) |
+| ``POST /v1/documents/{bill_no}/reverse`` | red-letter (红冲) document(s), push owed (202) |
 | ``GET /v1/schema/document``, ``/v1/schema/notification`` | JSON Schemas |
 | ``GET /v1/documents``, ``/v1/overview``, ``/v1/tenants…`` | operator lists and actions |
 | ``POST /v1/operations/…``, ``/v1/notifications…`` | (``producers.http_operations``) |
@@ -87,6 +88,7 @@ from producers.api_models import (
     ErrorAnswer,
     HealthAnswer,
     OperatorAnswer,
+    ReversalAnswer,
     SubmitAnswer,
 )
 from producers.bootstrap import Components
@@ -109,7 +111,15 @@ from producers.json_schemas import document_schema, notification_schema
 from producers.metrics import BridgeMetrics
 from producers.openapi import install as install_openapi
 from producers.openapi import mount_docs
-from producers.operations import act_on_document
+from producers.operations import ReversalResult, act_on_document, reverse_document
+from producers.reversal import (
+    BadReversalRequest,
+    CloudUnavailable,
+    NotReversible,
+    ReversalRefused,
+    ReversalRequest,
+    reversal_request,
+)
 from schemas.kingdee import CALLBACK_ACK, CallbackParseError, parse_callback_with
 from schemas.money import loads_exact
 from schemas.settings import Settings
@@ -842,6 +852,102 @@ def create_app(
             _act, "replay", bill_no, seller_tax_id, tenant, actor, reason
         )
         return _action_response(action)
+
+    def _reverse(request: ReversalRequest, actor: str, reason: str | None) -> ReversalResult:
+        try:
+            return reverse_document(parts, request, actor=actor, reason=reason)
+        except LookupError as exc:
+            raise _lookup_error(exc) from None
+        except ReversalRefused as exc:
+            raise ApiError(
+                422,
+                "invalid_reversal",
+                f"the red document for {exc.bill_no} breaks {len(exc.issues)} rule(s); "
+                "issues[] names each field, rule and what is left",
+                f"{exc.bill_no} 的红字单据未通过校验，详见 issues",
+                issues=[issue.as_dict() for issue in exc.issues],
+            ) from None
+        except NotReversible as exc:
+            raise ApiError(409, "not_reversible", str(exc), exc.why_zh) from None
+        except CloudUnavailable as exc:
+            raise ApiError(
+                503,
+                "cloud_unavailable",
+                str(exc),
+                "无法向发票云查询剩余可冲额度，未创建红字单据，请过几分钟再试",
+                headers={"Retry-After": "30"},
+            ) from None
+
+    @app.post(
+        "/v1/documents/{bill_no}/reverse",
+        tags=["documents"],
+        summary="Reverse an issued document with red-letter (红冲) document(s)",
+        status_code=202,
+        response_model=None,
+        responses={
+            202: {"model": ReversalAnswer, "description": "red document(s) made, push owed"},
+            200: {
+                "model": ReversalAnswer,
+                "description": "a repeat: the same red documents, nothing new (outcome unchanged)",
+            },
+            400: {"model": ErrorAnswer, "description": "malformed body (bad_request)"},
+            401: _UNAUTHORIZED,
+            404: _NOT_FOUND,
+            409: {
+                "model": ErrorAnswer,
+                "description": "a red document itself, the red bill number taken "
+                "(not_reversible), or ambiguous bill number (ambiguous_bill_no)",
+            },
+            422: {
+                "model": ErrorAnswer,
+                "description": "over what may still be reversed (can_red_amount, "
+                "can_red_tax_amount), redReason/redInfoBillNo missing, unknown line "
+                "(invalid_reversal; issues[] names each field and rule)",
+            },
+            503: {
+                "model": ErrorAnswer,
+                "description": "the cloud could not be asked what may still be reversed "
+                "(cloud_unavailable), or the database is down",
+            },
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ReverseBody"}}
+                },
+            }
+        },
+    )
+    async def post_reverse(
+        bill_no: str,
+        request: Request,
+        actor: OperatorActor,
+        seller_tax_id: SellerQuery = None,
+        tenant: TenantQuery = None,
+    ) -> Response:
+        body = parse_json_body(await read_limited_body(request, 1024 * 1024))
+        if not isinstance(body, dict):
+            raise ApiError(
+                400,
+                "bad_shape",
+                'the body must be an object like {"redReason": "1"}',
+                "请求体必须是对象",
+            )
+        try:
+            wanted = reversal_request(bill_no, body, seller_tax_id=seller_tax_id, tenant=tenant)
+        except BadReversalRequest as exc:
+            raise ApiError(
+                400,
+                "bad_request",
+                str(exc),
+                "无法向发票云查询剩余可冲额度，未创建红字单据，请过几分钟再试",
+                field=exc.field,
+            ) from None
+        reason = body.get("reason")
+        reason = reason[:500] if isinstance(reason, str) and reason else None
+        result: ReversalResult = await in_thread(_reverse, wanted, actor, reason)
+        return JSONAnswer(result.as_dict(), status_code=202 if result.created else 200)
 
     @app.get(
         "/v1/schema/document",

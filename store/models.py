@@ -132,6 +132,7 @@ class Document(Base):
             **_partial("is_current"),
         ),
         Index("ix_documents_bill_no", "bill_no"),
+        Index("ix_documents_original_document_id", "original_document_id"),
         Index("ix_documents_status_changed", "status", "status_changed_at"),
         Index("ix_documents_poll_due", "status", "next_poll_at", **_partial(POLLED_PREDICATE)),
         Index(
@@ -171,6 +172,8 @@ class Document(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A red-letter (红冲) document: the document whose invoice it reverses.
+    original_document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id"))
 
     def __repr__(self) -> str:
         return (

@@ -69,6 +69,7 @@ ALLOWED: Final[dict[tuple[str, str], str]] = {
     ("producers/http.py", "当前状态不允许"): _OUR_API,
     ("producers/http.py", "撤回"): _OUR_API,
     ("producers/http.py", "重推"): _OUR_API,
+    ("producers/http.py", "无法向发票云查询剩余可冲额度，未创建红字单据，请过几分钟再试"): _OUR_API,
     ("producers/json_schemas.py", "发票流水号"): _OUR_SCHEMA,
     ("producers/json_schemas.py", "发票代码 (empty for 数电)"): _OUR_SCHEMA,
     ("producers/json_schemas.py", "发票号码 (20 digits 数电, 8 税控)"): _OUR_SCHEMA,

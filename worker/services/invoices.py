@@ -50,6 +50,7 @@ from store.lifecycle import TransitionResult, transition, update_fields
 from store.models import Document, Invoice
 from store.states import ISSUE_OVERDUE, DocumentStatus, Event
 from worker.runtime import Runtime
+from worker.services.red_refusal import explain_red_refusal
 
 __all__ = [
     "InvoiceVerdict",
@@ -290,7 +291,8 @@ def apply_invoices(
     if verdict.issued_amount != document.issued_amount:
         changes["issued_amount"] = verdict.issued_amount
     if verdict.failure and verdict.event in (Event.issue_failed, Event.issued_some):
-        changes["last_error_message"] = verdict.failure
+        red = explain_red_refusal(None, verdict.failure)
+        changes["last_error_message"] = verdict.failure + (f" — {red}" if red else "")
     if document.last_error_code == ISSUE_OVERDUE and verdict.event is not None:
         # The overdue flag (worker.services.poll) said "nothing yet"; now something is.
         changes["last_error_code"] = None

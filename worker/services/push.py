@@ -118,6 +118,7 @@ from worker.retry_policy import Action, Decision, decide_push
 from worker.runtime import Followup, Runtime
 from worker.services.cloud_call import call_with_token
 from worker.services.erp_outbox import owe_notification
+from worker.services.red_refusal import explain_red_refusal
 from worker.services.tenancy import is_tenant_paused, pause_tenant
 
 __all__ = ["PushOutcome", "push_documents"]
@@ -603,6 +604,10 @@ def _plan(
     elif action is Action.REJECT:
         event = Event.refused
         reason = f"the cloud refused the bill / 发票云拒绝: {reason}"
+        red = explain_red_refusal(answer.error_code, answer.message)
+        if red is not None:
+            reason = f"{reason} — {red}"
+            changes["last_error_message"] = f"{answer.message} — {red}"
     elif action is Action.QUERY:
         event = Event.unsure
         changes.update(poll_count=0, next_poll_at=now + FIRST_IN_DOUBT_QUERY)

@@ -652,6 +652,17 @@
       h("dd", { class: "mono" }, `${view.total_amount || "—"} / ${view.total_incl_tax || "—"} / ${view.issued_amount || "—"}`),
       h("dt", {}, t("doc.attempt")), h("dd", {}, view.push_attempt ?? "—"),
       h("dt", {}, t("docs.revision")), h("dd", {}, view.revision));
+    // Red-letter (红冲) links: the original of a red document, the red documents of an original.
+    if (view.original) {
+      facts.append(h("dt", {}, t("doc.original")), h("dd", { id: "doc-original" },
+        billLink(view.original.bill_no, view.tenant, view.seller_tax_id), " ", badge(view.original.status)));
+    }
+    if ((view.red_documents || []).length) {
+      facts.append(h("dt", {}, t("doc.red_documents")), h("dd", { id: "doc-red-documents" },
+        ...view.red_documents.map((red) => h("span", { class: "red-doc" },
+          billLink(red.bill_no, view.tenant, view.seller_tax_id), " ", badge(red.status),
+          h("span", { class: "mono" }, ` ${red.total_amount || ""} `)))));
+    }
 
     const timeline = (view.timeline || []).map((entry) => h("tr", { class: `k-${entry.kind}` },
       h("td", { class: "small" }, when(entry.at)),
