@@ -1,0 +1,683 @@
+"""Three-way reconciliation: the ERP's list, the bridge's documents and the cloud's answer.
+
+(Not ``worker.services.reconcile``, which applies one callback to its document.)
+
+``reconcile(sessions, tenants, ask, window, ...)`` compares three sides and returns a
+``Report`` of findings (``schemas.reconciliation``); ``run_and_store`` also stores it
+(``reconciliation_reports``). Used by ``fapiao reconcile``, ``/v1/reconciliation`` and the
+nightly beat task ``fapiao.reconcile_daily`` (the previous Asia/Shanghai day, per tenant).
+
+| side   | what is read                                                               |
+|--------|----------------------------------------------------------------------------|
+| ERP    | its list (billNo, totals, optional seller and tenant), when given          |
+| bridge | current documents of bills first submitted in the window (revision 1's     |
+|        | ``created_at``, Asia/Shanghai days), ERP-listed bills at any time, and     |
+|        | ``callback_inbox`` rows left ``orphan`` received in the window             |
+| cloud  | BILL.INVOICE.QUERY per bill (``ask``)                                      |
+
+**Batching and rate.** BILL.INVOICE.QUERY takes ONE ``serialNo`` per call (kingdee-api.md §8
+[D S6]: ``data`` is an object, its answer an array "one element per bill"), so a batch on the
+wire is one bill. The bills are asked ``CONCURRENCY`` at a time; every call goes through the
+tenant's Kingdee client, i.e. the per-tenant Redis rate gate shared with the workers
+(``worker.ratelimit``) and the call ledger, so a reconciliation never takes more than
+the tenant's ``rate_limit_per_second`` from the workers' budget — it competes for it.
+A bill the cloud would not answer (transient, rate gate full, configuration) is listed in
+``unanswered``, never reported as a finding.
+
+**In flight** (never a finding, counted in ``in_flight``, not queried): documents in a state
+the conversation with the cloud is still under way (``IN_FLIGHT_STATES``: pushing, in_doubt,
+withdrawing), and documents whose state changed less than ``grace`` ago (default 30 min:
+a push just accepted whose invoices are being issued, a callback on its way).
+
+**What the bridge claims the cloud holds** is read through ``BRIDGE_VIEW`` (state →
+``Expect``), one small table the lead extends when a state is added (``reversed``:
+present, issued, invoices voided/红冲). ``INVOICE_LEVEL_STATES``: states in which the
+bridge's own per-invoice ``invoice_status`` is trusted (a partial reversal keeps
+``invoiced``); empty today, so a voided/红冲 invoice in the cloud for an ``invoiced``
+document IS a finding ("cloud shows voided, bridge shows invoiced").
+
+**Totals compared** (exact, to the cent): ERP ``totalAmount`` / ``includeTaxAmount`` with the
+document's ``totalAmount`` / 价税合计; the cloud's issued invoices' ``includeTaxAmount`` sum with
+the bridge's recorded invoices of the document (an invoice the bridge missed, or a different
+amount); the ERP's ``includeTaxAmount`` with the cloud's when the bridge lacks the bill.
+
+The ``unknown_bill`` dialect: an empty ``invoiceList`` is "present" only when the tenant
+declares a reading under which it cannot mean "unknown" (``worker.services.query``); an
+ambiguous answer is never taken as evidence either way (no ``cloud_unknown``, no
+``cloud_only`` from it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final, Literal
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from schemas.cloud_contract import (
+    INVOICE_STATUS_NORMAL,
+    INVOICE_STATUS_PARTIAL_RED,
+    INVOICE_STATUS_RED,
+    INVOICE_STATUS_VOID,
+)
+from schemas.kingdee import CallbackParseError, InvoiceItem, parse_callback_with
+from schemas.reconciliation import ErpBill, Finding, FindingKind, Window
+from schemas.tenants import TenantConfig, TenantsFile
+from store.columns import utcnow
+from store.db import unit_of_work
+from store.reconciliation import (
+    BridgeDocument,
+    documents_for_bills,
+    documents_in_window,
+    orphan_callbacks,
+    save_report,
+)
+from store.states import DocumentStatus
+from worker.services.query import QueryAnswer
+
+__all__ = [
+    "BRIDGE_VIEW",
+    "DEFAULT_GRACE",
+    "INVOICE_LEVEL_STATES",
+    "IN_FLIGHT_STATES",
+    "Ask",
+    "Expect",
+    "Report",
+    "reconcile",
+    "run_and_store",
+]
+
+log = logging.getLogger(__name__)
+
+Ask = Callable[[TenantConfig, str, str], QueryAnswer]  # (tenant, billNo, seller) → answer
+
+CONCURRENCY: Final = 4
+DEFAULT_GRACE: Final = timedelta(minutes=30)
+IN_FLIGHT_STATES: Final = frozenset(
+    {DocumentStatus.pushing.value, DocumentStatus.in_doubt.value, DocumentStatus.withdrawing.value}
+)
+
+NORMAL: Final = frozenset({INVOICE_STATUS_NORMAL})
+# Words for the cloud's invoiceStatus in a reason (EN, ZH).
+STATUS_WORDS: Final[dict[str, tuple[str, str]]] = {
+    INVOICE_STATUS_NORMAL: ("issued", "已开具"),
+    INVOICE_STATUS_PARTIAL_RED: ("partly red-flushed", "部分红冲"),
+    INVOICE_STATUS_RED: ("red-flushed", "已红冲"),
+    INVOICE_STATUS_VOID: ("voided", "已作废"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """What a document state says about the cloud: is the bill there, are invoices issued
+    (``None``: either), which ``invoiceStatus`` its issued invoices may have."""
+
+    present: bool | None
+    issued: bool | None = None
+    statuses: frozenset[str] = NORMAL
+
+
+BRIDGE_VIEW: Final[dict[str, Expect]] = {
+    DocumentStatus.draft.value: Expect(present=False),
+    DocumentStatus.pushed.value: Expect(present=True, issued=False),
+    DocumentStatus.partially_invoiced.value: Expect(present=True, issued=True),
+    DocumentStatus.invoiced.value: Expect(present=True, issued=True),
+    DocumentStatus.invoice_failed.value: Expect(present=True, issued=False),
+    DocumentStatus.rejected.value: Expect(present=False),
+    DocumentStatus.failed.value: Expect(present=False),
+    DocumentStatus.withdrawn.value: Expect(present=False),
+    # 回退: whether the cloud still lists a returned bill is not documented (§9.3).
+    DocumentStatus.returned.value: Expect(present=None),
+}
+INVOICE_LEVEL_STATES: Final[frozenset[str]] = frozenset()
+
+
+@dataclass(slots=True)
+class Report:
+    window: Window
+    tenant: str | None
+    erp_bills: int | None = None
+    documents: int = 0
+    queried: int = 0
+    in_flight: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    unanswered: list[dict[str, str]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        counts = {kind.value: 0 for kind in FindingKind}
+        for finding in self.findings:
+            counts[finding.kind.value] += 1
+        return counts
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def _issued(items: Iterable[InvoiceItem]) -> list[InvoiceItem]:
+    """Invoices actually issued (failed issuance attempts carry no number)."""
+    return [
+        item for item in items if (item.invoiceNum or item.orderNo) and not item.issueErrorMessage
+    ]
+
+
+def _status(item: InvoiceItem) -> str:
+    return (item.invoiceStatus or INVOICE_STATUS_NORMAL).strip()
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _cloud_sum(items: Sequence[InvoiceItem]) -> Decimal | None:
+    amounts = [item.includeTaxAmount for item in items if item.invoiceProperty != 1]
+    if any(a is None for a in amounts):
+        return None
+    return sum((a for a in amounts if a is not None), Decimal("0.00"))
+
+
+def _bridge_side(doc: BridgeDocument) -> dict[str, Any]:
+    issued = [inv for inv in doc.invoices if inv.invoice_num or inv.order_no]
+    return {
+        "documentId": doc.id,
+        "status": doc.status,
+        "totalAmount": _money(doc.total_amount),
+        "includeTaxAmount": _money(doc.total_incl_tax),
+        "invoices": [
+            {
+                "invoiceCode": inv.invoice_code,
+                "invoiceNum": inv.invoice_num,
+                "invoiceStatus": inv.invoice_status,
+                "includeTaxAmount": _money(inv.include_tax_amount),
+            }
+            for inv in issued
+        ],
+    }
+
+
+def _cloud_side(answer: QueryAnswer | None) -> dict[str, Any] | None:
+    if answer is None:
+        return None
+    if answer.kind == "absent":
+        return {"known": False, "answer": answer.reason}
+    issued = _issued(answer.items)
+    return {
+        "known": True,
+        "ambiguous": answer.ambiguous,
+        "includeTaxAmount": _money(_cloud_sum(issued)) if issued else None,
+        "invoices": [
+            {
+                "invoiceCode": item.invoiceCode,
+                "invoiceNum": item.invoiceNum,
+                "invoiceStatus": _status(item),
+                "invoiceProperty": item.invoiceProperty,
+                "includeTaxAmount": _money(item.includeTaxAmount),
+            }
+            for item in issued
+        ],
+    }
+
+
+def _erp_side(bill: ErpBill | None) -> dict[str, Any] | None:
+    if bill is None:
+        return None
+    return {
+        "line": bill.line,
+        "totalAmount": _money(bill.totalAmount),
+        "includeTaxAmount": _money(bill.includeTaxAmount),
+    }
+
+
+# ------------------------------------------------------------------------------- compare
+
+
+def _compare_document(
+    doc: BridgeDocument, erp: ErpBill | None, answer: QueryAnswer
+) -> list[Finding]:
+    """Findings about one bridge document given the cloud's answer (module docstring)."""
+    found: list[Finding] = []
+
+    def finding(kind: FindingKind, en: str, zh: str, **extra: Any) -> None:
+        found.append(
+            Finding(
+                kind,
+                doc.bill_no,
+                doc.tenant,
+                doc.seller_tax_id,
+                en,
+                zh,
+                erp=_erp_side(erp),
+                bridge=_bridge_side(doc),
+                cloud=_cloud_side(answer),
+                extra=extra,
+            )
+        )
+
+    expect = BRIDGE_VIEW.get(doc.status, Expect(present=None))
+    issued = _issued(answer.items) if answer.kind == "present" else []
+    known = answer.kind == "present" and (not answer.ambiguous or bool(answer.items))
+    if answer.kind == "absent" and expect.present:
+        finding(
+            FindingKind.cloud_unknown,
+            f"submitted (bridge shows {doc.status}) but unknown to the cloud:"
+            " withdrawn behind the bridge's back, or never received",
+            f"已提交（中间件状态 {doc.status}），但发票云查无此单："
+            "可能被绕过中间件撤回，或从未送达",
+        )
+    elif known and expect.present is False:
+        finding(
+            FindingKind.state_mismatch,
+            f"the cloud holds this bill, the bridge shows {doc.status}",
+            f"发票云存在该单据，中间件状态为 {doc.status}",
+        )
+    elif known:
+        trusted = {
+            (inv.invoice_code, inv.invoice_num): inv.invoice_status
+            for inv in doc.invoices
+            if doc.status in INVOICE_LEVEL_STATES
+        }
+        blue = [item for item in issued if item.invoiceProperty != 1]
+        if expect.issued is False and blue:
+            finding(
+                FindingKind.state_mismatch,
+                f"cloud shows issued ({len(blue)} invoice(s)), bridge shows {doc.status}",
+                f"发票云已开具 {len(blue)} 张发票，中间件状态为 {doc.status}",
+            )
+        elif expect.issued is True and not blue:
+            finding(
+                FindingKind.state_mismatch,
+                f"bridge shows {doc.status}, the cloud lists no issued invoice",
+                f"中间件状态为 {doc.status}，发票云未列出已开发票",
+            )
+        for item in blue if expect.issued is not False else []:
+            status = _status(item)
+            if status in expect.statuses:
+                continue
+            if trusted.get((item.invoiceCode or "", item.invoiceNum)) == status:
+                continue
+            en, zh = STATUS_WORDS.get(status, (f"invoiceStatus {status}", f"发票状态 {status}"))
+            finding(
+                FindingKind.state_mismatch,
+                f"cloud shows {en} (invoice {item.invoiceCode or ''}{item.invoiceNum or ''}),"
+                f" bridge shows {doc.status}",
+                f"发票云显示{zh}（发票 {item.invoiceCode or ''}{item.invoiceNum or ''}），"
+                f"中间件状态为 {doc.status}",
+                invoiceNum=item.invoiceNum,
+                invoiceStatus=status,
+            )
+        if blue and expect.issued is not False:
+            cloud_sum = _cloud_sum(blue)
+            bridge_amounts = [
+                inv.include_tax_amount for inv in doc.invoices if inv.invoice_num or inv.order_no
+            ]
+            bridge_sum = (
+                None
+                if any(a is None for a in bridge_amounts)
+                else sum((a for a in bridge_amounts if a is not None), Decimal("0.00"))
+            )
+            if cloud_sum is not None and bridge_sum is not None and cloud_sum != bridge_sum:
+                finding(
+                    FindingKind.total_mismatch,
+                    f"issued 价税合计: cloud {cloud_sum}, bridge {bridge_sum}",
+                    f"已开价税合计不一致：发票云 {cloud_sum}，中间件 {bridge_sum}",
+                    sides="bridge/cloud",
+                )
+    if erp is not None:
+        for column, erp_value, bridge_value in (
+            ("totalAmount", erp.totalAmount, doc.total_amount),
+            ("includeTaxAmount", erp.includeTaxAmount, doc.total_incl_tax),
+        ):
+            if erp_value is not None and bridge_value is not None and erp_value != bridge_value:
+                finding(
+                    FindingKind.total_mismatch,
+                    f"{column}: ERP {erp_value}, bridge {bridge_value}",
+                    f"{column} 不一致：ERP {erp_value}，中间件 {bridge_value}",
+                    sides="erp/bridge",
+                    column=column,
+                )
+    return found
+
+
+def _compare_erp_only(
+    bill: ErpBill, tenant: str, seller: str, answer: QueryAnswer | None
+) -> list[Finding]:
+    """An ERP-listed bill the bridge never received."""
+    known = (
+        answer is not None
+        and answer.kind == "present"
+        and (not answer.ambiguous or bool(answer.items))
+    )
+
+    def make(kind: FindingKind, en: str, zh: str, **extra: Any) -> Finding:
+        return Finding(
+            kind,
+            bill.billNo,
+            tenant,
+            seller,
+            en,
+            zh,
+            erp=_erp_side(bill),
+            bridge=None,
+            cloud=_cloud_side(answer),
+            extra=extra,
+        )
+
+    if not known:
+        return [
+            make(
+                FindingKind.not_submitted,
+                "in the ERP's list but never submitted to the bridge",
+                "ERP 清单中有该单据，但从未提交到中间件",
+            )
+        ]
+    assert answer is not None
+    found = [
+        make(
+            FindingKind.cloud_only,
+            "in the ERP and in the cloud but unknown to the bridge (pushed by another way)",
+            "ERP 与发票云均有该单据，但中间件不知道（经其他途径推送）",
+        )
+    ]
+    cloud_sum = _cloud_sum(_issued(answer.items)) if _issued(answer.items) else None
+    if (
+        bill.includeTaxAmount is not None
+        and cloud_sum is not None
+        and bill.includeTaxAmount != cloud_sum
+    ):
+        found.append(
+            make(
+                FindingKind.total_mismatch,
+                f"includeTaxAmount: ERP {bill.includeTaxAmount}, cloud {cloud_sum}",
+                f"价税合计不一致：ERP {bill.includeTaxAmount}，发票云 {cloud_sum}",
+                sides="erp/cloud",
+            )
+        )
+    return found
+
+
+# ------------------------------------------------------------------------------- run
+
+
+def _erp_key(
+    bill: ErpBill, tenants: TenantsFile, tenant: str | None
+) -> tuple[TenantConfig | None, list[str]]:
+    """The tenant and the sellers an ERP line may belong to."""
+    config: TenantConfig | None = None
+    if bill.tenant or tenant:
+        config = tenants.by_name(bill.tenant or tenant or "")
+    elif bill.sellerTaxpayerId:
+        config = tenants.tenant_for_seller(bill.sellerTaxpayerId)
+    elif len(tenants.tenants) == 1:
+        config = tenants.tenants[0]
+    if config is None:
+        return None, []
+    sellers = [bill.sellerTaxpayerId] if bill.sellerTaxpayerId else list(config.seller_tax_ids)
+    return config, sellers
+
+
+def _orphan_findings(
+    session: Session,
+    tenants: TenantsFile,
+    window: Window,
+    tenant: str | None,
+    known: set[tuple[str, str]],
+) -> list[Finding]:
+    found: list[Finding] = []
+    codecs = tenants.callback_codecs()
+    for row in orphan_callbacks(session, window.start, window.end):
+        try:
+            parsed = parse_callback_with(row.raw_body, codecs)
+        except CallbackParseError:
+            continue  # a body nobody can read is the inbox's business (state failed), not ours
+        for item in parsed.items:
+            seller = item.sellerTaxpayerId or ""
+            config = tenants.tenant_for_seller(seller) if seller else None
+            name = config.name if config is not None else "?"
+            if (tenant is not None and name != tenant) or (seller, item.billNo) in known:
+                continue
+            known.add((seller, item.billNo))
+            found.append(
+                Finding(
+                    FindingKind.cloud_only,
+                    item.billNo,
+                    name,
+                    seller or None,
+                    "the cloud sent a callback for a bill the bridge does not know",
+                    "发票云回调了中间件不认识的单据",
+                    cloud={
+                        "known": True,
+                        "callbackInboxId": row.id,
+                        "invoiceNum": item.invoiceNum,
+                        "invoiceStatus": item.invoiceStatus,
+                        "includeTaxAmount": _money(item.includeTaxAmount),
+                    },
+                )
+            )
+    return found
+
+
+def reconcile(
+    sessions: sessionmaker[Session],
+    tenants: TenantsFile,
+    ask: Ask,
+    window: Window,
+    *,
+    tenant: str | None = None,
+    erp: Sequence[ErpBill] | None = None,
+    grace: timedelta = DEFAULT_GRACE,
+    now: datetime | None = None,
+    concurrency: int = CONCURRENCY,
+) -> Report:
+    """Compare the three sides (module docstring); nothing is written."""
+    now = now or utcnow()
+    report = Report(window, tenant, erp_bills=None if erp is None else len(erp))
+    with sessions() as session:
+        docs = documents_in_window(session, window.start, window.end, tenant)
+        erp_list = list(erp or [])
+        listed = documents_for_bills(session, [b.billNo for b in erp_list], tenant)
+    by_key = {(d.tenant, d.seller_tax_id, d.bill_no): d for d in [*docs, *listed]}
+    by_bill: dict[str, list[BridgeDocument]] = {}
+    for doc in by_key.values():
+        by_bill.setdefault(doc.bill_no, []).append(doc)
+
+    erp_of: dict[int, ErpBill] = {}
+    erp_missing: list[tuple[ErpBill, TenantConfig | None, list[str]]] = []
+    for bill in erp_list:
+        candidates = [
+            d
+            for d in by_bill.get(bill.billNo, [])
+            if (bill.sellerTaxpayerId in (None, d.seller_tax_id))
+            and ((bill.tenant or tenant) in (None, d.tenant))
+        ]
+        if candidates:
+            erp_of[candidates[0].id] = bill
+        else:
+            config, sellers = _erp_key(bill, tenants, tenant)
+            erp_missing.append((bill, config, sellers))
+
+    compared = [d for d in by_key.values() if tenant is None or d.tenant == tenant]
+    report.documents = len(compared)
+    jobs: list[tuple[str, Any]] = []
+    for doc in compared:
+        if doc.status in IN_FLIGHT_STATES or doc.status_changed_at > now - grace:
+            report.in_flight += 1
+            continue
+        jobs.append(("doc", doc))
+    for bill, config, sellers in erp_missing:
+        if config is None:
+            report.findings.append(
+                Finding(
+                    FindingKind.not_submitted,
+                    bill.billNo,
+                    bill.tenant or tenant or "?",
+                    bill.sellerTaxpayerId,
+                    "in the ERP's list, never submitted; its tenant is unknown (give tenant"
+                    " or sellerTaxpayerId)",
+                    "ERP 清单中有该单据但从未提交；无法确定租户"
+                    "（请填写 tenant 或 sellerTaxpayerId）",
+                    erp=_erp_side(bill),
+                )
+            )
+            continue
+        jobs.append(("erp", (bill, config, sellers)))
+
+    lock = threading.Lock()
+
+    def asked(config: TenantConfig, bill_no: str, seller: str) -> QueryAnswer:
+        answer = ask(config, bill_no, seller)
+        with lock:
+            report.queried += 1
+            if answer.kind in ("retry", "config"):
+                report.unanswered.append(
+                    {"billNo": bill_no, "tenant": config.name, "reason": answer.reason}
+                )
+        return answer
+
+    def run_job(job: tuple[str, Any]) -> list[Finding]:
+        kind, what = job
+        if kind == "doc":
+            doc: BridgeDocument = what
+            config = tenants.by_name(doc.tenant)
+            if config is None:
+                with lock:
+                    report.unanswered.append(
+                        {"billNo": doc.bill_no, "tenant": doc.tenant, "reason": "no such tenant"}
+                    )
+                return []
+            answer = asked(config, doc.bill_no, doc.seller_tax_id)
+            if answer.kind in ("retry", "config"):
+                return []
+            return _compare_document(doc, erp_of.get(doc.id), answer)
+        bill, config, sellers = what
+        best: tuple[str, QueryAnswer | None] = (sellers[0] if sellers else "", None)
+        for seller in sellers:
+            answer = asked(config, bill.billNo, seller)
+            if answer.kind in ("retry", "config"):
+                return []
+            if answer.kind == "present" and (not answer.ambiguous or answer.items):
+                best = (seller, answer)
+                break
+            best = (best[0], answer)
+        return _compare_erp_only(bill, config.name, best[0], best[1])
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        for findings in pool.map(run_job, jobs):
+            report.findings.extend(findings)
+
+    known = {(d.seller_tax_id, d.bill_no) for d in by_key.values()}
+    known |= {(f.seller_tax_id or "", f.bill_no) for f in report.findings}
+    with sessions() as session:
+        report.findings.extend(_orphan_findings(session, tenants, window, tenant, known))
+    report.findings.sort(key=lambda f: (f.tenant, f.bill_no, f.kind.value))
+    report.unanswered.sort(key=lambda u: (u["tenant"], u["billNo"]))
+    return report
+
+
+def run_and_store(
+    sessions: sessionmaker[Session],
+    tenants: TenantsFile,
+    ask: Ask,
+    window: Window,
+    *,
+    trigger: Literal["cli", "api", "beat"],
+    actor: str,
+    tenant: str | None = None,
+    erp: Sequence[ErpBill] | None = None,
+    grace: timedelta = DEFAULT_GRACE,
+    now: Callable[[], datetime] = utcnow,
+) -> dict[str, Any]:
+    """``reconcile``, stored as one ``reconciliation_reports`` row; the report as JSON."""
+    started = now()
+    report = reconcile(
+        sessions, tenants, ask, window, tenant=tenant, erp=erp, grace=grace, now=started
+    )
+    with unit_of_work(sessions) as session:
+        row = save_report(
+            session,
+            tenant=tenant,
+            since=window.since,
+            until=window.until,
+            trigger=trigger,
+            actor=actor[:64],
+            started_at=started,
+            finished_at=now(),
+            erp_bills=report.erp_bills,
+            documents=report.documents,
+            queried=report.queried,
+            total=len(report.findings),
+            counts=report.counts(),
+            findings=[f.as_json() for f in report.findings],
+            unanswered=report.unanswered,
+        )
+        stored = report_json(row, in_flight=report.in_flight)
+    log.info(
+        "reconciliation %s..%s tenant=%s: %d finding(s), %d unanswered",
+        window.since,
+        window.until,
+        tenant or "*",
+        len(report.findings),
+        len(report.unanswered),
+    )
+    return stored
+
+
+def report_json(row: Any, *, in_flight: int | None = None) -> dict[str, Any]:
+    """A stored ``reconciliation_reports`` row as the CLI and HTTP API show it."""
+    window = Window(row.since, row.until)
+    value: dict[str, Any] = {
+        "id": row.id,
+        "tenant": row.tenant,
+        "window": window.as_json(),
+        "trigger": row.trigger,
+        "actor": row.actor,
+        "started_at": row.started_at.isoformat(),
+        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+        "erp_bills": row.erp_bills,
+        "documents": row.documents,
+        "queried": row.queried,
+        "total": row.total,
+        "counts": row.counts,
+        "unanswered": row.unanswered or [],
+        "findings": row.findings,
+    }
+    if in_flight is not None:
+        value["in_flight"] = in_flight
+    return value
+
+
+def cloud_ask(rt: Any) -> Ask:
+    """``Ask`` over a worker ``Runtime``: BILL.INVOICE.QUERY through the tenant's client."""
+    from worker.services.query import query_bill
+
+    def ask(tenant: TenantConfig, bill_no: str, seller: str) -> QueryAnswer:
+        return query_bill(
+            rt, tenant, bill_no=bill_no, seller_tax_id=seller, document_id=None, attempt=None
+        )
+
+    return ask
+
+
+def reconcile_daily(rt: Any) -> list[dict[str, Any]]:
+    """The nightly job: the previous Asia/Shanghai day, one stored report per tenant."""
+    from schemas.reconciliation import previous_day
+
+    window = previous_day(rt.clock())
+    ask = cloud_ask(rt)
+    return [
+        run_and_store(
+            rt.sessions,
+            rt.tenants,
+            ask,
+            window,
+            trigger="beat",
+            actor="beat",
+            tenant=name,
+            now=rt.clock,
+        )
+        for name in rt.tenants.names
+    ]
