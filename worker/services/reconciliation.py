@@ -344,7 +344,7 @@ def _compare_document(
 
 
 def _compare_erp_only(
-    bill: ErpBill, tenant: str, seller: str, answer: QueryAnswer | None
+    bill: ErpBill, tenant: str, seller: str | None, answer: QueryAnswer | None
 ) -> list[Finding]:
     """An ERP-listed bill the bridge never received."""
     known = (
@@ -403,21 +403,26 @@ def _compare_erp_only(
 # ------------------------------------------------------------------------------- run
 
 
-def _erp_key(
+def _erp_candidates(
     bill: ErpBill, tenants: TenantsFile, tenant: str | None
-) -> tuple[TenantConfig | None, list[str]]:
-    """The tenant and the sellers an ERP line may belong to."""
-    config: TenantConfig | None = None
+) -> list[tuple[TenantConfig, str]]:
+    """(tenant, seller) pairs an ERP line may belong to: as named by the line (or
+    ``tenant``), else every seller of every tenant; empty when a named one is unknown."""
     if bill.tenant or tenant:
-        config = tenants.by_name(bill.tenant or tenant or "")
+        found = tenants.by_name(bill.tenant or tenant or "")
+        configs = [found] if found is not None else []
     elif bill.sellerTaxpayerId:
-        config = tenants.tenant_for_seller(bill.sellerTaxpayerId)
-    elif len(tenants.tenants) == 1:
-        config = tenants.tenants[0]
-    if config is None:
-        return None, []
-    sellers = [bill.sellerTaxpayerId] if bill.sellerTaxpayerId else list(config.seller_tax_ids)
-    return config, sellers
+        found = tenants.tenant_for_seller(bill.sellerTaxpayerId)
+        configs = [found] if found is not None else []
+    else:
+        configs = list(tenants.tenants)
+    return [
+        (config, seller)
+        for config in configs
+        for seller in (
+            [bill.sellerTaxpayerId] if bill.sellerTaxpayerId else sorted(config.seller_tax_ids)
+        )
+    ]
 
 
 def _orphan_findings(
@@ -486,7 +491,7 @@ def reconcile(
         by_bill.setdefault(doc.bill_no, []).append(doc)
 
     erp_of: dict[int, ErpBill] = {}
-    erp_missing: list[tuple[ErpBill, TenantConfig | None, list[str]]] = []
+    erp_missing: list[tuple[ErpBill, list[tuple[TenantConfig, str]]]] = []
     for bill in erp_list:
         candidates = [
             d
@@ -497,8 +502,7 @@ def reconcile(
         if candidates:
             erp_of[candidates[0].id] = bill
         else:
-            config, sellers = _erp_key(bill, tenants, tenant)
-            erp_missing.append((bill, config, sellers))
+            erp_missing.append((bill, _erp_candidates(bill, tenants, tenant)))
 
     compared = [d for d in by_key.values() if tenant is None or d.tenant == tenant]
     report.documents = len(compared)
@@ -508,23 +512,21 @@ def reconcile(
             report.in_flight += 1
             continue
         jobs.append(("doc", doc))
-    for bill, config, sellers in erp_missing:
-        if config is None:
+    for bill, candidates in erp_missing:
+        if not candidates:
             report.findings.append(
                 Finding(
                     FindingKind.not_submitted,
                     bill.billNo,
                     bill.tenant or tenant or "?",
                     bill.sellerTaxpayerId,
-                    "in the ERP's list, never submitted; its tenant is unknown (give tenant"
-                    " or sellerTaxpayerId)",
-                    "ERP 清单中有该单据但从未提交；无法确定租户"
-                    "（请填写 tenant 或 sellerTaxpayerId）",
+                    "in the ERP's list, never submitted; its tenant or seller is not configured",
+                    "ERP 清单中有该单据但从未提交；其租户或销方未配置",
                     erp=_erp_side(bill),
                 )
             )
             continue
-        jobs.append(("erp", (bill, config, sellers)))
+        jobs.append(("erp", (bill, candidates)))
 
     lock = threading.Lock()
 
@@ -553,17 +555,23 @@ def reconcile(
             if answer.kind in ("retry", "config"):
                 return []
             return _compare_document(doc, erp_of.get(doc.id), answer)
-        bill, config, sellers = what
-        best: tuple[str, QueryAnswer | None] = (sellers[0] if sellers else "", None)
-        for seller in sellers:
+        bill, candidates = what
+        names = {config.name for config, _ in candidates}
+        sellers = {seller for _, seller in candidates}
+        # Not found anywhere: name the tenant and seller only when the line pins them down.
+        where = (
+            next(iter(names)) if len(names) == 1 else "?",
+            next(iter(sellers)) if len(sellers) == 1 else None,
+        )
+        last: QueryAnswer | None = None
+        for config, seller in candidates:
             answer = asked(config, bill.billNo, seller)
             if answer.kind in ("retry", "config"):
                 return []
             if answer.kind == "present" and (not answer.ambiguous or answer.items):
-                best = (seller, answer)
-                break
-            best = (best[0], answer)
-        return _compare_erp_only(bill, config.name, best[0], best[1])
+                return _compare_erp_only(bill, config.name, seller, answer)
+            last = answer
+        return _compare_erp_only(bill, where[0], where[1], last)
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         for findings in pool.map(run_job, jobs):

@@ -1,0 +1,360 @@
+"""Three-way reconciliation (ERP list, bridge, cloud) finds each kind of planted orphan and
+nothing else; a clean run of 1,000 documents reports nothing; the CLI (--json, --csv) and the
+HTTP routes. Real database and Redis, the worker's services and the simulator over HTTP.
+
+The cloud and the bridge are made to disagree with the simulator's admin routes: a bill
+planted in the cloud (``POST /_sim/bills``), withdrawn behind the bridge's back, voided and
+red-flushed by the cloud's clerk; the ERP's list adds a bill never submitted and a wrong total.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from producers.bootstrap import Components
+from producers.http import create_app
+from producers.testing import API_KEY, auth_headers, build_test_components, run_cli
+from schemas.cloud_contract import Dialect
+from schemas.kingdee import parse_callback
+from schemas.reconciliation import ErpBill, Window, parse_erp_list
+from simulator.testing import SimulatorHandle, make_bill
+from store.columns import utcnow
+from store.models import ReconciliationReport
+from store.states import InboxState
+from tests.integration.worlds import DEMO_SELLER, World, WorldFactory
+from worker import queues
+from worker.services.push import push_documents
+from worker.services.reconciliation import Report, cloud_ask, reconcile
+from worker.testing import store_bill, wait_until
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture
+def fast_world(new_world: WorldFactory, sim: SimulatorHandle) -> World:
+    """Tenants with a rate limit far above the test's pace, declaring the default dialect
+    (so an empty invoiceList is unambiguous)."""
+    specs = [{**spec, "rate_limit_per_second": 2000.0} for spec in sim.specs]
+    return new_world(
+        {"push": {"batch_size": 100, "batch_concurrency": 4}},
+        specs=specs,
+        cloud=Dialect.default().as_dict(),
+    )
+
+
+def today() -> Window:
+    from schemas.reconciliation import SHANGHAI
+
+    day = utcnow().astimezone(SHANGHAI).date()
+    return Window(day, day)
+
+
+def run(world: World, erp: list[ErpBill] | None = None, **kw: Any) -> Report:
+    kw.setdefault("grace", timedelta(0))
+    return reconcile(world.sessions, world.rt.tenants, cloud_ask(world.rt), today(), erp=erp, **kw)
+
+
+def bill(bill_no: str, *, auto: bool, amount: str = "100.00") -> dict[str, Any]:
+    return make_bill(bill_no, DEMO_SELLER, auto_invoice=auto, amount=amount)
+
+
+def push(world: World, ids: list[int]) -> None:
+    for start in range(0, len(ids), 200):
+        outcomes = push_documents(world.rt, ids[start : start + 200])
+        assert {o.status for o in outcomes} == {"pushed"}, outcomes[:3]
+    world.enqueuer.take()  # the polls they owe: the test polls itself
+
+
+def issued_in_cloud(world: World, bill_no: str) -> None:
+    wait_until(lambda: world.sim.bill(bill_no)["state"] == "invoiced", timeout=20)
+
+
+def poll_until_invoiced(world: World, document_id: int) -> None:
+    world.run(queues.POLL, document_id=document_id)
+    assert world.doc(document_id).status == "invoiced", world.path(document_id)
+
+
+def callback_of(world: World, bill_no: str) -> bytes:
+    """The first callback the simulator sent about ``bill_no`` (to the recorder)."""
+
+    def found() -> bytes | None:
+        for received in world.callbacks.received:
+            if any(item.billNo == bill_no for item in parse_callback(received.body).items):
+                return received.body
+        return None
+
+    return wait_until(found, timeout=20)
+
+
+def findings(report: Report) -> dict[tuple[str, str], list[str]]:
+    by: dict[tuple[str, str], list[str]] = {}
+    for f in report.findings:
+        by.setdefault((f.bill_no, f.kind.value), []).append(f.reason)
+    return by
+
+
+# ------------------------------------------------------------------ each kind of orphan
+
+
+def test_each_planted_orphan_is_found_and_nothing_else(fast_world: World) -> None:
+    world, sim = fast_world, fast_world.sim
+    sessions = world.sessions
+    plain = {n: store_bill(sessions, "demo", bill(n, auto=False)) for n in ("R-OK", "R-WDR")}
+    issued = {
+        n: store_bill(sessions, "demo", bill(n, auto=True))
+        for n in ("R-INV", "R-VOID", "R-RED", "R-TOT")
+    }
+    push(world, [*plain.values(), *issued.values()])
+    for bill_no, document_id in issued.items():
+        issued_in_cloud(world, bill_no)
+        poll_until_invoiced(world, document_id)
+    before = run(world)
+    assert before.findings == [] and before.unanswered == [], before.findings
+
+    sim.withdraw_behind("R-WDR")
+    sim.void("R-VOID")
+    sim.red("R-RED")
+    sim.plant_bill(bill("R-PLANT", auto=False))  # ERP-listed, pushed another way
+    # A bill planted and issued in the cloud whose callback reaches the bridge: an orphan.
+    sim.plant_bill(bill("R-CB", auto=True))
+    issued_in_cloud(world, "R-CB")
+    assert world.reconcile(callback_of(world, "R-CB")) == InboxState.orphan.value
+    erp = parse_erp_list(
+        "billNo,totalAmount,includeTaxAmount\n"
+        "R-OK,100.00,113.00\n"
+        "R-TOT,100.00,999.00\n"
+        "R-PLANT,100.00,\n"
+        "R-NEVER,50.00,\n"
+    )
+    report = run(world, erp)
+    assert report.unanswered == []
+    got = findings(report)
+    assert set(got) == {
+        ("R-WDR", "cloud_unknown"),
+        ("R-VOID", "state_mismatch"),
+        ("R-RED", "state_mismatch"),
+        ("R-PLANT", "cloud_only"),
+        ("R-CB", "cloud_only"),
+        ("R-NEVER", "not_submitted"),
+        ("R-TOT", "total_mismatch"),
+    }, got
+    assert got[("R-VOID", "state_mismatch")] == [
+        next(r for r in got[("R-VOID", "state_mismatch")] if "cloud shows voided" in r)
+    ]
+    assert "bridge shows invoiced" in got[("R-VOID", "state_mismatch")][0]
+    assert "cloud shows red-flushed" in got[("R-RED", "state_mismatch")][0]
+    assert "ERP 999.00, bridge 113.00" in got[("R-TOT", "total_mismatch")][0]
+    wdr = next(f for f in report.findings if f.bill_no == "R-WDR")
+    assert (wdr.tenant, wdr.seller_tax_id) == ("demo", DEMO_SELLER)
+    assert wdr.bridge is not None and wdr.bridge["status"] == "pushed"
+    assert wdr.cloud == {"known": False, "answer": wdr.cloud["answer"]}
+    assert wdr.reason_zh and "发票云" in wdr.reason_zh
+    assert report.counts() == {
+        "not_submitted": 1,
+        "cloud_unknown": 1,
+        "state_mismatch": 2,
+        "cloud_only": 2,
+        "total_mismatch": 1,
+    }
+
+    # In flight: documents that changed less than the grace ago are neither queried nor found.
+    fresh = run(world, grace=timedelta(minutes=30))
+    assert fresh.in_flight == fresh.documents == 6
+    assert {f.bill_no for f in fresh.findings} == {"R-CB"}  # the orphan callback stays
+
+
+def test_a_tenant_filter_and_the_window_bound_what_is_compared(fast_world: World) -> None:
+    world = fast_world
+    document_id = store_bill(world.sessions, "demo", bill("W-1", auto=False))
+    push(world, [document_id])
+    world.sim.withdraw_behind("W-1")
+    assert {f.bill_no for f in run(world, tenant="demo").findings} == {"W-1"}
+    assert run(world, tenant="shop").findings == []
+    yesterday = today().since - timedelta(days=1)
+    other = reconcile(
+        world.sessions,
+        world.rt.tenants,
+        cloud_ask(world.rt),
+        Window(yesterday, yesterday),
+        grace=timedelta(0),
+    )
+    assert other.documents == 0 and other.findings == []
+
+
+# ------------------------------------------------------------------ 1,000 documents, clean
+
+
+def test_a_clean_run_of_a_thousand_documents_reports_nothing(fast_world: World) -> None:
+    world = fast_world
+    ids: list[int] = []
+    rows = ["billNo,totalAmount,includeTaxAmount"]
+    for n in range(1000):
+        bill_no = f"K-{n:04d}"
+        ids.append(store_bill(world.sessions, "demo", bill(bill_no, auto=n % 20 == 0)))
+        rows.append(f"{bill_no},100.00,113.00")
+    push(world, ids)
+    for n in range(0, 1000, 20):  # every 20th issued in the cloud and polled to invoiced
+        issued_in_cloud(world, f"K-{n:04d}")
+        poll_until_invoiced(world, ids[n])
+    report = run(world, parse_erp_list("\n".join(rows)))
+    assert (report.documents, report.in_flight, report.erp_bills) == (1000, 0, 1000)
+    assert report.queried == 1000
+    assert report.unanswered == [] and report.findings == []
+
+
+# ------------------------------------------------------------------ CLI and HTTP
+
+
+@pytest.fixture
+def components(fast_world: World) -> Components:
+    settings = fast_world.rt.settings.model_copy(update={"api_keys": [SecretStr(API_KEY)]})
+    return build_test_components(
+        settings,
+        fast_world.sessions,
+        tenants=fast_world.rt.tenants,
+        redis=fast_world.rt.redis,
+    )
+
+
+def planted(world: World) -> None:
+    """One withdrawn behind the bridge's back; the ERP will list one never submitted."""
+    document_id = store_bill(world.sessions, "demo", bill("C-WDR", auto=False))
+    push(world, [document_id])
+    world.sim.withdraw_behind("C-WDR")
+
+
+def test_cli_json_and_csv(fast_world: World, components: Components, tmp_path: Any) -> None:
+    planted(fast_world)
+    erp = tmp_path / "erp.csv"
+    erp.write_text("billNo,includeTaxAmount\nC-NEVER,113.00\n", encoding="utf-8")
+    day = today().since.isoformat()
+    args = ("reconcile", "--since", day, "--until", day, "--erp", str(erp), "--grace-minutes", "0")
+    result = run_cli(components, *args, "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["counts"]["cloud_unknown"] == 1 and report["counts"]["not_submitted"] == 1
+    assert report["total"] == 2 and report["trigger"] == "cli"
+    assert report["window"]["timezone"] == "Asia/Shanghai"
+
+    result = run_cli(components, *args, "--csv")
+    assert result.exit_code == 1, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [(r["kind"], r["billNo"], r["bridge_status"], r["cloud_known"]) for r in rows] == [
+        ("not_submitted", "C-NEVER", "", "no"),
+        ("cloud_unknown", "C-WDR", "pushed", "no"),
+    ]
+    assert rows[0]["erp_includeTaxAmount"] == "113.00" and rows[0]["reason_zh"]
+
+    with components.sessions() as session:
+        stored = session.scalars(select(ReconciliationReport)).all()
+    assert [(r.trigger, r.total) for r in stored] == [("cli", 2), ("cli", 2)]
+
+    # Table output, exit 0 on a clean window (yesterday had nothing).
+    yesterday = (today().since - timedelta(days=1)).isoformat()
+    clean = run_cli(components, "reconcile", "--since", yesterday)
+    assert clean.exit_code == 0, clean.output
+    assert "0 finding(s)" in clean.output
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--since", "2026-13-01"), "since: '2026-13-01' is not a date"),
+        (("--since", "2026-12-06", "--until", "2026-12-01"), "before since"),
+        (("--since", "2026-12-06", "--tenant", "ghost"), "unknown tenant 'ghost'"),
+    ],
+)
+def test_cli_bad_input_exits_2(components: Components, args: tuple[str, ...], needle: str) -> None:
+    result = run_cli(components, "reconcile", *args)
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+
+
+def test_cli_a_bad_erp_file_names_line_column_and_rule(
+    components: Components, tmp_path: Any
+) -> None:
+    erp = tmp_path / "erp.csv"
+    erp.write_text("billNo,totalAmount\nOK-1,1.00\nBAD-1,1.005\n,2.00\n", encoding="utf-8")
+    result = run_cli(components, "reconcile", "--since", "2026-12-06", "--erp", str(erp))
+    assert result.exit_code == 2, result.output
+    flat = " ".join(result.output.split())
+    assert "line 3, column totalAmount: '1.005': at most 2 decimals" in flat
+    assert "line 4, column billNo: required" in flat
+
+
+@pytest.fixture
+def client(components: Components) -> Any:
+    with TestClient(create_app(components.settings, components=components)) as test_client:
+        yield test_client
+
+
+def test_http_get_post_and_stored_reports(fast_world: World, client: TestClient) -> None:
+    planted(fast_world)
+    day = today().since.isoformat()
+    headers = auth_headers()
+    answer = client.get(
+        "/v1/reconciliation", params={"since": day, "grace_minutes": 0}, headers=headers
+    )
+    assert answer.status_code == 200, answer.text
+    first = answer.json()
+    assert first["counts"]["cloud_unknown"] == 1 and first["trigger"] == "api"
+    assert first["findings"][0]["billNo"] == "C-WDR"
+
+    answer = client.post(
+        "/v1/reconciliation",
+        json={
+            "since": day,
+            "grace_minutes": 0,
+            "bills": [{"billNo": "H-NEVER", "totalAmount": "10.00"}],
+        },
+        headers=headers,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["counts"]["not_submitted"] == 1
+
+    listed = client.get("/v1/reconciliation/reports", headers=headers).json()["reports"]
+    assert [r["id"] for r in listed] == [answer.json()["id"], first["id"]]
+    assert "findings" not in listed[0]
+    one = client.get(f"/v1/reconciliation/reports/{first['id']}", headers=headers)
+    assert one.status_code == 200 and one.json()["findings"] == first["findings"]
+    assert client.get("/v1/reconciliation/reports/99999", headers=headers).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("call", "code", "field"),
+    [
+        (lambda c, h: c.get("/v1/reconciliation", params={"since": "12/06/2026"}, headers=h),
+         "bad_request", "since"),
+        (lambda c, h: c.get("/v1/reconciliation", headers=h), "bad_request", "since"),
+        (lambda c, h: c.get("/v1/reconciliation", params={"since": "2026-12-06",
+                                                          "tenant": "ghost"}, headers=h),
+         "bad_request", "tenant"),
+        (lambda c, h: c.post("/v1/reconciliation", json={"since": "2026-12-06",
+                                                         "csv": "billNo,total\nX,1\n"}, headers=h),
+         "bad_erp_list", None),
+    ],
+)  # fmt: skip
+def test_http_bad_dates_tenants_and_lists_answer_400(
+    client: TestClient,
+    call: Callable[[TestClient, dict[str, str]], Any],
+    code: str,
+    field: str | None,
+) -> None:
+    answer = call(client, auth_headers())
+    assert answer.status_code == 400, answer.text
+    body = answer.json()
+    assert body["error"]["code"] == code and body["error"]["message_zh"]
+    if field is not None:
+        assert body["field"] == field
+    else:
+        assert body["problems"][0]["line"] == 1 and body["problems"][0]["column"] == "header"
