@@ -493,14 +493,14 @@ def reconcile(
     erp_of: dict[int, ErpBill] = {}
     erp_missing: list[tuple[ErpBill, list[tuple[TenantConfig, str]]]] = []
     for bill in erp_list:
-        candidates = [
+        matches = [
             d
             for d in by_bill.get(bill.billNo, [])
             if (bill.sellerTaxpayerId in (None, d.seller_tax_id))
             and ((bill.tenant or tenant) in (None, d.tenant))
         ]
-        if candidates:
-            erp_of[candidates[0].id] = bill
+        if matches:
+            erp_of[matches[0].id] = bill
         else:
             erp_missing.append((bill, _erp_candidates(bill, tenants, tenant)))
 
