@@ -31,7 +31,7 @@ from simulator.testing import SimulatorHandle, make_bill
 from store.columns import utcnow
 from store.models import ReconciliationReport
 from store.states import InboxState
-from tests.integration.worlds import DEMO_SELLER, World, WorldFactory
+from tests.integration.worlds import DEMO_SELLER, World, WorldFactory, travel
 from worker import queues
 from worker.services.push import push_documents
 from worker.services.reconciliation import Report, cloud_ask, reconcile
@@ -358,3 +358,36 @@ def test_http_bad_dates_tenants_and_lists_answer_400(
         assert body["field"] == field
     else:
         assert body["problems"][0]["line"] == 1 and body["problems"][0]["column"] == "header"
+
+
+# ------------------------------------------------------------------ nightly job and metrics
+
+
+def test_the_nightly_job_stores_a_report_per_tenant_and_exports_its_counts(
+    fast_world: World, client: TestClient
+) -> None:
+    planted(fast_world)
+    travel(fast_world, 24 * 3600)  # tomorrow: yesterday is today's window
+    status = fast_world.run(queues.RECONCILE_DAILY)
+    assert "demo=1" in status and "shop=0" in status, status
+    with fast_world.sessions() as session:
+        stored = session.scalars(select(ReconciliationReport)).all()
+    assert sorted((r.tenant, r.trigger, r.actor, r.total) for r in stored) == sorted(
+        (name, "beat", "beat", 1 if name == "demo" else 0) for name in fast_world.rt.tenants.names
+    )
+    assert {(r.since, r.until) for r in stored} == {(today().since, today().since)}
+    samples = scrape(client)
+    assert samples['fapiao_reconciliation_findings{kind="cloud_unknown",tenant="demo"}'] == 1
+    assert samples['fapiao_reconciliation_findings{kind="cloud_only",tenant="demo"}'] == 0
+    assert samples['fapiao_reconciliation_findings{kind="cloud_unknown",tenant="shop"}'] == 0
+    assert samples['fapiao_reconciliation_last_run_timestamp_seconds{tenant="demo"}'] > 0
+
+
+def scrape(client: TestClient) -> dict[str, float]:
+    text = client.get("/metrics").text
+    return {
+        key: float(value)
+        for key, value in (
+            line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#"
+        )
+    }
