@@ -30,7 +30,7 @@ from producers.api_models import ErrorAnswer
 from producers.bootstrap import Components
 from producers.http import _UNAUTHORIZED, _UNAVAILABLE, Actor, ApiError, JSONAnswer
 from producers.reconciliation import ReconciliationInputError, run, window_of
-from schemas.reconciliation import ErpListError, parse_erp_list
+from schemas.reconciliation import BAD_ERP_LIST_ZH, ErpListError, parse_erp_list
 
 __all__ = ["router"]
 
@@ -61,6 +61,49 @@ class ReconciliationRequest(BaseModel):
     csv: str | None = Field(None, description="the same as CSV text with a header line")
 
 
+class FindingAnswer(BaseModel):
+    """One finding (``schemas.reconciliation.Finding``); invoice-level findings add
+    ``invoiceNum``/``invoiceStatus``, total mismatches ``sides`` (e.g. ``erp/bridge``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str = Field(
+        description="not_submitted, cloud_unknown, state_mismatch, cloud_only, total_mismatch"
+    )
+    billNo: str
+    tenant: str
+    sellerTaxpayerId: str | None
+    reason: str
+    reason_zh: str
+    erp: dict[str, Any] | None = Field(description="the ERP line: line, totals")
+    bridge: dict[str, Any] | None = Field(description="documentId, status, totals, invoices")
+    cloud: dict[str, Any] | None = Field(description="known, invoices (invoiceStatus), totals")
+
+
+class ReportAnswer(BaseModel):
+    """A stored reconciliation report."""
+
+    id: int
+    tenant: str | None = Field(description="null: every tenant")
+    window: dict[str, str] = Field(description="since, until, timezone, start, end")
+    trigger: str = Field(description="cli, api or beat")
+    actor: str
+    started_at: str
+    finished_at: str | None
+    erp_bills: int | None = Field(description="lines of the ERP list; null without one")
+    documents: int
+    queried: int = Field(description="BILL.INVOICE.QUERY calls made")
+    in_flight: int | None = Field(None, description="only in a fresh run's answer")
+    total: int
+    counts: dict[str, int] = Field(description="findings per kind, every kind listed")
+    unanswered: list[dict[str, str]] = Field(description="bills the cloud did not answer")
+    findings: list[FindingAnswer] | None = None
+
+
+class ReportList(BaseModel):
+    reports: list[ReportAnswer]
+
+
 def _components(request: Request) -> Components:
     parts: Components = request.app.state.components
     return parts
@@ -75,7 +118,7 @@ def _bad_list(exc: ErpListError) -> ApiError:
         400,
         "bad_erp_list",
         str(exc),
-        "ERP 清单有误，请按行号和列名修正",
+        BAD_ERP_LIST_ZH,
         problems=[{"line": p.line, "column": p.column, "rule": p.rule} for p in exc.problems],
     )
 
@@ -117,7 +160,7 @@ async def _run(
     summary="Reconcile the bridge with the cloud for a window of days (stores the report)",
     response_model=None,
     responses={
-        200: {"description": "the report: counts by kind, findings, unanswered bills"},
+        200: {"model": ReportAnswer, "description": "the stored report, with its findings"},
         400: _BAD,
         401: _UNAUTHORIZED,
         503: _UNAVAILABLE,
@@ -139,7 +182,7 @@ async def get_reconciliation(
     summary="Reconcile the ERP's list, the bridge and the cloud (stores the report)",
     response_model=None,
     responses={
-        200: {"description": "the report: counts by kind, findings, unanswered bills"},
+        200: {"model": ReportAnswer, "description": "the stored report, with its findings"},
         400: _BAD,
         401: _UNAUTHORIZED,
         503: _UNAVAILABLE,
@@ -166,7 +209,11 @@ async def post_reconciliation(
     "/reconciliation/reports",
     summary="Stored reconciliation reports, newest first (counts only)",
     response_model=None,
-    responses={401: _UNAUTHORIZED, 503: _UNAVAILABLE},
+    responses={
+        200: {"model": ReportList, "description": "reports without their findings"},
+        401: _UNAUTHORIZED,
+        503: _UNAVAILABLE,
+    },
 )
 def get_reports(
     request: Request,
@@ -190,6 +237,7 @@ def get_reports(
     summary="One stored reconciliation report with its findings",
     response_model=None,
     responses={
+        200: {"model": ReportAnswer, "description": "the report with its findings"},
         404: {"model": ErrorAnswer, "description": "no such report (not_found)"},
         401: _UNAUTHORIZED,
         503: _UNAVAILABLE,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from schemas.reconciliation import ErpBill, Window, parse_day
+from schemas.reconciliation import BAD_DATE_ZH, ErpBill, Window, parse_day
 
 if TYPE_CHECKING:
     from producers.bootstrap import Components
@@ -40,7 +40,7 @@ def window_of(since: str | None, until: str | None) -> Window:
         field = "until" if str(exc).startswith("until") else "since"
         if "before" in str(exc):
             field = "until"
-        raise ReconciliationInputError(field, str(exc), "日期参数有误") from None
+        raise ReconciliationInputError(field, str(exc), BAD_DATE_ZH) from None
 
 
 def check_tenant(components: Components, tenant: str | None) -> None:

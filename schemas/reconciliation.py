@@ -50,12 +50,20 @@ from enum import StrEnum
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+from schemas.cloud_contract import (
+    INVOICE_STATUS_NORMAL,
+    INVOICE_STATUS_PARTIAL_RED,
+    INVOICE_STATUS_RED,
+    INVOICE_STATUS_VOID,
+)
 from schemas.money import decimal_places, loads_exact
 
 __all__ = [
     "ERP_COLUMNS",
     "ORPHAN_KINDS",
+    "REASONS",
     "SHANGHAI",
+    "STATUS_WORDS",
     "ErpBill",
     "ErpListError",
     "Finding",
@@ -63,6 +71,7 @@ __all__ = [
     "Window",
     "parse_erp_list",
     "previous_day",
+    "reason",
 ]
 
 SHANGHAI: Final = ZoneInfo("Asia/Shanghai")
@@ -176,7 +185,10 @@ class ErpListError(ValueError):
 def _money(value: Any, line: int, column: str, problems: list[ErpListProblem]) -> Decimal | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, float | bool):
+    if isinstance(value, bool):
+        problems.append(ErpListProblem(line, column, f"{value!r} is not an amount / 不是有效金额"))
+        return None
+    if isinstance(value, float):  # only from a caller's own objects: JSON text gives Decimal
         problems.append(ErpListProblem(line, column, "money is never a float; write it as text"))
         return None
     try:
@@ -299,6 +311,81 @@ def parse_erp_list(raw: bytes | str) -> list[ErpBill]:
     if problems:
         raise ErpListError(problems)
     return bills
+
+
+# Every finding's reason, English and Chinese (``reason(key, **values)``).
+REASONS: Final[dict[str, tuple[str, str]]] = {
+    "not_submitted": (
+        "in the ERP's list but never submitted to the bridge",
+        "ERP 清单中有该单据，但从未提交到中间件",
+    ),
+    "not_submitted_nowhere": (
+        "in the ERP's list, never submitted; its tenant or seller is not configured",
+        "ERP 清单中有该单据但从未提交；其租户或销方未配置",
+    ),
+    "erp_and_cloud": (
+        "in the ERP and in the cloud but unknown to the bridge (pushed by another way)",
+        "ERP 与发票云均有该单据，但中间件不知道（经其他途径推送）",
+    ),
+    "orphan_callback": (
+        "the cloud sent a callback for a bill the bridge does not know",
+        "发票云回调了中间件不认识的单据",
+    ),
+    "cloud_unknown": (
+        "submitted (bridge shows {status}) but unknown to the cloud: withdrawn behind the"
+        " bridge's back, or never received",
+        "已提交（中间件状态 {status}），但发票云查无此单：可能被绕过中间件撤回，或从未送达",
+    ),
+    "cloud_has_it": (
+        "the cloud holds this bill, the bridge shows {status}",
+        "发票云存在该单据，中间件状态为 {status}",
+    ),
+    "cloud_issued": (
+        "cloud shows issued ({count} invoice(s)), bridge shows {status}",
+        "发票云已开具 {count} 张发票，中间件状态为 {status}",
+    ),
+    "cloud_lists_none": (
+        "bridge shows {status}, the cloud lists no issued invoice",
+        "中间件状态为 {status}，发票云未列出已开发票",
+    ),
+    "cloud_status": (
+        "cloud shows {word} (invoice {invoice}), bridge shows {status}",
+        "发票云显示{word_zh}（发票 {invoice}），中间件状态为 {status}",
+    ),
+    "issued_total": (
+        "issued includeTaxAmount (价税合计): cloud {cloud}, bridge {bridge}",
+        "已开价税合计不一致：发票云 {cloud}，中间件 {bridge}",
+    ),
+    "erp_bridge_total": (
+        "{column}: ERP {erp}, bridge {bridge}",
+        "{column} 不一致：ERP {erp}，中间件 {bridge}",
+    ),
+    "erp_cloud_total": (
+        "includeTaxAmount: ERP {erp}, cloud {cloud}",
+        "价税合计不一致：ERP {erp}，发票云 {cloud}",
+    ),
+}
+# The cloud's invoiceStatus in a reason (§10.2): words for {word} / {word_zh}.
+STATUS_WORDS: Final[dict[str, tuple[str, str]]] = {
+    INVOICE_STATUS_NORMAL: ("issued", "已开具"),
+    INVOICE_STATUS_PARTIAL_RED: ("partly red-flushed", "部分红冲"),
+    INVOICE_STATUS_RED: ("red-flushed", "已红冲"),
+    INVOICE_STATUS_VOID: ("voided", "已作废"),
+}
+# Chinese messages of the producers' input errors.
+BAD_DATE_ZH: Final = "日期参数有误，请使用 YYYY-MM-DD（北京时间）"
+BAD_ERP_LIST_ZH: Final = "ERP 清单有误，请按行号和列名修正"
+
+
+def reason(key: str, **values: Any) -> tuple[str, str]:
+    """The English and Chinese reason ``key`` of ``REASONS`` with ``values`` filled in."""
+    if "word" in values and "word_zh" not in values:
+        status = str(values["word"])
+        values["word"], values["word_zh"] = STATUS_WORDS.get(
+            status, (f"invoiceStatus {status}", f"发票状态 {status}")
+        )
+    en, zh = REASONS[key]
+    return en.format(**values), zh.format(**values)
 
 
 @dataclass(slots=True)

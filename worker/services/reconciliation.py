@@ -15,14 +15,14 @@ nightly beat task ``fapiao.reconcile_daily`` (the previous Asia/Shanghai day, pe
 |        | ``callback_inbox`` rows left ``orphan`` received in the window             |
 | cloud  | BILL.INVOICE.QUERY per bill (``ask``)                                      |
 
-**Batching and rate.** BILL.INVOICE.QUERY takes ONE ``serialNo`` per call (kingdee-api.md §8
-[D S6]: ``data`` is an object, its answer an array "one element per bill"), so a batch on the
-wire is one bill. The bills are asked ``CONCURRENCY`` at a time; every call goes through the
-tenant's Kingdee client, i.e. the per-tenant Redis rate gate shared with the workers
-(``worker.ratelimit``) and the call ledger, so a reconciliation never takes more than
-the tenant's ``rate_limit_per_second`` from the workers' budget — it competes for it.
-A bill the cloud would not answer (transient, rate gate full, configuration) is listed in
-``unanswered``, never reported as a finding.
+**Batching and rate.** BILL.INVOICE.QUERY takes ONE ``serialNo`` per call
+(docs/CLOUD-CONTRACT.md §8 [D S6]: ``data`` is an object; its answer is an array "one element
+per bill"), so a batch on the wire is one bill. The bills are asked ``CONCURRENCY`` at a time,
+and every call goes through the tenant's Kingdee client: the per-tenant Redis rate gate shared
+with the workers (``worker.ratelimit``) and the call ledger. A reconciliation therefore never
+makes the tenant exceed its ``rate_limit_per_second``; it takes its calls from the same budget
+as the workers. A bill the cloud would not answer (transient, rate gate still full after its
+wait, configuration) is listed in ``unanswered``, never reported as a finding.
 
 **In flight** (never a finding, counted in ``in_flight``, not queried): documents in a state
 the conversation with the cloud is still under way (``IN_FLIGHT_STATES``: pushing, in_doubt,
@@ -62,12 +62,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.cloud_contract import (
     INVOICE_STATUS_NORMAL,
-    INVOICE_STATUS_PARTIAL_RED,
-    INVOICE_STATUS_RED,
-    INVOICE_STATUS_VOID,
 )
 from schemas.kingdee import CallbackParseError, InvoiceItem, parse_callback_with
-from schemas.reconciliation import ErpBill, Finding, FindingKind, Window
+from schemas.reconciliation import ErpBill, Finding, FindingKind, Window, reason
 from schemas.tenants import TenantConfig, TenantsFile
 from store.columns import utcnow
 from store.db import unit_of_work
@@ -104,13 +101,6 @@ IN_FLIGHT_STATES: Final = frozenset(
 )
 
 NORMAL: Final = frozenset({INVOICE_STATUS_NORMAL})
-# Words for the cloud's invoiceStatus in a reason (EN, ZH).
-STATUS_WORDS: Final[dict[str, tuple[str, str]]] = {
-    INVOICE_STATUS_NORMAL: ("issued", "已开具"),
-    INVOICE_STATUS_PARTIAL_RED: ("partly red-flushed", "部分红冲"),
-    INVOICE_STATUS_RED: ("red-flushed", "已红冲"),
-    INVOICE_STATUS_VOID: ("voided", "已作废"),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,15 +232,14 @@ def _compare_document(
     """Findings about one bridge document given the cloud's answer (module docstring)."""
     found: list[Finding] = []
 
-    def finding(kind: FindingKind, en: str, zh: str, **extra: Any) -> None:
+    def finding(kind: FindingKind, why: tuple[str, str], **extra: Any) -> None:
         found.append(
             Finding(
                 kind,
                 doc.bill_no,
                 doc.tenant,
                 doc.seller_tax_id,
-                en,
-                zh,
+                *why,
                 erp=_erp_side(erp),
                 bridge=_bridge_side(doc),
                 cloud=_cloud_side(answer),
@@ -262,19 +251,9 @@ def _compare_document(
     issued = _issued(answer.items) if answer.kind == "present" else []
     known = answer.kind == "present" and (not answer.ambiguous or bool(answer.items))
     if answer.kind == "absent" and expect.present:
-        finding(
-            FindingKind.cloud_unknown,
-            f"submitted (bridge shows {doc.status}) but unknown to the cloud:"
-            " withdrawn behind the bridge's back, or never received",
-            f"已提交（中间件状态 {doc.status}），但发票云查无此单："
-            "可能被绕过中间件撤回，或从未送达",
-        )
+        finding(FindingKind.cloud_unknown, reason("cloud_unknown", status=doc.status))
     elif known and expect.present is False:
-        finding(
-            FindingKind.state_mismatch,
-            f"the cloud holds this bill, the bridge shows {doc.status}",
-            f"发票云存在该单据，中间件状态为 {doc.status}",
-        )
+        finding(FindingKind.state_mismatch, reason("cloud_has_it", status=doc.status))
     elif known:
         trusted = {
             (inv.invoice_code, inv.invoice_num): inv.invoice_status
@@ -285,28 +264,20 @@ def _compare_document(
         if expect.issued is False and blue:
             finding(
                 FindingKind.state_mismatch,
-                f"cloud shows issued ({len(blue)} invoice(s)), bridge shows {doc.status}",
-                f"发票云已开具 {len(blue)} 张发票，中间件状态为 {doc.status}",
+                reason("cloud_issued", count=len(blue), status=doc.status),
             )
         elif expect.issued is True and not blue:
-            finding(
-                FindingKind.state_mismatch,
-                f"bridge shows {doc.status}, the cloud lists no issued invoice",
-                f"中间件状态为 {doc.status}，发票云未列出已开发票",
-            )
+            finding(FindingKind.state_mismatch, reason("cloud_lists_none", status=doc.status))
         for item in blue if expect.issued is not False else []:
             status = _status(item)
             if status in expect.statuses:
                 continue
             if trusted.get((item.invoiceCode or "", item.invoiceNum)) == status:
                 continue
-            en, zh = STATUS_WORDS.get(status, (f"invoiceStatus {status}", f"发票状态 {status}"))
+            invoice = f"{item.invoiceCode or ''}{item.invoiceNum or ''}"
             finding(
                 FindingKind.state_mismatch,
-                f"cloud shows {en} (invoice {item.invoiceCode or ''}{item.invoiceNum or ''}),"
-                f" bridge shows {doc.status}",
-                f"发票云显示{zh}（发票 {item.invoiceCode or ''}{item.invoiceNum or ''}），"
-                f"中间件状态为 {doc.status}",
+                reason("cloud_status", word=status, invoice=invoice, status=doc.status),
                 invoiceNum=item.invoiceNum,
                 invoiceStatus=status,
             )
@@ -323,8 +294,7 @@ def _compare_document(
             if cloud_sum is not None and bridge_sum is not None and cloud_sum != bridge_sum:
                 finding(
                     FindingKind.total_mismatch,
-                    f"issued 价税合计: cloud {cloud_sum}, bridge {bridge_sum}",
-                    f"已开价税合计不一致：发票云 {cloud_sum}，中间件 {bridge_sum}",
+                    reason("issued_total", cloud=cloud_sum, bridge=bridge_sum),
                     sides="bridge/cloud",
                 )
     if erp is not None:
@@ -335,8 +305,7 @@ def _compare_document(
             if erp_value is not None and bridge_value is not None and erp_value != bridge_value:
                 finding(
                     FindingKind.total_mismatch,
-                    f"{column}: ERP {erp_value}, bridge {bridge_value}",
-                    f"{column} 不一致：ERP {erp_value}，中间件 {bridge_value}",
+                    reason("erp_bridge_total", column=column, erp=erp_value, bridge=bridge_value),
                     sides="erp/bridge",
                     column=column,
                 )
@@ -353,14 +322,13 @@ def _compare_erp_only(
         and (not answer.ambiguous or bool(answer.items))
     )
 
-    def make(kind: FindingKind, en: str, zh: str, **extra: Any) -> Finding:
+    def make(kind: FindingKind, why: tuple[str, str], **extra: Any) -> Finding:
         return Finding(
             kind,
             bill.billNo,
             tenant,
             seller,
-            en,
-            zh,
+            *why,
             erp=_erp_side(bill),
             bridge=None,
             cloud=_cloud_side(answer),
@@ -368,21 +336,9 @@ def _compare_erp_only(
         )
 
     if not known:
-        return [
-            make(
-                FindingKind.not_submitted,
-                "in the ERP's list but never submitted to the bridge",
-                "ERP 清单中有该单据，但从未提交到中间件",
-            )
-        ]
+        return [make(FindingKind.not_submitted, reason("not_submitted"))]
     assert answer is not None
-    found = [
-        make(
-            FindingKind.cloud_only,
-            "in the ERP and in the cloud but unknown to the bridge (pushed by another way)",
-            "ERP 与发票云均有该单据，但中间件不知道（经其他途径推送）",
-        )
-    ]
+    found = [make(FindingKind.cloud_only, reason("erp_and_cloud"))]
     cloud_sum = _cloud_sum(_issued(answer.items)) if _issued(answer.items) else None
     if (
         bill.includeTaxAmount is not None
@@ -392,8 +348,7 @@ def _compare_erp_only(
         found.append(
             make(
                 FindingKind.total_mismatch,
-                f"includeTaxAmount: ERP {bill.includeTaxAmount}, cloud {cloud_sum}",
-                f"价税合计不一致：ERP {bill.includeTaxAmount}，发票云 {cloud_sum}",
+                reason("erp_cloud_total", erp=bill.includeTaxAmount, cloud=cloud_sum),
                 sides="erp/cloud",
             )
         )
@@ -452,8 +407,7 @@ def _orphan_findings(
                     item.billNo,
                     name,
                     seller or None,
-                    "the cloud sent a callback for a bill the bridge does not know",
-                    "发票云回调了中间件不认识的单据",
+                    *reason("orphan_callback"),
                     cloud={
                         "known": True,
                         "callbackInboxId": row.id,
@@ -520,8 +474,7 @@ def reconcile(
                     bill.billNo,
                     bill.tenant or tenant or "?",
                     bill.sellerTaxpayerId,
-                    "in the ERP's list, never submitted; its tenant or seller is not configured",
-                    "ERP 清单中有该单据但从未提交；其租户或销方未配置",
+                    *reason("not_submitted_nowhere"),
                     erp=_erp_side(bill),
                 )
             )
