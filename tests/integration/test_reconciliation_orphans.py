@@ -191,6 +191,37 @@ def test_a_tenant_filter_and_the_window_bound_what_is_compared(fast_world: World
     assert other.documents == 0 and other.findings == []
 
 
+# ------------------------------------------------------------------ dialects
+
+
+@pytest.mark.parametrize(
+    ("reading", "declared", "found"),
+    [
+        ("error", False, True),  # -10011: absent under every reading
+        ("empty_data", False, True),  # data: []: absent under every reading
+        ("empty_list", True, False),  # an empty invoiceList: cannot tell, says nothing
+        ("empty_list", False, False),
+        ("error", True, True),
+    ],
+)
+def test_the_unknown_bill_reading_never_makes_a_false_finding(
+    new_world: WorldFactory, sim: SimulatorHandle, reading: str, declared: bool, found: bool
+) -> None:
+    """A bill withdrawn behind the bridge's back, and one pushed and not yet issued, under each
+    reading of how the cloud answers a bill it lacks (docs/DIALECTS.md ``unknown_bill``)."""
+    sim.set_dialect(unknown_bill=reading, failed_in_query="omitted")
+    specs = [{**spec, "rate_limit_per_second": 2000.0} for spec in sim.specs]
+    world = new_world(specs=specs, cloud={"unknown_bill": reading} if declared else None)
+    ids = [store_bill(world.sessions, "demo", bill(n, auto=False)) for n in ("D-WDR", "D-OK")]
+    push(world, ids)
+    sim.withdraw_behind("D-WDR")
+    report = run(world)
+    assert report.unanswered == []
+    assert [(f.bill_no, f.kind.value) for f in report.findings] == (
+        [("D-WDR", "cloud_unknown")] if found else []
+    )
+
+
 # ------------------------------------------------------------------ 1,000 documents, clean
 
 
