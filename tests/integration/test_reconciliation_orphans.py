@@ -14,12 +14,13 @@ import io
 import json
 from collections.abc import Callable
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from producers.bootstrap import Components
 from producers.http import create_app
@@ -29,7 +30,8 @@ from schemas.kingdee import parse_callback
 from schemas.reconciliation import ErpBill, Window, parse_erp_list
 from simulator.testing import SimulatorHandle, make_bill
 from store.columns import utcnow
-from store.models import ReconciliationReport
+from store.db import unit_of_work
+from store.models import Invoice, ReconciliationReport
 from store.states import InboxState
 from tests.integration.worlds import DEMO_SELLER, World, WorldFactory, travel
 from worker import queues
@@ -109,10 +111,12 @@ def findings(report: Report) -> dict[tuple[str, str], list[str]]:
 def test_each_planted_orphan_is_found_and_nothing_else(fast_world: World) -> None:
     world, sim = fast_world, fast_world.sim
     sessions = world.sessions
-    plain = {n: store_bill(sessions, "demo", bill(n, auto=False)) for n in ("R-OK", "R-WDR")}
+    plain = {
+        n: store_bill(sessions, "demo", bill(n, auto=False)) for n in ("R-OK", "R-WDR", "R-ISS")
+    }
     issued = {
         n: store_bill(sessions, "demo", bill(n, auto=True))
-        for n in ("R-INV", "R-VOID", "R-RED", "R-TOT")
+        for n in ("R-INV", "R-VOID", "R-RED", "R-TOT", "R-AMT")
     }
     push(world, [*plain.values(), *issued.values()])
     for bill_no, document_id in issued.items():
@@ -124,7 +128,18 @@ def test_each_planted_orphan_is_found_and_nothing_else(fast_world: World) -> Non
     sim.withdraw_behind("R-WDR")
     sim.void("R-VOID")
     sim.red("R-RED")
+    # Issued by the cloud's clerk; the bridge has not heard (no callback reached it, no poll).
+    sim.admin.post("/_sim/bills/R-ISS/issue", json={"wait": True}).raise_for_status()
+    # The bridge recorded a different 价税合计 than the cloud issued.
+    with unit_of_work(sessions) as session:
+        session.execute(
+            update(Invoice)
+            .where(Invoice.document_id == issued["R-AMT"])
+            .values(include_tax_amount=Decimal("112.00"))
+        )
     sim.plant_bill(bill("R-PLANT", auto=False))  # ERP-listed, pushed another way
+    sim.plant_bill(bill("R-PLANT2", auto=True))  # the same, issued, the ERP's total differs
+    issued_in_cloud(world, "R-PLANT2")
     # A bill planted and issued in the cloud whose callback reaches the bridge: an orphan.
     sim.plant_bill(bill("R-CB", auto=True))
     issued_in_cloud(world, "R-CB")
@@ -134,6 +149,7 @@ def test_each_planted_orphan_is_found_and_nothing_else(fast_world: World) -> Non
         "R-OK,100.00,113.00\n"
         "R-TOT,100.00,999.00\n"
         "R-PLANT,100.00,\n"
+        "R-PLANT2,,200.00\n"
         "R-NEVER,50.00,\n"
     )
     report = run(world, erp)
@@ -147,13 +163,20 @@ def test_each_planted_orphan_is_found_and_nothing_else(fast_world: World) -> Non
         ("R-CB", "cloud_only"),
         ("R-NEVER", "not_submitted"),
         ("R-TOT", "total_mismatch"),
+        ("R-ISS", "state_mismatch"),
+        ("R-AMT", "total_mismatch"),
+        ("R-PLANT2", "cloud_only"),
+        ("R-PLANT2", "total_mismatch"),
     }, got
-    assert got[("R-VOID", "state_mismatch")] == [
-        next(r for r in got[("R-VOID", "state_mismatch")] if "cloud shows voided" in r)
-    ]
-    assert "bridge shows invoiced" in got[("R-VOID", "state_mismatch")][0]
+    [voided] = got[("R-VOID", "state_mismatch")]
+    assert voided.startswith("cloud shows voided") and voided.endswith("bridge shows invoiced")
     assert "cloud shows red-flushed" in got[("R-RED", "state_mismatch")][0]
+    assert got[("R-ISS", "state_mismatch")] == [
+        "cloud shows issued (1 invoice(s)), bridge shows pushed"
+    ]
     assert "ERP 999.00, bridge 113.00" in got[("R-TOT", "total_mismatch")][0]
+    assert "cloud 113.00, bridge 112.00" in got[("R-AMT", "total_mismatch")][0]
+    assert "ERP 200.00, cloud 113.00" in got[("R-PLANT2", "total_mismatch")][0]
     wdr = next(f for f in report.findings if f.bill_no == "R-WDR")
     assert (wdr.tenant, wdr.seller_tax_id) == ("demo", DEMO_SELLER)
     assert wdr.bridge is not None and wdr.bridge["status"] == "pushed"
@@ -162,14 +185,14 @@ def test_each_planted_orphan_is_found_and_nothing_else(fast_world: World) -> Non
     assert report.counts() == {
         "not_submitted": 1,
         "cloud_unknown": 1,
-        "state_mismatch": 2,
-        "cloud_only": 2,
-        "total_mismatch": 1,
+        "state_mismatch": 3,
+        "cloud_only": 3,
+        "total_mismatch": 3,
     }
 
     # In flight: documents that changed less than the grace ago are neither queried nor found.
     fresh = run(world, grace=timedelta(minutes=30))
-    assert fresh.in_flight == fresh.documents == 6
+    assert fresh.in_flight == fresh.documents == 8
     assert {f.bill_no for f in fresh.findings} == {"R-CB"}  # the orphan callback stays
 
 
