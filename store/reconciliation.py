@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from store.models import (
     CallbackInbox,
@@ -119,26 +119,18 @@ def _bridge(doc: Document, submitted_at: datetime) -> BridgeDocument:
 def documents_in_window(
     session: Session, start: datetime, end: datetime, tenant: str | None = None
 ) -> list[BridgeDocument]:
-    """Current documents whose bill was first submitted in ``[start, end)``."""
-    first = (
-        select(
-            Document.tenant,
-            Document.seller_tax_id,
-            Document.bill_no,
-            func.min(Document.created_at).label("submitted_at"),
-        )
-        .group_by(Document.tenant, Document.seller_tax_id, Document.bill_no)
-        .subquery()
-    )
+    """Current documents whose bill was first submitted (revision 1) in ``[start, end)``."""
+    first = aliased(Document)
     statement = (
-        select(Document, first.c.submitted_at)
+        select(Document, first.created_at)
         .join(
             first,
-            (first.c.tenant == Document.tenant)
-            & (first.c.seller_tax_id == Document.seller_tax_id)
-            & (first.c.bill_no == Document.bill_no),
+            (first.tenant == Document.tenant)
+            & (first.seller_tax_id == Document.seller_tax_id)
+            & (first.bill_no == Document.bill_no)
+            & (first.revision == 1),
         )
-        .where(Document.is_current, first.c.submitted_at >= start, first.c.submitted_at < end)
+        .where(Document.is_current, first.created_at >= start, first.created_at < end)
         .order_by(Document.id)
     )
     if tenant is not None:
