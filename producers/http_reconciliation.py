@@ -11,8 +11,10 @@ stored reports.
 | | ``?tenant=&limit=`` |
 | ``GET /v1/reconciliation/reports/{id}`` | one stored report with its findings |
 
-Dates are ``YYYY-MM-DD`` in Asia/Shanghai; a bad date, tenant or ERP list answers 400
-(``bad_request`` naming ``field``; ``bad_erp_list`` with ``problems``: line, column, rule).
+A run asks the cloud and stores a report, so it needs an operator (an API key or an
+operator's console session); a viewer may read the stored reports. Dates are ``YYYY-MM-DD``
+in Asia/Shanghai; a bad date, tenant or ERP list answers 400 (``bad_request`` naming
+``field``; ``bad_erp_list`` with ``problems``: line, column, rule).
 The run is synchronous (one BILL.INVOICE.QUERY per bill within the tenant's rate limit):
 for a large window prefer the nightly report (``fapiao.reconcile_daily``) or the CLI.
 """
@@ -28,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from producers.api_models import ErrorAnswer
 from producers.bootstrap import Components
-from producers.http import _UNAUTHORIZED, _UNAVAILABLE, Actor, ApiError, JSONAnswer
+from producers.http import _UNAUTHORIZED, _UNAVAILABLE, Actor, ApiError, JSONAnswer, OperatorActor
 from producers.reconciliation import ReconciliationInputError, run, window_of
 from schemas.reconciliation import BAD_ERP_LIST_ZH, ErpListError, parse_erp_list
 
@@ -168,7 +170,7 @@ async def _run(
 )
 async def get_reconciliation(
     request: Request,
-    actor: Actor,
+    actor: OperatorActor,
     since: Annotated[str | None, Query(description="YYYY-MM-DD, Asia/Shanghai")] = None,
     until: Annotated[str | None, Query(description="YYYY-MM-DD, inclusive")] = None,
     tenant: Annotated[str | None, Query(description="tenant name")] = None,
@@ -189,7 +191,7 @@ async def get_reconciliation(
     },
 )
 async def post_reconciliation(
-    request: Request, body: ReconciliationRequest, actor: Actor
+    request: Request, body: ReconciliationRequest, actor: OperatorActor
 ) -> JSONAnswer:
     import json
 
