@@ -445,3 +445,34 @@ def scrape(client: TestClient) -> dict[str, float]:
             line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#"
         )
     }
+
+
+# ------------------------------------------------------------------ merged invoices
+
+
+def test_a_merged_invoice_is_no_finding(
+    callbacks: Any, new_world: WorldFactory, tmp_path: Any
+) -> None:
+    """One invoice for several bills (dialect ``merge = when_asked``): each bill's query lists
+    it whole, and the bridge links it to each document whole: the totals agree."""
+    from simulator.testing import running_simulator
+
+    with running_simulator(
+        issue_delay=0.2, callback_url=callbacks.url, seed=11, dialect={"merge": "when_asked"}
+    ) as merging:
+        specs = [{**spec, "rate_limit_per_second": 2000.0} for spec in merging.specs]
+        world = new_world(simulator=merging, specs=specs)
+        bills = [
+            make_bill(n, DEMO_SELLER, amount=a, auto_invoice=True, autoMerge="1")
+            for n, a in (("M-1", "100.00"), ("M-2", "50.00"))
+        ]
+        ids = [store_bill(world.sessions, "demo", b) for b in bills]
+        push(world, ids)
+        for bill_no, document_id in zip(("M-1", "M-2"), ids, strict=True):
+            issued_in_cloud(world, bill_no)
+            poll_until_invoiced(world, document_id)
+        assert len({inv.invoice_num for i in ids for inv in world.invoices(i)}) == 1  # merged
+        erp = parse_erp_list("billNo,includeTaxAmount\nM-1,113.00\nM-2,56.50\n")
+        report = run(world, erp)
+        assert report.findings == [] and report.unanswered == []
+        assert report.documents == 2
