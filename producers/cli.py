@@ -16,6 +16,7 @@ simulator) are imported lazily so that ``fapiao --help`` stays fast and the laye
 | ``notifications list|resend`` | ERP notifications; send parked ones again | id unknown |
 | ``db upgrade`` / ``db current`` | Alembic migrations | |
 | ``db purge --older-than 90d`` | export, then delete old settled rows (``store.purge``) | |
+| ``reconcile --since D`` | ERP list (``--erp``), bridge and cloud compared | findings |
 | ``doctor`` | settings, database, Redis, each tenant's token; what to fix | 1 if any fails |
 | ``probe --tenant NAME`` | a sandbox tenant's dialect (``[tenants.cloud]``) | a bill left live |
 | ``console hash-password`` | a password hash for ``FAPIAO_CONSOLE__USERS`` | empty password |
@@ -40,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
 
 import typer
 
@@ -1060,6 +1061,159 @@ def doctor(
         _console().print(table)
     if not all(check.ok for check in checks):
         raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------- reconcile
+
+CSV_COLUMNS: Final = (
+    "kind",
+    "billNo",
+    "tenant",
+    "sellerTaxpayerId",
+    "erp_totalAmount",
+    "erp_includeTaxAmount",
+    "bridge_status",
+    "bridge_includeTaxAmount",
+    "cloud_known",
+    "cloud_invoiceStatus",
+    "cloud_includeTaxAmount",
+    "reason",
+    "reason_zh",
+)
+
+
+def _csv_row(finding: dict[str, Any]) -> list[str]:
+    erp, bridge, cloud = finding.get("erp") or {}, finding.get("bridge") or {}, finding.get("cloud")
+    statuses = ""
+    if cloud:
+        invoices = cloud.get("invoices") or []
+        statuses = " ".join(str(i.get("invoiceStatus") or "") for i in invoices) or str(
+            cloud.get("invoiceStatus") or ""
+        )
+    values = (
+        finding["kind"],
+        finding["billNo"],
+        finding["tenant"],
+        finding.get("sellerTaxpayerId"),
+        erp.get("totalAmount"),
+        erp.get("includeTaxAmount"),
+        bridge.get("status"),
+        bridge.get("includeTaxAmount"),
+        None if cloud is None else ("yes" if cloud.get("known") else "no"),
+        statuses,
+        None if cloud is None else cloud.get("includeTaxAmount"),
+        finding["reason"],
+        finding["reason_zh"],
+    )
+    return ["" if v is None else str(v) for v in values]
+
+
+@app.command()
+def reconcile(
+    ctx: typer.Context,
+    since: Annotated[str, typer.Option("--since", help="First day, YYYY-MM-DD (Asia/Shanghai).")],
+    until: Annotated[
+        str | None, typer.Option("--until", help="Last day, inclusive (default: --since).")
+    ] = None,
+    tenant: TenantOption = None,
+    erp: Annotated[
+        str | None,
+        typer.Option(
+            "--erp",
+            help="The ERP's list: CSV with a header (billNo,totalAmount,includeTaxAmount,"
+            "sellerTaxpayerId,tenant) or JSON; - reads stdin.",
+        ),
+    ] = None,
+    grace_minutes: Annotated[
+        int, typer.Option("--grace-minutes", min=0, help="Changed more recently: in flight.")
+    ] = 30,
+    as_json: JsonOption = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the findings as CSV.")] = False,
+    actor: ActorOption = None,
+) -> None:
+    """Three-way reconciliation: the ERP's list, the bridge and the cloud (stored report).
+
+    Exit 0: no finding and every bill answered; 1: findings or unanswered bills; 2: bad input.
+    """
+    from producers.reconciliation import ReconciliationInputError, run, window_of
+    from schemas.reconciliation import ErpListError, parse_erp_list
+
+    if as_json and as_csv:
+        _fail("give --json or --csv, not both / --json 与 --csv 只能二选一", code=2)
+    try:
+        window = window_of(since, until)
+    except ReconciliationInputError as exc:
+        _fail(f"{exc} / {exc.message_zh}", code=2)
+    erp_bills = None
+    if erp is not None:
+        try:
+            raw = sys.stdin.buffer.read() if erp == "-" else Path(erp).read_bytes()
+        except OSError as exc:
+            _fail(f"--erp {erp}: cannot read ({exc.strerror}) / 无法读取 ERP 清单文件", code=2)
+        try:
+            erp_bills = parse_erp_list(raw)
+        except ErpListError as exc:
+            _fail(f"--erp {erp}: {exc}", code=2)
+    components = _context(ctx).components()
+    try:
+        report = run(
+            components,
+            window,
+            trigger="cli",
+            actor=_actor(actor),
+            tenant=tenant,
+            erp=erp_bills,
+            grace=timedelta(minutes=grace_minutes),
+        )
+    except ReconciliationInputError as exc:
+        _fail(f"{exc} / {exc.message_zh}", code=2)
+    if as_json:
+        _print_json(report)
+    elif as_csv:
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for finding in report["findings"]:
+            writer.writerow(_csv_row(finding))
+    else:
+        _print_reconciliation(report)
+    if report["total"] or report["unanswered"]:
+        raise typer.Exit(1)
+
+
+def _print_reconciliation(report: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    window = report["window"]
+    console = _console()
+    console.print(
+        f"reconciliation #{report['id']} {window['since']}..{window['until']} (Asia/Shanghai),"
+        f" tenant {report['tenant'] or 'all'}: {report['documents']} document(s),"
+        f" {report['queried']} query(ies), {report.get('in_flight', 0)} in flight,"
+        f" {report['total']} finding(s)"
+    )
+    counts = ", ".join(f"{kind}={n}" for kind, n in report["counts"].items())
+    console.print(f"by kind: {counts}")
+    if report["findings"]:
+        table = Table()
+        for column in ("kind", "billNo", "tenant", "seller", "reason / 原因"):
+            table.add_column(column, overflow="fold")
+        for f in report["findings"]:
+            table.add_row(
+                f["kind"],
+                escape(f["billNo"]),
+                f["tenant"],
+                f.get("sellerTaxpayerId") or "",
+                escape(f"{f['reason']}\n{f['reason_zh']}"),
+            )
+        console.print(table)
+    for item in report["unanswered"]:
+        console.print(
+            f"[yellow]unanswered / 未获答复: {escape(item['billNo'])} ({item['tenant']}):"
+            f" {escape(item['reason'])}[/]"
+        )
 
 
 # ---------------------------------------------------------------------------------- probe

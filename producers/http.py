@@ -19,6 +19,7 @@ Routes
 | ``GET /v1/schema/document``, ``/v1/schema/notification`` | JSON Schemas |
 | ``GET /v1/documents``, ``/v1/overview``, ``/v1/tenants…`` | operator lists and actions |
 | ``POST /v1/operations/…``, ``/v1/notifications…`` | (``producers.http_operations``) |
+| ``/v1/reconciliation…`` | three-way reconciliation (``producers.http_reconciliation``) |
 | ``POST /callbacks/kingdee/{secret}`` | the cloud's callbacks (no API key: the path is secret) |
 | ``GET /healthz`` | database and Redis, 200 or 503 with details |
 | ``GET /metrics`` | Prometheus text |
@@ -1086,4 +1087,7 @@ def create_app(
     from producers.http_operations import router as operations_router  # it imports this module
 
     app.include_router(operations_router)
+    from producers.http_reconciliation import router as reconciliation_router
+
+    app.include_router(reconciliation_router)
     return app

@@ -14,6 +14,8 @@ counters are summed over the API processes of one ``fapiao api`` (below).
 | ``fapiao_erp_outbox`` | gauge | state | ERP notifications (parked: gave up) |
 | ``fapiao_tenant_paused`` | gauge | tenant | 1 while a tenant is paused |
 | ``fapiao_queue_depth`` | gauge | queue | Redis LLEN of each Celery queue |
+| ``fapiao_reconciliation_findings`` | gauge | tenant, kind | the newest nightly report's counts |
+| ``fapiao_reconciliation_last_run_timestamp_seconds`` | gauge | tenant | when it finished |
 | ``fapiao_metrics_source_up`` | gauge | source | 0 when the database/Redis was unreadable |
 | ``fapiao_callbacks_received_total`` | counter | result | API processes: stored, duplicate, … |
 | ``fapiao_documents_submitted_total`` | counter | outcome | API processes: created, invalid, … |
@@ -44,6 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from store.columns import utcnow
 from store.models import CallbackInbox, CloudCall, Document, ErpOutbox, TenantState
+from store.reconciliation import latest_reports
 from store.states import DocumentStatus, InboxState, OutboxState
 
 __all__ = ["MULTIPROC_ENV", "QUEUES", "BridgeMetrics", "DatabaseCollector"]
@@ -130,6 +133,7 @@ class DatabaseCollector(Collector):
                 select(ErpOutbox.state, func.count()).group_by(ErpOutbox.state)
             ).all()
             paused = {row.tenant: bool(row.paused) for row in session.scalars(select(TenantState))}
+            nightly = latest_reports(session, trigger="beat")
 
         documents = GaugeMetricFamily(
             "fapiao_documents", "Current documents per state", labels=["state", "tenant"]
@@ -184,7 +188,25 @@ class DatabaseCollector(Collector):
         )
         for tenant in sorted(set(self._tenant_names()) | set(paused)):
             paused_family.add_metric([tenant], 1 if paused.get(tenant) else 0)
+        findings = GaugeMetricFamily(
+            "fapiao_reconciliation_findings",
+            "Findings of the newest nightly reconciliation report, by kind",
+            labels=["tenant", "kind"],
+        )
+        last_run = GaugeMetricFamily(
+            "fapiao_reconciliation_last_run_timestamp_seconds",
+            "When the newest nightly reconciliation report finished (Unix time)",
+            labels=["tenant"],
+        )
+        for report in nightly:
+            tenant_label = report.tenant or "*"
+            for kind, count in sorted((report.counts or {}).items()):
+                findings.add_metric([tenant_label, kind], int(count))
+            if report.finished_at is not None:
+                last_run.add_metric([tenant_label], report.finished_at.timestamp())
         return [
+            findings,
+            last_run,
             documents,
             oldest,
             ledger,

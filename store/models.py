@@ -11,6 +11,7 @@
 | `erp_outbox`      | notification owed to the ERP webhook        | `fapiao.notify_erp`      |
 | `tenant_state`    | tenant: paused or not                       | `store.tenants`          |
 | `operator_actions` | operator action (bulk or single), the audit | `producers.operations`   |
+| `reconciliation_reports` | reconciliation run (window, tenant) | `store.reconciliation` |
 
 (1) with its two dedicated rows: `store.claims` (draft -> pushing) and `store.acceptance`
 (new documents and revisions); every event row is shaped by `store.lifecycle.event_row`.
@@ -78,6 +79,7 @@ __all__ = [
     "Invoice",
     "InvoiceDocument",
     "OperatorAudit",
+    "ReconciliationReport",
     "TenantState",
     "metadata",
 ]
@@ -375,3 +377,29 @@ class OperatorAudit(Base):
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReconciliationReport(Base):
+    """One three-way reconciliation run (ERP list, bridge, cloud) and what it found.
+
+    ``tenant`` NULL: every tenant. ``counts``: findings per kind (every kind present, 0
+    included); ``findings``: the findings as ``schemas.reconciliation.Finding.as_json``."""
+
+    __tablename__ = "reconciliation_reports"
+    __table_args__ = (Index("ix_reconciliation_reports_tenant_started", "tenant", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tenant: Mapped[str | None] = mapped_column(String(64))
+    since: Mapped[date] = mapped_column(Date)
+    until: Mapped[date] = mapped_column(Date)
+    trigger: Mapped[str] = mapped_column(String(16))  # cli, api, beat
+    actor: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    erp_bills: Mapped[int | None] = mapped_column(Integer)  # NULL: no ERP list given
+    documents: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    queried: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    total: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    counts: Mapped[Any] = mapped_column(JSONValue())
+    findings: Mapped[Any] = mapped_column(JSONValue())
+    unanswered: Mapped[Any | None] = mapped_column(JSONValue())  # bills the cloud left unanswered
