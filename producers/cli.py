@@ -620,7 +620,7 @@ def withdraw(
 
 @tenants_app.command("list")
 def tenants_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Every tenant of the tenants file, with its pause state and token health."""
+    """Every tenant of the tenants file, with its pause state, token health and credit quota."""
     from producers.operations import tenant_rows
 
     rows = tenant_rows(_context(ctx).components())
@@ -632,6 +632,7 @@ def tenants_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     table = Table(title="tenants")
     for column in ("name", "base URL", "businessSystemCode", "sellers", "callbacks", "token"):
         table.add_column(column)
+    table.add_column("quota 授信额度 (day / month)")
     table.add_column("state")
     for item in rows:
         state_text = (
@@ -644,9 +645,25 @@ def tenants_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
             "\n".join(item["seller_tax_ids"]),
             item["callback_style"],
             item["token_health"],
+            _quota_text(item["quota"]),
             state_text,
         )
     _console().print(table)
+
+
+def _quota_text(quota: dict[str, Any] | None) -> str:
+    """One line per seller: surplus of the day / month, warning, hold (until when)."""
+    if quota is None:
+        return "unknown"
+    lines = []
+    for seller in quota["sellers"]:
+        text = f"{seller['day_surplus'] or '?'} / {seller['month_surplus'] or '?'}"
+        if seller["is_warning"]:
+            text += " [yellow]WARNING[/]"
+        if seller["held"]:
+            text += f" [bold red]HELD[/] until {seller['held_until']:%Y-%m-%d %H:%M} UTC"
+        lines.append(text)
+    return "\n".join(lines)
 
 
 def _tenant_action(
@@ -681,7 +698,8 @@ def tenants_resume(
     reason: ReasonOption = None,
     actor: ActorOption = None,
 ) -> None:
-    """Let a paused tenant's work go on (fix the cause first: fapiao doctor)."""
+    """Let a paused tenant's work go on (fix the cause first: fapiao doctor); also releases
+    a credit-quota (授信额度) hold."""
     row = _tenant_action(ctx, name, False, reason, actor)
     _console().print(f"tenant {name} resumed")
     if row["paused"]:

@@ -48,8 +48,10 @@ from store.invoices import (
 )
 from store.lifecycle import TransitionResult, transition, update_fields
 from store.models import Document, Invoice
+from store.quota import QUOTA_EXHAUSTED
 from store.states import ISSUE_OVERDUE, DocumentStatus, Event
 from worker.runtime import Runtime
+from worker.services.quota import is_quota_failure, quota_failure
 
 __all__ = [
     "InvoiceVerdict",
@@ -291,6 +293,10 @@ def apply_invoices(
         changes["issued_amount"] = verdict.issued_amount
     if verdict.failure and verdict.event in (Event.issue_failed, Event.issued_some):
         changes["last_error_message"] = verdict.failure
+        if is_quota_failure(verdict.failure) and document.last_error_code != QUOTA_EXHAUSTED:
+            # 授信额度不足: a reason that says what it means, and the tenant/seller held.
+            changes["last_error_code"] = QUOTA_EXHAUSTED
+            changes["last_error_message"] = quota_failure(rt, session, document, verdict.failure)
     if document.last_error_code == ISSUE_OVERDUE and verdict.event is not None:
         # The overdue flag (worker.services.poll) said "nothing yet"; now something is.
         changes["last_error_code"] = None
