@@ -179,3 +179,34 @@ def test_an_issuance_refused_for_quota_is_recognised_and_holds_the_seller(
     with world.sessions() as session:
         failed = session.scalars(select(Document.bill_no).where(Document.status.in_(FAILED)))
         assert list(failed) == ["QX-1"]  # the refused one only; the next one waits
+
+
+def test_the_tenant_api_shows_the_quota_and_its_resume_releases_the_hold(
+    new_world: WorldFactory, database_url: str
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from producers.http import create_app
+    from producers.testing import auth_headers
+
+    world = new_world()
+    world.sim.set_quota("demo", "250.00", "100000.00")
+    _first_issued(world)  # 137.00 left
+    held = store_bill(world.sessions, "demo", _bill("QA-1", "200.00", auto=False))
+    assert world.push(held) == "held"
+    components = build_test_components(
+        bridge_settings(database_url), world.sessions, tenants=world.rt.tenants
+    )
+    headers = auth_headers()
+    with TestClient(create_app(components.settings, components=components)) as client:
+        tenants = {t["name"]: t for t in client.get("/v1/tenants", headers=headers).json()}
+        resumed = client.post(
+            "/v1/tenants/demo/resume", headers=headers, json={"reason": "quota raised"}
+        )
+    quota = tenants["demo"]["quota"]
+    assert tenants["shop"]["quota"] is None  # nothing reported for it
+    [seller] = quota["sellers"]
+    assert (quota["held"], seller["held"], seller["day_surplus"]) == (True, True, "137.00")
+    assert seller["source"] == "callback" and seller["is_warning"] is False
+    assert resumed.status_code == 200 and resumed.json()["quota"]["held"] is False
+    assert world.doc(held).next_attempt_at <= world.rt.clock()  # type: ignore[operator]
