@@ -13,10 +13,17 @@ counters are summed over the API processes of one ``fapiao api`` (below).
 | ``fapiao_callback_inbox`` | gauge | state | inbox rows (orphan: no bill matched) |
 | ``fapiao_erp_outbox`` | gauge | state | ERP notifications (parked: gave up) |
 | ``fapiao_tenant_paused`` | gauge | tenant | 1 while a tenant is paused |
+| ``fapiao_quota_day_surplus_yuan`` | gauge | tenant, seller | credit quota left today (a) |
+| ``fapiao_quota_month_surplus_yuan`` | gauge | tenant, seller | … this month (a) |
+| ``fapiao_quota_is_warning`` | gauge | tenant, seller | 1: the cloud's ``isWarning`` today |
+| ``fapiao_quota_held`` | gauge | tenant, seller | 1 while pushes wait for quota |
 | ``fapiao_queue_depth`` | gauge | queue | Redis LLEN of each Celery queue |
 | ``fapiao_metrics_source_up`` | gauge | source | 0 when the database/Redis was unreadable |
 | ``fapiao_callbacks_received_total`` | counter | result | API processes: stored, duplicate, … |
 | ``fapiao_documents_submitted_total`` | counter | outcome | API processes: created, invalid, … |
+
+(a) ``tenant_quota`` (``store.quota``): the latest believable ``bizControl``; absent when
+none is known for the current Asia/Shanghai day (month).
 
 ``_recorded_total`` names avoid a clash with the worker's in-process counters of the same
 facts (``worker.metrics``).
@@ -33,6 +40,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter
@@ -43,7 +51,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.columns import utcnow
-from store.models import CallbackInbox, CloudCall, Document, ErpOutbox, TenantState
+from store.models import CallbackInbox, CloudCall, Document, ErpOutbox, TenantQuota, TenantState
+from store.quota import quota_rows, shanghai_day
 from store.states import DocumentStatus, InboxState, OutboxState
 
 __all__ = ["MULTIPROC_ENV", "QUEUES", "BridgeMetrics", "DatabaseCollector"]
@@ -130,6 +139,7 @@ class DatabaseCollector(Collector):
                 select(ErpOutbox.state, func.count()).group_by(ErpOutbox.state)
             ).all()
             paused = {row.tenant: bool(row.paused) for row in session.scalars(select(TenantState))}
+            quotas = quota_rows(session)
 
         documents = GaugeMetricFamily(
             "fapiao_documents", "Current documents per state", labels=["state", "tenant"]
@@ -192,7 +202,42 @@ class DatabaseCollector(Collector):
             inbox_family,
             outbox_family,
             paused_family,
+            *_quota_families(quotas, now),
         ]
+
+
+def _quota_families(rows: list[TenantQuota], now: datetime) -> list[Metric]:
+    """The credit quota per tenant and seller (``store.quota``); a surplus of an earlier
+    Asia/Shanghai day (month) is not exported: it no longer counts."""
+    labels = ["tenant", "seller"]
+    day = GaugeMetricFamily(
+        "fapiao_quota_day_surplus_yuan", "Credit quota (授信额度) left today, yuan", labels=labels
+    )
+    month = GaugeMetricFamily(
+        "fapiao_quota_month_surplus_yuan", "Credit quota left this month, yuan", labels=labels
+    )
+    warning = GaugeMetricFamily(
+        "fapiao_quota_is_warning", "1: the cloud's bizControl.isWarning today", labels=labels
+    )
+    held = GaugeMetricFamily(
+        "fapiao_quota_held", "1 while pushes wait for credit quota", labels=labels
+    )
+    today = shanghai_day(now)
+    for row in rows:
+        key = [row.tenant, row.seller_tax_id]
+        observed = shanghai_day(row.observed_at) if row.observed_at is not None else None
+        if observed == today and row.day_surplus is not None:
+            day.add_metric(key, float(row.day_surplus))  # Prometheus values are floats
+        same_month = observed is not None and (observed.year, observed.month) == (
+            today.year,
+            today.month,
+        )
+        if same_month and row.month_surplus is not None:
+            month.add_metric(key, float(row.month_surplus))
+        warning.add_metric(key, 1 if observed == today and row.is_warning else 0)
+        in_force = row.held and row.held_until is not None and row.held_until > now
+        held.add_metric(key, 1 if in_force else 0)
+    return [day, month, warning, held]
 
 
 class BridgeMetrics:

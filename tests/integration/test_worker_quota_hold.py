@@ -200,6 +200,7 @@ def test_the_tenant_api_shows_the_quota_and_its_resume_releases_the_hold(
     headers = auth_headers()
     with TestClient(create_app(components.settings, components=components)) as client:
         tenants = {t["name"]: t for t in client.get("/v1/tenants", headers=headers).json()}
+        metrics = client.get("/metrics", headers=headers).text
         resumed = client.post(
             "/v1/tenants/demo/resume", headers=headers, json={"reason": "quota raised"}
         )
@@ -208,5 +209,9 @@ def test_the_tenant_api_shows_the_quota_and_its_resume_releases_the_hold(
     [seller] = quota["sellers"]
     assert (quota["held"], seller["held"], seller["day_surplus"]) == (True, True, "137.00")
     assert seller["source"] == "callback" and seller["is_warning"] is False
+    labels = f'{{seller="{DEMO_SELLER}",tenant="demo"}}'
+    assert f"fapiao_quota_day_surplus_yuan{labels} 137.0" in metrics
+    assert f"fapiao_quota_held{labels} 1.0" in metrics
+    assert f"fapiao_quota_is_warning{labels} 0.0" in metrics
     assert resumed.status_code == 200 and resumed.json()["quota"]["held"] is False
     assert world.doc(held).next_attempt_at <= world.rt.clock()  # type: ignore[operator]
