@@ -7,7 +7,7 @@ counters are summed over the API processes of one ``fapiao api`` (below).
 | metric | type | labels | source |
 |---|---|---|---|
 | ``fapiao_documents`` | gauge | state, tenant | current documents per state |
-| ``fapiao_documents_oldest_age_seconds`` | gauge | state, tenant | longest wait in the state |
+| ``fapiao_documents_oldest_age_seconds`` | gauge | state, tenant | longest wait in the state (b) |
 | ``fapiao_cloud_calls_recorded_total`` | counter | interface, outcome | ``cloud_calls`` ledger |
 | ``fapiao_token_refreshes_recorded_total`` | counter | tenant | successful ``login`` calls |
 | ``fapiao_callback_inbox`` | gauge | state | inbox rows (orphan: no bill matched) |
@@ -23,7 +23,8 @@ counters are summed over the API processes of one ``fapiao api`` (below).
 | ``fapiao_documents_submitted_total`` | counter | outcome | API processes: created, invalid, … |
 
 (a) ``tenant_quota`` (``store.quota``): the latest believable ``bizControl``; absent when
-none is known for the current Asia/Shanghai day (month).
+none is known for the current Asia/Shanghai day (month). (b) Drafts held for credit quota
+are left out (they wait on purpose; ``fapiao_quota_held`` alerts on them).
 
 ``_recorded_total`` names avoid a clash with the worker's in-process counters of the same
 facts (``worker.metrics``).
@@ -52,6 +53,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from store.columns import utcnow
 from store.models import CallbackInbox, CloudCall, Document, ErpOutbox, TenantQuota, TenantState
+from store.queries import waiting_since
 from store.quota import quota_rows, shanghai_day
 from store.states import DocumentStatus, InboxState, OutboxState
 
@@ -114,7 +116,7 @@ class DatabaseCollector(Collector):
                     Document.tenant,
                     Document.status,
                     func.count(),
-                    func.min(Document.status_changed_at),
+                    func.min(waiting_since()),  # a draft held for quota waits on purpose
                 )
                 .where(Document.is_current.is_(True))
                 .group_by(Document.tenant, Document.status)

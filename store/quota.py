@@ -57,7 +57,7 @@ from schemas.cloud_contract import QUOTA_TIMEZONE
 from store.columns import Money, utcnow
 from store.lifecycle import expire_loaded
 from store.models import Document, TenantQuota
-from store.states import DocumentStatus
+from store.states import QUOTA_EXHAUSTED, QUOTA_HELD, DocumentStatus
 
 __all__ = [
     "QUOTA_EXHAUSTED",
@@ -74,8 +74,6 @@ __all__ = [
     "shanghai_day",
 ]
 
-QUOTA_HELD: Final = "quota_held"  # last_error_code of a draft waiting for quota
-QUOTA_EXHAUSTED: Final = "quota_exhausted"  # last_error_code of an issuance refused for quota
 
 # Asia/Shanghai (QUOTA_TIMEZONE) has had no daylight saving since 1991: a fixed UTC+8 offset
 # is exact and needs no tz database (the simulator counts the same way).

@@ -19,7 +19,9 @@ from producers.testing import bridge_settings, build_test_components, run_cli
 from schemas.cloud_contract import QUOTA_ISSUE_ERROR_MESSAGE
 from simulator.testing import make_bill
 from store.models import Document, TenantQuota
-from store.quota import QUOTA_EXHAUSTED, QUOTA_HELD, SHANGHAI
+from store.queries import oldest_by_status
+from store.quota import SHANGHAI
+from store.states import QUOTA_EXHAUSTED, QUOTA_HELD, DocumentStatus
 from tests.integration.worlds import DEMO_SELLER, World, WorldFactory
 from worker import queues
 from worker.testing import drain, store_bill
@@ -179,6 +181,8 @@ def test_an_issuance_refused_for_quota_is_recognised_and_holds_the_seller(
     with world.sessions() as session:
         failed = session.scalars(select(Document.bill_no).where(Document.status.in_(FAILED)))
         assert list(failed) == ["QX-1"]  # the refused one only; the next one waits
+        # … on purpose: no "stuck in draft" age for it (FapiaoQuotaHeld alerts instead).
+        assert DocumentStatus.draft not in oldest_by_status(session)
 
 
 def test_the_tenant_api_shows_the_quota_and_its_resume_releases_the_hold(

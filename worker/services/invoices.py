@@ -48,8 +48,7 @@ from store.invoices import (
 )
 from store.lifecycle import TransitionResult, transition, update_fields
 from store.models import Document, Invoice
-from store.quota import QUOTA_EXHAUSTED
-from store.states import ISSUE_OVERDUE, DocumentStatus, Event
+from store.states import ISSUE_OVERDUE, QUOTA_EXHAUSTED, DocumentStatus, Event
 from worker.runtime import Runtime
 from worker.services.quota import is_quota_failure, quota_failure
 
