@@ -632,7 +632,7 @@ def tenants_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     table = Table(title="tenants")
     for column in ("name", "base URL", "businessSystemCode", "sellers", "callbacks", "token"):
         table.add_column(column)
-    table.add_column("quota 授信额度 (day / month)")
+    table.add_column("credit quota left (day / month)")
     table.add_column("state")
     for item in rows:
         state_text = (

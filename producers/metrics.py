@@ -213,7 +213,7 @@ def _quota_families(rows: list[TenantQuota], now: datetime) -> list[Metric]:
     Asia/Shanghai day (month) is not exported: it no longer counts."""
     labels = ["tenant", "seller"]
     day = GaugeMetricFamily(
-        "fapiao_quota_day_surplus_yuan", "Credit quota (授信额度) left today, yuan", labels=labels
+        "fapiao_quota_day_surplus_yuan", "Credit quota left today, yuan", labels=labels
     )
     month = GaugeMetricFamily(
         "fapiao_quota_month_surplus_yuan", "Credit quota left this month, yuan", labels=labels

@@ -12,6 +12,9 @@ Steps, per document
 | 2    | its tenant is configured and not paused                | ``paused``: stays draft      |
 |      |                                                        | (unknown tenant: ``failed``) |
 | 3    | its stored payload is a bill (``schemas.erp.Bill``)    | ``failed`` with the reason   |
+| 3b   | the known credit quota (``store.quota``) covers its    | ``held``: stays draft,       |
+|      | 价税合计 after what is in flight                         | reason ``quota_held``, due   |
+|      |                                                        | when the hold ends           |
 | 4    | claim draft→pushing (compare-and-set, attempt+1,       | ``skipped`` (lost the race)  |
 |      | lease); steps 1–4 are one transaction; commit          |                              |
 | 5    | token (cache, single-flight) and BILL.PUSH; the ledger |                              |
@@ -45,7 +48,10 @@ Costs, per batch
 |------|--------------------------------------------------------|------------------------------|
 | 1    | ONE transaction: read every document (one SELECT),     | batch                        |
 |      | steps 1–3 per document (tenant pauses read once per    |                              |
-|      | tenant), ONE bulk claim (``claim_many_for_push``: one  |                              |
+|      | tenant), step 3b (ONE SELECT of the batch's quota rows,|                              |
+|      | a reservation SUM per tenant/seller with a known quota,|                              |
+|      | ONE UPDATE of the held drafts),                        |                              |
+|      | ONE bulk claim (``claim_many_for_push``: one           |                              |
 |      | compare-and-set UPDATE, one multi-row event INSERT),   |                              |
 |      | ``give_up`` of bad payloads / unknown tenants; commit  |                              |
 | 2    | steps 5–6: one BILL.PUSH per bill, run CONCURRENTLY by |  document, at most           |

@@ -74,7 +74,7 @@ def quota_failure(rt: Runtime, session: Session, document: Document, failure: st
         " quota resets). The bill is still in the cloud: issue it again there once there is"
         " quota (the bridge follows its invoices), or withdraw it (`fapiao withdraw`); if"
         " Kingdee raised the quota, run `fapiao tenants resume`."
-        " / 授信额度不足，开票失败；该销方的推送已暂停至额度重置。"
+        " / 开票失败：授信额度已用完；该销方的推送已暂停至额度重置。"
         "单据仍在发票云：有额度后在云端重新开票，或撤回本单；"
         "若额度已提升，请恢复租户（fapiao tenants resume）"
     )
