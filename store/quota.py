@@ -408,13 +408,15 @@ class QuotaGate:
 
     def admit(self, tenant: str, seller: str, amount: Decimal | None) -> Admission | None:
         """None: push it (its amount is now reserved); else why and until when it waits."""
+        if amount is not None and amount <= 0:
+            return None  # a red bill consumes no quota: never held
         key = (tenant, seller)
         held = self._held.get(key)
         if held is not None:
             return held
         known = self._left.get(key)
-        if known is None or amount is None or amount <= 0:
-            return None  # nothing known, or a red bill (it consumes no quota)
+        if known is None or amount is None:
+            return None  # nothing known
         left, by_month, row = known
         if amount <= left:
             self._left[key] = (left - amount, by_month, row)

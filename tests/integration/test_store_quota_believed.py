@@ -92,6 +92,7 @@ def test_an_exhausted_quota_holds_until_the_next_day_in_shanghai(
         until = record_exhausted(session, "demo", SELLER, reason="授信额度不足", now=MORNING)
     assert until == datetime(2026, 12, 15, 16, 0, tzinfo=UTC)  # 00:00 on the 16th, UTC+8
     assert not _admits(session_factory, "1.00", until - timedelta(seconds=1))
+    assert _admits(session_factory, "-113.00", MORNING)  # a red bill uses no quota
     # A callback with room cannot lift it (the day's surplus is 0, lower only) …
     assert not _observe(session_factory, "500.00", "900.00", MORNING + timedelta(minutes=1))
     assert not _admits(session_factory, "1.00", MORNING + timedelta(minutes=2))
