@@ -184,6 +184,13 @@ def test_an_issuance_refused_for_quota_is_recognised_and_holds_the_seller(
         # … on purpose: no "stuck in draft" age for it (FapiaoQuotaHeld alerts instead).
         assert DocumentStatus.draft not in oldest_by_status(session)
 
+    # What the reason says to do: once there is quota, issue it again in the cloud.
+    world.sim.set_quota("demo", "250.00", "100000.00")
+    world.sim.admin.post("/_sim/bills/QX-1/issue").raise_for_status()
+    _settle_callbacks(world, 1, 1)
+    document = world.doc(doc_id)
+    assert (document.status, document.last_error_code) == ("invoiced", None)
+
 
 def test_the_tenant_api_shows_the_quota_and_its_resume_releases_the_hold(
     new_world: WorldFactory, database_url: str

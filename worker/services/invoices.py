@@ -296,6 +296,9 @@ def apply_invoices(
             # 授信额度不足: a reason that says what it means, and the tenant/seller held.
             changes["last_error_code"] = QUOTA_EXHAUSTED
             changes["last_error_message"] = quota_failure(rt, session, document, verdict.failure)
+    if document.last_error_code == QUOTA_EXHAUSTED and verdict.event is Event.issued_all:
+        # Re-issued in the cloud once there was quota: the refusal is history.
+        changes.update(last_error_code=None, last_error_message=None)
     if document.last_error_code == ISSUE_OVERDUE and verdict.event is not None:
         # The overdue flag (worker.services.poll) said "nothing yet"; now something is.
         changes["last_error_code"] = None

@@ -16,6 +16,8 @@ The receiver stored the raw body, deduplicated and acknowledged it; this runs af
 |      | with a note); invoice callbacks → the invoices, either from a                 |
 |      | confirming BILL.INVOICE.QUERY (``callbacks.confirm_with_query``, default) or   |
 |      | from the callback itself → verdict → transition (``worker.services.invoices``) |
+|      | A ``bizControl`` is recorded with it (``worker.services.quota``: lower only,   |
+|      | also for a repeat settled in step 3)                                          |
 | 5    | row ``processed`` (linked to the document), ERP notifications owed; a one-bill |
 |      | invoice callback settles its row in the same transaction as its transition     |
 
