@@ -57,6 +57,16 @@ def observe_biz_control(
     )
     if biz.isWarning is not None:
         metrics.quota_warning().labels(tenant=tenant).set(1 if biz.isWarning else 0)
+    if biz.isWarning:
+        log.warning(
+            "credit quota running low (bizControl.isWarning)",
+            extra={
+                "tenant": tenant,
+                "seller": seller,
+                "day_surplus": str(biz.daySurplusLimit),
+                "month_surplus": str(biz.monthSurplusLimit),
+            },
+        )
     if released:
         log.info("quota hold released by a new answer", extra={"tenant": tenant, "seller": seller})
 
