@@ -11,7 +11,7 @@ simulator) are imported lazily so that ``fapiao --help`` stays fast and the laye
 | ``show BILL_NO`` | one document: state, reason, invoices, timeline | not found |
 | ``replay`` | failed/rejected → draft (``--dry-run`` lists, ``--yes`` skips asking) | skipped |
 | ``withdraw BILL_NO`` | withdraw (BILL.WITHDRAW when it reached the cloud) | refused |
-| ``tenants list|pause|resume`` | the tenants, and the operator's pause switch | unknown |
+| ``tenants list|pause|resume`` | tenants and their quota; resume ends a quota hold too | unknown |
 | ``notifications list|resend`` | ERP notifications; send parked ones again | id unknown |
 | ``db upgrade`` / ``db current`` | Alembic migrations | |
 | ``db purge --older-than 90d`` | export, then delete old settled rows (``store.purge``) | |
