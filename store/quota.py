@@ -33,8 +33,10 @@ batch in flight cannot overrun it. Why the whole day and not just since the answ
 cloud counted, bills pushed shortly before the answer may not have been issued yet, and the
 answer's own time in the cloud is unknown. The cost is caution: a bill issued but not yet
 reconciled is counted twice until its callback or query arrives (which records a new answer
-and releases the hold for a re-check). Unknown (no row, or only stale periods): nothing is
-held.
+and releases the hold for a re-check). A bill held only because of bills in flight is due
+again after ``QUOTA_RECHECK`` (10 min) — not every second, and not only at the boundary, since
+a callback style without ``bizControl`` never releases a hold. Unknown (no row, or only stale
+periods): nothing is held.
 
 Nothing here commits.
 """
@@ -62,6 +64,7 @@ from store.states import QUOTA_EXHAUSTED, QUOTA_HELD, DocumentStatus
 __all__ = [
     "QUOTA_EXHAUSTED",
     "QUOTA_HELD",
+    "QUOTA_RECHECK",
     "Admission",
     "QuotaGate",
     "available",
@@ -79,6 +82,9 @@ __all__ = [
 # is exact and needs no tz database (the simulator counts the same way).
 SHANGHAI: Final = timezone(timedelta(hours=8), QUOTA_TIMEZONE)
 _ZERO: Final = Decimal("0.00")
+# A bill held only because of bills in flight is looked at again after this (or at the
+# boundary, if sooner): their issuance frees no quota, but it ends their reservation.
+QUOTA_RECHECK: Final = timedelta(minutes=10)
 _IN_FLIGHT: Final = (
     DocumentStatus.pushing.value,
     DocumentStatus.pushed.value,
@@ -362,6 +368,7 @@ class QuotaGate:
     def __init__(self, session: Session, now: datetime) -> None:
         self.session, self.now = session, now
         self._left: dict[tuple[str, str], tuple[Decimal, bool, TenantQuota]] = {}
+        self._in_flight: dict[tuple[str, str], Decimal] = {}
         self._held: dict[tuple[str, str], Admission] = {}
         self._changed: set[tuple[str, str]] = set()
 
@@ -387,7 +394,9 @@ class QuotaGate:
                 continue
             assert row.observed_at is not None
             since, _ = _period_starts(row.observed_at)
-            gate._left[key] = (left - gate._reserved(key, since), by_month, row)
+            reserved = gate._reserved(key, since)
+            gate._in_flight[key] = reserved
+            gate._left[key] = (left - reserved, by_month, row)
         return gate
 
     def _reserved(self, key: tuple[str, str], since: datetime) -> Decimal:
@@ -418,17 +427,28 @@ class QuotaGate:
         if known is None or amount is None:
             return None  # nothing known
         left, by_month, row = known
+        in_flight = self._in_flight.get(key, _ZERO)
         if amount <= left:
             self._left[key] = (left - amount, by_month, row)
+            self._in_flight[key] = in_flight + amount
             return None
-        until = next_boundary(self.now, month=by_month)
+        boundary = next_boundary(self.now, month=by_month)
         period, period_zh = ("month", "本月") if by_month else ("day", "今日")
+        if amount <= left + in_flight:
+            # Only the bills in flight stand in the way: some may be issued (or fail) soon and
+            # no callback need say so (a style without bizControl), so look again before long.
+            until = min(boundary, self.now + QUOTA_RECHECK)
+            when = f"re-checked at {until.astimezone(SHANGHAI):%H:%M} Asia/Shanghai"
+        else:
+            until = boundary
+            when = f"pushed when the {period} turns ({until.astimezone(SHANGHAI):%Y-%m-%d %H:%M}"
+            when += " Asia/Shanghai)"
         message = (
             f"held: the credit quota (授信额度) left this {period} for seller {seller}"
-            f" ({_money(max(left, _ZERO))} yuan after the bills already pushed) cannot cover"
-            f" this bill's {_money(amount)} yuan incl. tax; it is pushed when the {period}"
-            f" turns ({until.astimezone(SHANGHAI):%Y-%m-%d %H:%M} Asia/Shanghai), when the cloud"
-            " reports room, or after `fapiao tenants resume`. Nothing failed."
+            f" ({_money(max(left, _ZERO))} yuan after {_money(in_flight)} yuan of bills pushed"
+            f" and not yet issued) cannot cover this bill's {_money(amount)} yuan incl. tax;"
+            f" {when}, when the cloud reports room, or after `fapiao tenants resume`."
+            " Nothing failed."
             f" / 授信额度{period_zh}剩余不足以开具本单（价税合计 {_money(amount)} 元），"
             "单据保持草稿等待，额度重置、云端回报有余额或运维恢复后自动推送，未失败"
         )
