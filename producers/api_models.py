@@ -514,6 +514,29 @@ class RequiredReason(BaseModel):
     reason: str = Field(min_length=1, max_length=500, description="why (audit trail)")
 
 
+class QuotaSeller(_Answer):
+    """The credit quota (授信额度) the cloud last reported for one seller of the tenant."""
+
+    seller_tax_id: str
+    day_surplus: Money | None = Field(description="daySurplusLimit, yuan incl. tax")
+    month_surplus: Money | None = Field(description="monthSurplusLimit, yuan incl. tax")
+    is_warning: bool = Field(description="isWarning (kept until the Asia/Shanghai day turns)")
+    issue_biz_type: str | None
+    biz_type: str | None
+    observed_at: str | None
+    observed_on: str | None = Field(description="the Asia/Shanghai day of the answer")
+    source: str | None = Field(description="callback, issuance_error or operator_resume")
+    held: bool = Field(description="pushes for this seller wait (documents stay draft)")
+    hold_reason: str | None
+    held_until: str | None
+
+
+class TenantQuota(_Answer):
+    warning: bool
+    held: bool
+    sellers: list[QuotaSeller]
+
+
 class TenantView(_Answer):
     name: str
     base_url: str
@@ -527,7 +550,9 @@ class TenantView(_Answer):
     paused_reason: str | None
     paused_at: str | None
     token_health: Literal["ok", "expiring", "expired", "absent", "unknown"]
-    quota: dict[str, Any] | None = Field(description="null: no quota is stored")
+    quota: TenantQuota | None = Field(
+        description="the credit quota (授信额度) per seller; null: the cloud reported none yet"
+    )
 
 
 class OverviewCell(_Answer):

@@ -12,7 +12,7 @@ simulator) are imported lazily so that ``fapiao --help`` stays fast and the laye
 | ``replay`` | failed/rejected → draft (``--dry-run`` lists, ``--yes`` skips asking) | skipped |
 | ``withdraw BILL_NO`` | withdraw (BILL.WITHDRAW when it reached the cloud) | refused |
 | ``reverse BILL_NO`` | red-letter (红冲) document(s) of an issued one | refused |
-| ``tenants list|pause|resume`` | the tenants, and the operator's pause switch | unknown |
+| ``tenants list|pause|resume`` | tenants and their quota; resume ends a quota hold too | unknown |
 | ``notifications list|resend`` | ERP notifications; send parked ones again | id unknown |
 | ``db upgrade`` / ``db current`` | Alembic migrations | |
 | ``db purge --older-than 90d`` | export, then delete old settled rows (``store.purge``) | |
@@ -739,7 +739,7 @@ def reverse(
 
 @tenants_app.command("list")
 def tenants_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Every tenant of the tenants file, with its pause state and token health."""
+    """Every tenant of the tenants file, with its pause state, token health and credit quota."""
     from producers.operations import tenant_rows
 
     rows = tenant_rows(_context(ctx).components())
@@ -751,6 +751,7 @@ def tenants_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     table = Table(title="tenants")
     for column in ("name", "base URL", "businessSystemCode", "sellers", "callbacks", "token"):
         table.add_column(column)
+    table.add_column("credit quota left (day / month)")
     table.add_column("state")
     for item in rows:
         state_text = (
@@ -763,9 +764,25 @@ def tenants_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
             "\n".join(item["seller_tax_ids"]),
             item["callback_style"],
             item["token_health"],
+            _quota_text(item["quota"]),
             state_text,
         )
     _console().print(table)
+
+
+def _quota_text(quota: dict[str, Any] | None) -> str:
+    """One line per seller: surplus of the day / month, warning, hold (until when)."""
+    if quota is None:
+        return "unknown"
+    lines = []
+    for seller in quota["sellers"]:
+        text = f"{seller['day_surplus'] or '?'} / {seller['month_surplus'] or '?'}"
+        if seller["is_warning"]:
+            text += " [yellow]WARNING[/]"
+        if seller["held"]:
+            text += f" [bold red]HELD[/] until {seller['held_until']:%Y-%m-%d %H:%M} UTC"
+        lines.append(text)
+    return "\n".join(lines)
 
 
 def _tenant_action(
@@ -800,7 +817,8 @@ def tenants_resume(
     reason: ReasonOption = None,
     actor: ActorOption = None,
 ) -> None:
-    """Let a paused tenant's work go on (fix the cause first: fapiao doctor)."""
+    """Let a paused tenant's work go on (fix the cause first: fapiao doctor); also releases
+    a credit-quota (授信额度) hold."""
     row = _tenant_action(ctx, name, False, reason, actor)
     _console().print(f"tenant {name} resumed")
     if row["paused"]:

@@ -26,7 +26,8 @@ bill); a bulk replay without one replays every failed and rejected document, as
 
 Other actions: ``act_on_document`` (one bill: replay or withdraw), ``reverse_document`` (the
 red-letter 红冲 document(s) of one bill, ``producers.reversal``), ``pause_tenant`` /
-``resume_tenant``, ``resend_notifications`` (parked ERP notifications back to pending, due
+``resume_tenant`` (resume also releases a credit-quota hold: ``store.quota.release``),
+``resend_notifications`` (parked ERP notifications back to pending, due
 now: the sweeper hands them to ``fapiao.notify_erp`` within its interval — the producers'
 ``Enqueuer`` has no notify message). Reads: ``list_documents`` (keyset pages, opaque
 cursor), ``list_notifications``, ``tenant_rows``.
@@ -50,6 +51,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from sqlalchemy import select
@@ -85,11 +87,13 @@ from schemas.tenants import normalise_tax_id
 from store.columns import utcnow
 from store.db import unit_of_work
 from store.lifecycle import NO_OPS, LostRace, TransitionNotAllowed, target_of
-from store.models import Document, ErpOutbox, OperatorAudit, TenantState
+from store.models import Document, ErpOutbox, OperatorAudit, TenantQuota, TenantState
 from store.outbox import list_notifications as outbox_rows
 from store.outbox import requeue
 from store.queries import latest_reasons
 from store.queries import list_documents as list_rows
+from store.quota import quota_rows, shanghai_day
+from store.quota import release as release_quota
 from store.states import DocumentStatus, Event, OutboxState
 from store.tenants import pause_tenant as store_pause
 from store.tenants import resume_tenant as store_resume
@@ -882,6 +886,9 @@ def tenant_rows(components: Components, *, now: datetime | None = None) -> list[
     now = now or utcnow()
     with components.sessions() as session:
         states = {row.tenant: row for row in session.scalars(select(TenantState))}
+        quotas: dict[str, list[TenantQuota]] = {}
+        for quota_row in quota_rows(session):
+            quotas.setdefault(quota_row.tenant, []).append(quota_row)
     rows: list[dict[str, Any]] = []
     for config in components.tenants.tenants:
         row = states.get(config.name)
@@ -901,10 +908,48 @@ def tenant_rows(components: Components, *, now: datetime | None = None) -> list[
                 or ("paused = true in the tenants file" if config.paused else None),
                 "paused_at": row.paused_at if row and row.paused else None,
                 "token_health": _token_health(components, config.name, now),
-                "quota": None,  # the cloud's quota warnings are a metric only; nothing stored
+                "quota": _quota_view(quotas.get(config.name, []), now),
             }
         )
     return rows
+
+
+def _amount(value: Decimal | None) -> str | None:
+    return None if value is None else f"{value:.2f}"
+
+
+def _quota_view(rows: list[TenantQuota], now: datetime) -> dict[str, Any] | None:
+    """The credit quota the cloud last reported per seller (``store.quota``); None: nothing
+    stored. ``held`` is a hold in force now; ``observed_on`` is the Asia/Shanghai day of the
+    answer (a surplus of an earlier day or month no longer counts)."""
+    if not rows:
+        return None
+    sellers = []
+    for row in rows:
+        held = bool(row.held and row.held_until is not None and row.held_until > now)
+        sellers.append(
+            {
+                "seller_tax_id": row.seller_tax_id,
+                "day_surplus": _amount(row.day_surplus),
+                "month_surplus": _amount(row.month_surplus),
+                "is_warning": row.is_warning,
+                "issue_biz_type": row.issue_biz_type,
+                "biz_type": row.biz_type,
+                "observed_at": row.observed_at,
+                "observed_on": (
+                    shanghai_day(row.observed_at).isoformat() if row.observed_at else None
+                ),
+                "source": row.source,
+                "held": held,
+                "hold_reason": row.hold_reason if held else None,
+                "held_until": row.held_until if held else None,
+            }
+        )
+    return {
+        "warning": any(s["is_warning"] for s in sellers),
+        "held": any(s["held"] for s in sellers),
+        "sellers": sellers,
+    }
 
 
 def _known(components: Components, name: str) -> None:
@@ -941,6 +986,9 @@ def resume_tenant(
     _known(components, name)
     with unit_of_work(components.sessions) as session:
         store_resume(session, name)
+        # A credit-quota hold is released too (the stored surplus is forgotten; its drafts are
+        # due now): an operator resumes when the quota was raised in the cloud.
+        release_quota(session, name)
         _audit(
             session,
             actor=actor,

@@ -31,6 +31,8 @@ The other writers of a document, each one compare-and-set, none committing:
 |                                             | revision; the old one is `superseded`)         |
 | `update_fields()`                           | non-state columns (errors, schedules, amounts), |
 |                                             | `version` + 1                                  |
+| `store.quota.hold_documents`                | a draft held for credit quota: its reason and  |
+|                                             | `next_attempt_at` (still `draft`), `version` + 1|
 | `defer_poll()`                              | a `pushed` document's `next_poll_at`, later    |
 |                                             | only; no version bump (scheduling, like the    |
 |                                             | sweeps' claims in `store.queries`)             |

@@ -10,6 +10,7 @@
 | `callback_inbox`  | raw callback received (deduplicated)        | the callback receiver    |
 | `erp_outbox`      | notification owed to the ERP webhook        | `fapiao.notify_erp`      |
 | `tenant_state`    | tenant: paused or not                       | `store.tenants`          |
+| `tenant_quota`    | (tenant, seller): credit quota known, hold  | `store.quota`            |
 | `operator_actions` | operator action (bulk or single), the audit | `producers.operations`   |
 | `reconciliation_reports` | reconciliation run (window, tenant) | `store.reconciliation` |
 
@@ -80,6 +81,7 @@ __all__ = [
     "InvoiceDocument",
     "OperatorAudit",
     "ReconciliationReport",
+    "TenantQuota",
     "TenantState",
     "metadata",
 ]
@@ -355,6 +357,28 @@ class TenantState(Base):
     paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     paused_reason: Mapped[str | None] = mapped_column(Text)
     paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class TenantQuota(Base):
+    """The credit quota (授信额度) the cloud last reported for a tenant and seller, and whether
+    pushes for them are held because it cannot cover the next bill (``store.quota``)."""
+
+    __tablename__ = "tenant_quota"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seller_tax_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day_surplus: Mapped[Decimal | None] = mapped_column(Money)  # daySurplusLimit
+    month_surplus: Mapped[Decimal | None] = mapped_column(Money)  # monthSurplusLimit
+    is_warning: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    issue_biz_type: Mapped[str | None] = mapped_column(String(16))  # issueBizType
+    biz_type: Mapped[str | None] = mapped_column(String(16))  # bizType
+    observed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    source: Mapped[str | None] = mapped_column(String(24))  # callback / issuance_error / ...
+    held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    hold_reason: Mapped[str | None] = mapped_column(Text)
+    held_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    held_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

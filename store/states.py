@@ -40,6 +40,8 @@ from typing import Final
 __all__ = [
     "ISSUE_OVERDUE",
     "POLLED_STATUSES",
+    "QUOTA_EXHAUSTED",
+    "QUOTA_HELD",
     "RESUBMITTABLE_STATUSES",
     "DocumentStatus",
     "Event",
@@ -52,6 +54,10 @@ __all__ = [
 # than `poll.issue_overdue_seconds` while the query still shows nothing: the bridge's own
 # code (cloud codes are numbers or dotted names), so views and checkers can tell it apart.
 ISSUE_OVERDUE: Final = "issue_overdue"
+# `last_error_code` of a `draft` waiting for credit quota (授信额度), and of a document whose
+# issuance the cloud refused for quota (授信额度不足): see `store.quota`.
+QUOTA_HELD: Final = "quota_held"
+QUOTA_EXHAUSTED: Final = "quota_exhausted"
 
 
 class DocumentStatus(StrEnum):

@@ -17,7 +17,8 @@
 Latency is the ledger's ``latency_ms`` (request sent → answer classified, rate-limit wait
 included). The two document histograms are observed once per document, when the transition
 is applied (``worker.services.milestones.observe_milestones``). ``fapiao_quota_warning`` is the
-``bizControl.isWarning`` of the tenant's latest per-bill callback (5.1.03); a stopped
+``bizControl.isWarning`` of the tenant's latest applied invoice callback (the stored quota per
+seller, its hold and a day-long warning are the API's ``fapiao_quota_*`` gauges); a stopped
 ``fapiao_sweeps_total`` means beat or the maintenance queue is not running.
 
 Metrics are created once per process on first use, in the default registry.

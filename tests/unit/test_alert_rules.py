@@ -62,7 +62,8 @@ def test_promtool_unit_tests_fire_the_stuck_paused_and_quota_alerts() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     tested = (PROMETHEUS / "alerts_test.yml").read_text(encoding="utf-8")
     for alert in ("FapiaoDocumentsStuck", "FapiaoTenantPaused", "FapiaoQuotaWarning",
-                  "FapiaoReconciliationOrphans", "FapiaoReconciliationTotalMismatch",
+                  "FapiaoQuotaHeld", "FapiaoReconciliationOrphans",
+                  "FapiaoReconciliationTotalMismatch",
                   "FapiaoReconciliationNotRunning"):  # fmt: skip
         assert f"alertname: {alert}" in tested
 

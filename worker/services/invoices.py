@@ -48,8 +48,9 @@ from store.invoices import (
 )
 from store.lifecycle import TransitionResult, transition, update_fields
 from store.models import Document, Invoice
-from store.states import ISSUE_OVERDUE, DocumentStatus, Event
+from store.states import ISSUE_OVERDUE, QUOTA_EXHAUSTED, DocumentStatus, Event
 from worker.runtime import Runtime
+from worker.services.quota import is_quota_failure, quota_failure
 from worker.services.red_refusal import explain_red_refusal
 
 __all__ = [
@@ -293,6 +294,13 @@ def apply_invoices(
     if verdict.failure and verdict.event in (Event.issue_failed, Event.issued_some):
         red = explain_red_refusal(None, verdict.failure)
         changes["last_error_message"] = verdict.failure + (f" — {red}" if red else "")
+        if is_quota_failure(verdict.failure) and document.last_error_code != QUOTA_EXHAUSTED:
+            # 授信额度不足: a reason that says what it means, and the tenant/seller held.
+            changes["last_error_code"] = QUOTA_EXHAUSTED
+            changes["last_error_message"] = quota_failure(rt, session, document, verdict.failure)
+    if document.last_error_code == QUOTA_EXHAUSTED and verdict.event is Event.issued_all:
+        # Re-issued in the cloud once there was quota: the refusal is history.
+        changes.update(last_error_code=None, last_error_message=None)
     if document.last_error_code == ISSUE_OVERDUE and verdict.event is not None:
         # The overdue flag (worker.services.poll) said "nothing yet"; now something is.
         changes["last_error_code"] = None

@@ -16,6 +16,8 @@ The receiver stored the raw body, deduplicated and acknowledged it; this runs af
 |      | with a note); invoice callbacks → the invoices, either from a                 |
 |      | confirming BILL.INVOICE.QUERY (``callbacks.confirm_with_query``, default) or   |
 |      | from the callback itself → verdict → transition (``worker.services.invoices``) |
+|      | A ``bizControl`` is recorded with it (``worker.services.quota``: lower only,   |
+|      | also for a repeat settled in step 3)                                          |
 | 5    | row ``processed`` (linked to the document), ERP notifications owed; a one-bill |
 |      | invoice callback settles its row in the same transaction as its transition     |
 
@@ -44,7 +46,6 @@ answer).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -70,6 +71,7 @@ from worker.runtime import Followup, Runtime
 from worker.services.erp_outbox import owe_notification
 from worker.services.invoices import all_known, apply_invoices
 from worker.services.query import query_bill
+from worker.services.quota import observe_biz_control
 from worker.services.tenancy import document_and_pause, documents_and_pauses, is_paused_from
 
 __all__ = ["ReconcileOutcome", "reconcile_callback"]
@@ -127,12 +129,16 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
                 for _, _, d in found
                 if d is not None
             }
-            _note_quota(parsed, paused)
             if _nothing_new(session, parsed, found):
                 # A repeat of what is stored (a second callback style, a redelivery, a
                 # callback after the poller found the invoices): settled here, no query.
                 document = found[0][2]
                 assert document is not None
+                if parsed.bizControl is not None:
+                    # The poller may have applied the invoices first; the quota is still news.
+                    observe_biz_control(
+                        rt, session, document.tenant, document.seller_tax_id, parsed.bizControl
+                    )
                 settle_callback(
                     session, inbox_id, InboxState.processed, document_id=document.id,
                     error=_NOTHING_NEW, now=rt.clock(),
@@ -174,16 +180,6 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
     note = "; ".join(notes) or None
     outcome = _finish(rt, inbox_id, InboxState.processed, note, document_ids[0])
     return ReconcileOutcome(outcome.state, outcome.detail, followups)
-
-
-def _note_quota(parsed: ParsedCallback, tenants: Iterable[str]) -> None:
-    """``bizControl.isWarning`` of a per-bill callback → ``fapiao_quota_warning`` (a gauge only;
-    quota handling itself is not done here)."""
-    warning = parsed.bizControl.isWarning if parsed.bizControl is not None else None
-    if warning is None:
-        return
-    for tenant in tenants:
-        metrics.quota_warning().labels(tenant=tenant).set(1 if warning else 0)
 
 
 def _items_by_bill(parsed: ParsedCallback) -> dict[str, tuple[str | None, list[InvoiceItem]]]:
@@ -430,6 +426,10 @@ def _confirm_and_apply(
                     )
                 )
                 session.refresh(document)
+            if parsed.bizControl is not None:
+                # Recorded with the transition it came with (lower only: store.quota); before
+                # the invoices, so an issuance refused for quota has the last word.
+                observe_biz_control(rt, session, tenant.name, seller, parsed.bizControl)
             more, _ = apply_invoices(rt, session, document, items, reason=source)
         except LostRace as exc:
             raise _Defer(str(exc)) from exc

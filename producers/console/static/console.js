@@ -815,6 +815,21 @@
 
   // ------------------------------------------------------------------ tenants
 
+  // Paused, or pushes held for credit quota: resume releases either.
+  function waits(tenant) {
+    return tenant.paused || Boolean(tenant.quota && tenant.quota.held);
+  }
+
+  // One line per seller: day / month surplus, a warning badge, the hold and until when.
+  function quotaCell(quota) {
+    if (!quota) return t("quota.unknown");
+    return h("div", {}, ...quota.sellers.map((seller) => h("div", { title: seller.hold_reason || "" },
+      `${seller.seller_tax_id}: ${seller.day_surplus ?? "?"} / ${seller.month_surplus ?? "?"} `,
+      seller.is_warning ? h("span", { class: "badge st-in_doubt" }, t("quota.warning")) : "",
+      seller.held ? h("span", { class: "badge st-failed" },
+        t("quota.held", { until: new Date(seller.held_until).toLocaleString() })) : "")));
+  }
+
   async function renderTenants(main) {
     const body = h("div");
     const reload = async () => {
@@ -828,10 +843,11 @@
           h("td", { class: "reason" }, tenant.paused_reason || ""),
           h("td", {}, tenant.token_health || ""),
           h("td", { class: "num" }, tenant.rate_limit_per_second ?? ""),
+          h("td", { class: "quota" }, quotaCell(tenant.quota)),
           h("td", {}, canAct() ? h("button", {
-            type: "button", class: tenant.paused ? "" : "danger", dataset: { action: tenant.paused ? "resume" : "pause" },
+            type: "button", class: waits(tenant) ? "" : "danger", dataset: { action: waits(tenant) ? "resume" : "pause" },
             onclick: () => {
-              const kind = tenant.paused ? "resume" : "pause";
+              const kind = waits(tenant) ? "resume" : "pause";
               confirmAction({
                 title: t(`dialog.${kind}`, { name: tenant.name }),
                 body: t(`dialog.${kind}_body`),
@@ -839,9 +855,9 @@
                 done: () => { flash(t(`done.${kind}`, { name: tenant.name })); return null; },
               });
             },
-          }, t(tenant.paused ? "tenants.resume" : "tenants.pause")) : "")));
+          }, t(waits(tenant) ? "tenants.resume" : "tenants.pause")) : "")));
         clear(body).append(table([t("col.name"), t("col.paused"), t("docs.reason"), t("col.token"),
-          t("col.rate"), ""], rows, { class: "grid", id: "tenants" }));
+          t("col.rate"), t("col.quota"), ""], rows, { class: "grid", id: "tenants" }));
       } catch (error) {
         failure(body, error);
       }
