@@ -67,7 +67,7 @@ from store.states import DocumentStatus, Event, InboxState
 from worker import metrics, queues
 from worker.ledger import HeldCallLedger, SqlCallLedger
 from worker.runtime import Followup, Runtime
-from worker.services.erp_outbox import owe_notification
+from worker.services.erp_outbox import owe_after_issuance, owe_notification
 from worker.services.invoices import all_known, apply_invoices
 from worker.services.query import query_bill
 from worker.services.tenancy import document_and_pause, documents_and_pauses, is_paused_from
@@ -80,6 +80,7 @@ _WAITING_FOR_PUSH: Final = frozenset(
     {DocumentStatus.draft, DocumentStatus.pushing, DocumentStatus.in_doubt}
 )
 _NOTHING_NEW: Final = "already invoiced with every invoice as reported; nothing to confirm"
+_SETTLED: Final = frozenset({DocumentStatus.invoiced, DocumentStatus.reversed})
 _RETURNABLE: Final = frozenset(
     {DocumentStatus.pushed, DocumentStatus.invoice_failed, DocumentStatus.withdrawing}
 )
@@ -207,7 +208,7 @@ def _nothing_new(
     if parsed.style == "return" or len(found) != 1:
         return False
     _, items, document = found[0]
-    if document is None or document.status != DocumentStatus.invoiced:
+    if document is None or document.status not in _SETTLED:
         return False
     return all_known(document, invoices_of(session, document.id), items)
 
@@ -430,11 +431,12 @@ def _confirm_and_apply(
                     )
                 )
                 session.refresh(document)
-            more, _ = apply_invoices(rt, session, document, items, reason=source)
+            more, verdict = apply_invoices(rt, session, document, items, reason=source)
         except LostRace as exc:
             raise _Defer(str(exc)) from exc
         results += more
         followups = owe_notification(rt, session, document_id, results, tenant=tenant.name)
+        followups += owe_after_issuance(rt, session, verdict.after)
         settled = False
         if settle is not None:
             try:
