@@ -364,8 +364,10 @@ def apply_invoices(
     unrecorded, fresh = _upsert(session, document, items, now=now, changes=standing)
     covering = fresh if fresh is not None else coverings(session, document.id)
     verdict = verdict_for(document, covering, unrecorded_pending=unrecorded)
+    # Read before the transition expires the loaded document (no second SELECT).
+    owner = _Owner(document.bill_no, document.tenant, document.seller_tax_id)
     results, verdict = _apply_verdict(rt, session, document, verdict, reason=reason, now=now)
-    after = _after_issuance(rt, session, document, items, standing, reason=reason, now=now)
+    after = _after_issuance(rt, session, owner, items, standing, reason=reason, now=now)
     if after:
         verdict = replace(verdict, after=after)
     return results, verdict
@@ -430,10 +432,17 @@ def _apply_verdict(
     return results, verdict
 
 
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    bill_no: str
+    tenant: str
+    seller_tax_id: str
+
+
 def _after_issuance(
     rt: Runtime,
     session: Session,
-    document: Document,
+    document: _Owner,
     items: Sequence[InvoiceItem],
     standing: list[StandingChange],
     *,
