@@ -207,6 +207,7 @@ def all_known(
 
 def _reported(document: Document, item: InvoiceItem) -> dict[str, Any]:
     """``record_invoice``'s keyword arguments for one reported item."""
+    red = item.invoiceProperty == 1
     return {
         "document_id": document.id,
         "push_attempt": document.push_attempt,
@@ -225,12 +226,21 @@ def _reported(document: Document, item: InvoiceItem) -> dict[str, Any]:
         "invoice_image_url": item.invoiceImageUrl,
         "issue_error_message": None if item.is_issued else item.issueErrorMessage,
         "invoice_property": item.invoiceProperty,
-        "original_invoice_code": (item.originalInvoiceCode or "").strip() or None,
-        "original_invoice_num": (item.originalInvoiceNumber or "").strip() or None,
+        # Only a red invoice names an original (a cancel item may name itself there).
+        "original_invoice_code": ((item.originalInvoiceCode or "").strip() or None)
+        if red
+        else None,
+        "original_invoice_num": ((item.originalInvoiceNumber or "").strip() or None)
+        if red
+        else None,
         "can_red_amount": item.canRedAmount,
         "can_red_tax_amount": item.canRedTaxAmount,
         "raw": item.to_wire(),
     }
+
+
+def _text(value: str | None) -> str | None:
+    return (value or "").strip() or None
 
 
 def _is_red_document(document: Document) -> bool:
