@@ -211,3 +211,33 @@ def test_a_red_bill_through_the_bridge_reverses_its_original_by_poll(
     events = _event_rows(world, blue_id)
     assert world.run(queues.POLL, document_id=blue_id) == "skipped"
     assert (world.doc(blue_id).status, _event_rows(world, blue_id)) == ("reversed", events)
+
+
+@pytest.mark.parametrize(
+    ("cancel_item", "partial_red"), [("own_fields", "keeps_0"), ("original_only", "status_2")]
+)
+def test_a_trusting_bridge_reads_either_cancel_item_and_partial_red(
+    trusting_world: World, cancel_item: str, partial_red: str
+) -> None:
+    # Callbacks applied as they come (confirm_with_query=false): the items themselves decide.
+    # original_only: the CANCEL item names the voided invoice by original* only; a partial
+    # INVOICE.RED says originalInvoiceStatus 3 (keeps_0) or 2 (status_2): neither decides.
+    world = trusting_world
+    world.sim.set_dialect(cancel_item=cancel_item, partial_red=partial_red)
+    doc_id = _invoiced(world, "AI-TRUST-1", lines=3)
+    first, second = world.invoices(doc_id)
+    body = _callback_of(world, lambda: world.sim.void("AI-TRUST-1", invoice=first.invoice_num))
+    assert world.reconcile(body) == "processed"
+    body = _callback_of(
+        world, lambda: world.sim.red("AI-TRUST-1", invoice=second.invoice_num, amount="50.00")
+    )
+    assert world.reconcile(body) == "processed"
+    assert world.doc(doc_id).status == "invoiced"
+    assert [i.standing for i in world.invoices(doc_id)] == ["voided", "partially_reversed"]
+    assert len(world.invoices(doc_id)) == 2  # the red invoice is not one of this document's
+    body = _callback_of(world, lambda: world.sim.red("AI-TRUST-1", invoice=second.invoice_num))
+    assert world.reconcile(body) == "processed"
+    assert world.doc(doc_id).status == "reversed"
+    [_, reversed_one] = world.invoices(doc_id)
+    assert reversed_one.standing == "reversed"
+    assert len(reversed_one.reversals) == 2
