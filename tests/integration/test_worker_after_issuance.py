@@ -13,8 +13,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from producers.http import create_app
+from producers.testing import auth_headers, bridge_settings, build_test_components, run_cli
 from schemas.kingdee import CallbackInterfaceCode, InvoiceItem, build_callback, parse_callback
 from simulator.testing import SimulatorHandle, make_bill
 from store.models import DocumentEvent, ErpOutbox
@@ -241,3 +244,27 @@ def test_a_trusting_bridge_reads_either_cancel_item_and_partial_red(
     [_, reversed_one] = world.invoices(doc_id)
     assert reversed_one.standing == "reversed"
     assert len(reversed_one.reversals) == 2
+
+
+def test_the_http_view_and_fapiao_show_mark_the_changed_invoice(
+    world: World, database_url: str
+) -> None:
+    doc_id = _invoiced(world, "AI-VIEW-1")
+    body = _callback_of(world, lambda: world.sim.red("AI-VIEW-1", amount="25.00"))
+    assert world.reconcile(body) == "processed"
+    assert world.doc(doc_id).status == "invoiced"
+    components = build_test_components(bridge_settings(database_url), world.sessions)
+    with TestClient(create_app(components.settings, components=components)) as client:
+        response = client.get("/v1/documents/AI-VIEW-1", headers=auth_headers())
+    assert response.status_code == 200, response.text
+    view = response.json()
+    [invoice] = view["invoices"]
+    assert (invoice["standing"], invoice["can_red_amount"]) == ("partially_reversed", "75.00")
+    assert invoice["standing_changed_at"]
+    [entry] = [e for e in view["timeline"] if e["kind"] == "invoice_standing"]
+    assert entry["standing"] == "partially_reversed"
+    table = run_cli(components, "show", "AI-VIEW-1")
+    assert table.exit_code == 0, table.output
+    assert "partially_reversed (left 75.00)" in table.output
+    shown = json.loads(run_cli(components, "show", "AI-VIEW-1", "--json").output)
+    assert shown["invoices"][0]["standing"] == "partially_reversed"
