@@ -99,6 +99,16 @@ def test_a_void_in_the_cloud_reverses_the_document_and_tells_the_erp(
     done = json.loads(webhook.received[3][1])
     assert (done["previousStatus"], done["status"]) == ("invoiced", "reversed")
     assert world.path(doc_id)[-1] == "reversed"
+    # Never backwards: the old INVOICE.OPEN again (re-sent under another key) changes nothing.
+    opened = world.callbacks.received[0].body
+    assert world.reconcile(json.dumps({**json.loads(opened), "resent": 1}).encode()) == (
+        "processed"
+    )
+    assert world.doc(doc_id).status == "reversed"
+    [invoice] = world.invoices(doc_id)
+    assert (invoice.standing, invoice.invoice_status) == ("voided", "6")
+    drain(world.rt, world.enqueuer)
+    assert len(webhook.received) == 4
 
 
 def test_a_partial_red_keeps_invoiced_then_the_rest_reverses_it(
@@ -150,8 +160,9 @@ def test_a_duplicate_and_a_forged_cancel_change_nothing_wrongly(world: World) ->
     assert world.doc(doc_id).status == "reversed"
     events, queries = _event_rows(world, doc_id), len(cloud_ledger(world, "BILL.INVOICE.QUERY"))
     again = json.dumps({**json.loads(body), "redelivery": 1}).encode()
+    outbox = _outbox_rows(world)
     assert world.reconcile(again) == "processed"
-    assert _event_rows(world, doc_id) == events
+    assert (_event_rows(world, doc_id), _outbox_rows(world)) == (events, outbox)
     assert len(cloud_ledger(world, "BILL.INVOICE.QUERY")) == queries
 
 
@@ -244,6 +255,16 @@ def test_a_trusting_bridge_reads_either_cancel_item_and_partial_red(
     [_, reversed_one] = world.invoices(doc_id)
     assert reversed_one.standing == "reversed"
     assert len(reversed_one.reversals) == 2
+    # A late INVOICE.OPEN (status 0, the full canRedAmount) is applied as it comes, and
+    # still moves nothing back.
+    opened = world.callbacks.received[0].body
+    assert world.reconcile(json.dumps({**json.loads(opened), "resent": 1}).encode()) == (
+        "processed"
+    )
+    assert world.doc(doc_id).status == "reversed"
+    voided, reversed_one = world.invoices(doc_id)
+    assert (voided.standing, voided.invoice_status) == ("voided", "6")
+    assert (reversed_one.standing, reversed_one.can_red_amount) == ("reversed", Decimal("0.00"))
 
 
 def test_the_http_view_and_fapiao_show_mark_the_changed_invoice(
