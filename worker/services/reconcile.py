@@ -8,8 +8,9 @@ The receiver stored the raw body, deduplicated and acknowledged it; this runs af
 | 2    | ``parse_callback`` (按票 one object, 按单 array, or BILL.RETURN) — a body that  |
 |      | cannot be used → row ``failed`` with the reason                                |
 | 3    | per billNo: the current document (``sellerTaxpayerId`` narrows it); none →    |
-|      | row ``orphan``. An invoice callback about one ``invoiced`` document that only  |
-|      | repeats stored invoices (every value already recorded) → row ``processed`` at  |
+|      | row ``orphan``. An invoice callback about one ``invoiced`` (or ``reversed``)   |
+|      | document that only repeats stored invoices (every value already recorded) →   |
+|      | row ``processed`` at                                                           |
 |      | once, with a note: no query, nothing to apply (a forged one changes nothing)   |
 | 4    | BILL.RETURN → ``returned`` once a confirming query finds the bill gone (with  |
 |      | ``confirm_with_query``; still there → nothing changes, the row is processed   |
@@ -21,8 +22,12 @@ The receiver stored the raw body, deduplicated and acknowledged it; this runs af
 
 Confirming with a query means a forged callback (the endpoint has no signature) can only
 cause a query, never a wrong state: the cloud's own answer is applied, the callback is just
-the trigger. Duplicates and out-of-order callbacks change nothing because the verdict is
-computed from every invoice known and the state table only moves forward.
+the trigger. INVOICE.CANCEL (作废) and INVOICE.RED (红冲) take the same path: the query of the
+bill shows each invoice's ``invoiceStatus`` and ``canRedAmount``, which
+``worker.services.invoices`` turns into invoice standings and, when every issued invoice is
+voided or reversed, the document's ``reversed_all``. Duplicates and out-of-order callbacks
+change nothing because the verdict is computed from every invoice known, an invoice's
+standing and the state table only move forward.
 
 Contract dialects (docs/CLOUD-CONTRACT.md §14): callbacks of AES tenants are decoded with each
 AES tenant's key (``TenantsFile.callback_codecs``). A 回退 whose confirming query gives an
