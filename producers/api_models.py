@@ -174,6 +174,24 @@ class InvoiceView(_Answer):
     total_tax_amount: Money | None
     include_tax_amount: Money | None
     issue_error_message: str | None
+    invoice_property: int | None = Field(default=None, description="0 蓝票 blue, 1 红票 red")
+    standing: Literal["normal", "partially_reversed", "reversed", "voided"] = Field(
+        default="normal",
+        description="after issuance: voided (作废), reversed (红冲) or partially reversed; "
+        "only ever moves forward",
+    )
+    standing_changed_at: str | None = Field(default=None, description="when standing changed")
+    can_red_amount: Money | None = Field(default=None, description="canRedAmount left")
+    can_red_tax_amount: Money | None = Field(default=None, description="canRedTaxAmount left")
+    original_invoice_code: str | None = Field(
+        default=None, description="a red invoice: the blue invoice it reverses"
+    )
+    original_invoice_num: str | None = Field(
+        default=None, description="a red invoice: the blue invoice it reverses"
+    )
+    reversed_by: list[dict[str, Any]] = Field(
+        default_factory=list, description="red invoices known against this blue one"
+    )
     files: dict[str, str] = Field(
         description="invoiceFileUrl, invoicePdfFileUrl, invoiceXmlFileUrl, invoiceImageUrl "
         "(those known)"
@@ -230,8 +248,17 @@ class InvoiceEntry(_Answer):
     issue_error_message: str | None
 
 
+class InvoiceStandingEntry(_Answer):
+    at: str
+    kind: Literal["invoice_standing"]
+    invoice_num: str | None
+    invoice_code: str | None
+    standing: str = Field(description="partially_reversed, reversed or voided")
+    can_red_amount: Money | None
+
+
 TimelineEntry = Annotated[
-    TransitionEntry | CloudCallEntry | CallbackEntry | InvoiceEntry,
+    TransitionEntry | CloudCallEntry | CallbackEntry | InvoiceEntry | InvoiceStandingEntry,
     Field(discriminator="kind"),
 ]
 

@@ -425,7 +425,9 @@ def _render_view(view: dict[str, Any]) -> None:
         console.print(reds)
     if view["invoices"]:
         table = Table(title="invoices")
-        columns = ("code", "number", "status", "date", "amount", "tax", "files / error")
+        columns = (
+            "code", "number", "status", "standing", "date", "amount", "tax", "files / error"
+        )  # fmt: skip
         merged = any(invoice["merged"] for invoice in view["invoices"])
         for column in columns + (("merged with",) if merged else ()):
             table.add_column(column)
@@ -436,6 +438,7 @@ def _render_view(view: dict[str, Any]) -> None:
                 invoice["invoice_code"] or "",
                 invoice["invoice_num"] or "",
                 invoice["invoice_status"] or "",
+                _standing(invoice),
                 invoice["invoice_date"] or "",
                 str(jsonable(invoice["total_amount"]) or ""),
                 str(jsonable(invoice["total_tax_amount"]) or ""),
@@ -462,11 +465,27 @@ def _render_view(view: dict[str, Any]) -> None:
         elif kind == "callback":
             what = f"callback #{entry['inbox_id']} ({entry['style']})"
             detail, by = f"{entry['state']} {entry['error'] or ''}", "cloud"
+        elif kind == "invoice_standing":
+            number = f"{entry['invoice_code'] or ''}{entry['invoice_num'] or ''}"
+            what = f"invoice {number} {entry['standing']}"
+            left = entry["can_red_amount"]
+            detail, by = ("" if left is None else f"can red {jsonable(left)}"), "cloud"
         else:
             what = f"invoice {entry['invoice_code'] or ''}{entry['invoice_num'] or ''}"
             detail, by = entry["issue_error_message"] or entry["invoice_status"] or "", ""
         table.add_row(at, escape(what), escape(detail.strip()), escape(by or ""))
     console.print(table)
+
+
+def _standing(invoice: dict[str, Any]) -> str:
+    """An invoice's standing after issuance, with what is left to reverse or what it reverses."""
+    standing = str(invoice.get("standing") or "normal")
+    if invoice.get("original_invoice_num"):
+        code = invoice.get("original_invoice_code") or ""
+        return f"red of {code}{invoice['original_invoice_num']}"
+    if standing == "partially_reversed" and invoice.get("can_red_amount") is not None:
+        return f"{standing} (left {invoice['can_red_amount']})"
+    return "" if standing == "normal" else standing
 
 
 # ---------------------------------------------------------------------------------- replay

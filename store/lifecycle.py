@@ -116,11 +116,20 @@ TRANSITIONS: Mapping[tuple[DocumentStatus, Event], DocumentStatus] = {
     (S.partially_invoiced, E.issued_some): S.partially_invoiced,
     (S.partially_invoiced, E.issue_failed): S.partially_invoiced,
     (S.partially_invoiced, E.accepted): S.partially_invoiced,
+    # invoices still owed: a reversal of the issued ones is recorded on the invoices only
+    (S.partially_invoiced, E.reversed_all): S.partially_invoiced,
     # invoiced: terminal, late answers change nothing
     (S.invoiced, E.issued_all): S.invoiced,
     (S.invoiced, E.issued_some): S.invoiced,
     (S.invoiced, E.issue_failed): S.invoiced,
     (S.invoiced, E.accepted): S.invoiced,
+    (S.invoiced, E.reversed_all): S.reversed,  # every invoice voided / fully red-flushed
+    # reversed: terminal, a late INVOICE.OPEN or query changes nothing
+    (S.reversed, E.issued_all): S.reversed,
+    (S.reversed, E.issued_some): S.reversed,
+    (S.reversed, E.issue_failed): S.reversed,
+    (S.reversed, E.accepted): S.reversed,
+    (S.reversed, E.reversed_all): S.reversed,
     # invoice_failed
     (S.invoice_failed, E.issued_all): S.invoiced,  # re-issued in the cloud
     (S.invoice_failed, E.issued_some): S.partially_invoiced,

@@ -67,6 +67,7 @@ from store.states import (
     DocumentStatus,
     EventOutcome,
     InboxState,
+    InvoiceStanding,
     OutboxState,
 )
 
@@ -235,6 +236,21 @@ class Invoice(Base):
     invoice_image_url: Mapped[str | None] = mapped_column(Text)  # invoiceImageUrl
     issue_error_message: Mapped[str | None] = mapped_column(Text)  # issueErrorMessage
     raw: Mapped[Any | None] = mapped_column(JSONValue())
+    # After issuance (docs/CLOUD-CONTRACT.md §15). A red invoice (invoiceProperty 1) names the
+    # blue one it reverses; a blue one keeps what is left to reverse (only ever lower) and its
+    # standing (InvoiceStanding, only ever forward), with the red invoices known against it.
+    invoice_property: Mapped[int | None] = mapped_column(Integer)  # invoiceProperty 0 蓝 1 红
+    original_invoice_code: Mapped[str | None] = mapped_column(String(20))
+    original_invoice_num: Mapped[str | None] = mapped_column(String(32))
+    can_red_amount: Mapped[Decimal | None] = mapped_column(Money)  # canRedAmount
+    can_red_tax_amount: Mapped[Decimal | None] = mapped_column(Money)  # canRedTaxAmount
+    standing: Mapped[str] = mapped_column(
+        String(24),
+        default=InvoiceStanding.normal.value,
+        server_default=text(f"'{InvoiceStanding.normal.value}'"),
+    )
+    status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # standing's
+    reversals: Mapped[Any | None] = mapped_column(JSONValue())  # red invoices against it
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -58,6 +58,7 @@ class BridgeInvoice:
     invoice_status: str | None
     total_amount: Decimal | None
     include_tax_amount: Decimal | None
+    standing: str = "normal"  # store.states.InvoiceStanding
 
 
 @dataclass(slots=True)
@@ -97,6 +98,7 @@ def _with_invoices(session: Session, docs: list[BridgeDocument]) -> list[BridgeD
                     inv.invoice_status,
                     inv.total_amount,
                     inv.include_tax_amount,
+                    inv.standing,
                 )
             )
     return docs

@@ -134,7 +134,7 @@ Summary = dict[str, Any]
 
 # States whose bill numbers need no reason beside them in a summary.
 PLAIN_STATES: Final = frozenset(
-    {"pushed", "invoiced", "withdrawn", "delivered", "processed", "partially_invoiced"}
+    {"pushed", "invoiced", "withdrawn", "delivered", "processed", "partially_invoiced", "reversed"}
 )
 SUMMARY_BUDGET: Final = 900  # characters of repr(summary); Celery cuts the event at 1024
 REASON_CHARS: Final = 160

@@ -77,6 +77,8 @@ ALLOWED: Final[dict[tuple[str, str], str]] = {
     ("producers/json_schemas.py", "0 正常, 2 待开, 3 红冲, 6 作废"): _OUR_SCHEMA,
     ("producers/json_schemas.py", "合计金额 (excl. tax)"): _OUR_SCHEMA,
     ("producers/json_schemas.py", "合计税额"): _OUR_SCHEMA,
+    ("producers/json_schemas.py", "0 蓝票 (blue), 1 红票 (red)"): _OUR_SCHEMA,
+    ("producers/json_schemas.py", "可红冲税额 left to reverse"): _OUR_SCHEMA,
     ("producers/json_schemas.py", "价税合计"): _OUR_SCHEMA,
     ("producers/json_schemas.py", "版式文件 URL"): _OUR_SCHEMA,
     ("producers/json_schemas.py", "开票失败原因"): _OUR_SCHEMA,

@@ -12,9 +12,8 @@ import pytest
 
 from schemas.kingdee import InvoiceItem
 from store.reconciliation import BridgeDocument, BridgeInvoice
-from worker.services import reconciliation
 from worker.services.query import QueryAnswer
-from worker.services.reconciliation import Expect, _compare_document
+from worker.services.reconciliation import _compare_document
 
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
 
@@ -77,27 +76,31 @@ def test_a_voided_invoice_of_an_invoiced_document_says_so_in_both_languages() ->
     assert finding.reason_zh == "发票云显示已作废（发票 N1），中间件状态为 invoiced"
 
 
-def test_an_unknown_state_is_compared_with_nothing() -> None:
-    assert kinds(doc("reversed"), QueryAnswer("present", items=[item("6")])) == []
-    assert kinds(doc("reversed"), QueryAnswer("absent", "-10011")) == []
-
-
-def test_a_new_state_and_invoice_level_statuses_extend_the_tables(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """What merging the ``reversed`` state (and per-invoice void/red status) takes."""
-    view = dict(reconciliation.BRIDGE_VIEW)
-    view["reversed"] = Expect(present=True, issued=True, statuses=frozenset({"3", "6"}))
-    monkeypatch.setattr(reconciliation, "BRIDGE_VIEW", view)
-    assert kinds(doc("reversed", BRIDGE_N1), QueryAnswer("present", items=[item("6")])) == []
+def test_a_reversed_document_expects_its_invoices_voided_or_red_flushed() -> None:
+    voided = BridgeInvoice("O1", "", "N1", "6", Decimal("100.00"), Decimal("113.00"), "voided")
+    assert kinds(doc("reversed", voided), QueryAnswer("present", items=[item("6")])) == []
     assert [k for k, _ in kinds(doc("reversed"), QueryAnswer("absent", "x"))] == ["cloud_unknown"]
-    # A partial reversal keeps `invoiced`: the bridge's own per-invoice status is trusted.
-    voided_here = BridgeInvoice("O1", "", "N1", "6", Decimal("100.00"), Decimal("113.00"))
-    partly = QueryAnswer("present", items=[item("6"), item(invoiceNum="N2")])
-    assert [k for k, _ in kinds(doc("invoiced", voided_here), partly)] == [
-        "state_mismatch",
-        "total_mismatch",
-    ]
-    monkeypatch.setattr(reconciliation, "INVOICE_LEVEL_STATES", frozenset({"invoiced"}))
+    # The cloud shows the invoice normal again: the bridge's `reversed` is not what it holds.
+    assert [
+        k for k, _ in kinds(doc("reversed", voided), QueryAnswer("present", items=[item()]))
+    ] == ["state_mismatch"]
+
+
+def test_the_bridges_per_invoice_standing_is_trusted_in_invoiced_documents() -> None:
+    """A partial reversal keeps `invoiced`: an invoice the bridge already records as voided
+    is no finding; one it still thinks normal is (a void whose callback was lost)."""
+    voided_here = BridgeInvoice("O1", "", "N1", "6", Decimal("100.00"), Decimal("113.00"), "voided")
     second = BridgeInvoice("O2", "", "N2", "0", Decimal("100.00"), Decimal("113.00"))
+    partly = QueryAnswer("present", items=[item("6"), item(invoiceNum="N2")])
     assert kinds(doc("invoiced", voided_here, second), partly) == []
+    normal_here = BridgeInvoice("O1", "", "N1", "0", Decimal("100.00"), Decimal("113.00"))
+    assert [k for k, _ in kinds(doc("invoiced", normal_here, second), partly)] == ["state_mismatch"]
+
+
+def test_a_partial_red_flush_is_accounted_for_under_both_readings() -> None:
+    partly = BridgeInvoice(
+        "O1", "", "N1", "0", Decimal("100.00"), Decimal("113.00"), "partially_reversed"
+    )
+    for shown in ("0", "2"):  # dialect partial_red: keeps_0 / status_2
+        answer = QueryAnswer("present", items=[item(shown)])
+        assert kinds(doc("invoiced", partly), answer) == [], shown

@@ -8,8 +8,9 @@ The receiver stored the raw body, deduplicated and acknowledged it; this runs af
 | 2    | ``parse_callback`` (按票 one object, 按单 array, or BILL.RETURN) — a body that  |
 |      | cannot be used → row ``failed`` with the reason                                |
 | 3    | per billNo: the current document (``sellerTaxpayerId`` narrows it); none →    |
-|      | row ``orphan``. An invoice callback about one ``invoiced`` document that only  |
-|      | repeats stored invoices (every value already recorded) → row ``processed`` at  |
+|      | row ``orphan``. An invoice callback about one ``invoiced`` (or ``reversed``)   |
+|      | document that only repeats stored invoices (every value already recorded) →   |
+|      | row ``processed`` at                                                           |
 |      | once, with a note: no query, nothing to apply (a forged one changes nothing)   |
 | 4    | BILL.RETURN → ``returned`` once a confirming query finds the bill gone (with  |
 |      | ``confirm_with_query``; still there → nothing changes, the row is processed   |
@@ -23,8 +24,12 @@ The receiver stored the raw body, deduplicated and acknowledged it; this runs af
 
 Confirming with a query means a forged callback (the endpoint has no signature) can only
 cause a query, never a wrong state: the cloud's own answer is applied, the callback is just
-the trigger. Duplicates and out-of-order callbacks change nothing because the verdict is
-computed from every invoice known and the state table only moves forward.
+the trigger. INVOICE.CANCEL (作废) and INVOICE.RED (红冲) take the same path: the query of the
+bill shows each invoice's ``invoiceStatus`` and ``canRedAmount``, which
+``worker.services.invoices`` turns into invoice standings and, when every issued invoice is
+voided or reversed, the document's ``reversed_all``. Duplicates and out-of-order callbacks
+change nothing because the verdict is computed from every invoice known, an invoice's
+standing and the state table only move forward.
 
 Contract dialects (docs/CLOUD-CONTRACT.md §14): callbacks of AES tenants are decoded with each
 AES tenant's key (``TenantsFile.callback_codecs``). A 回退 whose confirming query gives an
@@ -68,7 +73,7 @@ from store.states import DocumentStatus, Event, InboxState
 from worker import metrics, queues
 from worker.ledger import HeldCallLedger, SqlCallLedger
 from worker.runtime import Followup, Runtime
-from worker.services.erp_outbox import owe_notification
+from worker.services.erp_outbox import owe_after_issuance, owe_notification
 from worker.services.invoices import all_known, apply_invoices
 from worker.services.query import query_bill
 from worker.services.quota import observe_biz_control
@@ -82,6 +87,7 @@ _WAITING_FOR_PUSH: Final = frozenset(
     {DocumentStatus.draft, DocumentStatus.pushing, DocumentStatus.in_doubt}
 )
 _NOTHING_NEW: Final = "already invoiced with every invoice as reported; nothing to confirm"
+_SETTLED: Final = frozenset({DocumentStatus.invoiced, DocumentStatus.reversed})
 _RETURNABLE: Final = frozenset(
     {DocumentStatus.pushed, DocumentStatus.invoice_failed, DocumentStatus.withdrawing}
 )
@@ -203,7 +209,7 @@ def _nothing_new(
     if parsed.style == "return" or len(found) != 1:
         return False
     _, items, document = found[0]
-    if document is None or document.status != DocumentStatus.invoiced:
+    if document is None or document.status not in _SETTLED:
         return False
     return all_known(document, invoices_of(session, document.id), items)
 
@@ -430,11 +436,12 @@ def _confirm_and_apply(
                 # Recorded with the transition it came with (lower only: store.quota); before
                 # the invoices, so an issuance refused for quota has the last word.
                 observe_biz_control(rt, session, tenant.name, seller, parsed.bizControl)
-            more, _ = apply_invoices(rt, session, document, items, reason=source)
+            more, verdict = apply_invoices(rt, session, document, items, reason=source)
         except LostRace as exc:
             raise _Defer(str(exc)) from exc
         results += more
         followups = owe_notification(rt, session, document_id, results, tenant=tenant.name)
+        followups += owe_after_issuance(rt, session, verdict.after)
         settled = False
         if settle is not None:
             try:

@@ -32,9 +32,11 @@ a push just accepted whose invoices are being issued, a callback on its way).
 **What the bridge claims the cloud holds** is read through ``BRIDGE_VIEW`` (state →
 ``Expect``), one small table to extend when a state is added (``reversed``: present,
 issued, invoices voided/红冲); a state missing from it is compared with the ERP only.
-``INVOICE_LEVEL_STATES``: states in which the bridge's own per-invoice ``invoice_status`` is
-trusted (a partial reversal keeps ``invoiced``); empty today, so a voided/红冲 invoice in the
-cloud for an ``invoiced`` document IS a finding ("cloud shows voided, bridge shows invoiced").
+``INVOICE_LEVEL_STATES``: states in which the bridge's own per-invoice standing
+(``invoices.standing``) is trusted (a partial reversal keeps ``invoiced``): an invoice the
+cloud shows voided or 红冲 is no finding when the bridge already records it so
+(``STANDING_STATUSES``); when the bridge still thinks it normal, it is ("cloud shows voided,
+bridge shows invoiced": e.g. a void whose callback was lost).
 
 **Totals compared** (exact, to the cent): ERP ``totalAmount`` / ``includeTaxAmount`` with the
 document's ``totalAmount`` / 价税合计; the cloud's issued invoices' ``includeTaxAmount`` sum with
@@ -51,7 +53,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -62,6 +64,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.cloud_contract import (
     INVOICE_STATUS_NORMAL,
+    INVOICE_STATUS_PARTIAL_RED,
+    INVOICE_STATUS_RED,
+    INVOICE_STATUS_VOID,
 )
 from schemas.kingdee import CallbackParseError, InvoiceItem, parse_callback_with
 from schemas.reconciliation import ErpBill, Finding, FindingKind, Window, reason
@@ -75,7 +80,7 @@ from store.reconciliation import (
     orphan_callbacks,
     save_report,
 )
-from store.states import DocumentStatus
+from store.states import DocumentStatus, InvoiceStanding
 from worker.services.query import QueryAnswer
 
 __all__ = [
@@ -124,8 +129,28 @@ BRIDGE_VIEW: Final[dict[str, Expect]] = {
     DocumentStatus.withdrawn.value: Expect(present=False),
     # 回退: whether the cloud still lists a returned bill is not documented (§9.3).
     DocumentStatus.returned.value: Expect(present=None),
+    # every invoice voided or fully red-flushed (their standing says which)
+    DocumentStatus.reversed.value: Expect(
+        present=True, issued=True, statuses=frozenset({INVOICE_STATUS_RED, INVOICE_STATUS_VOID})
+    ),
 }
-INVOICE_LEVEL_STATES: Final[frozenset[str]] = frozenset()
+INVOICE_LEVEL_STATES: Final[frozenset[str]] = frozenset(
+    {
+        DocumentStatus.invoiced.value,
+        DocumentStatus.partially_invoiced.value,
+        DocumentStatus.reversed.value,
+    }
+)
+# The cloud's invoiceStatus values each standing of the bridge accounts for: a partial 红冲
+# keeps 0 or shows 2 depending on the reading (dialect partial_red).
+STANDING_STATUSES: Final[Mapping[str, frozenset[str]]] = {
+    InvoiceStanding.normal.value: NORMAL,
+    InvoiceStanding.partially_reversed.value: frozenset(
+        {INVOICE_STATUS_NORMAL, INVOICE_STATUS_PARTIAL_RED}
+    ),
+    InvoiceStanding.reversed.value: frozenset({INVOICE_STATUS_RED}),
+    InvoiceStanding.voided.value: frozenset({INVOICE_STATUS_VOID}),
+}
 
 
 @dataclass(slots=True)
@@ -259,7 +284,7 @@ def _compare_document(
         finding(FindingKind.state_mismatch, reason("cloud_has_it", status=doc.status))
     elif known:
         trusted = {
-            (inv.invoice_code, inv.invoice_num): inv.invoice_status
+            (inv.invoice_code, inv.invoice_num): STANDING_STATUSES.get(inv.standing, NORMAL)
             for inv in doc.invoices
             if doc.status in INVOICE_LEVEL_STATES
         }
@@ -275,7 +300,7 @@ def _compare_document(
             status = _status(item)
             if status in expect.statuses:
                 continue
-            if trusted.get((item.invoiceCode or "", item.invoiceNum)) == status:
+            if status in trusted.get((item.invoiceCode or "", item.invoiceNum), frozenset()):
                 continue
             invoice = f"{item.invoiceCode or ''}{item.invoiceNum or ''}"
             finding(

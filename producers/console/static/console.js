@@ -685,6 +685,7 @@
       h("td", { class: "mono" }, inv.invoice_code || ""),
       h("td", {}, inv.invoice_type || ""),
       h("td", {}, inv.issue_error_message ? `${inv.invoice_status || ""} ${inv.issue_error_message}` : inv.invoice_status || ""),
+      h("td", {}, standingText(inv)),
       h("td", {}, inv.invoice_date || ""),
       h("td", { class: "num mono" }, inv.include_tax_amount || inv.total_amount || ""),
       h("td", {}, Object.entries(inv.files || {}).map(([kind, url]) => h("a", {
@@ -704,10 +705,18 @@
       { class: "grid", id: "cloud-calls" }) : h("p", { class: "muted" }, t("common.none")),
       h("h2", {}, t("doc.invoices")),
       invoices.length ? table([t("col.invoice_num"), t("col.invoice_code"), t("col.invoice_type"),
-        t("col.invoice_status"), t("col.invoice_date"), t("col.amount"), t("doc.files")], invoices,
+        t("col.invoice_status"), t("col.standing"), t("col.invoice_date"), t("col.amount"), t("doc.files")], invoices,
       { class: "grid", id: "invoices" }) : h("p", { class: "muted" }, t("common.none")),
       h("h2", {}, t("doc.notifications")), notificationsBox);
     await renderDocumentNotifications(notificationsBox, view);
+  }
+
+  // After issuance: voided / (partly) reversed, with what is left to reverse.
+  function standingText(inv) {
+    if (inv.original_invoice_num) return t("standing.red_of", { num: inv.original_invoice_num });
+    if (!inv.standing || inv.standing === "normal") return "";
+    const left = inv.standing === "partially_reversed" && inv.can_red_amount ? ` (${inv.can_red_amount})` : "";
+    return t("standing." + inv.standing) + left;
   }
 
   function safeUrl(url) {
@@ -732,6 +741,8 @@
         return `${entry.style || ""} ${entry.state || ""} ${entry.error ? masked(entry.error) : ""}`;
       case "invoice":
         return `${entry.invoice_num || ""} ${entry.invoice_status || ""} ${entry.issue_error_message || ""}`;
+      case "invoice_standing":
+        return `${entry.invoice_num || ""} ${t("standing." + entry.standing)}`;
       default:
         return JSON.stringify(entry);
     }
