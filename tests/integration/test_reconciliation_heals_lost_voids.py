@@ -184,3 +184,41 @@ def test_http_apply_false_reports_and_the_nightly_job_heals(
         text = client.get("/metrics").text
     assert 'fapiao_reconciliation_findings{kind="state_applied",tenant="demo"} 1.0' in text
     assert 'fapiao_reconciliation_findings{kind="state_mismatch",tenant="demo"} 0.0' in text
+
+
+@pytest.mark.parametrize(
+    ("reading", "amount", "standing", "status", "event"),
+    [
+        ("keeps_0", None, "reversed", "reversed", "invoice.reversed"),
+        # a partial 红冲 under each reading of the original's invoiceStatus (docs/DIALECTS.md)
+        ("keeps_0", "40.00", "partially_reversed", "invoiced", "invoice.partially_reversed"),
+        ("status_2", "40.00", "partially_reversed", "invoiced", "invoice.partially_reversed"),
+    ],
+)
+def test_a_lost_red_flush_is_applied_too(
+    erp_world: World,
+    components: Components,
+    reading: str,
+    amount: str | None,
+    standing: str,
+    status: str,
+    event: str,
+) -> None:
+    erp_world.sim.set_dialect(partial_red=reading)
+    world = erp_world
+    [document_id] = invoiced(world, "HR-RED")
+    before = len(world.callbacks.received)
+    world.sim.red("HR-RED", amount=amount, redReason="4")
+    world.callbacks.wait_for(before + 1)  # INVOICE.RED, never handed to the bridge
+    day = utcnow().astimezone(SHANGHAI).date().isoformat()
+    result = run_cli(components, "reconcile", "--since", day, "--grace-minutes", "0", "--json")
+    assert result.exit_code == 0, result.output
+    [finding] = json.loads(result.stdout)["findings"]
+    assert (finding["kind"], finding["applied"]) == ("state_applied", True), finding
+    assert world.doc(document_id).status == status
+    assert [i.standing for i in world.invoices(document_id) if i.invoice_property != 1] == [
+        standing
+    ]
+    assert event in owed(world, document_id)
+    again = run_cli(components, "reconcile", "--since", day, "--grace-minutes", "0", "--json")
+    assert json.loads(again.stdout)["total"] == 0, again.output
