@@ -1167,10 +1167,19 @@ def reconcile(
     as_json: JsonOption = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print the findings as CSV.")] = False,
     actor: ActorOption = None,
+    apply: Annotated[
+        bool,
+        typer.Option(
+            "--apply/--no-apply",
+            help="Apply the voids / 红冲 the cloud's answers prove and the bridge missed, and"
+            " tell the ERP (default); --no-apply only reports.",
+        ),
+    ] = True,
 ) -> None:
     """Three-way reconciliation: the ERP's list, the bridge and the cloud (stored report).
 
-    Exit 0: no finding and every bill answered; 1: findings or unanswered bills; 2: bad input.
+    Exit 0: every bill answered and no finding left for someone (applied ones need nobody);
+    1: findings or unanswered bills; 2: bad input.
     """
     from producers.reconciliation import ReconciliationInputError, run, window_of
     from schemas.reconciliation import ErpListError, parse_erp_list
@@ -1201,6 +1210,7 @@ def reconcile(
             tenant=tenant,
             erp=erp_bills,
             grace=timedelta(minutes=grace_minutes),
+            apply=apply,
         )
     except ReconciliationInputError as exc:
         _fail(f"{exc} / {exc.message_zh}", code=2)
@@ -1215,7 +1225,7 @@ def reconcile(
             writer.writerow(_csv_row(finding))
     else:
         _print_reconciliation(report)
-    if report["total"] or report["unanswered"]:
+    if report["total"] - report["counts"].get("state_applied", 0) or report["unanswered"]:
         raise typer.Exit(1)
 
 

@@ -4,9 +4,9 @@ stored reports.
 | route | answers |
 |---|---|
 | ``GET /v1/reconciliation`` | runs it (bridge and cloud), stores and returns the report; |
-| | ``?since=&until=&tenant=&grace_minutes=`` |
+| | ``?since=&until=&tenant=&grace_minutes=&apply=`` |
 | ``POST /v1/reconciliation`` | the same with the ERP's list: ``{"since", "until", "tenant",`` |
-| | ``"grace_minutes", "bills": [...]}`` or ``"csv": "<text>"`` instead of ``bills`` |
+| | ``"grace_minutes", "apply", "bills": [...]}`` or ``"csv": "<text>"`` instead of ``bills`` |
 | ``GET /v1/reconciliation/reports`` | stored reports, newest first (counts, no findings); |
 | | ``?tenant=&limit=`` |
 | ``GET /v1/reconciliation/reports/{id}`` | one stored report with its findings |
@@ -14,7 +14,9 @@ stored reports.
 A run asks the cloud and stores a report, so it needs an operator (an API key or an
 operator's console session); a viewer may read the stored reports. Dates are ``YYYY-MM-DD``
 in Asia/Shanghai; a bad date, tenant or ERP list answers 400 (``bad_request`` naming
-``field``; ``bad_erp_list`` with ``problems``: line, column, rule).
+``field``; ``bad_erp_list`` with ``problems``: line, column, rule). ``apply`` (default true):
+a void or 红冲 the cloud's answers prove and the bridge missed is applied and owed to the ERP
+(finding kind ``state_applied``); ``apply=false`` only reports.
 The run is synchronous (one BILL.INVOICE.QUERY per bill within the tenant's rate limit):
 for a large window prefer the nightly report (``fapiao.reconcile_daily``) or the CLI.
 """
@@ -56,6 +58,9 @@ class ReconciliationRequest(BaseModel):
     grace_minutes: int = Field(
         30, ge=0, description="documents changed more recently are in flight"
     )
+    apply: bool = Field(
+        True, description="apply the voids / 红冲 the cloud proves (false: report only)"
+    )
     bills: list[dict[str, Any]] | None = Field(
         None,
         description="billNo, totalAmount and/or includeTaxAmount, sellerTaxpayerId, tenant",
@@ -70,7 +75,11 @@ class FindingAnswer(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     kind: str = Field(
-        description="not_submitted, cloud_unknown, state_mismatch, cloud_only, total_mismatch"
+        description="not_submitted, cloud_unknown, state_mismatch, cloud_only, total_mismatch,"
+        " state_applied"
+    )
+    applied: bool = Field(
+        False, description="true: the bridge applied what the cloud showed and told the ERP"
     )
     billNo: str
     tenant: str
@@ -96,6 +105,7 @@ class ReportAnswer(BaseModel):
     documents: int
     queried: int = Field(description="BILL.INVOICE.QUERY calls made")
     in_flight: int | None = Field(None, description="only in a fresh run's answer")
+    apply: bool | None = Field(None, description="only in a fresh run's answer: applied or not")
     total: int
     counts: dict[str, int] = Field(description="findings per kind, every kind listed")
     unanswered: list[dict[str, str]] = Field(description="bills the cloud did not answer")
@@ -133,6 +143,7 @@ async def _run(
     tenant: str | None,
     grace_minutes: int,
     erp_raw: str | None,
+    apply: bool = True,
 ) -> JSONAnswer:
     try:
         window = window_of(since, until)
@@ -151,6 +162,7 @@ async def _run(
             tenant=tenant,
             erp=erp,
             grace=timedelta(minutes=grace_minutes),
+            apply=apply,
         )
     except ReconciliationInputError as exc:
         raise _bad_input(exc) from None
@@ -175,8 +187,11 @@ async def get_reconciliation(
     until: Annotated[str | None, Query(description="YYYY-MM-DD, inclusive")] = None,
     tenant: Annotated[str | None, Query(description="tenant name")] = None,
     grace_minutes: Annotated[int, Query(ge=0)] = 30,
+    apply: Annotated[
+        bool, Query(description="apply the voids / 红冲 the cloud proves (false: report only)")
+    ] = True,
 ) -> JSONAnswer:
-    return await _run(request, actor, since, until, tenant, grace_minutes, None)
+    return await _run(request, actor, since, until, tenant, grace_minutes, None, apply)
 
 
 @router.post(
@@ -204,7 +219,9 @@ async def post_reconciliation(
             field="csv",
         )
     raw = body.csv if body.csv is not None else json.dumps(body.bills or [], ensure_ascii=False)
-    return await _run(request, actor, body.since, body.until, body.tenant, body.grace_minutes, raw)
+    return await _run(
+        request, actor, body.since, body.until, body.tenant, body.grace_minutes, raw, body.apply
+    )
 
 
 @router.get(

@@ -3,7 +3,9 @@
 ``run(components, ...)`` builds a worker ``Runtime`` for the call (the same per-tenant Kingdee
 clients, Redis rate gate, token cache and call ledger the workers use, so the queries take
 their share of each tenant's rate limit), runs ``worker.services.reconciliation`` and stores
-the report. ``window_of`` and ``check_tenant`` turn user input into clear errors
+the report. ``apply`` (default): the after-issuance facts the cloud's answers prove (a void
+or 红冲 whose callback was lost) are applied and owed to the ERP; False only reports.
+``window_of`` and ``check_tenant`` turn user input into clear errors
 (``ReconciliationInputError``: field, rule, EN + ZH).
 """
 
@@ -60,10 +62,11 @@ def run(
     tenant: str | None = None,
     erp: list[ErpBill] | None = None,
     grace: timedelta | None = None,
+    apply: bool = True,
 ) -> dict[str, Any]:
     """Run, store and return the report (``worker.services.reconciliation.report_json``)."""
     from worker.runtime import build_runtime
-    from worker.services.reconciliation import DEFAULT_GRACE, cloud_ask, run_and_store
+    from worker.services.reconciliation import DEFAULT_GRACE, applier, cloud_ask, run_and_store
 
     check_tenant(components, tenant)
     rt = build_runtime(
@@ -85,6 +88,7 @@ def run(
             tenant=tenant,
             erp=erp,
             grace=DEFAULT_GRACE if grace is None else grace,
+            heal=applier(rt) if apply else None,
         )
     finally:
         rt.close()

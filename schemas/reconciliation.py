@@ -33,9 +33,12 @@ each side says (``erp`` / ``bridge`` / ``cloud``) and a plain reason in English 
 | ``cloud_only``    | the cloud has a bill the bridge does not know (ERP-listed, pushed  |
 |                   | another way; an orphan callback)                                   |
 | ``total_mismatch``| the totals of two sides differ                                     |
+| ``state_applied`` | a ``state_mismatch`` the run healed: the cloud's answer proved a   |
+|                   | void / 红冲 the bridge had missed (a lost callback); the bridge    |
+|                   | applied it and owes the ERP its notification (``applied``: true)   |
 
 ``ORPHAN_KINDS``: the kinds an alert pages for (everything but a total mismatch is a bill
-one side has and another lacks, or a state one side missed).
+one side has and another lacks, or a state one side missed; a healed state needs nobody).
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class FindingKind(StrEnum):
     state_mismatch = "state_mismatch"
     cloud_only = "cloud_only"
     total_mismatch = "total_mismatch"
+    state_applied = "state_applied"
 
 
 ORPHAN_KINDS: Final = frozenset(
@@ -364,6 +368,19 @@ REASONS: Final[dict[str, tuple[str, str]]] = {
         "includeTaxAmount: ERP {erp}, cloud {cloud}",
         "价税合计不一致：ERP {erp}，发票云 {cloud}",
     ),
+    # A state_mismatch healed by the run (worker.services.reconciliation, ``apply``).
+    "cloud_status_applied": (
+        "cloud shows {word} (invoice {invoice}), bridge showed {status}; the bridge has applied"
+        " it and told the ERP",
+        "发票云显示{word_zh}（发票 {invoice}），中间件原状态为 {status}；"
+        "中间件已据此更新并通知 ERP",
+    ),
+    "after_issuance_applied": (
+        "cloud shows invoice(s) {invoices} voided or red-flushed, bridge showed {status};"
+        " the bridge has applied it and told the ERP",
+        "发票云显示发票 {invoices} 已作废或红冲，中间件原状态为 {status}；"
+        "中间件已据此更新并通知 ERP",
+    ),
 }
 # The cloud's invoiceStatus in a reason (§10.2): words for {word} / {word_zh}.
 STATUS_WORDS: Final[dict[str, tuple[str, str]]] = {
@@ -402,10 +419,12 @@ class Finding:
     bridge: dict[str, Any] | None = None
     cloud: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    applied: bool = False  # healed by this run (kind state_applied)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind.value,
+            "applied": self.applied,
             "billNo": self.bill_no,
             "tenant": self.tenant,
             "sellerTaxpayerId": self.seller_tax_id,

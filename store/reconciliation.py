@@ -59,6 +59,7 @@ class BridgeInvoice:
     total_amount: Decimal | None
     include_tax_amount: Decimal | None
     standing: str = "normal"  # store.states.InvoiceStanding
+    reds: tuple[str, ...] = ()  # invoiceNum of each red invoice known against it (reversals)
 
 
 @dataclass(slots=True)
@@ -99,6 +100,11 @@ def _with_invoices(session: Session, docs: list[BridgeDocument]) -> list[BridgeD
                     inv.total_amount,
                     inv.include_tax_amount,
                     inv.standing,
+                    tuple(
+                        str(red.get("invoiceNum") or "")
+                        for red in (inv.reversals or [])
+                        if isinstance(red, dict)
+                    ),
                 )
             )
     return docs

@@ -188,6 +188,7 @@ def test_each_planted_orphan_is_found_and_nothing_else(fast_world: World) -> Non
         "state_mismatch": 3,
         "cloud_only": 3,
         "total_mismatch": 3,
+        "state_applied": 0,  # reconcile() without heal only reports
     }
 
     # In flight: documents that changed less than the grace ago are neither queried nor found.

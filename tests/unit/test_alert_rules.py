@@ -84,6 +84,19 @@ def test_one_stuck_rule_per_state_at_the_settings_default_age() -> None:
     assert found == expected
 
 
+def test_the_orphan_alert_pages_for_exactly_the_orphan_kinds() -> None:
+    """A finding the run healed itself (``state_applied``) must not page; every orphan must."""
+    import re
+
+    from schemas.reconciliation import ORPHAN_KINDS, FindingKind
+
+    [rule] = [r for r in rules() if r["alert"] == "FapiaoReconciliationOrphans"]
+    match = re.search(r'fapiao_reconciliation_findings\{kind=~"([^"]+)"\}', rule["expr"])
+    assert match is not None, rule["expr"]
+    assert set(match.group(1).split("|")) == {kind.value for kind in ORPHAN_KINDS}
+    assert FindingKind.state_applied not in ORPHAN_KINDS
+
+
 def test_every_alert_says_what_and_why_in_english_and_chinese_with_a_runbook() -> None:
     for rule in rules():
         assert set(rule["annotations"]) >= ANNOTATIONS, rule["alert"]

@@ -47,6 +47,22 @@ The ``unknown_bill`` dialect: an empty ``invoiceList`` is "present" only when th
 declares a reading under which it cannot mean "unknown" (``worker.services.query``); an
 ambiguous answer is never taken as evidence either way (no ``cloud_unknown``, no
 ``cloud_only`` from it).
+
+**Applying what the answers prove** (``heal``; ``run_and_store(apply=True)``, the default of
+``fapiao reconcile``, ``/v1/reconciliation`` and the nightly job; ``--no-apply`` /
+``apply=false`` only report). An ``invoiced`` document is never polled again, so a void or 红冲
+whose callback was lost would stay a ``state_mismatch`` until an operator acts. But the
+reconciliation's BILL.INVOICE.QUERY answers are the same evidence the poller trusts: for a
+document in ``INVOICE_LEVEL_STATES`` whose answer carries after-issuance facts newer than the
+bridge's standing (``after_issuance_news``: an invoice the cloud shows voided, 红冲 or partly
+红冲 beyond its ``standing``, a red invoice naming one of its invoices not yet known), those
+items — and only those: never an invoice the bridge does not hold, so issuance, pushes and
+withdrawals are never touched — go through the one path every service uses
+(``apply_invoices`` + ``owe_after_issuance`` in one ``unit_of_work``, the ERP rows sent after
+commit by ``Runtime.dispatch``; see ``applier``). The heals run one after another after the
+queries (SQLite has one writer). The finding is kept as ``state_applied`` (``applied``:
+true, "…; the bridge has applied it and told the ERP"), which no alert pages for; a document
+that moved meanwhile (``LostRace``, another state) is skipped and reported as before.
 """
 
 from __future__ import annotations
@@ -55,7 +71,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, Literal
@@ -90,7 +106,11 @@ __all__ = [
     "IN_FLIGHT_STATES",
     "Ask",
     "Expect",
+    "Heal",
+    "Healed",
     "Report",
+    "after_issuance_news",
+    "applier",
     "reconcile",
     "run_and_store",
 ]
@@ -98,6 +118,18 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Ask = Callable[[TenantConfig, str, str], QueryAnswer]  # (tenant, billNo, seller) → answer
+
+
+@dataclass(frozen=True, slots=True)
+class Healed:
+    """What applying one document's after-issuance facts changed: per document, the
+    ``invoiceNum`` of each invoice whose standing moved; ``skipped`` says why nothing was."""
+
+    moved: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    skipped: str | None = None
+
+
+Heal = Callable[[BridgeDocument, Sequence[InvoiceItem]], Healed]
 
 CONCURRENCY: Final = 4
 DEFAULT_GRACE: Final = timedelta(minutes=30)
@@ -246,6 +278,70 @@ def _erp_side(bill: ErpBill | None) -> dict[str, Any] | None:
         "totalAmount": _money(bill.totalAmount),
         "includeTaxAmount": _money(bill.includeTaxAmount),
     }
+
+
+# ------------------------------------------------------------------------------- heal
+
+# Standings in the order they move (store.states.InvoiceStanding: only ever forward).
+_RANK: Final[Mapping[str, int]] = {
+    InvoiceStanding.normal.value: 0,
+    InvoiceStanding.partially_reversed.value: 1,
+    InvoiceStanding.reversed.value: 2,
+    InvoiceStanding.voided.value: 2,
+}
+_ENDED: Final = frozenset({InvoiceStanding.reversed.value, InvoiceStanding.voided.value})
+
+
+def _cloud_standing(item: InvoiceItem) -> str:
+    """The standing an issued blue item proves (the reading of ``store.invoices.standing_of``:
+    status 6 / 3, or 0 < ``canRedAmount`` < the amount; status 2 is not read)."""
+    status = _status(item)
+    if status == INVOICE_STATUS_VOID:
+        return InvoiceStanding.voided.value
+    if status == INVOICE_STATUS_RED:
+        return InvoiceStanding.reversed.value
+    total = abs(item.totalAmount) if item.totalAmount is not None else None
+    left = item.canRedAmount
+    if total and left is not None and Decimal("0") < left < total:
+        return InvoiceStanding.partially_reversed.value
+    return InvoiceStanding.normal.value
+
+
+def after_issuance_news(doc: BridgeDocument, answer: QueryAnswer) -> list[InvoiceItem]:
+    """The items of ``answer`` to apply to ``doc`` (module docstring), or [] when none of them
+    is newer than what the bridge records. Only invoices the bridge holds for the document,
+    and red invoices / void facts naming one of them: never an invoice new to the bridge."""
+    if doc.status not in INVOICE_LEVEL_STATES or answer.kind != "present":
+        return []
+    mine = {inv.invoice_num: inv for inv in doc.invoices if inv.invoice_num}
+    items: list[InvoiceItem] = []
+    news = False
+    for item in answer.items:
+        number = (item.invoiceNum or "").strip()
+        original = mine.get((item.originalInvoiceNumber or "").strip())
+        if item.invoiceProperty == 1 or (original is not None and not item.is_issued):
+            # A red invoice (or an INVOICE.CANCEL-style void fact) naming one of ours.
+            if original is None:
+                if number in mine:
+                    items.append(item)  # a red document's own, known invoice
+                continue
+            items.append(item)
+            if original.standing in _ENDED:
+                continue
+            red = item.invoiceProperty == 1 and item.is_issued and number not in original.reds
+            void = item.invoiceProperty != 1 and INVOICE_STATUS_VOID in (
+                item.invoiceStatus,
+                item.originalInvoiceStatus,
+            )
+            news = news or red or void
+            continue
+        known = mine.get(number)
+        if known is None or not item.is_issued:
+            continue  # new to the bridge: issuance is the poller's business, not ours
+        items.append(item)
+        if _RANK[_cloud_standing(item)] > _RANK.get(known.standing, 0):
+            news = True
+    return items if news else []
 
 
 # ------------------------------------------------------------------------------- compare
@@ -459,8 +555,10 @@ def reconcile(
     grace: timedelta = DEFAULT_GRACE,
     now: datetime | None = None,
     concurrency: int = CONCURRENCY,
+    heal: Heal | None = None,
 ) -> Report:
-    """Compare the three sides (module docstring); nothing is written."""
+    """Compare the three sides (module docstring). Nothing is written unless ``heal`` is
+    given: then the after-issuance facts the answers prove are applied through it."""
     now = now or utcnow()
     report = Report(window, tenant, erp_bills=None if erp is None else len(erp))
     with sessions() as session:
@@ -510,6 +608,7 @@ def reconcile(
         jobs.append(("erp", (bill, candidates)))
 
     lock = threading.Lock()
+    to_heal: list[tuple[BridgeDocument, list[InvoiceItem]]] = []
 
     def asked(config: TenantConfig, bill_no: str, seller: str) -> QueryAnswer:
         answer = ask(config, bill_no, seller)
@@ -535,6 +634,10 @@ def reconcile(
             answer = asked(config, doc.bill_no, doc.seller_tax_id)
             if answer.kind in ("retry", "config"):
                 return []
+            news = after_issuance_news(doc, answer) if heal is not None else []
+            if news:
+                with lock:
+                    to_heal.append((doc, news))
             return _compare_document(doc, erp_of.get(doc.id), answer)
         bill, candidates = what
         names = {config.name for config, _ in candidates}
@@ -557,6 +660,8 @@ def reconcile(
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         for findings in pool.map(run_job, jobs):
             report.findings.extend(findings)
+    if heal is not None and to_heal:
+        _heal_all(heal, sorted(to_heal, key=lambda pair: pair[0].id), by_key.values(), report)
 
     known = {(d.seller_tax_id, d.bill_no) for d in by_key.values()}
     known |= {(f.seller_tax_id or "", f.bill_no) for f in report.findings}
@@ -565,6 +670,64 @@ def reconcile(
     report.findings.sort(key=lambda f: (f.tenant, f.bill_no, f.kind.value))
     report.unanswered.sort(key=lambda u: (u["tenant"], u["billNo"]))
     return report
+
+
+def _heal_all(
+    heal: Heal,
+    to_heal: Sequence[tuple[BridgeDocument, list[InvoiceItem]]],
+    documents: Iterable[BridgeDocument],
+    report: Report,
+) -> None:
+    """Apply each document's news (one at a time) and mark the findings it settled."""
+    moved: dict[int, set[str]] = {}
+    for healing, items in to_heal:
+        healed = heal(healing, items)
+        if healed.skipped:
+            log.info(
+                "reconciliation: %s not applied (%s)",
+                healing.bill_no,
+                healed.skipped,
+                extra={"document_id": healing.id, "bill_no": healing.bill_no},
+            )
+        for healed_id, numbers in healed.moved.items():
+            moved.setdefault(healed_id, set()).update(numbers)
+    if not moved:
+        return
+    marked: set[int] = set()
+    for index, finding in enumerate(report.findings):
+        document_id = (finding.bridge or {}).get("documentId")
+        number = finding.extra.get("invoiceNum")
+        if (
+            finding.kind is FindingKind.state_mismatch
+            and document_id in moved
+            and number in moved[document_id]
+        ):
+            why = reason(
+                "cloud_status_applied",
+                word=finding.extra.get("invoiceStatus", ""),
+                invoice=number,
+                status=(finding.bridge or {}).get("status"),
+            )
+            report.findings[index] = replace(
+                finding, kind=FindingKind.state_applied, reason=why[0], reason_zh=why[1],
+                applied=True,
+            )  # fmt: skip
+            marked.add(document_id)
+    by_id = {doc.id: doc for doc in documents}
+    for document_id in sorted(set(moved) - marked):
+        doc = by_id.get(document_id)
+        if doc is None:
+            continue  # healed through another bill (a red invoice naming its invoice)
+        why = reason(
+            "after_issuance_applied", invoices=", ".join(sorted(moved[document_id])),
+            status=doc.status,
+        )  # fmt: skip
+        report.findings.append(
+            Finding(
+                FindingKind.state_applied, doc.bill_no, doc.tenant, doc.seller_tax_id, *why,
+                bridge=_bridge_side(doc), applied=True,
+            )
+        )  # fmt: skip
 
 
 def run_and_store(
@@ -579,12 +742,15 @@ def run_and_store(
     erp: Sequence[ErpBill] | None = None,
     grace: timedelta = DEFAULT_GRACE,
     now: Callable[[], datetime] = utcnow,
+    heal: Heal | None = None,
 ) -> dict[str, Any]:
-    """``reconcile``, stored as one ``reconciliation_reports`` row; the report as JSON."""
+    """``reconcile``, stored as one ``reconciliation_reports`` row; the report as JSON.
+    ``heal`` None: report only (``--no-apply``)."""
     started = now()
     report = reconcile(
-        sessions, tenants, ask, window, tenant=tenant, erp=erp, grace=grace, now=started
-    )
+        sessions, tenants, ask, window, tenant=tenant, erp=erp, grace=grace, now=started,
+        heal=heal,
+    )  # fmt: skip
     with unit_of_work(sessions) as session:
         row = save_report(
             session,
@@ -604,6 +770,7 @@ def run_and_store(
             unanswered=report.unanswered,
         )
         stored = report_json(row, in_flight=report.in_flight)
+        stored["apply"] = heal is not None
     log.info(
         "reconciliation %s..%s tenant=%s: %d finding(s), %d unanswered",
         window.since,
@@ -651,6 +818,43 @@ def cloud_ask(rt: Any) -> Ask:
     return ask
 
 
+def applier(rt: Any) -> Heal:
+    """``Heal`` over a worker ``Runtime``: one document's after-issuance items applied exactly
+    as ``worker.services.poll`` applies a query answer (module docstring)."""
+    from store.lifecycle import LostRace
+    from store.models import Document, Invoice
+    from worker.services.erp_outbox import owe_after_issuance, owe_notification
+    from worker.services.invoices import apply_invoices
+
+    def heal(doc: BridgeDocument, items: Sequence[InvoiceItem]) -> Healed:
+        now = rt.clock()
+        moved: dict[int, list[str]] = {}
+        try:
+            with unit_of_work(rt.sessions) as session:
+                document = session.get(Document, doc.id, populate_existing=True)
+                if (
+                    document is None
+                    or document.status != doc.status
+                    or document.status not in INVOICE_LEVEL_STATES
+                ):
+                    return Healed(skipped="the document moved on meanwhile")
+                results, verdict = apply_invoices(
+                    rt, session, document, items, reason="reconciliation BILL.INVOICE.QUERY"
+                )
+                followups = owe_notification(rt, session, doc.id, results, now=now)
+                followups += owe_after_issuance(rt, session, verdict.after, now=now)
+                for change in verdict.after.changes:
+                    invoice = session.get(Invoice, change.invoice_id)
+                    if invoice is not None:
+                        moved.setdefault(change.document_id, []).append(invoice.invoice_num or "")
+        except LostRace as exc:  # rolled back: reported as found, the next run tries again
+            return Healed(skipped=str(exc))
+        rt.dispatch(followups)
+        return Healed({k: tuple(v) for k, v in moved.items()})
+
+    return heal
+
+
 def reconcile_daily(rt: Any) -> list[dict[str, Any]]:
     """The nightly job: the previous Asia/Shanghai day, one stored report per tenant."""
     from schemas.reconciliation import previous_day
@@ -667,6 +871,7 @@ def reconcile_daily(rt: Any) -> list[dict[str, Any]]:
             actor="beat",
             tenant=name,
             now=rt.clock,
+            heal=applier(rt),
         )
         for name in rt.tenants.names
     ]
