@@ -2,7 +2,9 @@
 
 ``push_documents(rt, document_ids)`` is the one push: task ``fapiao.push`` runs it for one id
 (a batch of one), ``fapiao.push_batch`` for up to ``push.batch_size``. Every document gets
-the outcome below; the fixed costs are paid once per batch.
+the outcome below; the fixed costs are paid once per batch. Both tasks *gather*: the batch is
+filled up to ``push.batch_size`` with other due drafts of its tenants (``_gather``), so a
+stream of one-document requests is pushed in a few batches, not one task per document.
 
 Steps, per document
 
@@ -84,7 +86,7 @@ import logging
 import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from time import monotonic
 from typing import Any, Final
@@ -135,6 +137,9 @@ class PushOutcome:
     status: str  # skipped / paused / the document's new state
     detail: str = ""
     followups: list[Followup] = field(default_factory=list)
+    # Set on the outcomes of gathered documents (``gather``), which have no id in the call.
+    document_id: int | None = None
+    bill_no: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,20 +165,33 @@ class _Pending:
     prewritten: PrewrittenPush | None = None  # its BILL.PUSH ledger row, written at claim
 
 
-def push_documents(rt: Runtime, document_ids: Sequence[int]) -> list[PushOutcome]:
+def push_documents(
+    rt: Runtime, document_ids: Sequence[int], *, gather: bool = False
+) -> list[PushOutcome]:
     """Push each of ``document_ids`` once (module docstring); one id is a batch of one.
 
     One ``PushOutcome`` per id, in order. An id listed twice is pushed once (the copy is
-    skipped).
+    skipped). With ``gather`` (the tasks), the batch is filled up to ``push.batch_size``
+    with other due drafts of the same tenants (``_gather``); their outcomes follow, each
+    naming its ``document_id`` and ``bill_no``.
     """
     outcomes: list[PushOutcome | None] = [None] * len(document_ids)
+    gathered: list[tuple[int, str]] = []
     started = monotonic()
-    calls, deadline, ledger = _claim(rt, document_ids, outcomes, started)
+    calls, deadline, ledger = _claim(
+        rt, document_ids, outcomes, started, gathered=gathered if gather else None
+    )
     answers = _call_all(rt, calls, deadline=deadline, ledger=ledger)
     ledger.flush()  # the calls' ledger rows completed before their answers are applied
     _apply_answers(rt, calls, answers, outcomes)
     assert all(outcome is not None for outcome in outcomes)
-    return [outcome for outcome in outcomes if outcome is not None]
+    done = [outcome for outcome in outcomes if outcome is not None]
+    given = len(document_ids)
+    for offset, (document_id, bill_no) in enumerate(gathered):
+        done[given + offset] = replace(
+            done[given + offset], document_id=document_id, bill_no=bill_no
+        )
+    return done
 
 
 def _lease(push_lease: float, sendable: int, concurrency: int) -> float:
@@ -188,15 +206,20 @@ def _claim(
     document_ids: Sequence[int],
     outcomes: list[PushOutcome | None],
     started: float,
+    *,
+    gathered: list[tuple[int, str]] | None = None,
 ) -> tuple[list[_Pending], float, PushBatchLedger]:
     """Step 1 in one transaction: the documents to call for, the monotonic time after
     which a call may no longer start, and the calls' ledger (their ``pending`` rows written
     in this transaction: committed before any request leaves). Fills ``outcomes`` of the
-    others."""
+    others (gathering when ``gathered`` is given: the gathered documents' slots are appended
+    to ``outcomes``, their ids and bill numbers to ``gathered``)."""
     push_lease = rt.policy.push_lease.total_seconds()
     calls: list[_Pending] = []
     with unit_of_work(rt.sessions) as session:
         candidates = _candidates(rt, session, document_ids, outcomes)
+        if gathered is not None:
+            candidates += _gather(rt, session, candidates, document_ids, outcomes, gathered)
         sendable = sum(1 for c in candidates if c.problem is None)
         lease_seconds = _lease(push_lease, sendable, rt.settings.push.batch_concurrency)
         claims = claim_many_for_push(
@@ -242,9 +265,11 @@ def _candidates(
     session: Session,
     document_ids: Sequence[int],
     outcomes: list[PushOutcome | None],
+    first_index: int = 0,
 ) -> list[_Pending]:
     """Steps 1–3 for every id (one SELECT; tenant pauses read once per tenant): the drafts
-    to claim, each with its bill or the reason it has none. Fills ``outcomes`` of the rest."""
+    to claim, each with its bill or the reason it has none. Fills ``outcomes`` of the rest
+    (id ``i`` at ``outcomes[first_index + i]``)."""
     rows = {
         row.id: row
         for row in session.execute(
@@ -260,7 +285,7 @@ def _candidates(
     paused: dict[str, bool] = {}
     candidates: list[_Pending] = []
     seen: set[int] = set()
-    for index, document_id in enumerate(document_ids):
+    for index, document_id in enumerate(document_ids, start=first_index):
         if document_id in seen:
             outcomes[index] = PushOutcome("skipped", "listed twice in the batch")
             continue
@@ -282,6 +307,49 @@ def _candidates(
         bill, problem = _bill_or_problem(row.tenant, tenant is not None, row.payload)
         candidates.append(_Pending(index, document_id, row.bill_no, row.tenant, bill, problem))
     return candidates
+
+
+def _gather(
+    rt: Runtime,
+    session: Session,
+    candidates: list[_Pending],
+    document_ids: Sequence[int],
+    outcomes: list[PushOutcome | None],
+    gathered: list[tuple[int, str]],
+) -> list[_Pending]:
+    """Fill the batch up to ``push.batch_size`` with other due drafts of its tenants.
+
+    Under a stream of one-document requests every draft has a ``fapiao.push`` of its own;
+    pushed one per task, each pays a claim, an apply and a Celery message. The first task to
+    run claims whatever else is due of its tenant, so the worker runs a few batches instead
+    of one task per document; the gathered drafts' own messages then find them no longer
+    ``draft`` and are skipped. Only due drafts (``next_attempt_at`` reached: a retry waits
+    its backoff) of tenants that passed steps 2–3 here (known, not paused). ``FOR UPDATE
+    SKIP LOCKED`` (PostgreSQL; SQLite serialises writers) passes over drafts that another
+    worker's claim holds right now; the claim's compare-and-set decides either way.
+    """
+    room = rt.settings.push.batch_size - len(document_ids)
+    tenants = sorted({c.tenant for c in candidates if c.problem is None})
+    if room <= 0 or not tenants:
+        return []
+    due = session.execute(
+        select(Document.id, Document.bill_no)
+        .where(
+            Document.status == DocumentStatus.draft.value,
+            Document.tenant.in_(tenants),
+            Document.next_attempt_at <= rt.clock(),
+            Document.id.not_in(sorted(set(document_ids))),
+        )
+        .order_by(Document.next_attempt_at, Document.id)
+        .limit(room)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not due:
+        return []
+    outcomes.extend([None] * len(due))
+    gathered.extend((row.id, row.bill_no) for row in due)
+    ids = [row.id for row in due]
+    return _candidates(rt, session, ids, outcomes, first_index=len(document_ids))
 
 
 def _apply_answers(
