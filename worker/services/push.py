@@ -323,8 +323,9 @@ def _gather(
     pushed one per task, each pays a claim, an apply and a Celery message. The first task to
     run claims whatever else is due of its tenant, so the worker runs a few batches instead
     of one task per document; the gathered drafts' own messages then find them no longer
-    ``draft`` and are skipped. Only due drafts (``next_attempt_at`` reached: a retry waits
-    its backoff) of tenants that passed steps 2–3 here (known, not paused). ``FOR UPDATE
+    ``draft`` and are skipped. Oldest first; only drafts never pushed or whose retry is due
+    (a retry waits its backoff), of tenants that passed steps 2–3 here (known, not
+    paused). ``FOR UPDATE
     SKIP LOCKED`` (PostgreSQL; SQLite serialises writers) passes over drafts that another
     worker's claim holds right now; the claim's compare-and-set decides either way.
     """
@@ -337,10 +338,13 @@ def _gather(
         .where(
             Document.status == DocumentStatus.draft.value,
             Document.tenant.in_(tenants),
-            Document.next_attempt_at <= rt.clock(),
+            # A retry waits for its backoff; a never-pushed draft is due even when the
+            # sweeper re-sent its message and moved next_attempt_at on (else, under a
+            # backlog, the oldest drafts would be passed over for the newest).
+            or_(Document.next_attempt_at <= rt.clock(), Document.push_attempt == 0),
             Document.id.not_in(sorted(set(document_ids))),
         )
-        .order_by(Document.next_attempt_at, Document.id)
+        .order_by(Document.id)
         .limit(room)
         .with_for_update(skip_locked=True)
     ).all()
