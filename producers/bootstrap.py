@@ -88,9 +88,13 @@ class Components:
         return bind
 
     def intake(self, actor: str = "erp") -> Intake:
+        from worker.coalesce import PushCoalescer
+
+        coalescer = PushCoalescer(self.redis) if self.redis is not None else None
         return Intake(
-            self.sessions, self.tenants, self.enqueuer, actor, self.settings.push.batch_size
-        )
+            self.sessions, self.tenants, self.enqueuer, actor, self.settings.push.batch_size,
+            coalescer,
+        )  # fmt: skip
 
     def close(self) -> None:
         for closer in reversed(self._closers):

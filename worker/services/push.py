@@ -107,6 +107,7 @@ from store.lifecycle import LostRace, TransitionResult, transition
 from store.models import CloudCall, Document, DocumentEvent
 from store.states import DocumentStatus, Event, EventOutcome
 from worker import queues
+from worker.coalesce import PushCoalescer
 from worker.kingdee import (
     PENDING_OUTCOME,
     CallContext,
@@ -176,22 +177,34 @@ def push_documents(
     naming its ``document_id`` and ``bill_no``.
     """
     outcomes: list[PushOutcome | None] = [None] * len(document_ids)
-    gathered: list[tuple[int, str]] = []
+    gathering = _Gathering() if gather else None
     started = monotonic()
-    calls, deadline, ledger = _claim(
-        rt, document_ids, outcomes, started, gathered=gathered if gather else None
-    )
+    calls, deadline, ledger = _claim(rt, document_ids, outcomes, started, gathering=gathering)
     answers = _call_all(rt, calls, deadline=deadline, ledger=ledger)
     ledger.flush()  # the calls' ledger rows completed before their answers are applied
     _apply_answers(rt, calls, answers, outcomes)
     assert all(outcome is not None for outcome in outcomes)
     done = [outcome for outcome in outcomes if outcome is not None]
+    if gathering is None:
+        return done
     given = len(document_ids)
-    for offset, (document_id, bill_no) in enumerate(gathered):
+    for offset, (document_id, bill_no) in enumerate(gathering.gathered):
         done[given + offset] = replace(
             done[given + offset], document_id=document_id, bill_no=bill_no
         )
+    if gathering.followups and done:
+        done[0] = replace(done[0], followups=done[0].followups + gathering.followups)
     return done
+
+
+@dataclass(slots=True)
+class _Gathering:
+    """What ``_gather`` needs from step 1 and leaves for the caller."""
+
+    tenants: set[str] = field(default_factory=set)  # of every document read
+    paused: dict[str, bool] = field(default_factory=dict)
+    gathered: list[tuple[int, str]] = field(default_factory=list)  # (id, bill_no)
+    followups: list[Followup] = field(default_factory=list)  # the next batch's push
 
 
 def _lease(push_lease: float, sendable: int, concurrency: int) -> float:
@@ -207,19 +220,19 @@ def _claim(
     outcomes: list[PushOutcome | None],
     started: float,
     *,
-    gathered: list[tuple[int, str]] | None = None,
+    gathering: _Gathering | None = None,
 ) -> tuple[list[_Pending], float, PushBatchLedger]:
     """Step 1 in one transaction: the documents to call for, the monotonic time after
     which a call may no longer start, and the calls' ledger (their ``pending`` rows written
     in this transaction: committed before any request leaves). Fills ``outcomes`` of the
-    others (gathering when ``gathered`` is given: the gathered documents' slots are appended
-    to ``outcomes``, their ids and bill numbers to ``gathered``)."""
+    others (with ``gathering``: the gathered documents' slots are appended to ``outcomes``,
+    their ids and bill numbers to ``gathering.gathered``)."""
     push_lease = rt.policy.push_lease.total_seconds()
     calls: list[_Pending] = []
     with unit_of_work(rt.sessions) as session:
-        candidates = _candidates(rt, session, document_ids, outcomes)
-        if gathered is not None:
-            candidates += _gather(rt, session, candidates, document_ids, outcomes, gathered)
+        candidates = _candidates(rt, session, document_ids, outcomes, gathering=gathering)
+        if gathering is not None:
+            candidates += _gather(rt, session, document_ids, outcomes, gathering)
         sendable = sum(1 for c in candidates if c.problem is None)
         lease_seconds = _lease(push_lease, sendable, rt.settings.push.batch_concurrency)
         claims = claim_many_for_push(
@@ -266,6 +279,7 @@ def _candidates(
     document_ids: Sequence[int],
     outcomes: list[PushOutcome | None],
     first_index: int = 0,
+    gathering: _Gathering | None = None,
 ) -> list[_Pending]:
     """Steps 1–3 for every id (one SELECT; tenant pauses read once per tenant): the drafts
     to claim, each with its bill or the reason it has none. Fills ``outcomes`` of the rest
@@ -282,7 +296,9 @@ def _candidates(
             ).where(Document.id.in_(sorted(set(document_ids))))
         )
     }
-    paused: dict[str, bool] = {}
+    paused: dict[str, bool] = {} if gathering is None else gathering.paused
+    if gathering is not None:
+        gathering.tenants.update(row.tenant for row in rows.values())
     candidates: list[_Pending] = []
     seen: set[int] = set()
     for index, document_id in enumerate(document_ids, start=first_index):
@@ -312,46 +328,61 @@ def _candidates(
 def _gather(
     rt: Runtime,
     session: Session,
-    candidates: list[_Pending],
     document_ids: Sequence[int],
     outcomes: list[PushOutcome | None],
-    gathered: list[tuple[int, str]],
+    gathering: _Gathering,
 ) -> list[_Pending]:
-    """Fill the batch up to ``push.batch_size`` with other due drafts of its tenants.
+    """Fill the batch up to ``push.batch_size`` with other waiting drafts of its tenants.
 
-    Under a stream of one-document requests every draft has a ``fapiao.push`` of its own;
-    pushed one per task, each pays a claim, an apply and a Celery message. The first task to
-    run claims whatever else is due of its tenant, so the worker runs a few batches instead
-    of one task per document; the gathered drafts' own messages then find them no longer
-    ``draft`` and are skipped. Oldest first; only drafts never pushed or whose retry is due
-    (a retry waits its backoff), of tenants that passed steps 2–3 here (known, not
-    paused). ``FOR UPDATE
-    SKIP LOCKED`` (PostgreSQL; SQLite serialises writers) passes over drafts that another
-    worker's claim holds right now; the claim's compare-and-set decides either way.
+    Under a stream of one-document requests the first task to run claims whatever else is
+    waiting of its tenant, so the worker runs a few batches instead of one task per
+    document; the intake sends a tenant's next ``fapiao.push`` only once this task has
+    released the tenant's key (``worker.coalesce``, which says why no draft is left
+    behind), and the gathered drafts' own messages, if any, find them claimed. When the
+    batch is full, a ``fapiao.push`` for the next waiting draft goes out after the commit.
+
+    Gathered: the tenants of every document read (its own may be claimed already), known
+    and not paused; oldest first; drafts never pushed or whose retry is due (a retry waits
+    its backoff; a never-pushed draft counts even when the sweeper re-sent its message and
+    moved ``next_attempt_at`` on, else a backlog's oldest drafts would be passed over).
+    ``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite serialises writers) passes over drafts
+    another worker's claim holds right now; the claim's compare-and-set decides either way.
     """
     room = rt.settings.push.batch_size - len(document_ids)
-    tenants = sorted({c.tenant for c in candidates if c.problem is None})
+    tenants: list[str] = []
+    for name in sorted(gathering.tenants):
+        known = rt.tenant(name)
+        if known is None:
+            continue
+        if name not in gathering.paused:
+            gathering.paused[name] = is_tenant_paused(rt, session, known)
+        if not gathering.paused[name]:
+            tenants.append(name)
     if room <= 0 or not tenants:
         return []
-    due = session.execute(
-        select(Document.id, Document.bill_no)
-        .where(
-            Document.status == DocumentStatus.draft.value,
-            Document.tenant.in_(tenants),
-            # A retry waits for its backoff; a never-pushed draft is due even when the
-            # sweeper re-sent its message and moved next_attempt_at on (else, under a
-            # backlog, the oldest drafts would be passed over for the newest).
-            or_(Document.next_attempt_at <= rt.clock(), Document.push_attempt == 0),
-            Document.id.not_in(sorted(set(document_ids))),
+    PushCoalescer(rt.redis).release(tenants)  # before the read (worker.coalesce)
+    due = list(
+        session.execute(
+            select(Document.id, Document.bill_no, Document.tenant)
+            .where(
+                Document.status == DocumentStatus.draft.value,
+                Document.tenant.in_(tenants),
+                or_(Document.next_attempt_at <= rt.clock(), Document.push_attempt == 0),
+                Document.id.not_in(sorted(set(document_ids))),
+            )
+            .order_by(Document.id)
+            .limit(room + 1)
+            .with_for_update(skip_locked=True)
         )
-        .order_by(Document.id)
-        .limit(room)
-        .with_for_update(skip_locked=True)
-    ).all()
+    )
+    if len(due) > room:
+        after = due.pop()
+        kwargs = {"document_id": after.id, "bill_no": after.bill_no, "tenant": after.tenant}
+        gathering.followups.append(Followup(queues.PUSH, kwargs))
     if not due:
         return []
     outcomes.extend([None] * len(due))
-    gathered.extend((row.id, row.bill_no) for row in due)
+    gathering.gathered.extend((row.id, row.bill_no) for row in due)
     ids = [row.id for row in due]
     return _candidates(rt, session, ids, outcomes, first_index=len(document_ids))
 
