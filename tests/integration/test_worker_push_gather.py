@@ -38,6 +38,10 @@ def test_a_push_task_gathers_due_drafts_of_its_tenant_up_to_the_batch_size(
     later = utcnow() + timedelta(hours=1)
     with unit_of_work(world.sessions) as session:  # a retry waiting for its backoff
         update_fields(session, waiting, {"next_attempt_at": later})
+    held = store_bill(world.sessions, "demo", demo_bill("GATHER-HELD"))
+    with unit_of_work(world.sessions) as session:  # never pushed, but told to wait (a hold)
+        reason = {"next_attempt_at": later, "last_error_code": "held"}
+        update_fields(session, held, reason)
     own, second, third, resent, beyond = (
         store_bill(world.sessions, "demo", demo_bill(f"GATHER-{i}")) for i in range(5)
     )
@@ -56,8 +60,8 @@ def test_a_push_task_gathers_due_drafts_of_its_tenant_up_to_the_batch_size(
     pushes = sorted(f.kwargs["document_id"] for f in handled.followups if f.task == queues.PUSH)
     # The gathered document's retry is the task's; the batch is full: the next draft's push.
     assert pushes == sorted([third, beyond])
-    # Not gathered: beyond the batch size, waiting for its backoff, another tenant.
-    assert world.path(beyond) == world.path(other_tenant) == ["draft"]
+    # Not gathered: beyond the batch size, held, waiting for its backoff, another tenant.
+    assert world.path(beyond) == world.path(held) == world.path(other_tenant) == ["draft"]
     assert world.path(waiting) == ["draft", "pushing", "draft"]
     pushed = sorted(c.document_id or 0 for c in push_ledger(world)[before:])
     assert pushed == [own, second, third, resent]

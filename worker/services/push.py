@@ -344,7 +344,8 @@ def _gather(
     Gathered: the tenants of every document read (its own may be claimed already), known
     and not paused; oldest first; drafts never pushed or whose retry is due (a retry waits
     its backoff; a never-pushed draft counts even when the sweeper re-sent its message and
-    moved ``next_attempt_at`` on, else a backlog's oldest drafts would be passed over).
+    moved ``next_attempt_at`` on, else a backlog's oldest drafts would be passed over; not
+    one that carries a reason to wait, ``last_error_code``, until it is due).
     ``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite serialises writers) passes over drafts
     another worker's claim holds right now; the claim's compare-and-set decides either way.
     """
@@ -367,7 +368,12 @@ def _gather(
             .where(
                 Document.status == DocumentStatus.draft.value,
                 Document.tenant.in_(tenants),
-                or_(Document.next_attempt_at <= rt.clock(), Document.push_attempt == 0),
+                or_(
+                    Document.next_attempt_at <= rt.clock(),
+                    # Never pushed and no reason recorded to wait (a hold sets one): only the
+                    # sweeper's re-send moved next_attempt_at on.
+                    and_(Document.push_attempt == 0, Document.last_error_code.is_(None)),
+                ),
                 Document.id.not_in(sorted(set(document_ids))),
             )
             .order_by(Document.id)
