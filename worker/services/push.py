@@ -201,8 +201,7 @@ def push_documents(
 class _Gathering:
     """What ``_gather`` needs from step 1 and leaves for the caller."""
 
-    tenants: set[str] = field(default_factory=set)  # of every document read
-    paused: dict[str, bool] = field(default_factory=dict)
+    paused: dict[str, bool] = field(default_factory=dict)  # by tenant, read once
     gathered: list[tuple[int, str]] = field(default_factory=list)  # (id, bill_no)
     followups: list[Followup] = field(default_factory=list)  # the next batch's push
 
@@ -230,9 +229,11 @@ def _claim(
     push_lease = rt.policy.push_lease.total_seconds()
     calls: list[_Pending] = []
     with unit_of_work(rt.sessions) as session:
-        candidates = _candidates(rt, session, document_ids, outcomes, gathering=gathering)
+        ids = list(document_ids)
         if gathering is not None:
-            candidates += _gather(rt, session, document_ids, outcomes, gathering)
+            ids += _gather(rt, session, document_ids, gathering)
+            outcomes.extend([None] * (len(ids) - len(document_ids)))
+        candidates = _candidates(rt, session, ids, outcomes, gathering=gathering)
         sendable = sum(1 for c in candidates if c.problem is None)
         lease_seconds = _lease(push_lease, sendable, rt.settings.push.batch_concurrency)
         claims = claim_many_for_push(
@@ -278,12 +279,10 @@ def _candidates(
     session: Session,
     document_ids: Sequence[int],
     outcomes: list[PushOutcome | None],
-    first_index: int = 0,
     gathering: _Gathering | None = None,
 ) -> list[_Pending]:
     """Steps 1–3 for every id (one SELECT; tenant pauses read once per tenant): the drafts
-    to claim, each with its bill or the reason it has none. Fills ``outcomes`` of the rest
-    (id ``i`` at ``outcomes[first_index + i]``)."""
+    to claim, each with its bill or the reason it has none. Fills ``outcomes`` of the rest."""
     rows = {
         row.id: row
         for row in session.execute(
@@ -297,11 +296,9 @@ def _candidates(
         )
     }
     paused: dict[str, bool] = {} if gathering is None else gathering.paused
-    if gathering is not None:
-        gathering.tenants.update(row.tenant for row in rows.values())
     candidates: list[_Pending] = []
     seen: set[int] = set()
-    for index, document_id in enumerate(document_ids, start=first_index):
+    for index, document_id in enumerate(document_ids):
         if document_id in seen:
             outcomes[index] = PushOutcome("skipped", "listed twice in the batch")
             continue
@@ -326,13 +323,10 @@ def _candidates(
 
 
 def _gather(
-    rt: Runtime,
-    session: Session,
-    document_ids: Sequence[int],
-    outcomes: list[PushOutcome | None],
-    gathering: _Gathering,
-) -> list[_Pending]:
-    """Fill the batch up to ``push.batch_size`` with other waiting drafts of its tenants.
+    rt: Runtime, session: Session, document_ids: Sequence[int], gathering: _Gathering
+) -> list[int]:
+    """Other waiting drafts of the batch's tenants, to fill it up to ``push.batch_size``
+    (step 1 then reads them with the batch's own documents, as one batch).
 
     Under a stream of one-document requests the first task to run claims whatever else is
     waiting of its tenant, so the worker runs a few batches instead of one task per
@@ -350,8 +344,13 @@ def _gather(
     another worker's claim holds right now; the claim's compare-and-set decides either way.
     """
     room = rt.settings.push.batch_size - len(document_ids)
+    if room <= 0:
+        return []
     tenants: list[str] = []
-    for name in sorted(gathering.tenants):
+    names = session.execute(
+        select(Document.tenant).where(Document.id.in_(sorted(set(document_ids)))).distinct()
+    ).scalars()
+    for name in sorted(names):
         known = rt.tenant(name)
         if known is None:
             continue
@@ -359,7 +358,7 @@ def _gather(
             gathering.paused[name] = is_tenant_paused(rt, session, known)
         if not gathering.paused[name]:
             tenants.append(name)
-    if room <= 0 or not tenants:
+    if not tenants:
         return []
     PushCoalescer(rt.redis).release(tenants)  # before the read (worker.coalesce)
     due = list(
@@ -385,12 +384,8 @@ def _gather(
         after = due.pop()
         kwargs = {"document_id": after.id, "bill_no": after.bill_no, "tenant": after.tenant}
         gathering.followups.append(Followup(queues.PUSH, kwargs))
-    if not due:
-        return []
-    outcomes.extend([None] * len(due))
     gathering.gathered.extend((row.id, row.bill_no) for row in due)
-    ids = [row.id for row in due]
-    return _candidates(rt, session, ids, outcomes, first_index=len(document_ids))
+    return [row.id for row in due]
 
 
 def _apply_answers(
