@@ -72,10 +72,12 @@ __all__ = [
     "quiet_cloud_view",
 ]
 
-FINISHED = frozenset({"invoiced", "withdrawn"})
+FINISHED = frozenset({"invoiced", "withdrawn", "reversed"})
 PARKED = frozenset({"rejected", "failed", "invoice_failed", "returned", "partially_invoiced"})
 # States the cloud has (or had) a bill for.
-IN_CLOUD = frozenset({"pushed", "partially_invoiced", "invoiced", "invoice_failed", "withdrawing"})
+IN_CLOUD = frozenset(
+    {"pushed", "partially_invoiced", "invoiced", "invoice_failed", "withdrawing", "reversed"}
+)
 # Ledger outcomes of calls that certainly never reached the cloud (transient AND no HTTP
 # answer: connect error, rate-limit wait) / may or may not have (a push row never finished).
 # A transient outcome WITH an HTTP status (a 200 carrying errorCode 9999) was received.

@@ -45,6 +45,7 @@ STATE_ORDER = (
     "withdrawing",
     "withdrawn",
     "returned",
+    "reversed",
 )
 STATE_STYLE = {
     "invoiced": "green",

@@ -41,7 +41,7 @@ DEFAULT_SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
 # States a document does not leave without an operator or ERP action: the demo waits for these.
 SETTLED_STATES = frozenset(
-    {"invoiced", "invoice_failed", "rejected", "failed", "withdrawn", "returned"}
+    {"invoiced", "invoice_failed", "rejected", "failed", "withdrawn", "returned", "reversed"}
 )
 
 

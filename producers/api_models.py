@@ -41,6 +41,8 @@ __all__ = [
     "RequiredReason",
     "ResendAnswer",
     "ResendRequest",
+    "ReversalAnswer",
+    "ReverseBody",
     "SubmitAnswer",
     "TenantView",
     "openapi_schemas",
@@ -98,6 +100,9 @@ class ErrorAnswer(_Answer):
     limit_bytes: int | None = Field(None, description="body_too_large: the body limit")
     limit: int | None = Field(None, description="batch_too_large: most documents per batch")
     current_status: str | None = Field(None, description="not_replayable: the document's state")
+    issues: list[Issue] | None = Field(
+        None, description="invalid_reversal: every broken rule (field, rule, what is left)"
+    )
 
 
 class Links(_Answer):
@@ -169,6 +174,24 @@ class InvoiceView(_Answer):
     total_tax_amount: Money | None
     include_tax_amount: Money | None
     issue_error_message: str | None
+    invoice_property: int | None = Field(default=None, description="0 蓝票 blue, 1 红票 red")
+    standing: Literal["normal", "partially_reversed", "reversed", "voided"] = Field(
+        default="normal",
+        description="after issuance: voided (作废), reversed (红冲) or partially reversed; "
+        "only ever moves forward",
+    )
+    standing_changed_at: str | None = Field(default=None, description="when standing changed")
+    can_red_amount: Money | None = Field(default=None, description="canRedAmount left")
+    can_red_tax_amount: Money | None = Field(default=None, description="canRedTaxAmount left")
+    original_invoice_code: str | None = Field(
+        default=None, description="a red invoice: the blue invoice it reverses"
+    )
+    original_invoice_num: str | None = Field(
+        default=None, description="a red invoice: the blue invoice it reverses"
+    )
+    reversed_by: list[dict[str, Any]] = Field(
+        default_factory=list, description="red invoices known against this blue one"
+    )
     files: dict[str, str] = Field(
         description="invoiceFileUrl, invoicePdfFileUrl, invoiceXmlFileUrl, invoiceImageUrl "
         "(those known)"
@@ -225,10 +248,79 @@ class InvoiceEntry(_Answer):
     issue_error_message: str | None
 
 
+class InvoiceStandingEntry(_Answer):
+    at: str
+    kind: Literal["invoice_standing"]
+    invoice_num: str | None
+    invoice_code: str | None
+    standing: str = Field(description="partially_reversed, reversed or voided")
+    can_red_amount: Money | None
+
+
 TimelineEntry = Annotated[
-    TransitionEntry | CloudCallEntry | CallbackEntry | InvoiceEntry,
+    TransitionEntry | CloudCallEntry | CallbackEntry | InvoiceEntry | InvoiceStandingEntry,
     Field(discriminator="kind"),
 ]
+
+
+class OriginalRef(_Answer):
+    bill_no: str
+    document_id: int
+    status: Status
+
+
+class RedDocumentRef(_Answer):
+    """A red-letter (红冲) document linked to its original."""
+
+    bill_no: str
+    document_id: int
+    status: Status
+    total_amount: Money | None = Field(description="negative")
+    original_invoice_number: str | None = Field(description="the blue invoice it reverses")
+    red_reason: str | None = Field(description="1 销货退回, 2 开票有误, 3 服务中止, 4 销售折让")
+
+
+class ReversalItem(RedDocumentRef):
+    outcome: Literal["created", "new_revision", "unchanged"]
+
+
+class ReversalAnswer(_Answer):
+    """``fapiao reverse`` / ``POST …/reverse``: the red documents of the request; ``outcome``
+    ``unchanged`` when a repeat found them all made already."""
+
+    original_bill_no: str
+    original_document_id: int
+    tenant: str
+    outcome: Literal["created", "unchanged"]
+    red_documents: list[ReversalItem]
+    audit_id: int | None = Field(description="the operator_actions row (null for a repeat)")
+
+
+class ReverseLine(_Answer):
+    detailId: str = Field(description="the original's line (billDetail[].detailId)")
+    amount: Money | None = Field(
+        None,
+        description="what to reverse on this line, on the original's includeTaxFlag basis "
+        "(sign ignored); absent: all that is left on the line",
+    )
+
+
+class ReverseBody(_Answer):
+    """Body of ``POST /v1/documents/{bill_no}/reverse``."""
+
+    redReason: Literal["1", "2", "3", "4"] = Field(
+        description="冲红原因: 1 销货退回, 2 开票有误, 3 服务中止, 4 销售折让"
+    )
+    redInfoBillNo: str | None = Field(
+        None, description="红字确认单编号; required for 专票 (004, 028, 08xdp)"
+    )
+    lines: list[ReverseLine] | None = Field(
+        None, description="lines and amounts to reverse; absent or empty: the whole document"
+    )
+    red_bill_no: str | None = Field(
+        None, description="the red bill's billNo (one red bill only); default <bill_no>-R<k>"
+    )
+    reason: str | None = Field(None, description="kept in the audit trail")
 
 
 class DocumentView(_Answer):
@@ -257,6 +349,12 @@ class DocumentView(_Answer):
     invoices: list[InvoiceView]
     revisions: list[RevisionRef]
     timeline: list[TimelineEntry]
+    original: OriginalRef | None = Field(
+        None, description="a red-letter (红冲) document: the document it reverses"
+    )
+    red_documents: list[RedDocumentRef] = Field(
+        default_factory=list, description="the red-letter documents that reverse this one"
+    )
 
 
 class OperatorAnswer(_Answer):
@@ -443,6 +541,29 @@ class RequiredReason(BaseModel):
     reason: str = Field(min_length=1, max_length=500, description="why (audit trail)")
 
 
+class QuotaSeller(_Answer):
+    """The credit quota (授信额度) the cloud last reported for one seller of the tenant."""
+
+    seller_tax_id: str
+    day_surplus: Money | None = Field(description="daySurplusLimit, yuan incl. tax")
+    month_surplus: Money | None = Field(description="monthSurplusLimit, yuan incl. tax")
+    is_warning: bool = Field(description="isWarning (kept until the Asia/Shanghai day turns)")
+    issue_biz_type: str | None
+    biz_type: str | None
+    observed_at: str | None
+    observed_on: str | None = Field(description="the Asia/Shanghai day of the answer")
+    source: str | None = Field(description="callback, issuance_error or operator_resume")
+    held: bool = Field(description="pushes for this seller wait (documents stay draft)")
+    hold_reason: str | None
+    held_until: str | None
+
+
+class TenantQuota(_Answer):
+    warning: bool
+    held: bool
+    sellers: list[QuotaSeller]
+
+
 class TenantView(_Answer):
     name: str
     base_url: str
@@ -456,7 +577,9 @@ class TenantView(_Answer):
     paused_reason: str | None
     paused_at: str | None
     token_health: Literal["ok", "expiring", "expired", "absent", "unknown"]
-    quota: dict[str, Any] | None = Field(description="null: no quota is stored")
+    quota: TenantQuota | None = Field(
+        description="the credit quota (授信额度) per seller; null: the cloud reported none yet"
+    )
 
 
 class OverviewCell(_Answer):
@@ -529,7 +652,26 @@ def openapi_schemas() -> dict[str, dict[str, Any]]:
         "ErpBillDetail": _relink(detail),
         # Named by withdraw/replay's openapi_extra (their bodies are read raw, not by a model).
         "ReasonBody": ReasonBody.model_json_schema(),
+        "ReverseBody": _lift(ReverseBody.model_json_schema()),
     }
+
+
+def _lift(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON Schema with its ``$defs`` inlined (one level, as ReverseBody has)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            ref = value.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {key: walk(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        return value
+
+    lifted: dict[str, Any] = walk(schema)
+    return lifted
 
 
 def _relink(value: Any) -> Any:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from producers.health import redis_client
 from producers.intake import Intake
+from producers.reversal import RedLetterGate, runtime_query
 from schemas.settings import Settings
 from schemas.tenants import TenantsFile
 from store.db import make_engine, make_session_factory
@@ -44,6 +45,9 @@ class Components:
     redis: Any | None = None
     broker_redis: Any | None = None
     _closers: list[Callable[[], object]] = field(default_factory=list, repr=False)
+    # The worker's runtime (Kingdee clients, token cache) for the few producer-side cloud
+    # questions (what may still be reversed); built on first use, or given by a test.
+    runtime: Any | None = field(default=None, repr=False)
 
     @classmethod
     def build(
@@ -87,14 +91,33 @@ class Components:
             raise RuntimeError("the session factory is not bound to an engine")
         return bind
 
+    def worker_runtime(self) -> Any:
+        """The worker's ``Runtime`` over these components' database, tenants and broker."""
+        if self.runtime is None:
+            from worker.runtime import build_runtime
+
+            self.runtime = build_runtime(
+                self.settings, enqueuer=self.enqueuer, tenants=self.tenants, sessions=self.sessions
+            )
+            self._closers.append(self.runtime.close)
+        return self.runtime
+
+    def red_letters(self) -> RedLetterGate:
+        return RedLetterGate(self.sessions, self.tenants, runtime_query(self.worker_runtime))
+
     def intake(self, actor: str = "erp") -> Intake:
         from worker.coalesce import PushCoalescer
 
         coalescer = PushCoalescer(self.redis) if self.redis is not None else None
         return Intake(
-            self.sessions, self.tenants, self.enqueuer, actor, self.settings.push.batch_size,
-            coalescer,
-        )  # fmt: skip
+            self.sessions,
+            self.tenants,
+            self.enqueuer,
+            actor,
+            self.settings.push.batch_size,
+            red_letters=self.red_letters(),
+            coalescer=coalescer,
+        )
 
     def close(self) -> None:
         for closer in reversed(self._closers):

@@ -13,8 +13,10 @@ Dedupe key (``callback_dedupe_key``): the callback's ``interfaceCode`` plus, per
 merged invoice (``autoMerge=1``) is called back once per bill it covers, with the same
 ``orderNo``, and each of those is news for its own bill. A cancel or red of the
 same invoice is a new fact (another interfaceCode), a re-sent callback is not. Failed
-issuance items have no number: their key adds ``issueErrorMessage``. A 回退 (BILL.RETURN)
-is keyed by billNo, seller and reason. Keys longer than the column are hashed (sha256).
+issuance items have no number: their key adds ``issueErrorMessage``; a cancel item without
+its own number (``cancel_item=original_only``) adds the ``original*`` invoice it voids. A 回退
+(BILL.RETURN) is keyed by billNo, seller and reason. Keys longer than the column are hashed
+(sha256).
 
 | result | meaning | HTTP |
 |---|---|---|
@@ -74,6 +76,11 @@ def _item_key(item: InvoiceItem) -> str:
         key += f"@{item.billNo}"
     if not item.is_issued and not (item.orderNo or "").strip():
         key += ":" + (item.issueErrorMessage or "")
+        original = (item.originalInvoiceNumber or "").strip()
+        if original:
+            # An INVOICE.CANCEL item with only original* (cancel_item=original_only): the
+            # voided invoice is its key, else two voids of one bill would look the same.
+            key += f":original:{item.originalInvoiceCode or ''}:{original}"
     return key
 
 

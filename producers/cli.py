@@ -11,10 +11,12 @@ simulator) are imported lazily so that ``fapiao --help`` stays fast and the laye
 | ``show BILL_NO`` | one document: state, reason, invoices, timeline | not found |
 | ``replay`` | failed/rejected → draft (``--dry-run`` lists, ``--yes`` skips asking) | skipped |
 | ``withdraw BILL_NO`` | withdraw (BILL.WITHDRAW when it reached the cloud) | refused |
-| ``tenants list|pause|resume`` | the tenants, and the operator's pause switch | unknown |
+| ``reverse BILL_NO`` | red-letter (红冲) document(s) of an issued one | refused |
+| ``tenants list|pause|resume`` | tenants and their quota; resume ends a quota hold too | unknown |
 | ``notifications list|resend`` | ERP notifications; send parked ones again | id unknown |
 | ``db upgrade`` / ``db current`` | Alembic migrations | |
 | ``db purge --older-than 90d`` | export, then delete old settled rows (``store.purge``) | |
+| ``reconcile --since D`` | ERP list (``--erp``), bridge and cloud compared | findings |
 | ``doctor`` | settings, database, Redis, each tenant's token; what to fix | 1 if any fails |
 | ``probe --tenant NAME`` | a sandbox tenant's dialect (``[tenants.cloud]``) | a bill left live |
 | ``console hash-password`` | a password hash for ``FAPIAO_CONSOLE__USERS`` | empty password |
@@ -39,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
 
 import typer
 
@@ -402,9 +404,30 @@ def _render_view(view: dict[str, Any]) -> None:
     )
     if view["reason"]:
         console.print(f"reason: {escape(str(view['reason']))}")
+    if view.get("original"):
+        original = view["original"]
+        console.print(
+            f"red-letter document (红冲) of [bold]{escape(original['bill_no'])}[/] "
+            f"(document #{original['document_id']}, {original['status']})"
+        )
+    if view.get("red_documents"):
+        reds = Table(title="red-letter documents (红字单据)")
+        for column in ("bill", "state", "total", "reverses invoice", "redReason"):
+            reds.add_column(column)
+        for red in view["red_documents"]:
+            reds.add_row(
+                escape(red["bill_no"]),
+                red["status"],
+                str(jsonable(red["total_amount"])),
+                red["original_invoice_number"] or "",
+                red["red_reason"] or "",
+            )
+        console.print(reds)
     if view["invoices"]:
         table = Table(title="invoices")
-        columns = ("code", "number", "status", "date", "amount", "tax", "files / error")
+        columns = (
+            "code", "number", "status", "standing", "date", "amount", "tax", "files / error"
+        )  # fmt: skip
         merged = any(invoice["merged"] for invoice in view["invoices"])
         for column in columns + (("merged with",) if merged else ()):
             table.add_column(column)
@@ -415,6 +438,7 @@ def _render_view(view: dict[str, Any]) -> None:
                 invoice["invoice_code"] or "",
                 invoice["invoice_num"] or "",
                 invoice["invoice_status"] or "",
+                _standing(invoice),
                 invoice["invoice_date"] or "",
                 str(jsonable(invoice["total_amount"]) or ""),
                 str(jsonable(invoice["total_tax_amount"]) or ""),
@@ -441,11 +465,27 @@ def _render_view(view: dict[str, Any]) -> None:
         elif kind == "callback":
             what = f"callback #{entry['inbox_id']} ({entry['style']})"
             detail, by = f"{entry['state']} {entry['error'] or ''}", "cloud"
+        elif kind == "invoice_standing":
+            number = f"{entry['invoice_code'] or ''}{entry['invoice_num'] or ''}"
+            what = f"invoice {number} {entry['standing']}"
+            left = entry["can_red_amount"]
+            detail, by = ("" if left is None else f"can red {jsonable(left)}"), "cloud"
         else:
             what = f"invoice {entry['invoice_code'] or ''}{entry['invoice_num'] or ''}"
             detail, by = entry["issue_error_message"] or entry["invoice_status"] or "", ""
         table.add_row(at, escape(what), escape(detail.strip()), escape(by or ""))
     console.print(table)
+
+
+def _standing(invoice: dict[str, Any]) -> str:
+    """An invoice's standing after issuance, with what is left to reverse or what it reverses."""
+    standing = str(invoice.get("standing") or "normal")
+    if invoice.get("original_invoice_num"):
+        code = invoice.get("original_invoice_code") or ""
+        return f"red of {code}{invoice['original_invoice_num']}"
+    if standing == "partially_reversed" and invoice.get("can_red_amount") is not None:
+        return f"{standing} (left {invoice['can_red_amount']})"
+    return "" if standing == "normal" else standing
 
 
 # ---------------------------------------------------------------------------------- replay
@@ -615,12 +655,110 @@ def withdraw(
         _console().print(f"{bill_no}: {action.from_status} → {action.to_status}")
 
 
+@app.command()
+def reverse(
+    ctx: typer.Context,
+    bill_no: Annotated[str, typer.Argument(help="单据编号 (billNo) of the issued original.")],
+    red_reason: Annotated[
+        str,
+        typer.Option(
+            "--red-reason",
+            help="冲红原因 redReason: 1 销货退回, 2 开票有误, 3 服务中止, 4 销售折让.",
+        ),
+    ],
+    line: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--line",
+            help="DETAIL_ID[=AMOUNT]: reverse this line (all that is left, or AMOUNT on the "
+            "original's tax basis); repeat it. None: the whole document.",
+        ),
+    ] = None,
+    red_info_bill_no: Annotated[
+        str | None,
+        typer.Option("--red-info-bill-no", help="红字确认单编号 redInfoBillNo (专票: required)."),
+    ] = None,
+    red_bill_no: Annotated[
+        str | None,
+        typer.Option("--red-bill-no", help="The red bill's billNo (default <BILL_NO>-R<k>)."),
+    ] = None,
+    seller_tax_id: SellerOption = None,
+    tenant: TenantOption = None,
+    reason: ReasonOption = None,
+    actor: ActorOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Reverse an issued document with red-letter (红冲) document(s): one per blue invoice.
+
+    Checked against what the cloud says may still be reversed (canRedAmount); a repeat of the
+    same request answers the same red documents.
+    """
+    from producers.documents import AmbiguousBillNo
+    from producers.operations import reverse_document
+    from producers.reversal import (
+        BadReversalRequest,
+        CloudUnavailable,
+        NotReversible,
+        ReversalRefused,
+        reversal_request,
+    )
+
+    lines = []
+    for text in line or []:
+        detail_id, sep, amount = text.partition("=")
+        lines.append({"detailId": detail_id, **({"amount": amount} if sep else {})})
+    body: dict[str, Any] = {
+        "redReason": red_reason,
+        "redInfoBillNo": red_info_bill_no,
+        "lines": lines,
+        "red_bill_no": red_bill_no,
+    }
+    try:
+        wanted = reversal_request(bill_no, body, seller_tax_id=seller_tax_id, tenant=tenant)
+    except BadReversalRequest as exc:
+        _fail(f"{exc} / {exc.message_zh}", code=2)
+    components = _context(ctx).components()
+    try:
+        result = reverse_document(
+            components, wanted, actor=_actor(actor), reason=reason or "reversed by an operator"
+        )
+    except AmbiguousBillNo as exc:
+        _fail_ambiguous(exc)
+    except ReversalRefused as exc:
+        if as_json:
+            _print_json({"refused": exc.bill_no, "issues": [i.as_dict() for i in exc.issues]})
+            raise typer.Exit(1) from None
+        from rich.markup import escape
+
+        _fail(
+            "\n".join(
+                [f"reversal of {bill_no} refused / 红冲未通过校验:"]
+                + [f"  - {escape(str(issue))}" for issue in exc.issues]
+            )
+        )
+    except (LookupError, NotReversible, CloudUnavailable) as exc:
+        from rich.markup import escape
+
+        _fail(escape(str(exc)))
+    if as_json:
+        _print_json(result.as_dict())
+        return
+    console = _console()
+    for item in result.red_documents:
+        console.print(
+            f"{item['bill_no']}: {item['outcome']}, {item['status']}, total "
+            f"{item['total_amount']} reverses invoice {item['original_invoice_number']}"
+        )
+    if not result.created:
+        console.print("nothing new: this request was made before / 该红冲请求已处理过")
+
+
 # ---------------------------------------------------------------------------------- tenants
 
 
 @tenants_app.command("list")
 def tenants_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Every tenant of the tenants file, with its pause state and token health."""
+    """Every tenant of the tenants file, with its pause state, token health and credit quota."""
     from producers.operations import tenant_rows
 
     rows = tenant_rows(_context(ctx).components())
@@ -632,6 +770,7 @@ def tenants_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     table = Table(title="tenants")
     for column in ("name", "base URL", "businessSystemCode", "sellers", "callbacks", "token"):
         table.add_column(column)
+    table.add_column("credit quota left (day / month)")
     table.add_column("state")
     for item in rows:
         state_text = (
@@ -644,9 +783,25 @@ def tenants_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
             "\n".join(item["seller_tax_ids"]),
             item["callback_style"],
             item["token_health"],
+            _quota_text(item["quota"]),
             state_text,
         )
     _console().print(table)
+
+
+def _quota_text(quota: dict[str, Any] | None) -> str:
+    """One line per seller: surplus of the day / month, warning, hold (until when)."""
+    if quota is None:
+        return "unknown"
+    lines = []
+    for seller in quota["sellers"]:
+        text = f"{seller['day_surplus'] or '?'} / {seller['month_surplus'] or '?'}"
+        if seller["is_warning"]:
+            text += " [yellow]WARNING[/]"
+        if seller["held"]:
+            text += f" [bold red]HELD[/] until {seller['held_until']:%Y-%m-%d %H:%M} UTC"
+        lines.append(text)
+    return "\n".join(lines)
 
 
 def _tenant_action(
@@ -681,7 +836,8 @@ def tenants_resume(
     reason: ReasonOption = None,
     actor: ActorOption = None,
 ) -> None:
-    """Let a paused tenant's work go on (fix the cause first: fapiao doctor)."""
+    """Let a paused tenant's work go on (fix the cause first: fapiao doctor); also releases
+    a credit-quota (授信额度) hold."""
     row = _tenant_action(ctx, name, False, reason, actor)
     _console().print(f"tenant {name} resumed")
     if row["paused"]:
@@ -942,6 +1098,159 @@ def doctor(
         _console().print(table)
     if not all(check.ok for check in checks):
         raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------- reconcile
+
+CSV_COLUMNS: Final = (
+    "kind",
+    "billNo",
+    "tenant",
+    "sellerTaxpayerId",
+    "erp_totalAmount",
+    "erp_includeTaxAmount",
+    "bridge_status",
+    "bridge_includeTaxAmount",
+    "cloud_known",
+    "cloud_invoiceStatus",
+    "cloud_includeTaxAmount",
+    "reason",
+    "reason_zh",
+)
+
+
+def _csv_row(finding: dict[str, Any]) -> list[str]:
+    erp, bridge, cloud = finding.get("erp") or {}, finding.get("bridge") or {}, finding.get("cloud")
+    statuses = ""
+    if cloud:
+        invoices = cloud.get("invoices") or []
+        statuses = " ".join(str(i.get("invoiceStatus") or "") for i in invoices) or str(
+            cloud.get("invoiceStatus") or ""
+        )
+    values = (
+        finding["kind"],
+        finding["billNo"],
+        finding["tenant"],
+        finding.get("sellerTaxpayerId"),
+        erp.get("totalAmount"),
+        erp.get("includeTaxAmount"),
+        bridge.get("status"),
+        bridge.get("includeTaxAmount"),
+        None if cloud is None else ("yes" if cloud.get("known") else "no"),
+        statuses,
+        None if cloud is None else cloud.get("includeTaxAmount"),
+        finding["reason"],
+        finding["reason_zh"],
+    )
+    return ["" if v is None else str(v) for v in values]
+
+
+@app.command()
+def reconcile(
+    ctx: typer.Context,
+    since: Annotated[str, typer.Option("--since", help="First day, YYYY-MM-DD (Asia/Shanghai).")],
+    until: Annotated[
+        str | None, typer.Option("--until", help="Last day, inclusive (default: --since).")
+    ] = None,
+    tenant: TenantOption = None,
+    erp: Annotated[
+        str | None,
+        typer.Option(
+            "--erp",
+            help="The ERP's list: CSV with a header (billNo,totalAmount,includeTaxAmount,"
+            "sellerTaxpayerId,tenant) or JSON; - reads stdin.",
+        ),
+    ] = None,
+    grace_minutes: Annotated[
+        int, typer.Option("--grace-minutes", min=0, help="Changed more recently: in flight.")
+    ] = 30,
+    as_json: JsonOption = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the findings as CSV.")] = False,
+    actor: ActorOption = None,
+) -> None:
+    """Three-way reconciliation: the ERP's list, the bridge and the cloud (stored report).
+
+    Exit 0: no finding and every bill answered; 1: findings or unanswered bills; 2: bad input.
+    """
+    from producers.reconciliation import ReconciliationInputError, run, window_of
+    from schemas.reconciliation import ErpListError, parse_erp_list
+
+    if as_json and as_csv:
+        _fail("give --json or --csv, not both / --json 与 --csv 只能二选一", code=2)
+    try:
+        window = window_of(since, until)
+    except ReconciliationInputError as exc:
+        _fail(f"{exc} / {exc.message_zh}", code=2)
+    erp_bills = None
+    if erp is not None:
+        try:
+            raw = sys.stdin.buffer.read() if erp == "-" else Path(erp).read_bytes()
+        except OSError as exc:
+            _fail(f"--erp {erp}: cannot read ({exc.strerror}) / 无法读取 ERP 清单文件", code=2)
+        try:
+            erp_bills = parse_erp_list(raw)
+        except ErpListError as exc:
+            _fail(f"--erp {erp}: {exc}", code=2)
+    components = _context(ctx).components()
+    try:
+        report = run(
+            components,
+            window,
+            trigger="cli",
+            actor=_actor(actor),
+            tenant=tenant,
+            erp=erp_bills,
+            grace=timedelta(minutes=grace_minutes),
+        )
+    except ReconciliationInputError as exc:
+        _fail(f"{exc} / {exc.message_zh}", code=2)
+    if as_json:
+        _print_json(report)
+    elif as_csv:
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for finding in report["findings"]:
+            writer.writerow(_csv_row(finding))
+    else:
+        _print_reconciliation(report)
+    if report["total"] or report["unanswered"]:
+        raise typer.Exit(1)
+
+
+def _print_reconciliation(report: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    window = report["window"]
+    console = _console()
+    console.print(
+        f"reconciliation #{report['id']} {window['since']}..{window['until']} (Asia/Shanghai),"
+        f" tenant {report['tenant'] or 'all'}: {report['documents']} document(s),"
+        f" {report['queried']} query(ies), {report.get('in_flight', 0)} in flight,"
+        f" {report['total']} finding(s)"
+    )
+    counts = ", ".join(f"{kind}={n}" for kind, n in report["counts"].items())
+    console.print(f"by kind: {counts}")
+    if report["findings"]:
+        table = Table()
+        for column in ("kind", "billNo", "tenant", "seller", "reason / 原因"):
+            table.add_column(column, overflow="fold")
+        for f in report["findings"]:
+            table.add_row(
+                f["kind"],
+                escape(f["billNo"]),
+                f["tenant"],
+                f.get("sellerTaxpayerId") or "",
+                escape(f"{f['reason']}\n{f['reason_zh']}"),
+            )
+        console.print(table)
+    for item in report["unanswered"]:
+        console.print(
+            f"[yellow]unanswered / 未获答复: {escape(item['billNo'])} ({item['tenant']}):"
+            f" {escape(item['reason'])}[/]"
+        )
 
 
 # ---------------------------------------------------------------------------------- probe

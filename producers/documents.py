@@ -40,6 +40,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from producers.reversal import red_links
 from schemas.tenants import normalise_tax_id
 from store.columns import utcnow
 from store.invoices import bills_covered, invoices_of
@@ -185,6 +186,25 @@ def _invoice(row: Invoice, bill_nos: list[str]) -> dict[str, Any]:
         "total_tax_amount": row.total_tax_amount,
         "include_tax_amount": row.include_tax_amount,
         "issue_error_message": row.issue_error_message,
+        # After issuance (docs/CLOUD-CONTRACT.md §15): voided / (partly) reversed, when, what
+        # is left to reverse, the red invoices known against it; a red one names its original.
+        "invoice_property": row.invoice_property,
+        "standing": row.standing or "normal",
+        "standing_changed_at": row.status_changed_at,
+        "can_red_amount": row.can_red_amount,
+        "can_red_tax_amount": row.can_red_tax_amount,
+        "original_invoice_code": row.original_invoice_code,
+        "original_invoice_num": row.original_invoice_num,
+        "reversed_by": [
+            {
+                "invoice_code": red.get("invoiceCode"),
+                "invoice_num": red.get("invoiceNum"),
+                "total_amount": red.get("totalAmount"),
+                "total_tax_amount": red.get("totalTaxAmount"),
+            }
+            for red in (row.reversals or [])
+            if isinstance(red, dict)
+        ],
         "files": {
             key: url
             for key, url in (
@@ -284,6 +304,18 @@ def document_view(
                 "issue_error_message": row.issue_error_message,
             }
         )
+    for row in invoices:
+        if row.status_changed_at is not None and (row.standing or "normal") != "normal":
+            timeline.append(
+                {
+                    "at": row.status_changed_at,
+                    "kind": "invoice_standing",
+                    "invoice_num": row.invoice_num,
+                    "invoice_code": row.invoice_code,
+                    "standing": row.standing,
+                    "can_red_amount": row.can_red_amount,
+                }
+            )
     # Stable: same-instant entries keep the order transitions → calls → callbacks → invoices.
     timeline.sort(key=lambda entry: entry["at"])
     view = document_summary(document, now=now)
@@ -303,6 +335,7 @@ def document_view(
             "timeline": timeline,
         }
     )
+    view.update(red_links(session, document))
     return view
 
 

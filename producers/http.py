@@ -15,9 +15,11 @@ Routes
 | ``GET /v1/documents/{bill_no}`` | state, reason, invoices (numbers, file URLs), timeline |
 | ``POST /v1/documents/{bill_no}/withdraw`` | BILL.WITHDRAW owed (202) or done at once (200) |
 | ``POST /v1/documents/{bill_no}/replay`` | failed/rejected → draft, push owed (202) |
+| ``POST /v1/documents/{bill_no}/reverse`` | red-letter (红冲) document(s), push owed (202) |
 | ``GET /v1/schema/document``, ``/v1/schema/notification`` | JSON Schemas |
 | ``GET /v1/documents``, ``/v1/overview``, ``/v1/tenants…`` | operator lists and actions |
 | ``POST /v1/operations/…``, ``/v1/notifications…`` | (``producers.http_operations``) |
+| ``/v1/reconciliation…`` | three-way reconciliation (``producers.http_reconciliation``) |
 | ``POST /callbacks/kingdee/{secret}`` | the cloud's callbacks (no API key: the path is secret) |
 | ``GET /healthz`` | database and Redis, 200 or 503 with details |
 | ``GET /metrics`` | Prometheus text |
@@ -87,6 +89,7 @@ from producers.api_models import (
     ErrorAnswer,
     HealthAnswer,
     OperatorAnswer,
+    ReversalAnswer,
     SubmitAnswer,
 )
 from producers.bootstrap import Components
@@ -109,7 +112,15 @@ from producers.json_schemas import document_schema, notification_schema
 from producers.metrics import BridgeMetrics
 from producers.openapi import install as install_openapi
 from producers.openapi import mount_docs
-from producers.operations import act_on_document
+from producers.operations import ReversalResult, act_on_document, reverse_document
+from producers.reversal import (
+    BadReversalRequest,
+    CloudUnavailable,
+    NotReversible,
+    ReversalRefused,
+    ReversalRequest,
+    reversal_request,
+)
 from schemas.kingdee import CALLBACK_ACK, CallbackParseError, parse_callback_with
 from schemas.money import loads_exact
 from schemas.settings import Settings
@@ -843,6 +854,102 @@ def create_app(
         )
         return _action_response(action)
 
+    def _reverse(request: ReversalRequest, actor: str, reason: str | None) -> ReversalResult:
+        try:
+            return reverse_document(parts, request, actor=actor, reason=reason)
+        except LookupError as exc:
+            raise _lookup_error(exc) from None
+        except ReversalRefused as exc:
+            raise ApiError(
+                422,
+                "invalid_reversal",
+                f"the red document for {exc.bill_no} breaks {len(exc.issues)} rule(s); "
+                "issues[] names each field, rule and what is left",
+                f"{exc.bill_no} 的红字单据未通过校验，详见 issues",
+                issues=[issue.as_dict() for issue in exc.issues],
+            ) from None
+        except NotReversible as exc:
+            raise ApiError(409, "not_reversible", str(exc), exc.why_zh) from None
+        except CloudUnavailable as exc:
+            raise ApiError(
+                503,
+                "cloud_unavailable",
+                str(exc),
+                "无法向发票云查询剩余可冲额度，未创建红字单据，请过几分钟再试",
+                headers={"Retry-After": "30"},
+            ) from None
+
+    @app.post(
+        "/v1/documents/{bill_no}/reverse",
+        tags=["documents"],
+        summary="Reverse an issued document with red-letter (红冲) document(s)",
+        status_code=202,
+        response_model=None,
+        responses={
+            202: {"model": ReversalAnswer, "description": "red document(s) made, push owed"},
+            200: {
+                "model": ReversalAnswer,
+                "description": "a repeat: the same red documents, nothing new (outcome unchanged)",
+            },
+            400: {"model": ErrorAnswer, "description": "malformed body (bad_request)"},
+            401: _UNAUTHORIZED,
+            404: _NOT_FOUND,
+            409: {
+                "model": ErrorAnswer,
+                "description": "a red document itself, the red bill number taken "
+                "(not_reversible), or ambiguous bill number (ambiguous_bill_no)",
+            },
+            422: {
+                "model": ErrorAnswer,
+                "description": "over what may still be reversed (can_red_amount, "
+                "can_red_tax_amount), redReason/redInfoBillNo missing, unknown line "
+                "(invalid_reversal; issues[] names each field and rule)",
+            },
+            503: {
+                "model": ErrorAnswer,
+                "description": "the cloud could not be asked what may still be reversed "
+                "(cloud_unavailable), or the database is down",
+            },
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ReverseBody"}}
+                },
+            }
+        },
+    )
+    async def post_reverse(
+        bill_no: str,
+        request: Request,
+        actor: OperatorActor,
+        seller_tax_id: SellerQuery = None,
+        tenant: TenantQuery = None,
+    ) -> Response:
+        body = parse_json_body(await read_limited_body(request, 1024 * 1024))
+        if not isinstance(body, dict):
+            raise ApiError(
+                400,
+                "bad_shape",
+                'the body must be an object like {"redReason": "1"}',
+                "请求体必须是对象",
+            )
+        try:
+            wanted = reversal_request(bill_no, body, seller_tax_id=seller_tax_id, tenant=tenant)
+        except BadReversalRequest as exc:
+            raise ApiError(
+                400,
+                "bad_request",
+                str(exc),
+                "无法向发票云查询剩余可冲额度，未创建红字单据，请过几分钟再试",
+                field=exc.field,
+            ) from None
+        reason = body.get("reason")
+        reason = reason[:500] if isinstance(reason, str) and reason else None
+        result: ReversalResult = await in_thread(_reverse, wanted, actor, reason)
+        return JSONAnswer(result.as_dict(), status_code=202 if result.created else 200)
+
     @app.get(
         "/v1/schema/document",
         tags=["schemas"],
@@ -980,4 +1087,7 @@ def create_app(
     from producers.http_operations import router as operations_router  # it imports this module
 
     app.include_router(operations_router)
+    from producers.http_reconciliation import router as reconciliation_router
+
+    app.include_router(reconciliation_router)
     return app

@@ -11,8 +11,9 @@ need ``OperatorActor`` (``producers.http``; the console narrows both later).
 | ``POST /v1/operations/withdraw`` | withdraw for a filter (``dry_run`` predicts) |
 | ``GET /v1/notifications`` | ERP notifications (``?state=parked`` by default) |
 | ``POST /v1/notifications/resend`` | parked notifications back to pending, due now |
-| ``GET /v1/tenants`` | tenants: pause state, token health, rate limit |
-| ``POST /v1/tenants/{name}/pause``, ``/resume`` | the operator's pause switch |
+| ``GET /v1/tenants`` | tenants: pause state, token health, rate limit, credit quota |
+| ``POST /v1/tenants/{name}/pause``, ``/resume`` | the operator's pause switch (resume also |
+| | releases a credit-quota hold) |
 | ``GET /v1/overview`` | documents by state and tenant, and what needs a person |
 
 A bad filter answers 400 ``bad_filter`` with ``field`` (which one) and ``allowed`` (what it
@@ -332,7 +333,7 @@ def post_pause(
 
 @router.post(
     "/tenants/{name}/resume",
-    summary="Resume a paused tenant",
+    summary="Resume a paused tenant; also releases a credit-quota (授信额度) hold",
     response_model=None,
     responses=_TENANT_RESPONSES,
 )

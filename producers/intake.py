@@ -9,6 +9,8 @@ Steps for one document
 |---|---|---|
 | 1 | every BILL.PUSH rule (``schemas.erp.validate_bill``) | ``invalid`` + issues (HTTP 422) |
 | 2 | the tenant: the given one, else the owner of ``sellerTaxpayerId`` | ``invalid`` + issue |
+| 2b | a red bill (``invoiceProperty`` 1): ``red_letters`` finds its original and checks it | |
+| | against what the cloud says may still be reversed (``producers.reversal``) | ``invalid`` |
 | 3 | ``store.acceptance.accept_documents`` (one bill is a batch of one) | ``conflict`` (HTTP 409) |
 | 4 | COMMIT (ours, or the caller's when ``session`` is passed) | |
 | 5 | enqueue ``fapiao.push`` for created / new revisions, AFTER the commit | never fails |
@@ -64,6 +66,7 @@ from store.lifecycle import RevisionConflict
 
 if TYPE_CHECKING:
     # Imported where used: importing producers loads no worker code (test_cli_servers).
+    from producers.reversal import RedLetterGate
     from worker.coalesce import PushCoalescer
     from worker.enqueue import Enqueuer
 
@@ -156,6 +159,8 @@ class _Prepared:
     bill: Bill
     tenant: str
     seller_tax_id: str
+    # A red bill admitted by the RedLetterGate: the document it reverses.
+    original_document_id: int | None = None
 
 
 def _raw_bill_no(document: object) -> str | None:
@@ -360,6 +365,15 @@ class Intake:
     push_batch_size: int = PushSettings.model_fields["batch_size"].default
     # Coalesces one-document pushes (worker.coalesce); None: every document sends its own.
     coalescer: PushCoalescer | None = None
+    # Red bills (invoiceProperty 1) are linked to their original and checked against what the
+    # cloud says may still be reversed (producers.reversal); None: taken as they are.
+    red_letters: RedLetterGate | None = None
+
+    def admit(self, prepared: Sequence[_Prepared | SubmitResult]) -> list[_Prepared | SubmitResult]:
+        """Red bills through the gate (a refused one becomes ``invalid``); others unchanged."""
+        if self.red_letters is None:
+            return list(prepared)
+        return self.red_letters.admit(prepared)
 
     def prepare(self, document: object, tenant: str | None = None) -> _Prepared | SubmitResult:
         """Validate and resolve the tenant (no database); an ``invalid`` result if refused."""
@@ -411,10 +425,23 @@ class Intake:
         call for every valid bill, exactly as storing them one by one would settle them."""
         valid = [item for item in prepared if isinstance(item, _Prepared)]
         accepted = iter(accept_documents(session, [self._to_accept(p) for p in valid], actor=actor))
-        return [
+        results = [
             item if isinstance(item, SubmitResult) else _submit_result(item, next(accepted))
             for item in prepared
         ]
+        links = {
+            result.document_id: item.original_document_id
+            for item, result in zip(prepared, results, strict=True)
+            if isinstance(item, _Prepared)
+            and item.original_document_id is not None
+            and result.accepted
+            and result.document_id is not None
+        }
+        if links:
+            from producers.reversal import link_red_documents
+
+            link_red_documents(session, links)
+        return results
 
     def _enqueue(self, result: SubmitResult) -> None:
         self.enqueue_pushes([result])
@@ -429,7 +456,7 @@ class Intake:
     ) -> SubmitResult:
         """One document (module docstring). With ``session``: the caller commits; the push is
         enqueued after the caller's commit (and dropped if it rolls back)."""
-        prepared = self.prepare(document, tenant)
+        [prepared] = self.admit([self.prepare(document, tenant)])
         if isinstance(prepared, SubmitResult):
             return prepared
         who = actor or self.actor
@@ -460,7 +487,7 @@ class Intake:
         pushes itself (``enqueue_pushes``) after the response, e.g. from a background task.
         """
         who = actor or self.actor
-        prepared = [self.prepare(document, tenant) for document in documents]
+        prepared = self.admit([self.prepare(document, tenant) for document in documents])
         results: list[SubmitResult] = []
         if any(not isinstance(item, SubmitResult) for item in prepared):
             with unit_of_work(self._sessions()) as session:
@@ -529,15 +556,22 @@ def default_intake() -> Intake:
     global _default
     with _default_lock:
         if _default is None:
+            from producers.bootstrap import Components
             from worker.app import create_app
             from worker.enqueue import CeleryEnqueuer
 
             settings = Settings.load()
+            sessions = make_session_factory(make_engine(settings.database_url))
+            tenants = settings.load_tenants()
+            enqueuer = CeleryEnqueuer(create_app(settings))
+            # The Components only build the worker runtime, on the first red bill.
+            parts = Components(settings, tenants, sessions, enqueuer)
             _default = Intake(
-                sessions=make_session_factory(make_engine(settings.database_url)),
-                tenants=settings.load_tenants(),
-                enqueuer=CeleryEnqueuer(create_app(settings)),
+                sessions=sessions,
+                tenants=tenants,
+                enqueuer=enqueuer,
                 push_batch_size=settings.push.batch_size,
+                red_letters=parts.red_letters(),
             )
         return _default
 

@@ -36,7 +36,7 @@ from schemas.erp import (
     InvoiceType,
 )
 from schemas.tax import ACCEPTED_TAX_RATES, format_tax_rate
-from store.states import DocumentStatus
+from store.states import DocumentStatus, InvoiceStanding
 
 __all__ = [
     "DOCUMENT_SCHEMA_FILE",
@@ -195,6 +195,8 @@ def _money_text(description: str) -> dict[str, Any]:
 def notification_schema() -> dict[str, Any]:
     """The body of the webhook call to the ERP (one per user-visible state change)."""
     states = [state.value for state in DocumentStatus]
+    standings = [standing.value for standing in InvoiceStanding]
+    changed = [standing for standing in standings if standing != InvoiceStanding.normal.value]
     invoice = {
         "type": "object",
         "properties": {
@@ -211,6 +213,28 @@ def notification_schema() -> dict[str, Any]:
             "invoicePdfFileUrl": _text("PDF URL", nullable=True),
             "invoiceXmlFileUrl": _text("XML URL", nullable=True),
             "issueErrorMessage": _text("开票失败原因", nullable=True),
+            "invoiceProperty": {
+                "type": ["integer", "null"],
+                "description": "0 蓝票 (blue), 1 红票 (red)",
+            },
+            "standing": {
+                "type": "string",
+                "enum": standings,
+                "description": (
+                    "after issuance: normal, partially_reversed (部分红冲), reversed (红冲),"
+                    " voided (作废); only ever moves forward"
+                ),
+            },
+            "standingChangedAt": {"type": ["string", "null"], "format": "date-time"},
+            "canRedAmount": _money_text("可红冲金额 left to reverse (excl. tax)"),
+            "canRedTaxAmount": _money_text("可红冲税额 left to reverse"),
+            "originalInvoiceCode": _text("a red invoice: the blue invoice's code", nullable=True),
+            "originalInvoiceNum": _text("a red invoice: the blue invoice's number", nullable=True),
+            "reversedBy": {
+                "type": "array",
+                "items": {"type": "object", "additionalProperties": True},
+                "description": "red invoices known against this blue one (code, number, amounts)",
+            },
             "billNos": {
                 "type": "array",
                 "items": {"type": "string"},
@@ -248,8 +272,19 @@ def notification_schema() -> dict[str, Any]:
         "properties": {
             "event": {
                 "type": "string",
-                "enum": [f"document.{state}" for state in states],
-                "description": "document.<status>",
+                "enum": [
+                    *(f"document.{state}" for state in states),
+                    *(f"invoice.{standing}" for standing in changed),
+                ],
+                "description": (
+                    "document.<status> when the document's state changed; invoice.<standing>"
+                    " when an issued invoice was voided or (partly) reversed after issuance"
+                    " (the invoice is under `invoice`, the document's state is unchanged)"
+                ),
+            },
+            "invoice": {
+                **invoice,
+                "description": "invoice.* events: the invoice whose standing changed",
             },
             "documentId": {"type": "integer", "description": "the bridge's document id"},
             "tenant": _text("tenant name (tenants file)"),

@@ -7,16 +7,26 @@ counters are summed over the API processes of one ``fapiao api`` (below).
 | metric | type | labels | source |
 |---|---|---|---|
 | ``fapiao_documents`` | gauge | state, tenant | current documents per state |
-| ``fapiao_documents_oldest_age_seconds`` | gauge | state, tenant | longest wait in the state |
+| ``fapiao_documents_oldest_age_seconds`` | gauge | state, tenant | longest wait in the state (b) |
 | ``fapiao_cloud_calls_recorded_total`` | counter | interface, outcome | ``cloud_calls`` ledger |
 | ``fapiao_token_refreshes_recorded_total`` | counter | tenant | successful ``login`` calls |
 | ``fapiao_callback_inbox`` | gauge | state | inbox rows (orphan: no bill matched) |
 | ``fapiao_erp_outbox`` | gauge | state | ERP notifications (parked: gave up) |
 | ``fapiao_tenant_paused`` | gauge | tenant | 1 while a tenant is paused |
+| ``fapiao_quota_day_surplus_yuan`` | gauge | tenant, seller | credit quota left today (a) |
+| ``fapiao_quota_month_surplus_yuan`` | gauge | tenant, seller | … this month (a) |
+| ``fapiao_quota_is_warning`` | gauge | tenant, seller | 1: the cloud's ``isWarning`` today |
+| ``fapiao_quota_held`` | gauge | tenant, seller | 1 while pushes wait for quota |
 | ``fapiao_queue_depth`` | gauge | queue | Redis LLEN of each Celery queue |
+| ``fapiao_reconciliation_findings`` | gauge | tenant, kind | the newest nightly report's counts |
+| ``fapiao_reconciliation_last_run_timestamp_seconds`` | gauge | tenant | when it finished |
 | ``fapiao_metrics_source_up`` | gauge | source | 0 when the database/Redis was unreadable |
 | ``fapiao_callbacks_received_total`` | counter | result | API processes: stored, duplicate, … |
 | ``fapiao_documents_submitted_total`` | counter | outcome | API processes: created, invalid, … |
+
+(a) ``tenant_quota`` (``store.quota``): the latest believable ``bizControl``; absent when
+none is known for the current Asia/Shanghai day (month). (b) Drafts held for credit quota
+are left out (they wait on purpose; ``fapiao_quota_held`` alerts on them).
 
 ``_recorded_total`` names avoid a clash with the worker's in-process counters of the same
 facts (``worker.metrics``).
@@ -33,6 +43,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter
@@ -43,7 +54,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.columns import utcnow
-from store.models import CallbackInbox, CloudCall, Document, ErpOutbox, TenantState
+from store.models import CallbackInbox, CloudCall, Document, ErpOutbox, TenantQuota, TenantState
+from store.queries import waiting_since
+from store.quota import quota_rows, shanghai_day
+from store.reconciliation import latest_reports
 from store.states import DocumentStatus, InboxState, OutboxState
 
 __all__ = ["MULTIPROC_ENV", "QUEUES", "BridgeMetrics", "DatabaseCollector"]
@@ -105,7 +119,7 @@ class DatabaseCollector(Collector):
                     Document.tenant,
                     Document.status,
                     func.count(),
-                    func.min(Document.status_changed_at),
+                    func.min(waiting_since()),  # a draft held for quota waits on purpose
                 )
                 .where(Document.is_current.is_(True))
                 .group_by(Document.tenant, Document.status)
@@ -130,6 +144,8 @@ class DatabaseCollector(Collector):
                 select(ErpOutbox.state, func.count()).group_by(ErpOutbox.state)
             ).all()
             paused = {row.tenant: bool(row.paused) for row in session.scalars(select(TenantState))}
+            nightly = latest_reports(session, trigger="beat")
+            quotas = quota_rows(session)
 
         documents = GaugeMetricFamily(
             "fapiao_documents", "Current documents per state", labels=["state", "tenant"]
@@ -184,7 +200,25 @@ class DatabaseCollector(Collector):
         )
         for tenant in sorted(set(self._tenant_names()) | set(paused)):
             paused_family.add_metric([tenant], 1 if paused.get(tenant) else 0)
+        findings = GaugeMetricFamily(
+            "fapiao_reconciliation_findings",
+            "Findings of the newest nightly reconciliation report, by kind",
+            labels=["tenant", "kind"],
+        )
+        last_run = GaugeMetricFamily(
+            "fapiao_reconciliation_last_run_timestamp_seconds",
+            "When the newest nightly reconciliation report finished (Unix time)",
+            labels=["tenant"],
+        )
+        for report in nightly:
+            tenant_label = report.tenant or "*"
+            for kind, count in sorted((report.counts or {}).items()):
+                findings.add_metric([tenant_label, kind], int(count))
+            if report.finished_at is not None:
+                last_run.add_metric([tenant_label], report.finished_at.timestamp())
         return [
+            findings,
+            last_run,
             documents,
             oldest,
             ledger,
@@ -192,7 +226,42 @@ class DatabaseCollector(Collector):
             inbox_family,
             outbox_family,
             paused_family,
+            *_quota_families(quotas, now),
         ]
+
+
+def _quota_families(rows: list[TenantQuota], now: datetime) -> list[Metric]:
+    """The credit quota per tenant and seller (``store.quota``); a surplus of an earlier
+    Asia/Shanghai day (month) is not exported: it no longer counts."""
+    labels = ["tenant", "seller"]
+    day = GaugeMetricFamily(
+        "fapiao_quota_day_surplus_yuan", "Credit quota left today, yuan", labels=labels
+    )
+    month = GaugeMetricFamily(
+        "fapiao_quota_month_surplus_yuan", "Credit quota left this month, yuan", labels=labels
+    )
+    warning = GaugeMetricFamily(
+        "fapiao_quota_is_warning", "1: the cloud's bizControl.isWarning today", labels=labels
+    )
+    held = GaugeMetricFamily(
+        "fapiao_quota_held", "1 while pushes wait for credit quota", labels=labels
+    )
+    today = shanghai_day(now)
+    for row in rows:
+        key = [row.tenant, row.seller_tax_id]
+        observed = shanghai_day(row.observed_at) if row.observed_at is not None else None
+        if observed == today and row.day_surplus is not None:
+            day.add_metric(key, float(row.day_surplus))  # Prometheus values are floats
+        same_month = observed is not None and (observed.year, observed.month) == (
+            today.year,
+            today.month,
+        )
+        if same_month and row.month_surplus is not None:
+            month.add_metric(key, float(row.month_surplus))
+        warning.add_metric(key, 1 if observed == today and row.is_warning else 0)
+        in_force = row.held and row.held_until is not None and row.held_until > now
+        held.add_metric(key, 1 if in_force else 0)
+    return [day, month, warning, held]
 
 
 class BridgeMetrics:

@@ -24,8 +24,10 @@ A bulk withdraw needs at least one criterion (a filter of nothing would withdraw
 bill); a bulk replay without one replays every failed and rejected document, as
 ``fapiao replay`` always did.
 
-Other actions: ``act_on_document`` (one bill: replay or withdraw), ``pause_tenant`` /
-``resume_tenant``, ``resend_notifications`` (parked ERP notifications back to pending, due
+Other actions: ``act_on_document`` (one bill: replay or withdraw), ``reverse_document`` (the
+red-letter 红冲 document(s) of one bill, ``producers.reversal``), ``pause_tenant`` /
+``resume_tenant`` (resume also releases a credit-quota hold: ``store.quota.release``),
+``resend_notifications`` (parked ERP notifications back to pending, due
 now: the sweeper hands them to ``fapiao.notify_erp`` within its interval — the producers'
 ``Enqueuer`` has no notify message). Reads: ``list_documents`` (keyset pages, opaque
 cursor), ``list_notifications``, ``tenant_rows``.
@@ -47,8 +49,9 @@ import binascii
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from sqlalchemy import select
@@ -63,15 +66,34 @@ from producers.documents import (
     replay_document,
     withdraw_document,
 )
+from producers.reversal import (
+    CloudUnavailable,
+    NotReversible,
+    Pending,
+    PlannedRedBill,
+    ReversalRefused,
+    ReversalRequest,
+    ask_cloud,
+    check_header,
+    check_limits,
+    pending_by_invoice,
+    plan_reversal,
+    red_documents_of,
+    runtime_query,
+)
+from schemas.cloud_contract import RED_INVOICE_PROPERTY
+from schemas.errors import Issue
 from schemas.tenants import normalise_tax_id
 from store.columns import utcnow
 from store.db import unit_of_work
 from store.lifecycle import NO_OPS, LostRace, TransitionNotAllowed, target_of
-from store.models import Document, ErpOutbox, OperatorAudit, TenantState
+from store.models import Document, ErpOutbox, OperatorAudit, TenantQuota, TenantState
 from store.outbox import list_notifications as outbox_rows
 from store.outbox import requeue
 from store.queries import latest_reasons
 from store.queries import list_documents as list_rows
+from store.quota import quota_rows, shanghai_day
+from store.quota import release as release_quota
 from store.states import DocumentStatus, Event, OutboxState
 from store.tenants import pause_tenant as store_pause
 from store.tenants import resume_tenant as store_resume
@@ -86,6 +108,7 @@ __all__ = [
     "BulkResult",
     "DocumentFilter",
     "FilterError",
+    "ReversalResult",
     "UnknownTenant",
     "act_on_document",
     "bulk_action",
@@ -99,6 +122,7 @@ __all__ = [
     "plan",
     "resend_notifications",
     "resume_tenant",
+    "reverse_document",
     "run_planned",
     "tenant_rows",
 ]
@@ -618,6 +642,222 @@ def act_on_document(
     return done
 
 
+# ---------------------------------------------------------------------------- reversal
+
+
+@dataclass(frozen=True, slots=True)
+class ReversalResult:
+    """What ``reverse_document`` did: the red documents of the request, new or found again."""
+
+    original_bill_no: str
+    original_document_id: int
+    tenant: str
+    red_documents: list[dict[str, Any]]
+    audit_id: int | None
+
+    @property
+    def created(self) -> bool:
+        return any(item["outcome"] != "unchanged" for item in self.red_documents)
+
+    def as_dict(self) -> dict[str, Any]:
+        answer: dict[str, Any] = jsonable(
+            {
+                "original_bill_no": self.original_bill_no,
+                "original_document_id": self.original_document_id,
+                "tenant": self.tenant,
+                "outcome": "created" if self.created else "unchanged",
+                "red_documents": self.red_documents,
+                "audit_id": self.audit_id,
+            }
+        )
+        return answer
+
+
+def _red_item(document: Document, outcome: str) -> dict[str, Any]:
+    return {
+        "bill_no": document.bill_no,
+        "document_id": document.id,
+        "status": document.status,
+        "outcome": outcome,
+        "total_amount": document.total_amount,
+        "original_invoice_number": (document.payload or {}).get("originalInvoiceNumber"),
+        "red_reason": (document.payload or {}).get("redReason"),
+    }
+
+
+def _requested_before(
+    request: ReversalRequest, original: Document, reds: Sequence[Document]
+) -> list[Document]:
+    """The red documents a repeat of ``request`` maps to (module docstring of
+    ``producers.reversal``: bill numbers are derived from the request, not the cloud)."""
+    if request.red_bill_no:
+        return [red for red in reds if red.bill_no == request.red_bill_no]
+    stem = re.escape(original.bill_no)
+    tail = f"-{request.fingerprint()}" if request.lines else ""
+    pattern = re.compile(f"{stem}-R[0-9]+{re.escape(tail)}")
+    return [red for red in reds if pattern.fullmatch(red.bill_no)]
+
+
+def reverse_document(
+    components: Components,
+    request: ReversalRequest,
+    *,
+    actor: str,
+    reason: str | None = None,
+) -> ReversalResult:
+    """Build, check, store and link the red document(s) of ``request`` (``producers.reversal``),
+    with one audit row, then owe their pushes. A repeat answers the same red documents.
+
+    Raises DocumentNotFound / AmbiguousBillNo, NotReversible, ReversalRefused, CloudUnavailable.
+    """
+    from producers.intake import Intake, SubmitOutcome, SubmitResult
+
+    with components.sessions() as session:
+        original = find_document(
+            session, request.bill_no, seller_tax_id=request.seller_tax_id, tenant=request.tenant
+        )
+        session.expunge(original)
+        reds = red_documents_of(session, [original.id])
+        for red in reds:
+            session.expunge(red)
+    if str((original.payload or {}).get("invoiceProperty") or "") == RED_INVOICE_PROPERTY:
+        raise NotReversible(
+            original.bill_no,
+            "it is a red document itself; reverse its original instead",
+            "该单据本身是红字单据，请对原蓝字单据红冲",
+        )
+    again = _requested_before(request, original, reds)
+    if again:
+        mismatch = [
+            red.bill_no
+            for red in again
+            if (red.payload or {}).get("redReason") != request.red_reason
+            or ((red.payload or {}).get("redInfoBillNo") or None) != request.red_info_bill_no
+        ]
+        if mismatch:
+            raise NotReversible(
+                original.bill_no,
+                f"red document(s) {', '.join(mismatch)} already answer this request with another"
+                " redReason/redInfoBillNo; name a new red bill number to reverse again",
+                f"红字单据 {'、'.join(mismatch)} 已按其他冲红原因/红字确认单编号创建",
+            )
+        return ReversalResult(
+            original.bill_no,
+            original.id,
+            original.tenant,
+            [_red_item(red, "unchanged") for red in again],
+            None,
+        )
+    tenant = components.tenants.by_name(original.tenant)
+    if tenant is None:
+        raise CloudUnavailable(original.bill_no, f"tenant {original.tenant} is not configured")
+    query = runtime_query(components.worker_runtime)
+    blues = ask_cloud(query, tenant, original, original.invoice_type or "")
+    if not blues:
+        raise ReversalRefused(
+            original.bill_no,
+            [
+                Issue(
+                    "bill_no",
+                    "original_not_invoiced",
+                    f"the cloud lists no issued, unvoided blue invoice for {original.bill_no}",
+                    f"发票云中 {original.bill_no} 没有可红冲的蓝字发票",
+                    "Only issued invoices can be reversed; a voided (作废) one cannot.",
+                    "只有已开具的发票可以红冲；已作废的发票不能红冲。",
+                )
+            ],
+        )
+    pending = pending_by_invoice(reds)
+    planned = plan_reversal(request, original.payload or {}, blues, pending)
+    if planned and isinstance(planned[0], Issue):
+        raise ReversalRefused(original.bill_no, [p for p in planned if isinstance(p, Issue)])
+    intake = Intake(
+        components.sessions,
+        components.tenants,
+        components.enqueuer,
+        actor,
+        components.settings.push.batch_size,
+    )
+    prepared: list[Any] = []
+    issues: list[Issue] = []
+    for plan_item in planned:
+        assert isinstance(plan_item, PlannedRedBill)
+        issues.extend(
+            check_header(request.red_reason, request.red_info_bill_no, plan_item.blue.invoice_type)
+        )
+        item = intake.prepare(plan_item.wire, original.tenant)
+        if isinstance(item, SubmitResult):
+            issues.extend(item.issues)
+            continue
+        issues.extend(
+            check_limits(
+                item.bill,
+                plan_item.blue,
+                pending.get(plan_item.blue.number, Pending()),
+                original.bill_no,
+            )
+        )
+        prepared.append(replace(item, original_document_id=original.id))
+    if issues:
+        raise ReversalRefused(original.bill_no, issues)
+    with unit_of_work(components.sessions) as session:
+        # One reversal of an original at a time (a row lock on PostgreSQL; SQLite has one
+        # writer): red documents made meanwhile were not counted above, so ask again.
+        session.execute(
+            select(Document.id).where(Document.id == original.id).with_for_update()
+        ).all()
+        meanwhile = {red.id for red in red_documents_of(session, [original.id])} - {
+            red.id for red in reds
+        }
+        if meanwhile:
+            raise NotReversible(
+                original.bill_no,
+                "another red document of it was made while this request ran; look at it "
+                f"(fapiao show {original.bill_no}) and ask again",
+                "处理期间该单据又生成了其他红字单据，请查看后重试",
+            )
+        results = intake.store_many(session, prepared, actor)
+        conflicts = [r for r in results if r.outcome is SubmitOutcome.conflict]
+        if conflicts:
+            raise NotReversible(
+                original.bill_no,
+                f"red bill number(s) {', '.join(str(r.bill_no) for r in conflicts)} hold other"
+                " content already; name a new red_bill_no",
+                "红字单据编号已被其他内容占用，请换一个编号",
+            )
+        audit = _audit(
+            session,
+            actor=actor,
+            action="reverse",
+            reason=reason or "reverse requested",
+            criteria={
+                "bill_nos": [original.bill_no],
+                "tenant": original.tenant,
+                "seller_tax_id": original.seller_tax_id,
+                "red_bill_nos": [r.bill_no for r in results],
+                "red_reason": request.red_reason,
+                "lines": [
+                    {"detailId": line.detail_id, "amount": line.amount} for line in request.lines
+                ],
+            },
+            count=sum(1 for r in results if r.push_owed),
+        )
+        rows = {
+            row.id: row
+            for row in session.scalars(
+                select(Document).where(Document.id.in_([r.document_id for r in results]))
+            )
+        }
+        items = [
+            _red_item(rows[r.document_id], r.outcome.value)
+            for r in results
+            if r.document_id is not None
+        ]
+        audit_id = audit.id
+    intake.enqueue_pushes(results)
+    return ReversalResult(original.bill_no, original.id, original.tenant, items, audit_id)
+
+
 # ---------------------------------------------------------------------------- tenants
 
 
@@ -646,6 +886,9 @@ def tenant_rows(components: Components, *, now: datetime | None = None) -> list[
     now = now or utcnow()
     with components.sessions() as session:
         states = {row.tenant: row for row in session.scalars(select(TenantState))}
+        quotas: dict[str, list[TenantQuota]] = {}
+        for quota_row in quota_rows(session):
+            quotas.setdefault(quota_row.tenant, []).append(quota_row)
     rows: list[dict[str, Any]] = []
     for config in components.tenants.tenants:
         row = states.get(config.name)
@@ -665,10 +908,48 @@ def tenant_rows(components: Components, *, now: datetime | None = None) -> list[
                 or ("paused = true in the tenants file" if config.paused else None),
                 "paused_at": row.paused_at if row and row.paused else None,
                 "token_health": _token_health(components, config.name, now),
-                "quota": None,  # the cloud's quota warnings are a metric only; nothing stored
+                "quota": _quota_view(quotas.get(config.name, []), now),
             }
         )
     return rows
+
+
+def _amount(value: Decimal | None) -> str | None:
+    return None if value is None else f"{value:.2f}"
+
+
+def _quota_view(rows: list[TenantQuota], now: datetime) -> dict[str, Any] | None:
+    """The credit quota the cloud last reported per seller (``store.quota``); None: nothing
+    stored. ``held`` is a hold in force now; ``observed_on`` is the Asia/Shanghai day of the
+    answer (a surplus of an earlier day or month no longer counts)."""
+    if not rows:
+        return None
+    sellers = []
+    for row in rows:
+        held = bool(row.held and row.held_until is not None and row.held_until > now)
+        sellers.append(
+            {
+                "seller_tax_id": row.seller_tax_id,
+                "day_surplus": _amount(row.day_surplus),
+                "month_surplus": _amount(row.month_surplus),
+                "is_warning": row.is_warning,
+                "issue_biz_type": row.issue_biz_type,
+                "biz_type": row.biz_type,
+                "observed_at": row.observed_at,
+                "observed_on": (
+                    shanghai_day(row.observed_at).isoformat() if row.observed_at else None
+                ),
+                "source": row.source,
+                "held": held,
+                "hold_reason": row.hold_reason if held else None,
+                "held_until": row.held_until if held else None,
+            }
+        )
+    return {
+        "warning": any(s["is_warning"] for s in sellers),
+        "held": any(s["held"] for s in sellers),
+        "sellers": sellers,
+    }
 
 
 def _known(components: Components, name: str) -> None:
@@ -705,6 +986,9 @@ def resume_tenant(
     _known(components, name)
     with unit_of_work(components.sessions) as session:
         store_resume(session, name)
+        # A credit-quota hold is released too (the stored surplus is forgotten; its drafts are
+        # due now): an operator resumes when the quota was raised in the cloud.
+        release_quota(session, name)
         _audit(
             session,
             actor=actor,

@@ -288,6 +288,7 @@ class Bill(ExactModel):
     originalInvoiceCode: str | None = None
     originalInvoiceNumber: str | None = None
     redInfoBillNo: str | None = None
+    redReason: Code | None = None
     billDetail: list[BillDetail]
 
     @property
@@ -468,6 +469,12 @@ HEADER_FIELDS: dict[str, _Field] = {
     "originalInvoiceCode": _Field("text", "原蓝票代码", chars=12),
     "originalInvoiceNumber": _Field("text", "原蓝票号码", chars=20),
     "redInfoBillNo": _Field("text", "红字信息表编号", chars=16),
+    # 冲红原因 (§10.5 [C S18]; not in §6.1's list, the simulator accepts it).
+    "redReason": _Field(
+        "code",
+        "冲红原因",
+        codes={"1": "销货退回", "2": "开票有误", "3": "服务中止", "4": "销售折让"},
+    ),
     "billDetail": _Field("lines", "开票明细"),
 }
 

@@ -15,6 +15,9 @@ The bridge and the simulator read the same file (``FAPIAO_TENANTS_FILE``), so
 | ``business_system_code`` | str | 业务系统编码 (发票云 → 系统管理 → 业务系统列表) |
 | ``seller_tax_ids`` | list | 销方税号 this account issues for (each in ONE tenant only) |
 | ``auto_invoice`` | bool | default ``autoInvoice`` for documents that do not say |
+| ``unlinked_red_bills`` | ``refuse``/``accept`` | an ERP red bill whose blue invoice no |
+| | | document of the bridge holds: refused (default), or accepted unlinked (invoices |
+| | | issued before the bridge; the cloud still checks it at push) |
 | ``rate_limit_per_second`` | float > 0 | calls per second we allow toward this tenant |
 | ``erp_webhook_url`` | URL | where outcomes are posted back to the ERP (optional) |
 | ``erp_webhook_secret`` | secret | HMAC key for those posts (optional) |
@@ -167,6 +170,7 @@ class TenantConfig(BaseModel):
     business_system_code: Stripped = Field(min_length=1)
     seller_tax_ids: list[str] = Field(min_length=1)
     auto_invoice: bool = True
+    unlinked_red_bills: Literal["refuse", "accept"] = "refuse"
     rate_limit_per_second: float = Field(default=5.0, gt=0)
     erp_webhook_url: AnyHttpUrl | None = None
     erp_webhook_secret: SecretStr | None = None

@@ -30,4 +30,11 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
 
+# A CJK font: the console is Chinese first, and without one Chromium draws its text as boxes
+# (the screenshots in docs/console are taken from it).
+if ! fc-list :lang=zh 2>/dev/null | grep -q .; then
+  echo "no Chinese font: installing Debian's fonts-wqy-microhei" >&2
+  apt_install fontconfig fonts-wqy-microhei
+fi
+
 exit 0

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from sqlalchemy import exists, func, literal, or_, select, union
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -51,6 +51,7 @@ from sqlalchemy.orm import Session, aliased
 
 from store.columns import CENT, UTCDateTime, jsonable, utcnow
 from store.models import Document, Invoice, InvoiceDocument
+from store.states import InvoiceStanding
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
@@ -61,12 +62,18 @@ __all__ = [
     "InvoiceRecord",
     "LineShare",
     "RecordOutcome",
+    "StandingChange",
     "bills_covered",
     "coverings",
+    "documents_covering",
     "invoices_of",
     "known_invoice",
     "record_invoice",
+    "record_reversal",
+    "record_void",
+    "reversed_amounts",
     "share_of",
+    "standing_of",
 ]
 
 
@@ -96,6 +103,15 @@ class RecordOutcome(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class StandingChange:
+    """An invoice's standing after issuance moved forward (``InvoiceStanding``)."""
+
+    invoice_id: int
+    before: InvoiceStanding
+    after: InvoiceStanding
+
+
+@dataclass(frozen=True, slots=True)
 class InvoiceRecord:
     invoice_id: int
     outcome: RecordOutcome
@@ -104,6 +120,7 @@ class InvoiceRecord:
     # exactly the rows this transaction created since (the caller may skip that read).
     stored: Invoice | None = None
     alone: bool = False
+    standing_change: StandingChange | None = None  # the invoice's standing moved forward
 
 
 def record_invoice(
@@ -125,6 +142,11 @@ def record_invoice(
     invoice_xml_file_url: str | None = None,
     invoice_image_url: str | None = None,
     issue_error_message: str | None = None,
+    invoice_property: int | None = None,
+    original_invoice_code: str | None = None,
+    original_invoice_num: str | None = None,
+    can_red_amount: Decimal | None = None,
+    can_red_tax_amount: Decimal | None = None,
     raw: Any = None,
     now: datetime | None = None,
 ) -> InvoiceRecord:
@@ -146,6 +168,11 @@ def record_invoice(
         "invoice_xml_file_url": invoice_xml_file_url,
         "invoice_image_url": invoice_image_url,
         "issue_error_message": issue_error_message,
+        "invoice_property": invoice_property,
+        "original_invoice_code": original_invoice_code or None,
+        "original_invoice_num": original_invoice_num or None,
+        "can_red_amount": can_red_amount,
+        "can_red_tax_amount": can_red_tax_amount,
         "raw": raw,
     }
     keyed = bool(reported["order_no"] or reported["invoice_num"])
@@ -155,10 +182,19 @@ def record_invoice(
     existing = None if keyed else _find(session, document_id, reported)
     if existing is None:
         is_pg = session.get_bind().dialect.name == "postgresql"
+        standing = standing_of(_Values(reported))
+        if standing is not InvoiceStanding.normal:
+            reported = {**reported, "standing": standing.value, "status_changed_at": now}
         created, alone = _insert(session, document_id, reported, now)
         if created is not None:
             stored = _as_stored(created, document_id, reported, now) if is_pg else None
-            return InvoiceRecord(created, RecordOutcome.created, stored, alone)
+            change = (
+                None
+                if standing is InvoiceStanding.normal
+                else StandingChange(created, InvoiceStanding.normal, standing)
+            )
+            return InvoiceRecord(created, RecordOutcome.created, stored, alone, change)
+        reported = {k: v for k, v in reported.items() if k not in ("standing", "status_changed_at")}
         # Recorded already (maybe by a concurrent report that just committed): update it.
         existing = _find(session, document_id, reported)
         if existing is None:
@@ -173,12 +209,14 @@ def record_invoice(
         # The first document's wire copy and attempt stay (module docstring).
         reported = {k: v for k, v in reported.items() if k not in ("raw", "push_attempt")}
     changed = _fill(existing, reported)
-    if changed:
+    change = _advance_standing(existing, now)
+    if changed or change:
         existing.updated_at = now
         session.flush()
     if linked:
-        return InvoiceRecord(existing.id, RecordOutcome.linked)
-    return InvoiceRecord(existing.id, RecordOutcome.updated if changed else RecordOutcome.unchanged)
+        return InvoiceRecord(existing.id, RecordOutcome.linked, standing_change=change)
+    outcome = RecordOutcome.updated if changed or change else RecordOutcome.unchanged
+    return InvoiceRecord(existing.id, outcome, standing_change=change)
 
 
 def _check_mergeable(session: Session, invoice: Invoice, document_id: int) -> None:
@@ -479,14 +517,212 @@ def _find(session: Session, document_id: int, reported: Mapping[str, Any]) -> In
 
 
 def _fill(invoice: Invoice, reported: Mapping[str, Any]) -> bool:
-    """Copy the reported values that are known; True when something changed."""
+    """Copy the reported values that are known; True when something changed.
+
+    After-issuance facts never go backwards: a voided (6) or reversed (3) ``invoiceStatus``
+    stays, and what is left to reverse (``canRedAmount``/``canRedTaxAmount``) only goes down
+    (a late INVOICE.OPEN or an old query answer carries the values from before)."""
     changed = False
     for name, value in reported.items():
         if value is None:
             continue
+        if name == "invoice_status" and invoice.invoice_status in _FINAL_STATUSES:
+            continue
+        if name in ("can_red_amount", "can_red_tax_amount"):
+            current = getattr(invoice, name)
+            if current is not None and Decimal(value) >= current:
+                continue
         if name == "raw":
             value = jsonable(value)  # compare as stored: decimals are strings there
         if getattr(invoice, name) != value:
             setattr(invoice, name, value)
             changed = True
     return changed
+
+
+# --- after issuance -------------------------------------------------------------------------
+
+# invoiceStatus values that end an invoice's life (§10.2): 3 红冲 (fully), 6 作废.
+INVOICE_STATUS_REVERSED: Final = "3"
+INVOICE_STATUS_VOIDED: Final = "6"
+_FINAL_STATUSES: Final = frozenset({INVOICE_STATUS_REVERSED, INVOICE_STATUS_VOIDED})
+_STANDING_RANK: Final = {
+    InvoiceStanding.normal: 0,
+    InvoiceStanding.partially_reversed: 1,
+    InvoiceStanding.reversed: 2,
+    InvoiceStanding.voided: 2,
+}
+
+
+class _Values:
+    """Attribute access over a ``reported`` mapping (``standing_of`` reads rows and reports)."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        return self._values.get(name)
+
+
+def reversed_amounts(reversals: Any) -> tuple[Decimal, Decimal]:
+    """The amount and tax (absolute, excluding tax) of the red invoices in ``reversals``."""
+    amount = tax = Decimal("0.00")
+    for entry in reversals or []:
+        if isinstance(entry, Mapping):
+            amount += abs(_money(entry.get("totalAmount")))
+            tax += abs(_money(entry.get("totalTaxAmount")))
+    return amount, tax
+
+
+def standing_of(invoice: Invoice | _Values) -> InvoiceStanding:
+    """An issued blue invoice's standing from what the cloud said (docs/CLOUD-CONTRACT.md §15).
+
+    | fact                                                       | standing             |
+    |------------------------------------------------------------|----------------------|
+    | ``invoiceStatus`` 6                                        | voided               |
+    | ``invoiceStatus`` 3, or red invoices known for its amount  | reversed             |
+    | 0 < ``canRedAmount`` < amount, or red invoices known for part | partially_reversed |
+    | otherwise (red invoices, failures, not issued)             | normal               |
+
+    Deliberately NOT read (each means different things under different readings,
+    docs/DIALECTS.md): ``invoiceStatus`` 2 (部分红冲 under ``partial_red=status_2``, 待开 in
+    5.1.03), ``originalInvoiceStatus`` 3 (said for a partial 红冲 too under ``keeps_0``) and
+    ``canRedAmount`` 0 (also a voided invoice's, and an unset field's).
+    """
+    if invoice.invoice_property == 1 or not invoice.invoice_num:
+        return InvoiceStanding.normal
+    if invoice.invoice_status == INVOICE_STATUS_VOIDED:
+        return InvoiceStanding.voided
+    if invoice.invoice_status == INVOICE_STATUS_REVERSED:
+        return InvoiceStanding.reversed
+    total = abs(invoice.total_amount) if invoice.total_amount is not None else None
+    red, _ = reversed_amounts(invoice.reversals)
+    if total and red >= total - CENT:
+        return InvoiceStanding.reversed
+    left = invoice.can_red_amount
+    if red > 0 or (total and left is not None and Decimal("0") < left < total):
+        return InvoiceStanding.partially_reversed
+    return InvoiceStanding.normal
+
+
+def _advance_standing(invoice: Invoice, now: datetime) -> StandingChange | None:
+    """Move ``invoice.standing`` forward to what its values say (never back). No flush."""
+    before = InvoiceStanding(invoice.standing or InvoiceStanding.normal.value)
+    after = standing_of(invoice)
+    if _STANDING_RANK[after] <= _STANDING_RANK[before]:
+        return None
+    invoice.standing = after.value
+    invoice.status_changed_at = now
+    return StandingChange(invoice.id, before, after)
+
+
+def _blue_invoice(
+    session: Session, tenant: str, seller_tax_id: str, code: str | None, number: str
+) -> Invoice | None:
+    """The stored blue invoice of (tenant, seller) with this code/number (数电: no code)."""
+    statement = (
+        select(Invoice)
+        .join(Document, Document.id == Invoice.document_id)
+        .where(
+            Document.tenant == tenant,
+            Document.seller_tax_id == seller_tax_id,
+            Invoice.invoice_num == number,
+            or_(Invoice.invoice_property.is_(None), Invoice.invoice_property != 1),
+        )
+        .execution_options(populate_existing=True)
+    )
+    if code:
+        statement = statement.where(Invoice.invoice_code == code)
+    return session.scalars(statement.order_by(Invoice.id)).first()
+
+
+def record_reversal(
+    session: Session,
+    *,
+    tenant: str,
+    seller_tax_id: str,
+    original_code: str | None,
+    original_num: str,
+    red: Mapping[str, Any],
+    now: datetime,
+) -> tuple[int | None, StandingChange | None]:
+    """A red invoice ``red`` (its §9.1 fields) reverses the stored blue invoice named by
+    ``original_code``/``original_num``: it is added to the blue one's ``reversals`` once
+    (keyed by ``orderNo``, else code + number) and what is left to reverse goes down by it.
+    Returns the blue invoice's id (None: not stored here) and its standing change. No commit.
+    """
+    blue = _blue_invoice(session, tenant, seller_tax_id, original_code, original_num)
+    if blue is None:
+        return None, None
+    key = _red_key(red)
+    known = [dict(entry) for entry in (blue.reversals or []) if isinstance(entry, Mapping)]
+    if key is None or any(_red_key(entry) == key for entry in known):
+        return blue.id, _advance_standing(blue, now)
+    entry = {
+        name: jsonable(red.get(name))
+        for name in (
+            "billNo", "orderNo", "invoiceCode", "invoiceNum", "invoiceDate",
+            "totalAmount", "totalTaxAmount", "includeTaxAmount",
+        )
+        if red.get(name) not in (None, "")
+    }  # fmt: skip
+    blue.reversals = [*known, entry]
+    amount, tax = reversed_amounts(blue.reversals)
+    if blue.total_amount is not None:
+        left = max(Decimal("0.00"), abs(blue.total_amount) - amount)
+        if blue.can_red_amount is None or left < blue.can_red_amount:
+            blue.can_red_amount = left
+    if blue.total_tax_amount is not None:
+        left_tax = max(Decimal("0.00"), abs(blue.total_tax_amount) - tax)
+        if blue.can_red_tax_amount is None or left_tax < blue.can_red_tax_amount:
+            blue.can_red_tax_amount = left_tax
+    change = _advance_standing(blue, now)
+    blue.updated_at = now
+    session.flush()
+    return blue.id, change
+
+
+def record_void(
+    session: Session,
+    *,
+    tenant: str,
+    seller_tax_id: str,
+    original_code: str | None,
+    original_num: str,
+    now: datetime,
+) -> tuple[int | None, StandingChange | None]:
+    """作废 of the stored blue invoice named by ``original_code``/``original_num`` (an
+    INVOICE.CANCEL item that carries only ``original*``). Same return as ``record_reversal``."""
+    blue = _blue_invoice(session, tenant, seller_tax_id, original_code, original_num)
+    if blue is None:
+        return None, None
+    if blue.invoice_status not in _FINAL_STATUSES:
+        blue.invoice_status = INVOICE_STATUS_VOIDED
+    change = _advance_standing(blue, now)
+    if change is not None:
+        blue.updated_at = now
+        session.flush()
+    return blue.id, change
+
+
+def _red_key(red: Mapping[str, Any]) -> str | None:
+    order = str(red.get("orderNo") or "").strip()
+    if order:
+        return f"order:{order}"
+    number = str(red.get("invoiceNum") or "").strip()
+    return f"invoice:{red.get('invoiceCode') or ''}:{number}" if number else None
+
+
+def documents_covering(session: Session, invoice_ids: Sequence[int]) -> dict[int, list[int]]:
+    """invoice id → the ids of every document it covers (its first one and linked ones)."""
+    if not invoice_ids:
+        return {}
+    ids = list(invoice_ids)
+    first = select(Invoice.id.label("invoice_id"), Invoice.document_id).where(Invoice.id.in_(ids))
+    links = select(InvoiceDocument.invoice_id, InvoiceDocument.document_id).where(
+        InvoiceDocument.invoice_id.in_(ids)
+    )
+    covering: dict[int, list[int]] = {}
+    for invoice_id, document_id in session.execute(union(first, links)).all():
+        covering.setdefault(int(invoice_id), []).append(int(document_id))
+    return {key: sorted(set(value)) for key, value in covering.items()}

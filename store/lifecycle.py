@@ -31,6 +31,8 @@ The other writers of a document, each one compare-and-set, none committing:
 |                                             | revision; the old one is `superseded`)         |
 | `update_fields()`                           | non-state columns (errors, schedules, amounts), |
 |                                             | `version` + 1                                  |
+| `store.quota.hold_documents`                | a draft held for credit quota: its reason and  |
+|                                             | `next_attempt_at` (still `draft`), `version` + 1|
 | `defer_poll()`                              | a `pushed` document's `next_poll_at`, later    |
 |                                             | only; no version bump (scheduling, like the    |
 |                                             | sweeps' claims in `store.queries`)             |
@@ -115,11 +117,20 @@ TRANSITIONS: Mapping[tuple[DocumentStatus, Event], DocumentStatus] = {
     (S.partially_invoiced, E.issued_some): S.partially_invoiced,
     (S.partially_invoiced, E.issue_failed): S.partially_invoiced,
     (S.partially_invoiced, E.accepted): S.partially_invoiced,
+    # invoices still owed: a reversal of the issued ones is recorded on the invoices only
+    (S.partially_invoiced, E.reversed_all): S.partially_invoiced,
     # invoiced: terminal, late answers change nothing
     (S.invoiced, E.issued_all): S.invoiced,
     (S.invoiced, E.issued_some): S.invoiced,
     (S.invoiced, E.issue_failed): S.invoiced,
     (S.invoiced, E.accepted): S.invoiced,
+    (S.invoiced, E.reversed_all): S.reversed,  # every invoice voided / fully red-flushed
+    # reversed: terminal, a late INVOICE.OPEN or query changes nothing
+    (S.reversed, E.issued_all): S.reversed,
+    (S.reversed, E.issued_some): S.reversed,
+    (S.reversed, E.issue_failed): S.reversed,
+    (S.reversed, E.accepted): S.reversed,
+    (S.reversed, E.reversed_all): S.reversed,
     # invoice_failed
     (S.invoice_failed, E.issued_all): S.invoiced,  # re-issued in the cloud
     (S.invoice_failed, E.issued_some): S.partially_invoiced,

@@ -10,7 +10,9 @@
 | `callback_inbox`  | raw callback received (deduplicated)        | the callback receiver    |
 | `erp_outbox`      | notification owed to the ERP webhook        | `fapiao.notify_erp`      |
 | `tenant_state`    | tenant: paused or not                       | `store.tenants`          |
+| `tenant_quota`    | (tenant, seller): credit quota known, hold  | `store.quota`            |
 | `operator_actions` | operator action (bulk or single), the audit | `producers.operations`   |
+| `reconciliation_reports` | reconciliation run (window, tenant) | `store.reconciliation` |
 
 (1) with its two dedicated rows: `store.claims` (draft -> pushing) and `store.acceptance`
 (new documents and revisions); every event row is shaped by `store.lifecycle.event_row`.
@@ -65,6 +67,7 @@ from store.states import (
     DocumentStatus,
     EventOutcome,
     InboxState,
+    InvoiceStanding,
     OutboxState,
 )
 
@@ -78,6 +81,8 @@ __all__ = [
     "Invoice",
     "InvoiceDocument",
     "OperatorAudit",
+    "ReconciliationReport",
+    "TenantQuota",
     "TenantState",
     "metadata",
 ]
@@ -132,6 +137,7 @@ class Document(Base):
             **_partial("is_current"),
         ),
         Index("ix_documents_bill_no", "bill_no"),
+        Index("ix_documents_original_document_id", "original_document_id"),
         Index("ix_documents_status_changed", "status", "status_changed_at"),
         Index("ix_documents_poll_due", "status", "next_poll_at", **_partial(POLLED_PREDICATE)),
         Index(
@@ -171,6 +177,8 @@ class Document(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A red-letter (红冲) document: the document whose invoice it reverses.
+    original_document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id"))
 
     def __repr__(self) -> str:
         return (
@@ -228,6 +236,21 @@ class Invoice(Base):
     invoice_image_url: Mapped[str | None] = mapped_column(Text)  # invoiceImageUrl
     issue_error_message: Mapped[str | None] = mapped_column(Text)  # issueErrorMessage
     raw: Mapped[Any | None] = mapped_column(JSONValue())
+    # After issuance (docs/CLOUD-CONTRACT.md §15). A red invoice (invoiceProperty 1) names the
+    # blue one it reverses; a blue one keeps what is left to reverse (only ever lower) and its
+    # standing (InvoiceStanding, only ever forward), with the red invoices known against it.
+    invoice_property: Mapped[int | None] = mapped_column(Integer)  # invoiceProperty 0 蓝 1 红
+    original_invoice_code: Mapped[str | None] = mapped_column(String(20))
+    original_invoice_num: Mapped[str | None] = mapped_column(String(32))
+    can_red_amount: Mapped[Decimal | None] = mapped_column(Money)  # canRedAmount
+    can_red_tax_amount: Mapped[Decimal | None] = mapped_column(Money)  # canRedTaxAmount
+    standing: Mapped[str] = mapped_column(
+        String(24),
+        default=InvoiceStanding.normal.value,
+        server_default=text(f"'{InvoiceStanding.normal.value}'"),
+    )
+    status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # standing's
+    reversals: Mapped[Any | None] = mapped_column(JSONValue())  # red invoices against it
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -353,6 +376,28 @@ class TenantState(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+class TenantQuota(Base):
+    """The credit quota (授信额度) the cloud last reported for a tenant and seller, and whether
+    pushes for them are held because it cannot cover the next bill (``store.quota``)."""
+
+    __tablename__ = "tenant_quota"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seller_tax_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day_surplus: Mapped[Decimal | None] = mapped_column(Money)  # daySurplusLimit
+    month_surplus: Mapped[Decimal | None] = mapped_column(Money)  # monthSurplusLimit
+    is_warning: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    issue_biz_type: Mapped[str | None] = mapped_column(String(16))  # issueBizType
+    biz_type: Mapped[str | None] = mapped_column(String(16))  # bizType
+    observed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    source: Mapped[str | None] = mapped_column(String(24))  # callback / issuance_error / ...
+    held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    hold_reason: Mapped[str | None] = mapped_column(Text)
+    held_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    held_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
 class OperatorAudit(Base):
     """One operator action: who, what, why, on which selection, how many documents changed.
 
@@ -372,3 +417,29 @@ class OperatorAudit(Base):
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReconciliationReport(Base):
+    """One three-way reconciliation run (ERP list, bridge, cloud) and what it found.
+
+    ``tenant`` NULL: every tenant. ``counts``: findings per kind (every kind present, 0
+    included); ``findings``: the findings as ``schemas.reconciliation.Finding.as_json``."""
+
+    __tablename__ = "reconciliation_reports"
+    __table_args__ = (Index("ix_reconciliation_reports_tenant_started", "tenant", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    tenant: Mapped[str | None] = mapped_column(String(64))
+    since: Mapped[date] = mapped_column(Date)
+    until: Mapped[date] = mapped_column(Date)
+    trigger: Mapped[str] = mapped_column(String(16))  # cli, api, beat
+    actor: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    erp_bills: Mapped[int | None] = mapped_column(Integer)  # NULL: no ERP list given
+    documents: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    queried: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    total: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    counts: Mapped[Any] = mapped_column(JSONValue())
+    findings: Mapped[Any] = mapped_column(JSONValue())
+    unanswered: Mapped[Any | None] = mapped_column(JSONValue())  # bills the cloud left unanswered

@@ -46,8 +46,10 @@ from sqlalchemy import (
     ColumnElement,
     Table,
     and_,
+    case,
     exists,
     func,
+    null,
     select,
     tuple_,
     type_coerce,
@@ -57,7 +59,14 @@ from sqlalchemy.orm import Session
 
 from store.columns import utcnow
 from store.models import CallbackInbox, Document, DocumentEvent, ErpOutbox, TenantState
-from store.states import POLLED_STATUSES, DocumentStatus, EventOutcome, InboxState, OutboxState
+from store.states import (
+    POLLED_STATUSES,
+    QUOTA_HELD,
+    DocumentStatus,
+    EventOutcome,
+    InboxState,
+    OutboxState,
+)
 
 __all__ = [
     "DEFAULT_INTERVAL",
@@ -76,6 +85,7 @@ __all__ = [
     "oldest_by_status",
     "stale_inbox",
     "status_counts",
+    "waiting_since",
 ]
 
 DEFAULT_INTERVAL = timedelta(seconds=60)
@@ -384,8 +394,11 @@ def status_counts(session: Session, *, tenant: str | None = None) -> dict[Docume
 def oldest_by_status(
     session: Session, *, tenant: str | None = None
 ) -> dict[DocumentStatus, datetime]:
-    """When the longest-waiting current document entered each state (for age alerts)."""
-    statement = select(Document.status, func.min(Document.status_changed_at)).where(
+    """When the longest-waiting current document entered each state (for age alerts).
+
+    Drafts held for credit quota (``store.quota``) wait on purpose, with their own alert
+    (``fapiao_quota_held``): they do not count here."""
+    statement = select(Document.status, func.min(waiting_since())).where(
         and_(Document.is_current.is_(True))
     )
     if tenant is not None:
@@ -395,6 +408,14 @@ def oldest_by_status(
         if changed_at is not None:
             oldest[DocumentStatus(status)] = changed_at
     return oldest
+
+
+def waiting_since() -> ColumnElement[Any]:
+    """``status_changed_at``, NULL for a draft held for credit quota (for age alerts)."""
+    held = and_(
+        Document.status == DocumentStatus.draft.value, Document.last_error_code == QUOTA_HELD
+    )
+    return case((held, null()), else_=Document.status_changed_at)
 
 
 # --- operator lists -----------------------------------------------------------------------

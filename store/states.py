@@ -20,6 +20,8 @@ Document states (see docs/LIFECYCLE.md, "States"):
 | `withdrawing`        | a BILL.WITHDRAW is owed or in flight                              |
 | `withdrawn`          | withdrawn from the cloud, or cancelled before it reached it       |
 | `returned`           | the cloud handed the form back upstream (回退, 5.1.01)            |
+| `reversed`           | every issued invoice was voided (作废) or fully reversed (红冲)   |
+|                      | after issuance (terminal)                                         |
 
 Due columns (which timestamp makes a row due for which sweep):
 
@@ -40,11 +42,14 @@ from typing import Final
 __all__ = [
     "ISSUE_OVERDUE",
     "POLLED_STATUSES",
+    "QUOTA_EXHAUSTED",
+    "QUOTA_HELD",
     "RESUBMITTABLE_STATUSES",
     "DocumentStatus",
     "Event",
     "EventOutcome",
     "InboxState",
+    "InvoiceStanding",
     "OutboxState",
 ]
 
@@ -52,6 +57,10 @@ __all__ = [
 # than `poll.issue_overdue_seconds` while the query still shows nothing: the bridge's own
 # code (cloud codes are numbers or dotted names), so views and checkers can tell it apart.
 ISSUE_OVERDUE: Final = "issue_overdue"
+# `last_error_code` of a `draft` waiting for credit quota (授信额度), and of a document whose
+# issuance the cloud refused for quota (授信额度不足): see `store.quota`.
+QUOTA_HELD: Final = "quota_held"
+QUOTA_EXHAUSTED: Final = "quota_exhausted"
 
 
 class DocumentStatus(StrEnum):
@@ -67,6 +76,7 @@ class DocumentStatus(StrEnum):
     withdrawing = "withdrawing"
     withdrawn = "withdrawn"
     returned = "returned"
+    reversed = "reversed"
 
 
 class Event(StrEnum):
@@ -89,6 +99,17 @@ class Event(StrEnum):
     returned = "returned"  # the cloud handed the form back (5.1.01)
     resubmit = "resubmit"  # different content after a dead end: a new revision
     replay = "replay"  # an operator pushes the same content again
+    reversed_all = "reversed_all"  # every issued invoice is voided or fully reversed
+
+
+class InvoiceStanding(StrEnum):
+    """An issued (blue) invoice after issuance (``invoices.standing``); only ever moves
+    right: normal → partially_reversed → reversed, or normal → voided."""
+
+    normal = "normal"  # 正常: nothing reversed
+    partially_reversed = "partially_reversed"  # 部分红冲: canRedAmount below the amount
+    reversed = "reversed"  # 红冲 (invoiceStatus 3, or nothing left to reverse)
+    voided = "voided"  # 作废 (invoiceStatus 6)
 
 
 class EventOutcome(StrEnum):

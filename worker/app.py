@@ -34,7 +34,8 @@ Configuration (why each knob is set; docs/STACK.md has the measurements)
 |                                 |                             | (``worker.metrics``)         |
 
 Beat intervals: ``fapiao.poll_due`` every min(5 s, first poll delay), ``fapiao.sweep`` every
-min(10 s, push lease / 2), ``fapiao.refresh_tokens`` every max(30 s, refresh margin / 2).
+min(10 s, push lease / 2), ``fapiao.refresh_tokens`` every max(30 s, refresh margin / 2);
+``fapiao.reconcile_daily`` once a day at 02:30 Asia/Shanghai (18:30 UTC), for the day before.
 Each beat message expires after one interval, so a stopped worker does not come back to a
 pile of them.
 
@@ -61,6 +62,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
+from celery.schedules import crontab
 from kombu.entity import Exchange, Queue
 from kombu.utils.url import maybe_sanitize_url
 
@@ -119,6 +121,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "poll-due": entry(queues.POLL_DUE, every.poll_due),
         "sweep": entry(queues.SWEEP, every.sweep),
         "refresh-tokens": entry(queues.REFRESH_TOKENS, every.refresh_tokens),
+        # 02:30 Asia/Shanghai (no DST): late callbacks of the day before have arrived.
+        "reconcile-daily": {
+            "task": queues.RECONCILE_DAILY,
+            "schedule": crontab(minute=30, hour=18),
+            "options": {"expires": 6 * 3600},
+        },
     }
 
 

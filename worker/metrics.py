@@ -13,12 +13,16 @@
 | ``fapiao_submit_to_invoiced_seconds`` | histogram | tenant             | created → invoiced |
 | ``fapiao_quota_warning``              | gauge     | tenant             | last isWarning     |
 | ``fapiao_sweeps_total``               | counter   |                    | sweeper passes     |
+| ``fapiao_invoice_changes_total``      | counter   | tenant, standing   | voids / reversals  |
 
 Latency is the ledger's ``latency_ms`` (request sent → answer classified, rate-limit wait
 included). The two document histograms are observed once per document, when the transition
 is applied (``worker.services.milestones.observe_milestones``). ``fapiao_quota_warning`` is the
-``bizControl.isWarning`` of the tenant's latest per-bill callback (5.1.03); a stopped
+``bizControl.isWarning`` of the tenant's latest applied invoice callback (the stored quota per
+seller, its hold and a day-long warning are the API's ``fapiao_quota_*`` gauges); a stopped
 ``fapiao_sweeps_total`` means beat or the maintenance queue is not running.
+``fapiao_invoice_changes_total`` counts issued invoices whose standing moved after issuance
+(``standing``: partially_reversed, reversed, voided; ``worker.services.invoices``).
 
 Metrics are created once per process on first use, in the default registry.
 
@@ -57,6 +61,7 @@ __all__ = [
     "cloud_call_seconds",
     "cloud_calls",
     "erp_notifications",
+    "invoice_changes",
     "prepare_multiprocess",
     "process_dead",
     "quota_warning",
@@ -180,6 +185,17 @@ def quota_warning() -> Gauge:
 
 
 @cache
+def invoice_changes() -> Counter:
+    from prometheus_client import Counter
+
+    return Counter(
+        "fapiao_invoice_changes_total",
+        "Issued invoices voided or (partly) reversed after issuance",
+        ["tenant", "standing"],
+    )
+
+
+@cache
 def sweeps() -> Counter:
     from prometheus_client import Counter
 
@@ -198,6 +214,7 @@ ALL: Final = (
     submit_to_pushed,
     submit_to_invoiced,
     quota_warning,
+    invoice_changes,
     sweeps,
 )
 

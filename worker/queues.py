@@ -13,6 +13,7 @@
 | ``fapiao.poll_due``         | ``maintenance`` | —                            | beat           |
 | ``fapiao.sweep``            | ``maintenance`` | —                            | beat           |
 | ``fapiao.refresh_tokens``   | ``maintenance`` | —                            | beat           |
+| ``fapiao.reconcile_daily``  | ``maintenance`` | —                            | beat (nightly) |
 
 Queues are split by kind of work so a flood of one (a batch of pushes, a storm of
 callbacks) cannot starve another. Messages carry ids, never payloads or secrets; ``bill_no``
@@ -37,6 +38,7 @@ __all__ = [
     "PUSH_BATCH",
     "QUEUES",
     "RECONCILE",
+    "RECONCILE_DAILY",
     "REFRESH_TOKENS",
     "RESOLVE_IN_DOUBT",
     "ROUTES",
@@ -55,6 +57,8 @@ RECONCILE: Final = "fapiao.reconcile"
 NOTIFY_ERP: Final = "fapiao.notify_erp"
 REFRESH_TOKENS: Final = "fapiao.refresh_tokens"
 SWEEP: Final = "fapiao.sweep"
+# Three-way reconciliation of the previous day (not RECONCILE: that one applies a callback).
+RECONCILE_DAILY: Final = "fapiao.reconcile_daily"
 
 QUEUES: Final[tuple[str, ...]] = ("push", "poll", "callbacks", "erp", "maintenance")
 
@@ -69,6 +73,7 @@ ROUTES: Final[dict[str, str]] = {
     POLL_DUE: "maintenance",
     SWEEP: "maintenance",
     REFRESH_TOKENS: "maintenance",
+    RECONCILE_DAILY: "maintenance",
 }
 
 

@@ -14,6 +14,8 @@
 |                             |                                           | row state         |
 | ``fapiao.refresh_tokens``   | ``services.refresh.refresh_tokens``       | tenants by result |
 | ``fapiao.sweep``            | ``services.sweep.sweep``                  | counts            |
+| ``fapiao.reconcile_daily``  | ``services.reconciliation.reconcile_daily`` | findings per    |
+|                             |                                           | tenant            |
 
 The return value is for Flower, not for a result backend (results are ignored): the
 worker's ``task-succeeded`` event carries its ``repr``, which Flower shows and searches as
@@ -132,7 +134,7 @@ Summary = dict[str, Any]
 
 # States whose bill numbers need no reason beside them in a summary.
 PLAIN_STATES: Final = frozenset(
-    {"pushed", "invoiced", "withdrawn", "delivered", "processed", "partially_invoiced"}
+    {"pushed", "invoiced", "withdrawn", "delivered", "processed", "partially_invoiced", "reversed"}
 )
 SUMMARY_BUDGET: Final = 900  # characters of repr(summary); Celery cuts the event at 1024
 REASON_CHARS: Final = 160
@@ -233,6 +235,7 @@ def _handlers() -> dict[str, Handler]:
     from worker.services.poll import poll_document, poll_due
     from worker.services.push import push_documents
     from worker.services.reconcile import reconcile_callback
+    from worker.services.reconciliation import reconcile_daily
     from worker.services.refresh import refresh_tokens
     from worker.services.sweep import sweep
     from worker.services.withdraw import withdraw_document
@@ -296,6 +299,12 @@ def _handlers() -> dict[str, Handler]:
         status = " ".join(f"{key}={n}" for key, n in counts.items())
         return Handled(status, report.followups, counts)
 
+    def daily(rt: Runtime, kw: Mapping[str, Any]) -> Handled:
+        reports = reconcile_daily(rt)
+        totals = {str(r["tenant"]): int(r["total"]) for r in reports}
+        status = " ".join(f"{tenant}={n}" for tenant, n in totals.items())
+        return Handled(status, [], {"findings": totals})
+
     return {
         queues.PUSH: push,
         queues.PUSH_BATCH: push_batch,
@@ -307,6 +316,7 @@ def _handlers() -> dict[str, Handler]:
         queues.NOTIFY_ERP: notify,
         queues.REFRESH_TOKENS: refresh,
         queues.SWEEP: sweep_once,
+        queues.RECONCILE_DAILY: daily,
     }
 
 
@@ -418,6 +428,16 @@ def register_tasks(app: FapiaoCelery) -> None:
     @app.task(name=queues.SWEEP, **TASK_OPTIONS, **QUIET_OPTIONS)  # type: ignore[untyped-decorator]
     def sweep(self: Task) -> Summary:
         return body(self, queues.SWEEP, {})
+
+    @app.task(name=queues.RECONCILE_DAILY, **TASK_OPTIONS, **_long_time_limits(app))  # type: ignore[untyped-decorator]
+    def reconcile_daily(self: Task) -> Summary:
+        return body(self, queues.RECONCILE_DAILY, {})
+
+
+def _long_time_limits(app: FapiaoCelery) -> dict[str, float]:
+    """The nightly reconciliation asks the cloud once per bill: the app's upper bound."""
+    soft = max(60.0, app.settings.broker.visibility_timeout_seconds / 2 - 15)
+    return {"soft_time_limit": soft, "time_limit": soft + 15}
 
 
 def _batch_time_limits(app: FapiaoCelery) -> dict[str, float]:

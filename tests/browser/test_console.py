@@ -6,6 +6,7 @@ the states a test needs. Actions are checked in the page AND in the database (ev
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -263,3 +264,36 @@ def test_the_console_speaks_chinese_first_and_remembers_english(
     assert page.context.cookies() == [] or all(
         cookie["name"] != "fapiao_console" for cookie in page.context.cookies()
     )
+
+
+def test_the_tenants_page_shows_a_quota_hold_and_resume_releases_it(console: Console) -> None:
+    from store.db import unit_of_work
+    from store.models import TenantQuota
+    from store.quota import QuotaGate, observe
+
+    seller = "91330106MA2H07XK4J"
+    with unit_of_work(console.sessions) as session:
+        observe(session, "demo", seller, day=Decimal("24.00"), month=Decimal("887.00"),
+                is_warning=True)  # fmt: skip
+    with unit_of_work(console.sessions) as session:
+        gate = QuotaGate.load(session, [("demo", seller)], datetime.now(UTC))
+        assert gate.admit("demo", seller, Decimal("113.00")) is not None
+        gate.write_holds()
+
+    page = console.login("li")
+    page.click("#nav a[data-page='tenants']")
+    console.ready()
+    row = page.locator("#tenants tbody tr[data-tenant='demo']")
+    expect(row.locator("td.quota")).to_contain_text(f"{seller}: 24.00 / 887.00")
+    expect(row.locator("td.quota")).to_contain_text("额度预警")
+    expect(row.locator("td.quota")).to_contain_text("额度不足，推送暂缓至")
+    page.click("#lang-toggle")
+    console.ready()
+    expect(row.locator("td.quota")).to_contain_text("pushes held until")
+    row.locator("button[data-action='resume']").click()
+    page.fill("#dialog-reason", "额度已提升")
+    page.click("#dialog-confirm")
+    expect(page.locator("#flash")).to_contain_text("demo")
+    with console.sessions() as session:
+        quota = session.get(TenantQuota, ("demo", seller))
+        assert quota is not None and not quota.held and quota.source == "operator_resume"

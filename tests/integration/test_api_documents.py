@@ -751,6 +751,8 @@ def test_the_seven_sample_documents_are_accepted_in_one_batch(
     raw = bridge_tenants().model_dump(mode="python")
     raw["tenants"][1]["seller_tax_ids"] = sorted({d["sellerTaxpayerId"] for d in documents})
     raw["tenants"][0]["seller_tax_ids"] = [SELLER_DEMO_2]
+    # The red sample reverses an invoice issued before the bridge: taken unlinked.
+    raw["tenants"][1]["unlinked_red_bills"] = "accept"
     settings = bridge_settings(database_url)
     enqueuer = RecordingEnqueuer()
     components = build_test_components(

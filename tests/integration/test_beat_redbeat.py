@@ -213,7 +213,12 @@ def test_beat_uses_redbeat_with_an_explicit_redis_and_a_per_deployment_prefix(
     conf = create_app(settings).conf
     assert conf.beat_scheduler == "worker.beat:ResilientRedBeatScheduler"
     assert conf.redbeat_redis_url == settings.redis_url
-    assert conf.beat_schedule.keys() == {"poll-due", "sweep", "refresh-tokens"}
+    assert conf.beat_schedule.keys() == {
+        "poll-due",
+        "sweep",
+        "refresh-tokens",
+        "reconcile-daily",
+    }
     other = create_app(settings.model_copy(update={"broker_url": "redis://elsewhere:6379/3"}))
     assert conf.redbeat_key_prefix != other.conf.redbeat_key_prefix
     assert "elsewhere" not in other.conf.redbeat_key_prefix

@@ -29,6 +29,7 @@ TABLES = {
     "callback_inbox",
     "erp_outbox",
     "tenant_state",
+    "tenant_quota",
 }
 PARTIAL_INDEXES = {
     "uq_documents_current": "is_current",

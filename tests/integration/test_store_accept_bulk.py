@@ -113,6 +113,7 @@ def test_a_new_revision_starts_like_a_new_document_with_one_event_each(
         "total_incl_tax": Decimal("113.00") if optional else None,
         "total_tax": Decimal("13.00") if optional else None,
         "invoice_type": "10xdp" if optional else None,
+        "original_document_id": None,  # not a red-letter document
     }
     with session_factory() as session:
         stored = session.get(Document, later.document_id)

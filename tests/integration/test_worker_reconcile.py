@@ -87,6 +87,7 @@ def test_a_one_bill_callback_is_ten_statements_and_one_transaction(
     # invoice upsert, invoices, transition: read, UPDATE, event; inbox row settled). SQLite runs
     # every group in a transaction of its own, with its BEGIN IMMEDIATE. The new invoice and
     # its invoice_documents row: one WITH … INSERT on PostgreSQL, two INSERTs on SQLite.
+    # The callback's bizControl: one upsert of the tenant's quota row (store.quota.observe).
     # The document's first invoice: on PostgreSQL that WITH statement also says no invoice
     # covered it before, so the invoices are not read back for the verdict.
     statements = [s for s in counts.statements if s != "BEGIN"]
@@ -94,7 +95,7 @@ def test_a_one_bill_callback_is_ten_statements_and_one_transaction(
     assert statements == [
         "SELECT", "SELECT",
         "INSERT",
-        "SELECT", *upsert, "SELECT", "UPDATE", "INSERT", "UPDATE",
+        "SELECT", "INSERT", *upsert, "SELECT", "UPDATE", "INSERT", "UPDATE",
     ]  # fmt: skip
     assert counts.commits == (1 if db_backend == "postgresql" else 2)
     if db_backend == "postgresql":
@@ -157,7 +158,8 @@ def test_a_repeat_of_stored_invoices_is_settled_without_a_query(
     queries, events = _queries(world), len(world.events(doc_id))
 
     # The same invoices again under another dedupe key (as a second callback style or a
-    # redelivery with other bytes would be): one transaction, no query, nothing changed.
+    # redelivery with other bytes would be): one transaction, no query, nothing changed but
+    # the quota row (its bizControl is still news when the poller applied the invoices first).
     repeat = world.receive(_rewritten(body, lambda item: None))
     with counted(_engine(world)) as counts:
         assert _run_reconcile(world, repeat)[0] == "processed"
@@ -167,6 +169,7 @@ def test_a_repeat_of_stored_invoices_is_settled_without_a_query(
         "SELECT",
         "SELECT",
         "SELECT",
+        "INSERT",
         "UPDATE",
     ]
     with world.sessions() as session:

@@ -29,8 +29,9 @@ from worker.runtime import Runtime, build_runtime
 from worker.services.sweep import sweep
 from worker.testing import fast_settings
 
-# Events an operator or the ERP causes; leaving a state only by these is waiting for people.
-BY_PEOPLE = frozenset({Event.withdraw, Event.resubmit, Event.replay})
+# Events an operator or the ERP causes, or a clerk in the cloud after issuance (作废/红冲:
+# reversed_all); leaving a state only by these is waiting for people, nothing the bridge owes.
+BY_PEOPLE = frozenset({Event.withdraw, Event.resubmit, Event.replay, Event.reversed_all})
 NON_TERMINAL = sorted(
     {
         state

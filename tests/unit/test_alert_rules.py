@@ -61,7 +61,10 @@ def test_promtool_unit_tests_fire_the_stuck_paused_and_quota_alerts() -> None:
     result = run_promtool("test", "rules", "alerts_test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     tested = (PROMETHEUS / "alerts_test.yml").read_text(encoding="utf-8")
-    for alert in ("FapiaoDocumentsStuck", "FapiaoTenantPaused", "FapiaoQuotaWarning"):
+    for alert in ("FapiaoDocumentsStuck", "FapiaoTenantPaused", "FapiaoQuotaWarning",
+                  "FapiaoQuotaHeld", "FapiaoReconciliationOrphans",
+                  "FapiaoReconciliationTotalMismatch",
+                  "FapiaoReconciliationNotRunning"):  # fmt: skip
         assert f"alertname: {alert}" in tested
 
 

@@ -156,7 +156,7 @@ def test_content_hash_of_every_sample_is_pinned() -> None:
         ),
         "08xdp-digital-special": "f63e8023318aa9c80c5adff13c507e3ac5f08701602518958d3248fae8dde8c0",
         "10xdp-digital-normal-red": (
-            "2e51cb3d99f983434cd45cd9c889546b67d817cf59304041926852f39de9f5df"
+            "6ef9c14c4b0c7c9dcc8ac30b29f1ee41bffec49f868247af5b0f1b8363285deb"
         ),
     }
     for path in FILES:

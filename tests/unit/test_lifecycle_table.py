@@ -42,10 +42,17 @@ EXPECTED: set[tuple[str, str, str]] = {
     ("partially_invoiced", "issued_some", "partially_invoiced"),
     ("partially_invoiced", "issue_failed", "partially_invoiced"),
     ("partially_invoiced", "accepted", "partially_invoiced"),
+    ("partially_invoiced", "reversed_all", "partially_invoiced"),
     ("invoiced", "issued_all", "invoiced"),
     ("invoiced", "issued_some", "invoiced"),
     ("invoiced", "issue_failed", "invoiced"),
     ("invoiced", "accepted", "invoiced"),
+    ("invoiced", "reversed_all", "reversed"),
+    ("reversed", "issued_all", "reversed"),
+    ("reversed", "issued_some", "reversed"),
+    ("reversed", "issue_failed", "reversed"),
+    ("reversed", "accepted", "reversed"),
+    ("reversed", "reversed_all", "reversed"),
     ("invoice_failed", "issued_all", "invoiced"),
     ("invoice_failed", "issued_some", "partially_invoiced"),
     ("invoice_failed", "withdraw", "withdrawing"),
@@ -87,6 +94,7 @@ RANK = {
     "failed": 5,
     "withdrawn": 5,
     "returned": 5,
+    "reversed": 6,  # after invoiced: voids and red-letter invoices come later
 }
 # Commands from people (or the ERP), which may legitimately send a document back.
 COMMANDS = {"replay", "resubmit", "withdraw", "claim"}
@@ -114,7 +122,7 @@ ARCHITECTURE_EXITS = {
         ("returned", "returned"),
     },
     "partially_invoiced": {("issued_all", "invoiced")},
-    "invoiced": set(),
+    "invoiced": {("reversed_all", "reversed")},
     "invoice_failed": {
         ("issued_all", "invoiced"),
         ("issued_some", "partially_invoiced"),
@@ -126,6 +134,7 @@ ARCHITECTURE_EXITS = {
     "withdrawing": {("withdrawn_ok", "withdrawn")},
     "withdrawn": {("resubmit", "draft")},
     "returned": {("resubmit", "draft")},
+    "reversed": set(),
 }
 
 
@@ -143,6 +152,7 @@ def test_state_words_are_the_contract() -> None:
         "withdrawing",
         "withdrawn",
         "returned",
+        "reversed",
     ]
 
 
@@ -164,6 +174,7 @@ def test_event_words() -> None:
         "returned",
         "resubmit",
         "replay",
+        "reversed_all",
     }
     assert required <= {e.value for e in Event}
 
@@ -215,8 +226,18 @@ def test_no_ops_are_exactly_the_rows_that_stay() -> None:
         assert must in expected_no_ops
 
 
-def test_invoiced_is_terminal() -> None:
-    assert all(t == DocumentStatus.invoiced for (s, _), t in TRANSITIONS.items() if s == "invoiced")
+def test_invoiced_leaves_only_when_every_invoice_is_reversed() -> None:
+    exits = {(e, t) for (s, e), t in TRANSITIONS.items() if s == "invoiced" and t != s}
+    assert exits == {(Event.reversed_all, DocumentStatus.reversed)}
+
+
+def test_reversed_is_terminal() -> None:
+    assert all(t == DocumentStatus.reversed for (s, _), t in TRANSITIONS.items() if s == "reversed")
+    assert (DocumentStatus.reversed, Event.issued_all) in NO_OPS  # a late INVOICE.OPEN
+
+
+def test_a_reversal_while_invoices_are_owed_keeps_partially_invoiced() -> None:
+    assert target_of("partially_invoiced", "reversed_all") == DocumentStatus.partially_invoiced
 
 
 def test_answers_never_move_a_document_backwards() -> None:

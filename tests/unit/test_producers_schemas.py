@@ -77,4 +77,9 @@ def test_the_notification_schema_names_every_state() -> None:
     schema = notification_schema()
     states = [state.value for state in DocumentStatus]
     assert schema["properties"]["status"]["enum"] == states
-    assert schema["properties"]["event"]["enum"] == [f"document.{s}" for s in states]
+    assert schema["properties"]["event"]["enum"] == [
+        *(f"document.{s}" for s in states),
+        "invoice.partially_reversed",
+        "invoice.reversed",
+        "invoice.voided",
+    ]

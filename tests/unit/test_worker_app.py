@@ -25,6 +25,7 @@ TASKS = {
     "fapiao.notify_erp",
     "fapiao.refresh_tokens",
     "fapiao.sweep",
+    "fapiao.reconcile_daily",
 }
 
 
@@ -81,7 +82,11 @@ def test_beat_schedules_sweeps_polls_and_token_refresh() -> None:
         queues.SWEEP,
         queues.POLL_DUE,
         queues.REFRESH_TOKENS,
+        queues.RECONCILE_DAILY,
     }
+    # The nightly reconciliation: 02:30 Asia/Shanghai is 18:30 UTC (the app's clock).
+    nightly = schedule.pop("reconcile-daily")
+    assert (nightly["schedule"].hour, nightly["schedule"].minute) == ({18}, {30})
     every = beat_intervals(s)
     for entry in schedule.values():
         assert entry["options"]["expires"] == entry["schedule"]

@@ -25,4 +25,6 @@ Shared by the services above (no task of their own):
 | ``erp_outbox`` | ``owe_notification``: the ``erp_outbox`` row a transition owes         |
 |                | (``NOTIFIED`` states), sent later by ``notify``                        |
 | ``milestones`` | ``observe_milestones``: submit→pushed / submit→invoiced histograms     |
+| ``quota``      | the credit quota (授信额度): ``observe_biz_control`` (callbacks),      |
+|                | ``quota_failure`` (授信额度不足); the hold is in ``push``             |
 """

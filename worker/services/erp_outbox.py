@@ -6,6 +6,12 @@ back as a ``Followup`` for ``fapiao.notify_erp`` (``worker.services.notify``) to
 commit. Every service hands its transitions to it, so it also observes the submit→pushed and
 submit→invoiced histograms (``worker.services.milestones``).
 
+After issuance (``owe_after_issuance``): one row per invoice whose standing moved, per
+document it covers — ``invoice.voided``, ``invoice.reversed``, ``invoice.partially_reversed``
+with that invoice under ``invoice`` — and ``document.reversed`` when every issued invoice of a
+document is voided or reversed. An invoice event keeps ``status`` = ``previousStatus`` (the
+document's state did not change).
+
 The payload is the one published as ``docs/schemas/erp-notification.schema.json``
 (``GET /v1/schema/notification``, ``producers.json_schemas``).
 """
@@ -22,12 +28,13 @@ from store.invoices import bills_covered, invoices_of
 from store.lifecycle import TransitionResult
 from store.models import Document, Invoice
 from store.outbox import add_notification
-from store.states import DocumentStatus
+from store.states import DocumentStatus, InvoiceStanding
 from worker import queues
 from worker.runtime import Followup, Runtime
+from worker.services.invoices import AfterIssuance
 from worker.services.milestones import observe_milestones
 
-__all__ = ["NOTIFIED", "owe_notification"]
+__all__ = ["INVOICE_EVENTS", "NOTIFIED", "owe_after_issuance", "owe_notification"]
 
 # States the ERP hears about (every state an ERP user would act on or show).
 NOTIFIED: Final[frozenset[DocumentStatus]] = frozenset(
@@ -40,7 +47,12 @@ NOTIFIED: Final[frozenset[DocumentStatus]] = frozenset(
         DocumentStatus.invoice_failed,
         DocumentStatus.withdrawn,
         DocumentStatus.returned,
+        DocumentStatus.reversed,
     }
+)
+# The ERP events of an invoice's standing after issuance (InvoiceStanding, but `normal`).
+INVOICE_EVENTS: Final = tuple(
+    f"invoice.{standing.value}" for standing in InvoiceStanding if standing.value != "normal"
 )
 
 
@@ -75,17 +87,77 @@ def owe_notification(
     config = rt.tenant(document.tenant)
     if config is None or config.erp_webhook_url is None:
         return []
-    invoices = invoices_of(session, document_id)
+    payload = _payload(
+        session,
+        document,
+        event=f"document.{final.to_status.value}",
+        status=final.to_status.value,
+        previous=final.from_status.value,
+        reason=reason,
+        now=now,
+    )
+    return [_owe(session, document, payload, now)]
+
+
+def owe_after_issuance(
+    rt: Runtime,
+    session: Session,
+    after: AfterIssuance,
+    *,
+    now: datetime | None = None,
+) -> list[Followup]:
+    """The ERP rows of ``after`` (module docstring), in the caller's transaction."""
+    if not after:
+        return []
+    now = now or rt.clock()
+    followups: list[Followup] = []
+    for change in after.changes:
+        document = session.get(Document, change.document_id, populate_existing=True)
+        if document is None:
+            continue
+        config = rt.tenant(document.tenant)
+        if config is None or config.erp_webhook_url is None:
+            continue
+        invoice = session.get(Invoice, change.invoice_id)
+        payload = _payload(
+            session,
+            document,
+            event=f"invoice.{change.after.value}",
+            status=document.status,
+            previous=document.status,
+            reason=f"invoice {change.before.value} → {change.after.value}",
+            now=now,
+        )
+        if invoice is not None:
+            bills = bills_covered(session, [invoice.id]).get(invoice.id, [document.bill_no])
+            payload["invoice"] = _invoice_view(invoice, bills)
+        followups.append(_owe(session, document, payload, now))
+    for result in after.transitions:
+        followups += owe_notification(rt, session, result.document_id, [result], now=now)
+    return followups
+
+
+def _payload(
+    session: Session,
+    document: Document,
+    *,
+    event: str,
+    status: str,
+    previous: str | None,
+    reason: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    invoices = invoices_of(session, document.id)
     covered = bills_covered(session, [i.id for i in invoices])
-    payload: dict[str, Any] = {
-        "event": f"document.{final.to_status.value}",
+    return {
+        "event": event,
         "documentId": document.id,
         "tenant": document.tenant,
         "sellerTaxpayerId": document.seller_tax_id,
         "billNo": document.bill_no,
         "revision": document.revision,
-        "status": final.to_status.value,
-        "previousStatus": final.from_status.value,
+        "status": status,
+        "previousStatus": previous,
         "reason": reason,
         "errorCode": document.last_error_code,
         "errorMessage": document.last_error_message,
@@ -93,11 +165,14 @@ def owe_notification(
         "invoices": [_invoice_view(i, covered.get(i.id, [document.bill_no])) for i in invoices],
         "occurredAt": now.isoformat(),
     }
+
+
+def _owe(session: Session, document: Document, payload: dict[str, Any], now: datetime) -> Followup:
     row = add_notification(
-        session, document_id=document_id, event=payload["event"], payload=payload, now=now
+        session, document_id=document.id, event=payload["event"], payload=payload, now=now
     )
     labels = {"outbox_id": row.id, "bill_no": document.bill_no, "tenant": document.tenant}
-    return [Followup(queues.NOTIFY_ERP, labels)]
+    return Followup(queues.NOTIFY_ERP, labels)
 
 
 def _invoice_view(invoice: Invoice, bill_nos: list[str]) -> dict[str, Any]:
@@ -118,5 +193,22 @@ def _invoice_view(invoice: Invoice, bill_nos: list[str]) -> dict[str, Any]:
         "invoicePdfFileUrl": invoice.invoice_pdf_file_url,
         "invoiceXmlFileUrl": invoice.invoice_xml_file_url,
         "issueErrorMessage": invoice.issue_error_message,
+        # After issuance (docs/CLOUD-CONTRACT.md §15).
+        "invoiceProperty": invoice.invoice_property,
+        "standing": invoice.standing or InvoiceStanding.normal.value,
+        "standingChangedAt": (
+            invoice.status_changed_at.isoformat() if invoice.status_changed_at else None
+        ),
+        "canRedAmount": money(invoice.can_red_amount),
+        "canRedTaxAmount": money(invoice.can_red_tax_amount),
+        "originalInvoiceCode": invoice.original_invoice_code,
+        "originalInvoiceNum": invoice.original_invoice_num,
+        "reversedBy": [_red_view(r) for r in (invoice.reversals or []) if isinstance(r, dict)],
         "billNos": bill_nos,  # several: a merged invoice (docs/CLOUD-CONTRACT.md §6.6)
     }
+
+
+def _red_view(red: dict[str, Any]) -> dict[str, Any]:
+    """A red invoice known against a blue one (``invoices.reversals``)."""
+    names = ("invoiceCode", "invoiceNum", "invoiceDate", "totalAmount", "totalTaxAmount")
+    return {name: red.get(name) for name in names}

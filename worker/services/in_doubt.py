@@ -63,7 +63,7 @@ from store.models import CloudCall, Document
 from store.states import DocumentStatus, Event
 from worker import queues
 from worker.runtime import Followup, Runtime
-from worker.services.erp_outbox import owe_notification
+from worker.services.erp_outbox import owe_after_issuance, owe_notification
 from worker.services.invoices import apply_invoices
 from worker.services.query import QueryAnswer, query_bill
 from worker.services.tenancy import document_and_pause, is_paused_from, pause_tenant
@@ -176,8 +176,11 @@ def _apply_answer(
             )
         )
         session.refresh(document)
-        more, _ = apply_invoices(rt, session, document, answer.items, reason="BILL.INVOICE.QUERY")
+        more, verdict = apply_invoices(
+            rt, session, document, answer.items, reason="BILL.INVOICE.QUERY"
+        )
         results += more
+        followups += owe_after_issuance(rt, session, verdict.after, now=now)
     elif answer.kind == "absent" and (
         stop := _stop_reason(rt, session, document_id, snapshot, answer.reason)
     ):

@@ -22,8 +22,28 @@ A merged invoice counts with its share (``store.invoices.share_of``): the amount
 attributed to this bill (``detailId``/``billSourceId``), or — when its lines cannot be
 attributed — its whole amount up to the document's (it counts fully for each of its bills).
 Red bills compare absolute values and count red invoices (``invoiceProperty`` 1).
-A cancelled (作废, status 6) or reversed (红冲, 3) invoice was still issued: those callbacks
-are recorded on the invoice row and never move a document backwards.
+A cancelled (作废, status 6) or reversed (红冲, 3) invoice was still issued: it still counts
+for the verdict above, which never moves a document backwards.
+
+After issuance (docs/CLOUD-CONTRACT.md §15): every report also moves each invoice's
+``standing`` forward (``store.invoices.standing_of``: normal → partially_reversed → reversed,
+or → voided), from whichever of these facts it carries
+
+| reported item                                                | applied to               |
+|--------------------------------------------------------------|--------------------------|
+| an invoice of the bill (``invoiceStatus``, ``canRedAmount``…) | that invoice             |
+| a red invoice (``invoiceProperty`` 1) naming                 | the stored blue one it   |
+| ``originalInvoiceCode``/``originalInvoiceNumber``            | reverses (any document   |
+|                                                              | of the tenant and seller)|
+| an INVOICE.CANCEL item with only ``original*``               | the blue one it names    |
+| (``cancel_item=original_only``)                              |                          |
+
+A red invoice reported on a BLUE document's bill (INVOICE.RED for the original's bill) is
+such a fact, not an invoice of that document. Each standing change is owed to the ERP
+(``invoice.<standing>``), and a document whose issued invoices are all reversed or voided
+gets ``reversed_all`` (``invoiced`` → ``reversed``; ``partially_invoiced`` keeps its state:
+invoices are still owed). ``InvoiceVerdict.after`` carries both for the caller's
+``worker.services.erp_outbox.owe_after_issuance``.
 """
 
 from __future__ import annotations
@@ -31,9 +51,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy.orm import Session
 
@@ -41,17 +61,27 @@ from schemas.kingdee import InvoiceItem
 from store.invoices import (
     Covering,
     InvoiceBelongsElsewhere,
+    StandingChange,
     coverings,
+    documents_covering,
+    invoices_of,
     known_invoice,
     record_invoice,
+    record_reversal,
+    record_void,
     share_of,
 )
-from store.lifecycle import TransitionResult, transition, update_fields
+from store.lifecycle import TransitionResult, is_allowed, transition, update_fields
 from store.models import Document, Invoice
-from store.states import ISSUE_OVERDUE, DocumentStatus, Event
+from store.states import ISSUE_OVERDUE, QUOTA_EXHAUSTED, DocumentStatus, Event, InvoiceStanding
+from worker import metrics
 from worker.runtime import Runtime
+from worker.services.quota import is_quota_failure, quota_failure
+from worker.services.red_refusal import explain_red_refusal
 
 __all__ = [
+    "AfterIssuance",
+    "InvoiceChange",
     "InvoiceVerdict",
     "all_known",
     "apply_invoices",
@@ -77,6 +107,27 @@ _MOVABLE = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
+class InvoiceChange:
+    """An invoice's standing moved forward; owed to the ERP for ``document_id``."""
+
+    document_id: int
+    invoice_id: int
+    before: InvoiceStanding
+    after: InvoiceStanding
+
+
+@dataclass(frozen=True, slots=True)
+class AfterIssuance:
+    """What a report changed after issuance (module docstring), for the ERP notifications."""
+
+    changes: tuple[InvoiceChange, ...] = ()
+    transitions: tuple[TransitionResult, ...] = ()  # applied ``reversed_all`` (any document)
+
+    def __bool__(self) -> bool:
+        return bool(self.changes or self.transitions)
+
+
+@dataclass(frozen=True, slots=True)
 class InvoiceVerdict:
     event: Event | None
     issued_amount: Decimal
@@ -86,6 +137,7 @@ class InvoiceVerdict:
     pending: int
     failure: str | None
     merged: int = 0  # issued invoices also covering other documents
+    after: AfterIssuance = AfterIssuance()
 
 
 def upsert_invoices(
@@ -109,6 +161,7 @@ def _upsert(
     items: Sequence[InvoiceItem],
     *,
     now: dt.datetime,
+    changes: list[StandingChange] | None = None,
 ) -> tuple[int, list[Covering] | None]:
     """``upsert_invoices``, and — when every invoice covering the document was created by
     this call (it had none before: ``InvoiceRecord.alone``) — those coverings, so the
@@ -117,9 +170,12 @@ def _upsert(
     unrecorded = 0
     fresh: list[Covering] = []
     known = True  # so far every record was created, the first while nothing covered it
+    red_document = _is_red_document(document)
     for item in items:
         if item.billNo != document.bill_no:
             continue
+        if _is_void_fact(item) or (_is_red_fact(item) and not red_document):
+            continue  # about a blue invoice, not an invoice of this document (_after_issuance)
         if item.is_pending and not (item.orderNo or "").strip():
             unrecorded += 1
             continue
@@ -129,6 +185,8 @@ def _upsert(
             log.error(str(exc), extra={"document_id": document.id, "bill_no": item.billNo})
             known = False
             continue
+        if record.standing_change is not None and changes is not None:
+            changes.append(record.standing_change)
         if record.stored is None or not (record.alone or fresh):
             known = False
         elif known:
@@ -151,6 +209,7 @@ def all_known(
 
 def _reported(document: Document, item: InvoiceItem) -> dict[str, Any]:
     """``record_invoice``'s keyword arguments for one reported item."""
+    red = item.invoiceProperty == 1
     return {
         "document_id": document.id,
         "push_attempt": document.push_attempt,
@@ -168,8 +227,51 @@ def _reported(document: Document, item: InvoiceItem) -> dict[str, Any]:
         "invoice_xml_file_url": item.invoiceXmlFileUrl,
         "invoice_image_url": item.invoiceImageUrl,
         "issue_error_message": None if item.is_issued else item.issueErrorMessage,
+        "invoice_property": item.invoiceProperty,
+        # Only a red invoice names an original (a cancel item may name itself there).
+        "original_invoice_code": ((item.originalInvoiceCode or "").strip() or None)
+        if red
+        else None,
+        "original_invoice_num": ((item.originalInvoiceNumber or "").strip() or None)
+        if red
+        else None,
+        "can_red_amount": item.canRedAmount,
+        "can_red_tax_amount": item.canRedTaxAmount,
         "raw": item.to_wire(),
     }
+
+
+def _text(value: str | None) -> str | None:
+    return (value or "").strip() or None
+
+
+def _is_red_document(document: Document) -> bool:
+    return str((document.payload or {}).get("invoiceProperty", "0")) == "1"
+
+
+def _is_red_invoice(invoice: Invoice) -> bool:
+    if invoice.invoice_property is not None:
+        return invoice.invoice_property == 1
+    return str((invoice.raw or {}).get("invoiceProperty", "0")) == "1"
+
+
+def _is_red_fact(item: InvoiceItem) -> bool:
+    """An issued red invoice naming the blue one it reverses."""
+    return (
+        item.invoiceProperty == 1
+        and item.is_issued
+        and bool((item.originalInvoiceNumber or "").strip())
+    )
+
+
+def _is_void_fact(item: InvoiceItem) -> bool:
+    """An INVOICE.CANCEL item that names the voided invoice by ``original*`` only."""
+    return (
+        not item.is_issued
+        and not item.is_failed
+        and "6" in (item.invoiceStatus, item.originalInvoiceStatus)
+        and bool((item.originalInvoiceNumber or "").strip())
+    )
 
 
 def _incl(item: InvoiceItem) -> Decimal | None:
@@ -233,8 +335,7 @@ def verdict_for(
             (entry.invoice, entry.documents) if isinstance(entry, Covering) else (entry, 1)
         )
         if inv.invoice_num:
-            is_red_invoice = str((inv.raw or {}).get("invoiceProperty", "0")) == "1"
-            if is_red_invoice != red:
+            if _is_red_invoice(inv) != red:
                 continue
             issued += 1
             if share_of(document.payload, inv.raw, documents=documents).merged:
@@ -271,9 +372,28 @@ def apply_invoices(
     caller's transaction; raises ``LostRace`` when the document moved meanwhile.
     """
     now = rt.clock()
-    unrecorded, fresh = _upsert(session, document, items, now=now)
+    standing: list[StandingChange] = []
+    unrecorded, fresh = _upsert(session, document, items, now=now, changes=standing)
     covering = fresh if fresh is not None else coverings(session, document.id)
     verdict = verdict_for(document, covering, unrecorded_pending=unrecorded)
+    # Read before the transition expires the loaded document (no second SELECT).
+    owner = _Owner(document.bill_no, document.tenant, document.seller_tax_id)
+    results, verdict = _apply_verdict(rt, session, document, verdict, reason=reason, now=now)
+    after = _after_issuance(rt, session, owner, items, standing, reason=reason, now=now)
+    if after:
+        verdict = replace(verdict, after=after)
+    return results, verdict
+
+
+def _apply_verdict(
+    rt: Runtime,
+    session: Session,
+    document: Document,
+    verdict: InvoiceVerdict,
+    *,
+    reason: str,
+    now: dt.datetime,
+) -> tuple[list[TransitionResult], InvoiceVerdict]:
     status = DocumentStatus(document.status)
     results: list[TransitionResult] = []
     if verdict.issued_amount > verdict.target + CENT * max(1, verdict.issued):
@@ -290,7 +410,15 @@ def apply_invoices(
     if verdict.issued_amount != document.issued_amount:
         changes["issued_amount"] = verdict.issued_amount
     if verdict.failure and verdict.event in (Event.issue_failed, Event.issued_some):
-        changes["last_error_message"] = verdict.failure
+        red = explain_red_refusal(None, verdict.failure)
+        changes["last_error_message"] = verdict.failure + (f" — {red}" if red else "")
+        if is_quota_failure(verdict.failure) and document.last_error_code != QUOTA_EXHAUSTED:
+            # 授信额度不足: a reason that says what it means, and the tenant/seller held.
+            changes["last_error_code"] = QUOTA_EXHAUSTED
+            changes["last_error_message"] = quota_failure(rt, session, document, verdict.failure)
+    if document.last_error_code == QUOTA_EXHAUSTED and verdict.event is Event.issued_all:
+        # Re-issued in the cloud once there was quota: the refusal is history.
+        changes.update(last_error_code=None, last_error_message=None)
     if document.last_error_code == ISSUE_OVERDUE and verdict.event is not None:
         # The overdue flag (worker.services.poll) said "nothing yet"; now something is.
         changes["last_error_code"] = None
@@ -322,3 +450,101 @@ def apply_invoices(
         update_fields(session, document.id, changes, now=now)
     results.append(result)
     return results, verdict
+
+
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    bill_no: str
+    tenant: str
+    seller_tax_id: str
+
+
+def _after_issuance(
+    rt: Runtime,
+    session: Session,
+    document: _Owner,
+    items: Sequence[InvoiceItem],
+    standing: list[StandingChange],
+    *,
+    reason: str,
+    now: dt.datetime,
+) -> AfterIssuance:
+    """Red and void facts among ``items`` applied to the blue invoices they name, and every
+    document covering a changed invoice settled (module docstring). Caller's transaction."""
+    changes = list(standing)
+    for item in items:
+        if item.billNo != document.bill_no:
+            continue
+        number = (item.originalInvoiceNumber or "").strip()
+        code = (item.originalInvoiceCode or "").strip() or None
+        if _is_red_fact(item):
+            blue, change = record_reversal(
+                session, tenant=document.tenant, seller_tax_id=document.seller_tax_id,
+                original_code=code, original_num=number, red=item.to_wire(), now=now,
+            )  # fmt: skip
+        elif _is_void_fact(item):
+            blue, change = record_void(
+                session, tenant=document.tenant, seller_tax_id=document.seller_tax_id,
+                original_code=code, original_num=number, now=now,
+            )  # fmt: skip
+        else:
+            continue
+        if blue is None:
+            log.warning(
+                "after-issuance fact names an invoice the bridge does not hold",
+                extra={"bill_no": item.billNo, "original_invoice_num": number},
+            )
+        if change is not None:
+            changes.append(change)
+    if not changes:
+        return AfterIssuance()
+    covering = documents_covering(session, [change.invoice_id for change in changes])
+    notices = [
+        InvoiceChange(document_id, change.invoice_id, change.before, change.after)
+        for change in changes
+        for document_id in covering.get(change.invoice_id, [])
+    ]
+    for change in changes:
+        metrics.invoice_changes().labels(tenant=document.tenant, standing=change.after.value).inc()
+    transitions = [
+        result
+        for document_id in sorted({notice.document_id for notice in notices})
+        if (result := _settle_reversal(rt, session, document_id, reason=reason, now=now))
+    ]
+    return AfterIssuance(tuple(notices), tuple(transitions))
+
+
+_ENDED: Final = frozenset({InvoiceStanding.reversed.value, InvoiceStanding.voided.value})
+
+
+def _settle_reversal(
+    rt: Runtime, session: Session, document_id: int, *, reason: str, now: dt.datetime
+) -> TransitionResult | None:
+    """``reversed_all`` when every issued invoice of the document is reversed or voided."""
+    document = session.get(Document, document_id, populate_existing=True)
+    if document is None or _is_red_document(document):
+        return None
+    status = DocumentStatus(document.status)
+    if not is_allowed(status, Event.reversed_all):
+        return None
+    issued = [
+        inv for inv in invoices_of(session, document_id)
+        if inv.invoice_num and not _is_red_invoice(inv)
+    ]  # fmt: skip
+    if not issued or any(inv.standing not in _ENDED for inv in issued):
+        return None
+    voided = sum(1 for inv in issued if inv.standing == InvoiceStanding.voided.value)
+    result = transition(
+        session,
+        document_id,
+        Event.reversed_all,
+        actor=rt.actor,
+        expected_status=status,
+        expected_version=document.version,
+        reason=(
+            f"{reason}: every issued invoice is voided or reversed ({voided} voided,"
+            f" {len(issued) - voided} reversed) / 发票已全部作废或红冲"
+        ),
+        now=now,
+    )
+    return result if result.applied else None

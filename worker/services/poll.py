@@ -46,7 +46,7 @@ from store.states import ISSUE_OVERDUE, DocumentStatus
 from worker import metrics, queues
 from worker.ledger import HeldCallLedger, SqlCallLedger
 from worker.runtime import Followup, Runtime
-from worker.services.erp_outbox import owe_notification
+from worker.services.erp_outbox import owe_after_issuance, owe_notification
 from worker.services.invoices import apply_invoices
 from worker.services.query import QueryAnswer, query_bill
 from worker.services.tenancy import document_and_pause, is_paused_from, pause_tenant
@@ -177,10 +177,11 @@ def _apply_answer(
         overdue = False
         try:
             if answer.kind == "present":
-                results, _ = apply_invoices(
+                results, verdict = apply_invoices(
                     rt, session, document, answer.items, reason="BILL.INVOICE.QUERY"
                 )
                 followups += owe_notification(rt, session, document_id, results, now=now)
+                followups += owe_after_issuance(rt, session, verdict.after, now=now)
                 moved = [r for r in results if r.applied]
                 if moved:
                     final = moved[-1].to_status.value

@@ -14,6 +14,9 @@ Steps, per document
 | 2    | its tenant is configured and not paused                | ``paused``: stays draft      |
 |      |                                                        | (unknown tenant: ``failed``) |
 | 3    | its stored payload is a bill (``schemas.erp.Bill``)    | ``failed`` with the reason   |
+| 3b   | the known credit quota (``store.quota``) covers its    | ``held``: stays draft,       |
+|      | 价税合计 after what is in flight                         | reason ``quota_held``, due   |
+|      |                                                        | when the hold ends           |
 | 4    | claim draft→pushing (compare-and-set, attempt+1,       | ``skipped`` (lost the race)  |
 |      | lease); steps 1–4 are one transaction; commit          |                              |
 | 5    | token (cache, single-flight) and BILL.PUSH; the ledger |                              |
@@ -47,7 +50,10 @@ Costs, per batch
 |------|--------------------------------------------------------|------------------------------|
 | 1    | ONE transaction: read every document (one SELECT),     | batch                        |
 |      | steps 1–3 per document (tenant pauses read once per    |                              |
-|      | tenant), ONE bulk claim (``claim_many_for_push``: one  |                              |
+|      | tenant), step 3b (ONE SELECT of the batch's quota rows,|                              |
+|      | a reservation SUM per tenant/seller with a known quota,|                              |
+|      | ONE UPDATE of the held drafts),                        |                              |
+|      | ONE bulk claim (``claim_many_for_push``: one           |                              |
 |      | compare-and-set UPDATE, one multi-row event INSERT),   |                              |
 |      | ``give_up`` of bad payloads / unknown tenants; commit  |                              |
 | 2    | steps 5–6: one BILL.PUSH per bill, run CONCURRENTLY by |  document, at most           |
@@ -88,6 +94,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from time import monotonic
 from typing import Any, Final
 
@@ -105,6 +112,7 @@ from store.db import unit_of_work
 from store.inbox import defer_polls_of_waiting
 from store.lifecycle import LostRace, TransitionResult, transition
 from store.models import CloudCall, Document, DocumentEvent
+from store.quota import QuotaGate, hold_documents
 from store.states import DocumentStatus, Event, EventOutcome
 from worker import queues
 from worker.coalesce import PushCoalescer
@@ -121,6 +129,7 @@ from worker.retry_policy import Action, Decision, decide_push
 from worker.runtime import Followup, Runtime
 from worker.services.cloud_call import call_with_token
 from worker.services.erp_outbox import owe_notification
+from worker.services.red_refusal import explain_red_refusal
 from worker.services.tenancy import is_tenant_paused, pause_tenant
 
 __all__ = ["PushOutcome", "push_documents"]
@@ -290,13 +299,17 @@ def _candidates(
                 Document.id,
                 Document.status,
                 Document.tenant,
+                Document.seller_tax_id,
                 Document.bill_no,
                 Document.payload,
+                Document.total_incl_tax,
+                Document.total_amount,
             ).where(Document.id.in_(sorted(set(document_ids))))
         )
     }
     paused: dict[str, bool] = {} if gathering is None else gathering.paused
     candidates: list[_Pending] = []
+    amounts: dict[int, tuple[str, Decimal | None]] = {}
     seen: set[int] = set()
     for index, document_id in enumerate(document_ids):
         if document_id in seen:
@@ -319,7 +332,44 @@ def _candidates(
                 continue
         bill, problem = _bill_or_problem(row.tenant, tenant is not None, row.payload)
         candidates.append(_Pending(index, document_id, row.bill_no, row.tenant, bill, problem))
-    return candidates
+        incl = row.total_incl_tax if row.total_incl_tax is not None else row.total_amount
+        amounts[document_id] = (row.seller_tax_id, incl)
+    return _quota_gate(rt, session, candidates, amounts, outcomes)
+
+
+def _quota_gate(
+    rt: Runtime,
+    session: Session,
+    candidates: list[_Pending],
+    amounts: dict[int, tuple[str, Decimal | None]],
+    outcomes: list[PushOutcome | None],
+) -> list[_Pending]:
+    """Drafts the known credit quota cannot cover wait (``store.quota``): still ``draft``, due
+    when the hold ends, nothing sent, nothing failed. One SELECT of the batch's quota rows;
+    a reservation SUM only per (tenant, seller) with a known quota."""
+    sendable = [c for c in candidates if c.problem is None]
+    if not sendable:
+        return candidates
+    now = rt.clock()
+    gate = QuotaGate.load(session, {(c.tenant, amounts[c.document_id][0]) for c in sendable}, now)
+    admitted: list[_Pending] = []
+    held: dict[tuple[datetime, str], list[int]] = {}
+    for pending in candidates:
+        if pending.problem is None:
+            seller, amount = amounts[pending.document_id]
+            admission = gate.admit(pending.tenant, seller, amount)
+            if admission is not None:
+                held.setdefault((admission.until, admission.message), []).append(
+                    pending.document_id
+                )
+                outcomes[pending.index] = PushOutcome("held", admission.message)
+                continue
+        admitted.append(pending)
+    for (until, message), ids in held.items():
+        hold_documents(session, ids, until=until, message=message, now=now)
+        log.info("push held for quota", extra={"document_ids": ids, "until": until.isoformat()})
+    gate.write_holds()
+    return admitted
 
 
 def _gather(
@@ -707,6 +757,10 @@ def _plan(
     elif action is Action.REJECT:
         event = Event.refused
         reason = f"the cloud refused the bill / 发票云拒绝: {reason}"
+        red = explain_red_refusal(answer.error_code, answer.message)
+        if red is not None:
+            reason = f"{reason} — {red}"
+            changes["last_error_message"] = f"{answer.message} — {red}"
     elif action is Action.QUERY:
         event = Event.unsure
         changes.update(poll_count=0, next_poll_at=now + FIRST_IN_DOUBT_QUERY)

@@ -8,21 +8,28 @@ The receiver stored the raw body, deduplicated and acknowledged it; this runs af
 | 2    | ``parse_callback`` (按票 one object, 按单 array, or BILL.RETURN) — a body that  |
 |      | cannot be used → row ``failed`` with the reason                                |
 | 3    | per billNo: the current document (``sellerTaxpayerId`` narrows it); none →    |
-|      | row ``orphan``. An invoice callback about one ``invoiced`` document that only  |
-|      | repeats stored invoices (every value already recorded) → row ``processed`` at  |
+|      | row ``orphan``. An invoice callback about one ``invoiced`` (or ``reversed``)   |
+|      | document that only repeats stored invoices (every value already recorded) →   |
+|      | row ``processed`` at                                                           |
 |      | once, with a note: no query, nothing to apply (a forged one changes nothing)   |
 | 4    | BILL.RETURN → ``returned`` once a confirming query finds the bill gone (with  |
 |      | ``confirm_with_query``; still there → nothing changes, the row is processed   |
 |      | with a note); invoice callbacks → the invoices, either from a                 |
 |      | confirming BILL.INVOICE.QUERY (``callbacks.confirm_with_query``, default) or   |
 |      | from the callback itself → verdict → transition (``worker.services.invoices``) |
+|      | A ``bizControl`` is recorded with it (``worker.services.quota``: lower only,   |
+|      | also for a repeat settled in step 3)                                          |
 | 5    | row ``processed`` (linked to the document), ERP notifications owed; a one-bill |
 |      | invoice callback settles its row in the same transaction as its transition     |
 
 Confirming with a query means a forged callback (the endpoint has no signature) can only
 cause a query, never a wrong state: the cloud's own answer is applied, the callback is just
-the trigger. Duplicates and out-of-order callbacks change nothing because the verdict is
-computed from every invoice known and the state table only moves forward.
+the trigger. INVOICE.CANCEL (作废) and INVOICE.RED (红冲) take the same path: the query of the
+bill shows each invoice's ``invoiceStatus`` and ``canRedAmount``, which
+``worker.services.invoices`` turns into invoice standings and, when every issued invoice is
+voided or reversed, the document's ``reversed_all``. Duplicates and out-of-order callbacks
+change nothing because the verdict is computed from every invoice known, an invoice's
+standing and the state table only move forward.
 
 Contract dialects (docs/CLOUD-CONTRACT.md §14): callbacks of AES tenants are decoded with each
 AES tenant's key (``TenantsFile.callback_codecs``). A 回退 whose confirming query gives an
@@ -44,7 +51,6 @@ answer).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -67,9 +73,10 @@ from store.states import DocumentStatus, Event, InboxState
 from worker import metrics, queues
 from worker.ledger import HeldCallLedger, SqlCallLedger
 from worker.runtime import Followup, Runtime
-from worker.services.erp_outbox import owe_notification
+from worker.services.erp_outbox import owe_after_issuance, owe_notification
 from worker.services.invoices import all_known, apply_invoices
 from worker.services.query import query_bill
+from worker.services.quota import observe_biz_control
 from worker.services.tenancy import document_and_pause, documents_and_pauses, is_paused_from
 
 __all__ = ["ReconcileOutcome", "reconcile_callback"]
@@ -80,6 +87,7 @@ _WAITING_FOR_PUSH: Final = frozenset(
     {DocumentStatus.draft, DocumentStatus.pushing, DocumentStatus.in_doubt}
 )
 _NOTHING_NEW: Final = "already invoiced with every invoice as reported; nothing to confirm"
+_SETTLED: Final = frozenset({DocumentStatus.invoiced, DocumentStatus.reversed})
 _RETURNABLE: Final = frozenset(
     {DocumentStatus.pushed, DocumentStatus.invoice_failed, DocumentStatus.withdrawing}
 )
@@ -127,12 +135,16 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
                 for _, _, d in found
                 if d is not None
             }
-            _note_quota(parsed, paused)
             if _nothing_new(session, parsed, found):
                 # A repeat of what is stored (a second callback style, a redelivery, a
                 # callback after the poller found the invoices): settled here, no query.
                 document = found[0][2]
                 assert document is not None
+                if parsed.bizControl is not None:
+                    # The poller may have applied the invoices first; the quota is still news.
+                    observe_biz_control(
+                        rt, session, document.tenant, document.seller_tax_id, parsed.bizControl
+                    )
                 settle_callback(
                     session, inbox_id, InboxState.processed, document_id=document.id,
                     error=_NOTHING_NEW, now=rt.clock(),
@@ -176,16 +188,6 @@ def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
     return ReconcileOutcome(outcome.state, outcome.detail, followups)
 
 
-def _note_quota(parsed: ParsedCallback, tenants: Iterable[str]) -> None:
-    """``bizControl.isWarning`` of a per-bill callback → ``fapiao_quota_warning`` (a gauge only;
-    quota handling itself is not done here)."""
-    warning = parsed.bizControl.isWarning if parsed.bizControl is not None else None
-    if warning is None:
-        return
-    for tenant in tenants:
-        metrics.quota_warning().labels(tenant=tenant).set(1 if warning else 0)
-
-
 def _items_by_bill(parsed: ParsedCallback) -> dict[str, tuple[str | None, list[InvoiceItem]]]:
     grouped: dict[str, tuple[str | None, list[InvoiceItem]]] = {}
     if parsed.returned is not None:
@@ -207,7 +209,7 @@ def _nothing_new(
     if parsed.style == "return" or len(found) != 1:
         return False
     _, items, document = found[0]
-    if document is None or document.status != DocumentStatus.invoiced:
+    if document is None or document.status not in _SETTLED:
         return False
     return all_known(document, invoices_of(session, document.id), items)
 
@@ -430,11 +432,16 @@ def _confirm_and_apply(
                     )
                 )
                 session.refresh(document)
-            more, _ = apply_invoices(rt, session, document, items, reason=source)
+            if parsed.bizControl is not None:
+                # Recorded with the transition it came with (lower only: store.quota); before
+                # the invoices, so an issuance refused for quota has the last word.
+                observe_biz_control(rt, session, tenant.name, seller, parsed.bizControl)
+            more, verdict = apply_invoices(rt, session, document, items, reason=source)
         except LostRace as exc:
             raise _Defer(str(exc)) from exc
         results += more
         followups = owe_notification(rt, session, document_id, results, tenant=tenant.name)
+        followups += owe_after_issuance(rt, session, verdict.after)
         settled = False
         if settle is not None:
             try:

@@ -51,8 +51,8 @@ from worker.kingdee import CallContext, CloudConfigError, CloudTransientError, c
 from worker.retry_policy import Action, decide_query
 from worker.runtime import Followup, Runtime
 from worker.services.cloud_call import call_with_token
-from worker.services.erp_outbox import owe_notification
-from worker.services.invoices import apply_invoices
+from worker.services.erp_outbox import owe_after_issuance, owe_notification
+from worker.services.invoices import AfterIssuance, apply_invoices
 from worker.services.query import query_bill
 from worker.services.tenancy import is_tenant_paused, pause_tenant
 
@@ -251,9 +251,13 @@ def _refused(
             _retry_later(session, document_id, reason, now, rt)
             return WithdrawOutcome("withdrawing", f"{reason}; query failed: {answer.reason}")
         results: list[TransitionResult] = []
+        after = AfterIssuance()
         try:
             if answer.kind == "present":
-                results, _ = apply_invoices(rt, session, document, answer.items, reason=reason)
+                results, verdict = apply_invoices(
+                    rt, session, document, answer.items, reason=reason
+                )
+                after = verdict.after
                 moved = [r for r in results if r.applied]
             else:
                 moved = []
@@ -277,6 +281,7 @@ def _refused(
         except LostRace as exc:
             return WithdrawOutcome("skipped", str(exc))
         followups = owe_notification(rt, session, document_id, results, reason=reason, now=now)
+        followups += owe_after_issuance(rt, session, after, now=now)
         final = [r for r in results if r.applied]
     status = final[-1].to_status.value if final else DocumentStatus.withdrawing.value
     return WithdrawOutcome(status, reason, followups)

@@ -652,6 +652,17 @@
       h("dd", { class: "mono" }, `${view.total_amount || "—"} / ${view.total_incl_tax || "—"} / ${view.issued_amount || "—"}`),
       h("dt", {}, t("doc.attempt")), h("dd", {}, view.push_attempt ?? "—"),
       h("dt", {}, t("docs.revision")), h("dd", {}, view.revision));
+    // Red-letter (红冲) links: the original of a red document, the red documents of an original.
+    if (view.original) {
+      facts.append(h("dt", {}, t("doc.original")), h("dd", { id: "doc-original" },
+        billLink(view.original.bill_no, view.tenant, view.seller_tax_id), " ", badge(view.original.status)));
+    }
+    if ((view.red_documents || []).length) {
+      facts.append(h("dt", {}, t("doc.red_documents")), h("dd", { id: "doc-red-documents" },
+        ...view.red_documents.map((red) => h("span", { class: "red-doc" },
+          billLink(red.bill_no, view.tenant, view.seller_tax_id), " ", badge(red.status),
+          h("span", { class: "mono" }, ` ${red.total_amount || ""} `)))));
+    }
 
     const timeline = (view.timeline || []).map((entry) => h("tr", { class: `k-${entry.kind}` },
       h("td", { class: "small" }, when(entry.at)),
@@ -674,6 +685,7 @@
       h("td", { class: "mono" }, inv.invoice_code || ""),
       h("td", {}, inv.invoice_type || ""),
       h("td", {}, inv.issue_error_message ? `${inv.invoice_status || ""} ${inv.issue_error_message}` : inv.invoice_status || ""),
+      h("td", {}, standingText(inv)),
       h("td", {}, inv.invoice_date || ""),
       h("td", { class: "num mono" }, inv.include_tax_amount || inv.total_amount || ""),
       h("td", {}, Object.entries(inv.files || {}).map(([kind, url]) => h("a", {
@@ -693,10 +705,18 @@
       { class: "grid", id: "cloud-calls" }) : h("p", { class: "muted" }, t("common.none")),
       h("h2", {}, t("doc.invoices")),
       invoices.length ? table([t("col.invoice_num"), t("col.invoice_code"), t("col.invoice_type"),
-        t("col.invoice_status"), t("col.invoice_date"), t("col.amount"), t("doc.files")], invoices,
+        t("col.invoice_status"), t("col.standing"), t("col.invoice_date"), t("col.amount"), t("doc.files")], invoices,
       { class: "grid", id: "invoices" }) : h("p", { class: "muted" }, t("common.none")),
       h("h2", {}, t("doc.notifications")), notificationsBox);
     await renderDocumentNotifications(notificationsBox, view);
+  }
+
+  // After issuance: voided / (partly) reversed, with what is left to reverse.
+  function standingText(inv) {
+    if (inv.original_invoice_num) return t("standing.red_of", { num: inv.original_invoice_num });
+    if (!inv.standing || inv.standing === "normal") return "";
+    const left = inv.standing === "partially_reversed" && inv.can_red_amount ? ` (${inv.can_red_amount})` : "";
+    return t("standing." + inv.standing) + left;
   }
 
   function safeUrl(url) {
@@ -721,6 +741,8 @@
         return `${entry.style || ""} ${entry.state || ""} ${entry.error ? masked(entry.error) : ""}`;
       case "invoice":
         return `${entry.invoice_num || ""} ${entry.invoice_status || ""} ${entry.issue_error_message || ""}`;
+      case "invoice_standing":
+        return `${entry.invoice_num || ""} ${t("standing." + entry.standing)}`;
       default:
         return JSON.stringify(entry);
     }
@@ -804,6 +826,21 @@
 
   // ------------------------------------------------------------------ tenants
 
+  // Paused, or pushes held for credit quota: resume releases either.
+  function waits(tenant) {
+    return tenant.paused || Boolean(tenant.quota && tenant.quota.held);
+  }
+
+  // One line per seller: day / month surplus, a warning badge, the hold and until when.
+  function quotaCell(quota) {
+    if (!quota) return t("quota.unknown");
+    return h("div", {}, ...quota.sellers.map((seller) => h("div", { title: seller.hold_reason || "" },
+      `${seller.seller_tax_id}: ${seller.day_surplus ?? "?"} / ${seller.month_surplus ?? "?"} `,
+      seller.is_warning ? h("span", { class: "badge st-in_doubt" }, t("quota.warning")) : "",
+      seller.held ? h("span", { class: "badge st-failed" },
+        t("quota.held", { until: new Date(seller.held_until).toLocaleString() })) : "")));
+  }
+
   async function renderTenants(main) {
     const body = h("div");
     const reload = async () => {
@@ -817,10 +854,11 @@
           h("td", { class: "reason" }, tenant.paused_reason || ""),
           h("td", {}, tenant.token_health || ""),
           h("td", { class: "num" }, tenant.rate_limit_per_second ?? ""),
+          h("td", { class: "quota" }, quotaCell(tenant.quota)),
           h("td", {}, canAct() ? h("button", {
-            type: "button", class: tenant.paused ? "" : "danger", dataset: { action: tenant.paused ? "resume" : "pause" },
+            type: "button", class: waits(tenant) ? "" : "danger", dataset: { action: waits(tenant) ? "resume" : "pause" },
             onclick: () => {
-              const kind = tenant.paused ? "resume" : "pause";
+              const kind = waits(tenant) ? "resume" : "pause";
               confirmAction({
                 title: t(`dialog.${kind}`, { name: tenant.name }),
                 body: t(`dialog.${kind}_body`),
@@ -828,9 +866,9 @@
                 done: () => { flash(t(`done.${kind}`, { name: tenant.name })); return null; },
               });
             },
-          }, t(tenant.paused ? "tenants.resume" : "tenants.pause")) : "")));
+          }, t(waits(tenant) ? "tenants.resume" : "tenants.pause")) : "")));
         clear(body).append(table([t("col.name"), t("col.paused"), t("docs.reason"), t("col.token"),
-          t("col.rate"), ""], rows, { class: "grid", id: "tenants" }));
+          t("col.rate"), t("col.quota"), ""], rows, { class: "grid", id: "tenants" }));
       } catch (error) {
         failure(body, error);
       }
