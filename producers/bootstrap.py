@@ -106,6 +106,9 @@ class Components:
         return RedLetterGate(self.sessions, self.tenants, runtime_query(self.worker_runtime))
 
     def intake(self, actor: str = "erp") -> Intake:
+        from worker.coalesce import PushCoalescer
+
+        coalescer = PushCoalescer(self.redis) if self.redis is not None else None
         return Intake(
             self.sessions,
             self.tenants,
@@ -113,6 +116,7 @@ class Components:
             actor,
             self.settings.push.batch_size,
             red_letters=self.red_letters(),
+            coalescer=coalescer,
         )
 
     def close(self) -> None:

@@ -67,6 +67,7 @@ from store.lifecycle import RevisionConflict
 if TYPE_CHECKING:
     # Imported where used: importing producers loads no worker code (test_cli_servers).
     from producers.reversal import RedLetterGate
+    from worker.coalesce import PushCoalescer
     from worker.enqueue import Enqueuer
 
 __all__ = [
@@ -362,6 +363,8 @@ class Intake:
     actor: str = "erp"
     # Documents per fapiao.push_batch message (FAPIAO_PUSH__BATCH_SIZE).
     push_batch_size: int = PushSettings.model_fields["batch_size"].default
+    # Coalesces one-document pushes (worker.coalesce); None: every document sends its own.
+    coalescer: PushCoalescer | None = None
     # Red bills (invoiceProperty 1) are linked to their original and checked against what the
     # cloud says may still be reversed (producers.reversal); None: taken as they are.
     red_letters: RedLetterGate | None = None
@@ -498,8 +501,9 @@ class Intake:
     def enqueue_pushes(self, results: Sequence[SubmitResult]) -> int:
         """Owe a push for every result that needs one (after the commit): one batch of
         ``fapiao.push_batch`` messages of up to ``push_batch_size`` documents (a lone document
-        is a ``fapiao.push``). Returns how many messages the broker took; a failure is logged
-        and left to the sweeper."""
+        is a ``fapiao.push``, not sent when the ``coalescer`` says one of its tenant is
+        waiting). Returns how many messages the broker took; a failure is logged and left to
+        the sweeper."""
         owed = [
             (result.document_id, result.bill_no or "", result.tenant)
             for result in results
@@ -509,6 +513,8 @@ class Intake:
             return 0
         from worker.enqueue import push_messages
 
+        if len(owed) == 1 and self.coalescer is not None and not self.coalescer.owe(owed[0][2]):
+            return 0  # a push of this tenant is waiting and gathers this draft
         return self.enqueuer.send(push_messages(owed, self.push_batch_size))
 
     def _sessions(self) -> sessionmaker[Session]:

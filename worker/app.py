@@ -13,6 +13,8 @@ Configuration (why each knob is set; docs/STACK.md has the measurements)
 | ``worker_disable_rate_limits``  | true                        | per-tenant limits live in    |
 |                                 |                             | Redis (``worker.ratelimit``);|
 |                                 |                             | saves Celery's per-task check|
+| ``broker_transport``            | ``worker.broker`` for       | kombu's Redis transport      |
+|                                 | ``redis(s)://``             | without a client per publish |
 | ``broker_transport_options``    | explicit visibility timeout;| a dead worker's unacked      |
 |                                 | restore interval 2 s,       | messages come back within    |
 |                                 | throttle 1 (settings)       | seconds, not ~100 s          |
@@ -65,7 +67,7 @@ from kombu.entity import Exchange, Queue
 from kombu.utils.url import maybe_sanitize_url
 
 from schemas.settings import Settings
-from worker import queues
+from worker import broker, queues
 from worker.runtime import policy_from_settings
 
 if TYPE_CHECKING:
@@ -156,8 +158,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     policy = policy_from_settings(settings)
     visibility = settings.broker.visibility_timeout_seconds
     soft_limit = min(max(policy.push_lease.total_seconds(), 60.0), visibility / 2 - 15)
+    scheme = settings.broker_url.partition("://")[0].lower()
     return {
         "broker_url": settings.broker_url,
+        # kombu's Redis transport, one client per channel (worker.broker); None: kombu's.
+        "broker_transport": broker.TRANSPORT if scheme in ("redis", "rediss") else None,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             "visibility_timeout": visibility,

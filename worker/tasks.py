@@ -211,6 +211,24 @@ def _one(kwargs: Mapping[str, Any], id_key: str, status: str, detail: str) -> Su
     return outcome_summary([(_label(kwargs, id_key), status, detail)])
 
 
+def _pushed(
+    kw: Mapping[str, Any], bill_nos: list[Any], outcomes: list[Any], own_status: str = ""
+) -> Handled:
+    """The ``Handled`` of a push task: the batch's ids first, then the drafts it gathered."""
+    ids = [int(i) for i in kw.get("document_ids") or [kw["document_id"]]]
+    labels = [
+        str(bill_nos[i]) if i < len(bill_nos) and bill_nos[i] else f"document {doc}"
+        for i, doc in enumerate(ids)
+    ] + [out.bill_no or f"document {out.document_id}" for out in outcomes[len(ids) :]]
+    counts = Counter(out.status for out in outcomes)
+    status = " ".join(f"{state}={n}" for state, n in sorted(counts.items()))
+    summary = outcome_summary(
+        (label, out.status, out.detail) for label, out in zip(labels, outcomes, strict=True)
+    )
+    followups = [f for out in outcomes for f in out.followups]
+    return Handled(own_status or status, followups, summary)
+
+
 def _handlers() -> dict[str, Handler]:
     from worker.services.in_doubt import resolve_in_doubt
     from worker.services.notify import notify_erp
@@ -223,23 +241,17 @@ def _handlers() -> dict[str, Handler]:
     from worker.services.withdraw import withdraw_document
 
     def push(rt: Runtime, kw: Mapping[str, Any]) -> Handled:
-        [out] = push_documents(rt, [int(kw["document_id"])])
-        return Handled(out.status, out.followups, _one(kw, "document_id", out.status, out.detail))
+        # Gathers other due drafts of its tenant (push_documents): one task, one batch.
+        out, *others = push_documents(rt, [int(kw["document_id"])], gather=True)
+        if not others:
+            summary = _one(kw, "document_id", out.status, out.detail)
+            return Handled(out.status, out.followups, summary)
+        return _pushed(kw, [kw.get("bill_no") or ""], [out, *others], own_status=out.status)
 
     def push_batch(rt: Runtime, kw: Mapping[str, Any]) -> Handled:
         ids = [int(i) for i in kw["document_ids"]]
-        outcomes = push_documents(rt, ids)
-        counts = Counter(out.status for out in outcomes)
-        status = " ".join(f"{state}={n}" for state, n in sorted(counts.items()))
-        bill_nos = list(kw.get("bill_nos") or [])
-        labels = [
-            str(bill_nos[i]) if i < len(bill_nos) and bill_nos[i] else f"document {doc}"
-            for i, doc in enumerate(ids)
-        ]
-        summary = outcome_summary(
-            (label, out.status, out.detail) for label, out in zip(labels, outcomes, strict=True)
-        )
-        return Handled(status, [f for out in outcomes for f in out.followups], summary)
+        outcomes = push_documents(rt, ids, gather=True)
+        return _pushed(kw, list(kw.get("bill_nos") or []), outcomes)
 
     def resolve(rt: Runtime, kw: Mapping[str, Any]) -> Handled:
         out = resolve_in_doubt(rt, int(kw["document_id"]))

@@ -2,7 +2,9 @@
 
 ``push_documents(rt, document_ids)`` is the one push: task ``fapiao.push`` runs it for one id
 (a batch of one), ``fapiao.push_batch`` for up to ``push.batch_size``. Every document gets
-the outcome below; the fixed costs are paid once per batch.
+the outcome below; the fixed costs are paid once per batch. Both tasks *gather*: the batch is
+filled up to ``push.batch_size`` with other due drafts of its tenants (``_gather``), so a
+stream of one-document requests is pushed in a few batches, not one task per document.
 
 Steps, per document
 
@@ -90,7 +92,7 @@ import logging
 import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from time import monotonic
@@ -113,6 +115,7 @@ from store.models import CloudCall, Document, DocumentEvent
 from store.quota import QuotaGate, hold_documents
 from store.states import DocumentStatus, Event, EventOutcome
 from worker import queues
+from worker.coalesce import PushCoalescer
 from worker.kingdee import (
     PENDING_OUTCOME,
     CallContext,
@@ -144,6 +147,9 @@ class PushOutcome:
     status: str  # skipped / paused / the document's new state
     detail: str = ""
     followups: list[Followup] = field(default_factory=list)
+    # Set on the outcomes of gathered documents (``gather``), which have no id in the call.
+    document_id: int | None = None
+    bill_no: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,20 +175,44 @@ class _Pending:
     prewritten: PrewrittenPush | None = None  # its BILL.PUSH ledger row, written at claim
 
 
-def push_documents(rt: Runtime, document_ids: Sequence[int]) -> list[PushOutcome]:
+def push_documents(
+    rt: Runtime, document_ids: Sequence[int], *, gather: bool = False
+) -> list[PushOutcome]:
     """Push each of ``document_ids`` once (module docstring); one id is a batch of one.
 
     One ``PushOutcome`` per id, in order. An id listed twice is pushed once (the copy is
-    skipped).
+    skipped). With ``gather`` (the tasks), the batch is filled up to ``push.batch_size``
+    with other due drafts of the same tenants (``_gather``); their outcomes follow, each
+    naming its ``document_id`` and ``bill_no``.
     """
     outcomes: list[PushOutcome | None] = [None] * len(document_ids)
+    gathering = _Gathering() if gather else None
     started = monotonic()
-    calls, deadline, ledger = _claim(rt, document_ids, outcomes, started)
+    calls, deadline, ledger = _claim(rt, document_ids, outcomes, started, gathering=gathering)
     answers = _call_all(rt, calls, deadline=deadline, ledger=ledger)
     ledger.flush()  # the calls' ledger rows completed before their answers are applied
     _apply_answers(rt, calls, answers, outcomes)
     assert all(outcome is not None for outcome in outcomes)
-    return [outcome for outcome in outcomes if outcome is not None]
+    done = [outcome for outcome in outcomes if outcome is not None]
+    if gathering is None:
+        return done
+    given = len(document_ids)
+    for offset, (document_id, bill_no) in enumerate(gathering.gathered):
+        done[given + offset] = replace(
+            done[given + offset], document_id=document_id, bill_no=bill_no
+        )
+    if gathering.followups and done:
+        done[0] = replace(done[0], followups=done[0].followups + gathering.followups)
+    return done
+
+
+@dataclass(slots=True)
+class _Gathering:
+    """What ``_gather`` needs from step 1 and leaves for the caller."""
+
+    paused: dict[str, bool] = field(default_factory=dict)  # by tenant, read once
+    gathered: list[tuple[int, str]] = field(default_factory=list)  # (id, bill_no)
+    followups: list[Followup] = field(default_factory=list)  # the next batch's push
 
 
 def _lease(push_lease: float, sendable: int, concurrency: int) -> float:
@@ -197,15 +227,22 @@ def _claim(
     document_ids: Sequence[int],
     outcomes: list[PushOutcome | None],
     started: float,
+    *,
+    gathering: _Gathering | None = None,
 ) -> tuple[list[_Pending], float, PushBatchLedger]:
     """Step 1 in one transaction: the documents to call for, the monotonic time after
     which a call may no longer start, and the calls' ledger (their ``pending`` rows written
     in this transaction: committed before any request leaves). Fills ``outcomes`` of the
-    others."""
+    others (with ``gathering``: the gathered documents' slots are appended to ``outcomes``,
+    their ids and bill numbers to ``gathering.gathered``)."""
     push_lease = rt.policy.push_lease.total_seconds()
     calls: list[_Pending] = []
     with unit_of_work(rt.sessions) as session:
-        candidates = _candidates(rt, session, document_ids, outcomes)
+        ids = list(document_ids)
+        if gathering is not None:
+            ids += _gather(rt, session, document_ids, gathering)
+            outcomes.extend([None] * (len(ids) - len(document_ids)))
+        candidates = _candidates(rt, session, ids, outcomes, gathering=gathering)
         sendable = sum(1 for c in candidates if c.problem is None)
         lease_seconds = _lease(push_lease, sendable, rt.settings.push.batch_concurrency)
         claims = claim_many_for_push(
@@ -251,6 +288,7 @@ def _candidates(
     session: Session,
     document_ids: Sequence[int],
     outcomes: list[PushOutcome | None],
+    gathering: _Gathering | None = None,
 ) -> list[_Pending]:
     """Steps 1–3 for every id (one SELECT; tenant pauses read once per tenant): the drafts
     to claim, each with its bill or the reason it has none. Fills ``outcomes`` of the rest."""
@@ -269,7 +307,7 @@ def _candidates(
             ).where(Document.id.in_(sorted(set(document_ids))))
         )
     }
-    paused: dict[str, bool] = {}
+    paused: dict[str, bool] = {} if gathering is None else gathering.paused
     candidates: list[_Pending] = []
     amounts: dict[int, tuple[str, Decimal | None]] = {}
     seen: set[int] = set()
@@ -332,6 +370,72 @@ def _quota_gate(
         log.info("push held for quota", extra={"document_ids": ids, "until": until.isoformat()})
     gate.write_holds()
     return admitted
+
+
+def _gather(
+    rt: Runtime, session: Session, document_ids: Sequence[int], gathering: _Gathering
+) -> list[int]:
+    """Other waiting drafts of the batch's tenants, to fill it up to ``push.batch_size``
+    (step 1 then reads them with the batch's own documents, as one batch).
+
+    Under a stream of one-document requests the first task to run claims whatever else is
+    waiting of its tenant, so the worker runs a few batches instead of one task per
+    document; the intake sends a tenant's next ``fapiao.push`` only once this task has
+    released the tenant's key (``worker.coalesce``, which says why no draft is left
+    behind), and the gathered drafts' own messages, if any, find them claimed. When the
+    batch is full, a ``fapiao.push`` for the next waiting draft goes out after the commit.
+
+    Gathered: the tenants of every document read (its own may be claimed already), known
+    and not paused; oldest first; drafts never pushed or whose retry is due (a retry waits
+    its backoff; a never-pushed draft counts even when the sweeper re-sent its message and
+    moved ``next_attempt_at`` on, else a backlog's oldest drafts would be passed over; not
+    one that carries a reason to wait, ``last_error_code``, until it is due).
+    ``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite serialises writers) passes over drafts
+    another worker's claim holds right now; the claim's compare-and-set decides either way.
+    """
+    room = rt.settings.push.batch_size - len(document_ids)
+    if room <= 0:
+        return []
+    tenants: list[str] = []
+    names = session.execute(
+        select(Document.tenant).where(Document.id.in_(sorted(set(document_ids)))).distinct()
+    ).scalars()
+    for name in sorted(names):
+        known = rt.tenant(name)
+        if known is None:
+            continue
+        if name not in gathering.paused:
+            gathering.paused[name] = is_tenant_paused(rt, session, known)
+        if not gathering.paused[name]:
+            tenants.append(name)
+    if not tenants:
+        return []
+    PushCoalescer(rt.redis).release(tenants)  # before the read (worker.coalesce)
+    due = list(
+        session.execute(
+            select(Document.id, Document.bill_no, Document.tenant)
+            .where(
+                Document.status == DocumentStatus.draft.value,
+                Document.tenant.in_(tenants),
+                or_(
+                    Document.next_attempt_at <= rt.clock(),
+                    # Never pushed and no reason recorded to wait (a hold sets one): only the
+                    # sweeper's re-send moved next_attempt_at on.
+                    and_(Document.push_attempt == 0, Document.last_error_code.is_(None)),
+                ),
+                Document.id.not_in(sorted(set(document_ids))),
+            )
+            .order_by(Document.id)
+            .limit(room + 1)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if len(due) > room:
+        after = due.pop()
+        kwargs = {"document_id": after.id, "bill_no": after.bill_no, "tenant": after.tenant}
+        gathering.followups.append(Followup(queues.PUSH, kwargs))
+    gathering.gathered.extend((row.id, row.bill_no) for row in due)
+    return [row.id for row in due]
 
 
 def _apply_answers(
