@@ -44,7 +44,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from sqlalchemy import exists, func, literal, or_, select, union
+from sqlalchemy import CompoundSelect, exists, func, literal, or_, select, union
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
@@ -345,16 +345,22 @@ def coverings(session: Session, document_id: int) -> list[Covering]:
     return [Covering(invoice, 1 + int(others_count)) for invoice, others_count in rows]
 
 
-def bills_covered(session: Session, invoice_ids: Sequence[int]) -> dict[int, list[str]]:
-    """invoice id → the bill numbers of every document it covers (sorted)."""
-    if not invoice_ids:
-        return {}
+def _covering_pairs(invoice_ids: Sequence[int]) -> CompoundSelect[int, int]:
+    """(invoice_id, document_id) of every document each invoice covers: its first one and the
+    linked ones (``invoice_documents``)."""
     ids = list(invoice_ids)
     first = select(Invoice.id.label("invoice_id"), Invoice.document_id).where(Invoice.id.in_(ids))
     links = select(InvoiceDocument.invoice_id, InvoiceDocument.document_id).where(
         InvoiceDocument.invoice_id.in_(ids)
     )
-    pairs = union(first, links).subquery()
+    return union(first, links)
+
+
+def bills_covered(session: Session, invoice_ids: Sequence[int]) -> dict[int, list[str]]:
+    """invoice id → the bill numbers of every document it covers (sorted)."""
+    if not invoice_ids:
+        return {}
+    pairs = _covering_pairs(invoice_ids).subquery()
     rows = session.execute(
         select(pairs.c.invoice_id, Document.bill_no).join(
             Document, Document.id == pairs.c.document_id
@@ -717,12 +723,7 @@ def documents_covering(session: Session, invoice_ids: Sequence[int]) -> dict[int
     """invoice id → the ids of every document it covers (its first one and linked ones)."""
     if not invoice_ids:
         return {}
-    ids = list(invoice_ids)
-    first = select(Invoice.id.label("invoice_id"), Invoice.document_id).where(Invoice.id.in_(ids))
-    links = select(InvoiceDocument.invoice_id, InvoiceDocument.document_id).where(
-        InvoiceDocument.invoice_id.in_(ids)
-    )
     covering: dict[int, list[int]] = {}
-    for invoice_id, document_id in session.execute(union(first, links)).all():
+    for invoice_id, document_id in session.execute(_covering_pairs(invoice_ids)).all():
         covering.setdefault(int(invoice_id), []).append(int(document_id))
     return {key: sorted(set(value)) for key, value in covering.items()}
