@@ -7,6 +7,9 @@ console account, runs the demo's sample documents to their states (invoiced, rej
 withdrawn), pauses one tenant and submits two more documents to it (they wait in draft), then
 logs in with Chromium (/usr/bin/chromium; ``scripts/ensure-test-tools.sh`` installs it) and
 saves the overview, the document list and a rejected document, in Chinese and in English.
+After issuance it also has the cloud's clerk void one invoiced document (it becomes
+``reversed``), reverses another through the bridge (红冲: a linked red document), and saves
+those two documents and the tenants page (credit quota per seller).
 Chinese text needs a CJK font (Debian: fonts-wqy-microhei or fonts-noto-cjk).
 """
 
@@ -20,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,8 @@ OPERATOR = "zhangmin"
 REJECTED_BILL = "XS20250721-0015"  # demo/samples/refused-by-cloud.json
 PAUSED_TENANT = "south"
 WAITING_SAMPLE = "026-electronic-normal-discount.json"  # a seller of the south tenant
+VOIDED_BILL = "XS20250718-0042"  # demo/samples/007-paper-normal.json
+REVERSED_BILL = "QHSZ-2025-0930-88"  # demo/samples/028-electronic-special.json (专票)
 
 
 def _with_console_account(password: str) -> None:
@@ -65,6 +71,32 @@ def _documents_waiting_on_a_paused_tenant(api: httpx.Client) -> None:
         bill = copy.deepcopy(template)
         bill["billNo"] = f"{template['billNo']}-{suffix}"
         api.post("/v1/documents", json=bill).raise_for_status()
+
+
+def _wait_for(api: httpx.Client, bill_no: str, wanted: set[str], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        status = api.get(f"/v1/documents/{bill_no}").json().get("status")
+        if status in wanted:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"{bill_no} is {status}, not {sorted(wanted)}, after {timeout:.0f} s")
+
+
+def _after_issuance(api: httpx.Client, simulator_url: str) -> None:
+    """A clerk's 作废 in the cloud, and a 红冲 requested through the bridge."""
+    with httpx.Client(base_url=simulator_url, timeout=30.0) as sim:
+        sim.post(f"/_sim/bills/{VOIDED_BILL}/void", json={"wait": True}).raise_for_status()
+    _wait_for(api, VOIDED_BILL, {"reversed"})
+    answer = api.post(
+        f"/v1/documents/{REVERSED_BILL}/reverse",
+        json={"redReason": "1", "redInfoBillNo": "4403012025120600", "reason": "客户退货"},
+    )
+    answer.raise_for_status()
+    for red in answer.json()["red_documents"]:
+        _wait_for(api, red["bill_no"], {"invoiced"})
+    _wait_for(api, REVERSED_BILL, {"reversed"})
 
 
 def _shoot(page: Page, url: str, path: Path) -> None:
@@ -100,6 +132,7 @@ def main() -> int:
             headers={"Authorization": f"Bearer {stack.api_key}"},
             timeout=30.0,
         ) as api:
+            _after_issuance(api, stack.simulator_url)
             _documents_waiting_on_a_paused_tenant(api)
 
         with sync_playwright() as driver:
@@ -118,6 +151,9 @@ def main() -> int:
                     f"overview-{lang}.png": f"{base}#/overview",
                     f"documents-{lang}.png": f"{base}#/documents",
                     f"document-{lang}.png": f"{base}#/documents/{REJECTED_BILL}",
+                    f"voided-{lang}.png": f"{base}#/documents/{VOIDED_BILL}",
+                    f"red-letter-{lang}.png": f"{base}#/documents/{REVERSED_BILL}",
+                    f"tenants-{lang}.png": f"{base}#/tenants",
                 }
                 for name, url in shots.items():
                     page.goto("about:blank")
