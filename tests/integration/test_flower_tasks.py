@@ -160,14 +160,11 @@ def test_flower_finds_rejected_documents_by_bill_number_and_says_why(
     worker: Path,
 ) -> None:
     refuse(sim, {"FLW-1": "-10007", "FLW-B-1": "-10007"})
-    single = store_bill(session_factory, "demo", make_bill("FLW-1", DEMO_SELLER))
-    batch = [
-        (store_bill(session_factory, "demo", make_bill(f"FLW-B-{i}", DEMO_SELLER)), f"FLW-B-{i}")
-        for i in range(3)
-    ]
     enqueuer = CeleryEnqueuer(app)
+    # One document waits alone: a push task fills its batch with every waiting draft of its
+    # tenant, so the batch's documents are stored only once this push is done.
+    single = store_bill(session_factory, "demo", make_bill("FLW-1", DEMO_SELLER))
     assert enqueuer.send([push_message(single, "FLW-1", "demo")]) == 1
-    assert enqueuer.send(push_messages([(d, b, "demo") for d, b in batch], 3)) == 1
 
     # One push, found by its bill number as an exact keyword match.
     (task,) = wait_until(lambda: flower.finished(search="kwargs:bill_no=FLW-1"), timeout=90)
@@ -181,6 +178,12 @@ def test_flower_finds_rejected_documents_by_bill_number_and_says_why(
     assert result == {"rejected": {"FLW-1": last_error_reason(result, "FLW-1")}}
     assert "-10007" in result["rejected"]["FLW-1"]
     assert last_error(session_factory, single) in result["rejected"]["FLW-1"]
+
+    batch = [
+        (store_bill(session_factory, "demo", make_bill(f"FLW-B-{i}", DEMO_SELLER)), f"FLW-B-{i}")
+        for i in range(3)
+    ]
+    assert enqueuer.send(push_messages([(d, b, "demo") for d, b in batch], 3)) == 1
 
     # The batch, found by one of its bill numbers (a substring of its kwargs).
     (batch_task,) = wait_until(lambda: flower.finished(search="FLW-B-1"), timeout=90)
