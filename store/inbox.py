@@ -23,7 +23,8 @@ or orphans those). No SELECT, no UPDATE after it: one round trip.
 
 The statements are built once per dialect and shape (how many bills, which with a seller)
 and executed with parameters: building and cache-keying an INSERT costs more CPU than
-PostgreSQL spends running it.
+PostgreSQL spends running it. `settle_callback`'s UPDATE is prebuilt too (the ORM UPDATE, built
+per call, only when the row is loaded in the session: it also updates the loaded object).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from store.columns import utcnow
 from store.models import CallbackInbox, Document
@@ -170,6 +172,20 @@ def receive_callback(
     return Received(int(existing), duplicate=True)
 
 
+def _settle_statement(*, linked: bool) -> Any:
+    columns = ("state", "processed_at", "error", *(("document_id",) if linked else ()))
+    return (
+        update(_INBOX)
+        .where(_INBOX.c.id == bindparam("inbox_id", type_=_INBOX.c.id.type))
+        .values({name: bindparam(name, type_=_INBOX.c[name].type) for name in columns})
+    )
+
+
+# Built once: every reconciled callback settles its row.
+_SETTLE: Final = _settle_statement(linked=False)
+_SETTLE_LINKED: Final = _settle_statement(linked=True)
+
+
 def settle_callback(
     session: Session,
     inbox_id: int,
@@ -186,10 +202,18 @@ def settle_callback(
     values: dict[str, Any] = {"state": state.value, "processed_at": now or utcnow(), "error": error}
     if document_id is not None:
         values["document_id"] = document_id
-    # One UPDATE (no SELECT first); rows of this session's identity map are updated too.
-    settled = session.execute(
-        update(CallbackInbox).where(CallbackInbox.id == inbox_id).values(**values)
-    )
+    # One UPDATE (no SELECT first).
+    if session.identity_map.get(identity_key(CallbackInbox, inbox_id)) is not None:
+        # The row is loaded in this session: the ORM UPDATE also updates the loaded object.
+        settled = session.execute(
+            update(CallbackInbox).where(CallbackInbox.id == inbox_id).values(**values)
+        )
+    else:
+        # Prebuilt; pending changes flushed first, as the ORM UPDATE's autoflush would.
+        if session.autoflush:
+            session.flush()
+        statement = _SETTLE if document_id is None else _SETTLE_LINKED
+        settled = session.execute(statement, {"inbox_id": inbox_id, **values})
     if settled.rowcount != 1:  # type: ignore[attr-defined]
         raise LookupError(f"callback inbox row #{inbox_id} does not exist")
 

@@ -370,6 +370,7 @@ def transition(
     reason: str | None = None,
     changes: Mapping[str, Any] | None = None,
     now: datetime | None = None,
+    current: Document | None = None,
 ) -> TransitionResult:
     """Apply `event` to a document (module docstring). Does not commit.
 
@@ -377,13 +378,24 @@ def transition(
     `last_error_message`, `next_poll_at`, `issued_amount`); identity columns, `status`,
     `version` and `push_attempt` are refused. Raises TransitionNotAllowed, LostRace,
     DocumentNotFound; `claim` and `resubmit` are a ValueError (their own entry points).
+
+    `current`: the document as the caller's transaction has just read it (loaded with
+    ``populate_existing``, nothing written to it since but by the lifecycle's writers, which
+    expire it): its status, version and attempt are used instead of reading the row again. The
+    compare-and-set UPDATE is the same, so a document moved meanwhile still loses the race.
     """
     event = Event(event)
     changes = _checked_changes(changes)
     now = now or utcnow()
-    row = session.execute(_READ, {"document_id": document_id}).one_or_none()
-    if row is None:
-        raise DocumentNotFound(document_id)
+    row: Any
+    if current is None:
+        row = session.execute(_READ, {"document_id": document_id}).one_or_none()
+        if row is None:
+            raise DocumentNotFound(document_id)
+    elif current.id != document_id:
+        raise ValueError(f"current is document #{current.id}, not #{document_id}")
+    else:
+        row = current
     known = {"tenant": row.tenant, "created_at": row.created_at}
     status = DocumentStatus(row.status)
     version: int = row.version

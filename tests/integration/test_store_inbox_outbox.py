@@ -74,6 +74,27 @@ def test_settling_a_callback(
         assert (row.state, row.document_id, row.processed_at) == ("processed", document.id, NOW)
 
 
+def test_settling_a_loaded_callback_row_updates_it_in_place(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with session_factory() as session:
+        inbox_id = receive_callback(session, dedupe_key="b", raw_body=b"{}").inbox_id
+        other = receive_callback(session, dedupe_key="c", raw_body=b"{}").inbox_id
+        session.commit()
+        loaded = session.get(CallbackInbox, inbox_id)
+        assert loaded is not None and loaded.state == "received"
+        settle_callback(session, inbox_id, "orphan", error="no document", now=NOW)
+        # Without a refresh: the loaded object shows the settled row.
+        assert (loaded.state, loaded.error, loaded.processed_at) == ("orphan", "no document", NOW)
+        settle_callback(session, other, "failed", error="unusable", now=NOW)
+        with pytest.raises(LookupError):
+            settle_callback(session, 10**9, "failed", now=NOW)
+        session.commit()
+        row = session.get(CallbackInbox, other)
+        assert row is not None
+        assert (row.state, row.document_id, row.error) == ("failed", None, "unusable")
+
+
 def test_outbox_delivery_retry_and_parking(
     session_factory: sessionmaker[Session], make_document: MakeDocument
 ) -> None:

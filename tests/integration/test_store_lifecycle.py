@@ -278,6 +278,62 @@ def test_a_write_between_read_and_update_makes_the_transition_lose_though_the_st
     assert events_of(session_factory, document.id) == []
 
 
+def test_a_transition_given_the_document_just_read_does_not_read_it_again(
+    session_factory: sessionmaker[Session], make_document: MakeDocument
+) -> None:
+    document = make_document("pushed", version=1)
+    with session_factory() as session:
+        loaded = session.get(Document, document.id, populate_existing=True)
+        assert loaded is not None
+        execute = session.execute
+        statements: list[Any] = []
+
+        def counting(statement: Any, *args: Any, **kwargs: Any) -> Any:
+            statements.append(statement)
+            return execute(statement, *args, **kwargs)
+
+        session.execute = counting  # type: ignore[method-assign]
+        result = transition(session, document.id, Event.issued_all, actor="worker", current=loaded)
+        session.commit()
+    assert (result.outcome, result.version, result.to_status) == ("applied", 2, "invoiced")
+    assert isinstance(statements[0], Update) and len(statements) == 2  # UPDATE, event INSERT
+    after = reload(session_factory, document.id)
+    assert (after.status, after.version) == ("invoiced", 2)
+    assert [event.event for event in events_of(session_factory, document.id)] == ["issued_all"]
+
+
+def test_a_transition_given_the_document_read_before_a_rival_write_still_loses(
+    session_factory: sessionmaker[Session],
+    make_document: MakeDocument,
+    db_backend: str,
+) -> None:
+    # ``current`` skips the read, not the compare-and-set: the version condition decides.
+    document = make_document("pushed", version=1)
+    with session_factory() as session:
+        loaded = session.get(Document, document.id, populate_existing=True)
+        assert loaded is not None
+        if db_backend == "postgresql":
+            with session_factory() as rival:  # another connection, committed
+                assert update_fields(rival, document.id, {"last_error_code": "late"}) == 2
+                rival.commit()
+        else:  # SQLite serialises writers: a Core write in our own transaction, not expired
+            session.execute(
+                update(Document)
+                .where(Document.id == document.id)
+                .values(version=2, last_error_code="late")
+                .execution_options(synchronize_session=False)
+            )
+        assert loaded.version == 1  # the caller's copy is the one from before the write
+        with pytest.raises(LostRace) as caught:
+            transition(session, document.id, Event.issued_all, actor="worker", current=loaded)
+        session.commit()
+    assert (caught.value.expected_status, caught.value.expected_version) == ("pushed", 1)
+    assert (caught.value.actual_status, caught.value.actual_version) == ("pushed", 2)
+    after = reload(session_factory, document.id)
+    assert (after.status, after.version, after.last_error_code) == ("pushed", 2, "late")
+    assert events_of(session_factory, document.id) == []
+
+
 def test_entering_states_sets_their_due_columns(
     session_factory: sessionmaker[Session], make_document: MakeDocument
 ) -> None:

@@ -365,11 +365,14 @@ def apply_invoices(
     items: Sequence[InvoiceItem],
     *,
     reason: str,
+    just_read: bool = False,
 ) -> tuple[list[TransitionResult], InvoiceVerdict]:
     """Upsert ``items`` and apply the verdict's event (if the document's state allows it).
 
     Returns the transitions made (for ERP notifications) and the verdict. Runs in the
     caller's transaction; raises ``LostRace`` when the document moved meanwhile.
+    ``just_read``: ``document`` was read by this transaction (``populate_existing``), so the
+    transition need not read it again (``transition(current=…)``).
     """
     now = rt.clock()
     standing: list[StandingChange] = []
@@ -378,7 +381,9 @@ def apply_invoices(
     verdict = verdict_for(document, covering, unrecorded_pending=unrecorded)
     # Read before the transition expires the loaded document (no second SELECT).
     owner = _Owner(document.bill_no, document.tenant, document.seller_tax_id)
-    results, verdict = _apply_verdict(rt, session, document, verdict, reason=reason, now=now)
+    results, verdict = _apply_verdict(
+        rt, session, document, verdict, reason=reason, now=now, just_read=just_read
+    )
     after = _after_issuance(rt, session, owner, items, standing, reason=reason, now=now)
     if after:
         verdict = replace(verdict, after=after)
@@ -393,6 +398,7 @@ def _apply_verdict(
     *,
     reason: str,
     now: dt.datetime,
+    just_read: bool = False,
 ) -> tuple[list[TransitionResult], InvoiceVerdict]:
     status = DocumentStatus(document.status)
     results: list[TransitionResult] = []
@@ -445,6 +451,7 @@ def _apply_verdict(
         reason=detail,
         changes=changes,
         now=now,
+        current=document if just_read else None,
     )
     if not result.applied and changes:
         update_fields(session, document.id, changes, now=now)

@@ -363,7 +363,8 @@ def _apply_invoice_callback(
     was marked ``processed`` in the same transaction as the transition.
 
     ``found`` is the document as read by the caller's transaction (not re-read before the
-    confirming query: the transition below re-reads it and is compare-and-set).
+    confirming query: the transaction below reads it once, ``populate_existing``, and its
+    transition uses that read and is compare-and-set).
     """
     status = DocumentStatus(found.status)
     tenant = rt.tenant(found.tenant)
@@ -436,7 +437,9 @@ def _confirm_and_apply(
                 # Recorded with the transition it came with (lower only: store.quota); before
                 # the invoices, so an issuance refused for quota has the last word.
                 observe_biz_control(rt, session, tenant.name, seller, parsed.bizControl)
-            more, verdict = apply_invoices(rt, session, document, items, reason=source)
+            more, verdict = apply_invoices(
+                rt, session, document, items, reason=source, just_read=True
+            )
         except LostRace as exc:
             raise _Defer(str(exc)) from exc
         results += more
