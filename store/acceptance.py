@@ -61,7 +61,8 @@ prepares them once per connection.
 Races: an old revision whose UPDATE matched no row (a concurrent submission superseded it) and
 an INSERT that hit the unique index (a concurrent submission created the bill; the SAVEPOINT
 is rolled back, nothing of this round remains) send those bills back to be judged against
-what is current now, up to three times; then `LostRace` (or the IntegrityError) is raised.
+what is current now, up to three times; then `LostRace` (or the IntegrityError) is raised. The
+optimistic INSERT needs no such retry: a row it skips is simply judged.
 """
 
 from __future__ import annotations
