@@ -312,3 +312,39 @@ def test_a_wrong_base_url_is_named_whatever_the_call() -> None:
     assert "base_url" in caught.value.reason
     reason = config_reason("acme", "BILL.PUSH", http_status=404, error_code=None, message="")
     assert "base_url" in reason
+
+
+def test_every_request_url_is_what_httpx_builds_from_url_and_params() -> None:
+    """The client keeps the parsed URL per path and token: what is sent stays byte for byte
+    what ``post(url, params={"access_token": …})`` sends, and follows a new token at once."""
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(str(request.url))
+        if request.url.path.endswith("getAppToken.do"):
+            return httpx.Response(200, json=token_success_body("app_token", "app-tok", 10**13))
+        if request.url.path.endswith("login.do"):
+            return httpx.Response(200, json=token_success_body("access_token", "a+b/c=", 10**13))
+        return envelope(True, "0", "ok", [])
+
+    client, _ = client_for(handler)
+    fetch_access_token(client)
+    for token in ("tok-1", "tok-1", "a+b/c= x", "tok-1"):
+        client.query("B-1", "91310000MA1FL0001X", access_token=token, context=CallContext())
+        client.push(BILL, access_token=token, context=CallContext())
+    expected_http = httpx.Client()
+    try:
+
+        def built(path: str, token: str | None) -> str:
+            params = {} if token is None else {"access_token": token}
+            url = TENANT.url_for(path)
+            return str(expected_http.build_request("POST", url, params=params).url)
+
+        openapi = "/kapi/app/sim/openApi"
+        expected = [built("/api/getAppToken.do", None), built("/api/login.do", None)]
+        for token in ("tok-1", "tok-1", "a+b/c= x", "tok-1"):
+            expected += [built(openapi, token)] * 2
+    finally:
+        expected_http.close()
+    assert sent == expected
+    assert "access_token=a%2Bb%2Fc%3D+x" in sent[6]
