@@ -580,7 +580,7 @@ class HttpKingdeeClient:
                 answer.message,
             )
         try:
-            response = GatewayResponse.model_validate(answer.body)
+            response = GatewayResponse.read_exact(answer.body)  # parsed by ``loads_exact``
         except ValidationError as exc:
             return CloudResult(
                 interface,

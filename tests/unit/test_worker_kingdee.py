@@ -348,3 +348,34 @@ def test_every_request_url_is_what_httpx_builds_from_url_and_params() -> None:
         expected_http.close()
     assert sent == expected
     assert "access_token=a%2Bb%2Fc%3D+x" in sent[6]
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["base64", "plain-array"])
+def test_a_query_answer_is_read_once_with_exact_amounts(plain: bool) -> None:
+    """The client reads the answer with exact decimals once; reading its ``data`` again
+    (``query_results``) gives the same values without a second conversion walk."""
+    from schemas.kingdee import GatewayResponse, encode_data, query_results
+
+    item = {"billNo": "B-1", "invoiceNum": "0001", "totalAmount": "100.10", "extraMoney": 1}
+    data: Any = [{"billNo": "B-1", "invoiceList": [item]}]
+    raw = '{"success":true,"errorCode":"0","message":"ok","data":%s}' % (
+        '[{"billNo":"B-1","invoiceList":[{"billNo":"B-1","invoiceNum":"0001",'
+        '"totalAmount":100.10,"extraMoney":0.30}]}]'
+        if plain
+        else json.dumps(encode_data([{**data[0], "invoiceList": [{**item, "extraMoney": "x"}]}]))
+    )
+
+    client, _ = client_for(lambda request: httpx.Response(200, content=raw.encode()))
+    result = client.query("B-1", "91310000MA1FL0001X", access_token="t", context=CallContext())
+    assert result.outcome is OutcomeClass.ACCEPTED and result.response is not None
+    [bill] = query_results(result.response)
+    [invoice] = bill.invoiceList
+    assert invoice.totalAmount == Decimal("100.10")
+    if plain:
+        extra = invoice.model_extra or {}
+        assert extra["extraMoney"] == Decimal("0.30")
+        assert isinstance(extra["extraMoney"], Decimal)
+    # A response built from floats (not read by the client) is still converted exactly.
+    built = GatewayResponse.model_validate({"success": True, "data": [{"v": 0.1}]})
+    assert built.decoded_data() == [{"v": Decimal("0.1")}]
+    assert isinstance(built.decoded_data()[0]["v"], Decimal)
