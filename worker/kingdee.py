@@ -45,7 +45,8 @@ Secrets never reach logs: httpx's own request log (which prints URLs with the to
 silenced to WARNING when a client is built.
 
 Thread safety: a ``HttpKingdeeClient`` keeps no per-call state (the request, its requestId
-and the ledger entry live in the call's own frame); ``httpx.Client`` is thread-safe (its
+and the ledger entry live in the call's own frame; the parsed endpoint URLs it keeps are
+replaced whole, never changed); ``httpx.Client`` is thread-safe (its
 pool lends a connection to one request at a time), and so are the ledger
 (``worker.ledger.SqlCallLedger``: a pooled connection per write) and the rate gate
 (``worker.ratelimit.RedisRateGate``: one atomic script on a thread-safe Redis client). So
