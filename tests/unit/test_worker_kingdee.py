@@ -368,6 +368,7 @@ def test_a_query_answer_is_read_once_with_exact_amounts(plain: bool) -> None:
     client, _ = client_for(lambda request: httpx.Response(200, content=raw.encode()))
     result = client.query("B-1", "91310000MA1FL0001X", access_token="t", context=CallContext())
     assert result.outcome is OutcomeClass.ACCEPTED and result.response is not None
+    assert result.response.decoded_data() is result.response.data  # no second walk
     [bill] = query_results(result.response)
     [invoice] = bill.invoiceList
     assert invoice.totalAmount == Decimal("100.10")
