@@ -15,6 +15,9 @@ PG_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 REDIS_TEST_URL_SQLITE ?= redis://127.0.0.1:6379/14
 TEST_LOG_DIR ?= .test-logs
+# yes: in test-suites, the tests that do not depend on the database run in the SQLite suite only
+# (scripts/test-suites.sh); no: every test in both
+DB_INDEPENDENT_ONCE ?= yes
 PYTEST_ARGS ?=
 
 .PHONY: install install-runtime demo test test-tools test-production test-suites test-pg \
@@ -61,12 +64,14 @@ test-production: services
 	UV=$(UV) scripts/build-production-env.sh $(PROD_VENV)
 	FAPIAO_SMOKE_DATABASE_URL=$(PG_TEST_URL) $(PROD_VENV)/bin/python scripts/production_smoke.py
 
-## test-suites: test-pg and test-sqlite as two concurrent pytest processes; each log goes to
-##              $(TEST_LOG_DIR)/ and is printed in full when its suite ends; fails if either fails
+## test-suites: test-pg and test-sqlite as two concurrent pytest processes, the tests that do not
+##              depend on the database in the SQLite one only (DB_INDEPENDENT_ONCE=no: in both);
+##              each log goes to $(TEST_LOG_DIR)/, printed in full when its suite ends; fails if
+##              either fails
 test-suites: services
 	@PY=$(PY) PG_TEST_URL=$(PG_TEST_URL) REDIS_TEST_URL=$(REDIS_TEST_URL) \
 		REDIS_TEST_URL_SQLITE=$(REDIS_TEST_URL_SQLITE) TEST_LOG_DIR=$(TEST_LOG_DIR) \
-		PYTEST_ARGS="$(PYTEST_ARGS)" scripts/test-suites.sh
+		DB_INDEPENDENT_ONCE=$(DB_INDEPENDENT_ONCE) PYTEST_ARGS="$(PYTEST_ARGS)" scripts/test-suites.sh
 
 ## test-pg, test-sqlite: the whole suite on one database (PYTEST_ARGS=... passes options)
 test-pg:

@@ -19,6 +19,14 @@ because tests commit from several threads and processes. Tests that use `engine`
 and write must also request `session_factory` (or clean up themselves).
 
 Marker `postgres_only`: skipped on the SQLite run.
+
+FAPIAO_TEST_DB_INDEPENDENT=skip (`make test` sets it for one of its two concurrent suites):
+deselect the tests that do not depend on the configured database, because the other suite
+runs them (the same test, the same result). Depending = the test's fixtures include
+`database_url` or `db_backend` (directly or through other fixtures, e.g. `session_factory`,
+`world`); tests marked `postgres_only` are never deselected (the SQLite suite skips them). A
+fixture that requests a database fixture by name at run time (`request.getfixturevalue`) must
+be in `DATABASE_FIXTURES`; every run checks that after each test.
 """
 
 from __future__ import annotations
@@ -43,6 +51,9 @@ from store.db import make_engine, make_session_factory
 from store.models import Document, metadata
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+# A test depends on the configured database when one of these is among its fixtures.
+# `either_world` requests `world` or `trusting_world` by name, so its closure does not show it.
+DATABASE_FIXTURES = frozenset({"database_url", "db_backend", "either_world"})
 
 
 def _configured_database_url() -> str:
@@ -53,13 +64,40 @@ def _backend() -> str:
     return "postgresql" if _configured_database_url().startswith("postgresql") else "sqlite"
 
 
+def depends_on_database(item: pytest.Item) -> bool:
+    return not DATABASE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("FAPIAO_TEST_DB_INDEPENDENT", "run").strip() == "skip":
+        elsewhere = [
+            i for i in items if not depends_on_database(i) and "postgres_only" not in i.keywords
+        ]
+        if elsewhere:
+            config.hook.pytest_deselected(items=elsewhere)
+            gone = set(map(id, elsewhere))
+            items[:] = [i for i in items if id(i) not in gone]
     if _backend() == "postgresql":
         return
     skip = pytest.mark.skip(reason="needs PostgreSQL (FAPIAO_TEST_DATABASE_URL=postgresql...)")
     for item in items:
         if "postgres_only" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _database_use_matches_fixtures(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test classified database-independent must not have used the database after all
+    (it would run on one database only when FAPIAO_TEST_DB_INDEPENDENT=skip)."""
+    yield
+    if not depends_on_database(request.node) and not DATABASE_FIXTURES.isdisjoint(
+        request.fixturenames
+    ):
+        pytest.fail(
+            f"{request.node.nodeid} reached a database fixture at run time "
+            "(request.getfixturevalue): add the fixture that requested it to "
+            "tests/conftest.py's DATABASE_FIXTURES"
+        )
 
 
 @pytest.fixture(scope="session")
