@@ -14,7 +14,8 @@
 #
 # Environment (the Makefile sets them): PY, PG_TEST_URL, REDIS_TEST_URL (PostgreSQL suite),
 # REDIS_TEST_URL_SQLITE (SQLite suite), TEST_LOG_DIR, DB_INDEPENDENT_ONCE (yes|no),
-# PYTEST_ARGS (word-split, as in make).
+# TEST_DURATIONS (each log ends with that many slowest tests, default 30: where the CI budget
+# goes), PYTEST_ARGS (word-split, as in make).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,7 +42,8 @@ declare -A pids names started
 start() { # start SUITE DATABASE_URL REDIS_URL DB_INDEPENDENT
   local suite=$1
   FAPIAO_TEST_DATABASE_URL=$2 FAPIAO_TEST_REDIS_URL=$3 FAPIAO_TEST_DB_INDEPENDENT=$4 \
-    "$py" -m pytest "${extra[@]}" >"$logs/pytest-${suite,,}.log" 2>&1 &
+    "$py" -m pytest --durations="${TEST_DURATIONS:-30}" "${extra[@]}" \
+    >"$logs/pytest-${suite,,}.log" 2>&1 &
   pids[$suite]=$!
   names[$!]=$suite
   started[$suite]=$SECONDS
