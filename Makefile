@@ -10,10 +10,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROD_VENV ?= .venv-production
 PG_TEST_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+# Two Redis databases: the PostgreSQL and the SQLite suites run at the same time in `make test`
+# and each FLUSHDBs its own around tests.
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
+REDIS_TEST_URL_SQLITE ?= redis://127.0.0.1:6379/14
+TEST_LOG_DIR ?= .test-logs
+# yes: in test-suites, the tests that do not depend on the database run in the SQLite suite only
+# (scripts/test-suites.sh); no: every test in both
+DB_INDEPENDENT_ONCE ?= yes
 PYTEST_ARGS ?=
 
-.PHONY: install install-runtime demo test test-tools test-production test-pg test-sqlite lint \
+.PHONY: install install-runtime demo test test-tools test-production test-suites test-pg \
+	test-sqlite lint \
 	format services bench bench-full clean
 
 ## install: .venv with exactly what uv.lock pins, development tools included (tests, lint)
@@ -41,9 +49,9 @@ demo: install-runtime
 services:
 	@scripts/ensure-services.sh
 
-## test: the production install's smoke run, then the whole suite, once against PostgreSQL and
-##       once against the SQLite default
-test: install services test-tools test-production test-pg test-sqlite
+## test: the production install's smoke run, then the whole suite against PostgreSQL and against
+##       the SQLite default, both at the same time (test-suites)
+test: install services test-tools test-production test-suites
 
 ## test-tools: system tools some tests drive (promtool, chromium), installed when missing
 test-tools:
@@ -56,6 +64,16 @@ test-production: services
 	UV=$(UV) scripts/build-production-env.sh $(PROD_VENV)
 	FAPIAO_SMOKE_DATABASE_URL=$(PG_TEST_URL) $(PROD_VENV)/bin/python scripts/production_smoke.py
 
+## test-suites: test-pg and test-sqlite as two concurrent pytest processes, the tests that do not
+##              depend on the database in the SQLite one only (DB_INDEPENDENT_ONCE=no: in both);
+##              each log goes to $(TEST_LOG_DIR)/, printed in full when its suite ends; fails if
+##              either fails
+test-suites: services
+	@PY=$(PY) PG_TEST_URL=$(PG_TEST_URL) REDIS_TEST_URL=$(REDIS_TEST_URL) \
+		REDIS_TEST_URL_SQLITE=$(REDIS_TEST_URL_SQLITE) TEST_LOG_DIR=$(TEST_LOG_DIR) \
+		DB_INDEPENDENT_ONCE=$(DB_INDEPENDENT_ONCE) PYTEST_ARGS="$(PYTEST_ARGS)" scripts/test-suites.sh
+
+## test-pg, test-sqlite: the whole suite on one database (PYTEST_ARGS=... passes options)
 test-pg:
 	@echo "== pytest on PostgreSQL =="
 	FAPIAO_TEST_DATABASE_URL=$(PG_TEST_URL) FAPIAO_TEST_REDIS_URL=$(REDIS_TEST_URL) \
@@ -63,7 +81,7 @@ test-pg:
 
 test-sqlite:
 	@echo "== pytest on SQLite =="
-	FAPIAO_TEST_DATABASE_URL=sqlite FAPIAO_TEST_REDIS_URL=$(REDIS_TEST_URL) \
+	FAPIAO_TEST_DATABASE_URL=sqlite FAPIAO_TEST_REDIS_URL=$(REDIS_TEST_URL_SQLITE) \
 		$(PY) -m pytest $(PYTEST_ARGS)
 
 ## bench: throughput, ingestion, latency, scale, chaos (quick) and fuzz, each on its own private
@@ -94,4 +112,5 @@ format: install
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) $(PROD_VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(PROD_VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis \
+		$(TEST_LOG_DIR)

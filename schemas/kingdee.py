@@ -53,6 +53,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
 )
@@ -378,6 +379,16 @@ class GatewayResponse(BaseModel):
     data: Any = None
     status: bool | None = None
     returnCode: OptText = None
+    # ``data`` came out of ``loads_exact`` (``read_exact``): Decimals, never floats, so an
+    # object/array needs no second walk (``_exact``) when it is read.
+    _exact_data: bool = PrivateAttr(default=False)
+
+    @classmethod
+    def read_exact(cls, body: Mapping[str, Any]) -> GatewayResponse:
+        """``model_validate`` of an answer parsed by ``loads_exact`` (as the client parses)."""
+        response = cls.model_validate(body)
+        response._exact_data = True
+        return response
 
     @property
     def ok(self) -> bool:
@@ -401,9 +412,12 @@ class GatewayResponse(BaseModel):
         return classify_gateway_failure(self.error_code, self.message)
 
     def decoded_data(self, codec: DataCodec = BASE64_CODEC) -> Any:
-        """``data`` decoded (base64 string) or as is (object/array); None when absent."""
+        """``data`` decoded (base64 string) or as is (object/array); None when absent. An
+        exact object/array (``read_exact``) is returned itself, not a copy: read, don't change."""
         if self.data is None or (isinstance(self.data, str) and not self.data.strip()):
             return None
+        if self._exact_data and isinstance(self.data, dict | list):
+            return self.data
         return decode_data(self.data, codec)
 
     @classmethod

@@ -10,7 +10,7 @@
 |                        | reconcile, withdraw, notify, sweep, refresh; shared: query,    |
 |                        | invoices, cloud_call, tenancy, erp_outbox, milestones          |
 | ``worker.kingdee``     | ``KingdeeClient`` port + httpx adapter, outcome mapping         |
-| ``worker.tokens``      | ``TokenCache``: Redis, single-flight refresh                    |
+| ``worker.tokens``      | ``TokenCache``: process copy over Redis, single-flight refresh  |
 | ``worker.ratelimit``   | ``RedisRateGate``: per-tenant limit shared by all workers       |
 | ``worker.retry_policy``| the one retry policy: decisions and the retry table            |
 | ``worker.ledger``      | ``SqlCallLedger``: ``cloud_calls`` rows                         |

@@ -45,7 +45,8 @@ Secrets never reach logs: httpx's own request log (which prints URLs with the to
 silenced to WARNING when a client is built.
 
 Thread safety: a ``HttpKingdeeClient`` keeps no per-call state (the request, its requestId
-and the ledger entry live in the call's own frame); ``httpx.Client`` is thread-safe (its
+and the ledger entry live in the call's own frame; the parsed endpoint URLs it keeps are
+replaced whole, never changed); ``httpx.Client`` is thread-safe (its
 pool lends a connection to one request at a time), and so are the ledger
 (``worker.ledger.SqlCallLedger``: a pooled connection per write) and the rate gate
 (``worker.ratelimit.RedisRateGate``: one atomic script on a thread-safe Redis client). So
@@ -401,6 +402,9 @@ class HttpKingdeeClient:
         self._clock = clock
         # The tenant's 加密策略 (§2.3): BASE64, or AES-GCM with its aes_key.
         self._codec: DataCodec = codec_for_tenant(tenant)
+        # path → (access_token, the parsed URL carrying it): httpx parses a URL string (and
+        # again to add the query) on every request; the token changes every ~2 h.
+        self._urls: dict[str, tuple[str | None, httpx.URL]] = {}
 
     @property
     def tenant(self) -> TenantConfig:
@@ -577,7 +581,7 @@ class HttpKingdeeClient:
                 answer.message,
             )
         try:
-            response = GatewayResponse.model_validate(answer.body)
+            response = GatewayResponse.read_exact(answer.body)  # parsed by ``loads_exact``
         except ValidationError as exc:
             return CloudResult(
                 interface,
@@ -628,15 +632,13 @@ class HttpKingdeeClient:
                 self._gate.wait(self._tenant.name, self._tenant.rate_limit_per_second)
             except CloudTransientError as exc:
                 return _Answer(OutcomeClass.TRANSIENT, None, message=exc.reason)
-        params: dict[str, str] = {}
         headers = {"Content-Type": "application/json;charset=utf-8"}
         if access_token is not None:
-            params[ACCESS_TOKEN_PARAM] = access_token
             headers[ACCESS_TOKEN_PARAM] = access_token
         content = json.dumps(body, ensure_ascii=False).encode("utf-8")
         try:
             response = self._http.post(
-                self._tenant.url_for(path), params=params, headers=headers, content=content
+                self._url(path, access_token), headers=headers, content=content
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             return _Answer(OutcomeClass.TRANSIENT, None, message=_describe(exc, "not sent"))
@@ -661,6 +663,18 @@ class HttpKingdeeClient:
                 OutcomeClass.UNKNOWN_OUTCOME, status, message="HTTP 200 with a non-object body"
             )
         return _Answer(None, status, body=parsed)
+
+    def _url(self, path: str, access_token: str | None) -> httpx.URL:
+        """The endpoint's URL with ``?access_token=`` (none for token calls), as httpx builds
+        it from ``url`` + ``params``; parsed once per path and token (safe across threads:
+        a race only parses twice)."""
+        held = self._urls.get(path)
+        if held is not None and held[0] == access_token:
+            return held[1]
+        params = {} if access_token is None else {ACCESS_TOKEN_PARAM: access_token}
+        url = httpx.URL(self._tenant.url_for(path), params=params)
+        self._urls[path] = (access_token, url)
+        return url
 
     def _finish(
         self,

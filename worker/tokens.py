@@ -4,7 +4,9 @@ Flow of ``TokenCache.get(tenant, fetch)``
 
 | step | what                                                  | why                            |
 |------|-------------------------------------------------------|--------------------------------|
-| 1    | read ``fapiao:token:<tenant>`` (hash: token, expiry)  | the common case: one HGETALL   |
+| 0    | this process's copy of the tenant's token, if fresh   | the common case: no Redis call |
+| 1    | read ``fapiao:token:<tenant>`` (hash: token, expiry)  | one HGETALL; a fresh token     |
+|      |                                                       | read there becomes the copy    |
 | 2    | fresh ⇔ now < expires − min(margin, lifetime / 2)     | refresh *before* expire_time   |
 | 3    | else take the lock ``fapiao:token-lock:<tenant>``     | one refresh per tenant across  |
 |      | (timeout + blocking_timeout); while ``fetch`` runs a  | every worker process, however  |
@@ -17,6 +19,15 @@ Flow of ``TokenCache.get(tenant, fetch)``
 failed (a Lua compare-and-delete): when twenty pushes fail with the same expired token, the
 first deletes it and refreshes, the other nineteen find the fresh one — one refresh, not
 twenty. Tenants never share a key or a lock, so one tenant's auth trouble never slows another.
+
+The per-process copy (step 0) is judged by the same expiry and margin as the Redis copy, so
+every process goes back to Redis at the moment a refresh is due. A token the cloud stopped
+accepting earlier (revoked, expired by an operator) is learnt from the expired-token answer:
+``invalidate`` drops the process's copy too when it is the failed token, and the retry reads
+Redis (another process's fresh token, or a refresh). A process may thus send one call with a
+token another process already replaced; that call is refused before anything is done and
+retried, as before. A flushed Redis leaves the copy in use until it is due or refused.
+Thread-safe: the copies live in a dict changed under a lock (a push batch calls from threads).
 
 Errors: ``TokenUnavailable`` (the lock could not be had within ``blocking_timeout``; the
 caller treats it as transient). Whatever ``fetch`` raises propagates unchanged.
@@ -87,12 +98,18 @@ class TokenCache:
         self._blocking_timeout = blocking_timeout
         self._clock = clock
         self._invalidate = redis.register_script(_INVALIDATE_LUA)
+        self._local: dict[str, AccessToken] = {}
+        self._local_lock = threading.Lock()
         self.refreshes = 0  # this process only; the Prometheus counter is the fleet view
 
     def get(self, tenant: str, fetch: Callable[[], AccessToken]) -> str:
         """A fresh access_token for ``tenant``; calls ``fetch`` at most once across processes."""
+        local = self._local.get(tenant)
+        if local is not None and self._fresh(local):
+            return local.value
         cached = self._read(tenant)
         if cached is not None and self._fresh(cached):
+            self._keep(tenant, cached)
             return cached.value
         lock = self._redis.lock(
             LOCK_PREFIX + tenant,
@@ -110,10 +127,12 @@ class TokenCache:
         try:
             cached = self._read(tenant)
             if cached is not None and self._fresh(cached):
+                self._keep(tenant, cached)
                 return cached.value
             keeper.start()
             token = fetch()
             self._store(tenant, token)
+            self._keep(tenant, token)
             self.refreshes += 1
             metrics.token_refreshes().labels(tenant=tenant).inc()
             log.info("token refreshed", extra={"tenant": tenant, "expires_ms": token.expires_ms})
@@ -131,8 +150,21 @@ class TokenCache:
         return self._read(tenant)
 
     def invalidate(self, tenant: str, failed_token: str) -> bool:
-        """Drop the cached token if it is ``failed_token``; True when something was dropped."""
+        """Drop the cached token if it is ``failed_token`` (this process's copy and Redis's);
+        True when Redis's was dropped."""
+        with self._local_lock:
+            local = self._local.get(tenant)
+            if local is not None and local.value == failed_token:
+                del self._local[tenant]
         return bool(self._invalidate(keys=[KEY_PREFIX + tenant], args=[failed_token]))
+
+    def _keep(self, tenant: str, token: AccessToken) -> None:
+        with self._local_lock:
+            held = self._local.get(tenant)
+            # A thread that read Redis before another thread's refresh must not put the
+            # older token back over the newer one.
+            if held is None or held.issued_ms <= token.issued_ms:
+                self._local[tenant] = token
 
     def _fresh(self, token: AccessToken) -> bool:
         now_ms = int(self._clock() * 1000)

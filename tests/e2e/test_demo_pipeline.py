@@ -8,9 +8,10 @@ on PostgreSQL in the PostgreSQL run and on SQLite in the SQLite run; tables are 
 and after. Redis: a private ``redis-server`` on a free loopback port (started and stopped by
 the module, never shared, so nothing needs flushing) when one is installed. Without one, the
 Redis of FAPIAO_TEST_REDIS_URL (its host, port and credentials) with database number
-``n XOR 1``, ``n`` being that URL's own (15 → 14, 8 → 9, none → 1): never the database the
-rest of the suite flushes, and runs on different test databases get different demo databases;
-that one is flushed before and after. If it does not answer, the demo starts whatever it
+``n XOR 4``, ``n`` being that URL's own (15 → 11, 14 → 10, none → 4): never the database the
+rest of the suite flushes, and runs on different test databases get different demo databases,
+none of them the other suite's in ``make test`` (15 and 14, concurrent); that one is flushed
+before and after. If it does not answer, the demo starts whatever it
 can. Transitions are judged from ``document_events`` (every transition, in order), never
 from the states the progress display happened to sample. Two more tests run
 ``python -m demo`` as a process: once to the end on the in-process fakeredis fallback (exit
@@ -49,8 +50,9 @@ from tests.conftest import DEFAULT_REDIS_URL, empty_all_tables
 
 pytestmark = pytest.mark.slow
 
-# The fallback demo database is the test URL's database number XOR this (15 → 14, 8 → 9).
-DEMO_REDIS_DB_XOR = 1
+# The fallback demo database is the test URL's database number XOR this (15 → 11, 14 → 10):
+# not 1, which would give each of make test's two concurrent suites (15, 14) the other's.
+DEMO_REDIS_DB_XOR = 4
 FLOWER_PASSWORD = "e2e-flower-pass-31"
 ALL_INVOICE_TYPES = {"004", "007", "025", "026", "028", "08xdp", "10xdp"}
 
@@ -101,10 +103,11 @@ def _demo_redis(workdir: Path) -> Iterator[str]:
 
 
 def test_the_fallback_demo_database_is_derived_from_the_test_url() -> None:
-    assert _demo_redis_url("redis://127.0.0.1:6379/15") == "redis://127.0.0.1:6379/14"
-    assert _demo_redis_url("redis://:pw@redis.test:6380/8") == "redis://:pw@redis.test:6380/9"
-    assert _demo_redis_url("redis://127.0.0.1:6379") == "redis://127.0.0.1:6379/1"
-    assert _demo_redis_url("redis://h:1/3?protocol=3") == "redis://h:1/2?protocol=3"
+    assert _demo_redis_url("redis://127.0.0.1:6379/15") == "redis://127.0.0.1:6379/11"
+    assert _demo_redis_url("redis://127.0.0.1:6379/14") == "redis://127.0.0.1:6379/10"
+    assert _demo_redis_url("redis://:pw@redis.test:6380/8") == "redis://:pw@redis.test:6380/12"
+    assert _demo_redis_url("redis://127.0.0.1:6379") == "redis://127.0.0.1:6379/4"
+    assert _demo_redis_url("redis://h:1/3?protocol=3") == "redis://h:1/7?protocol=3"
 
 
 def _flush(url: str) -> None:

@@ -4,34 +4,14 @@ for a new state (``reversed``) without touching the comparison."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any
-
 import pytest
 
-from schemas.kingdee import InvoiceItem
-from store.reconciliation import BridgeDocument, BridgeInvoice
+from store.reconciliation import BridgeDocument
+from tests.unit.reconciliation_builders import bridge, doc, item
 from worker.services.query import QueryAnswer
 from worker.services.reconciliation import _compare_document
 
-NOW = datetime(2026, 12, 6, tzinfo=UTC)
-
-
-def doc(status: str, *invoices: BridgeInvoice) -> BridgeDocument:
-    return BridgeDocument(
-        1, "demo", "S1", "B-1", status, NOW, NOW, Decimal("100.00"), Decimal("113.00"),
-        list(invoices),
-    )  # fmt: skip
-
-
-def item(status: str | None = "0", **kw: Any) -> InvoiceItem:
-    values = {"billNo": "B-1", "invoiceNum": "N1", "invoiceStatus": status,
-              "includeTaxAmount": "113.00", **kw}  # fmt: skip
-    return InvoiceItem.model_validate(values)
-
-
-BRIDGE_N1 = BridgeInvoice("O1", "", "N1", "0", Decimal("100.00"), Decimal("113.00"))
+BRIDGE_N1 = bridge()
 
 
 def kinds(document: BridgeDocument, answer: QueryAnswer) -> list[tuple[str, str]]:
@@ -77,7 +57,7 @@ def test_a_voided_invoice_of_an_invoiced_document_says_so_in_both_languages() ->
 
 
 def test_a_reversed_document_expects_its_invoices_voided_or_red_flushed() -> None:
-    voided = BridgeInvoice("O1", "", "N1", "6", Decimal("100.00"), Decimal("113.00"), "voided")
+    voided = bridge("voided", status="6")
     assert kinds(doc("reversed", voided), QueryAnswer("present", items=[item("6")])) == []
     assert [k for k, _ in kinds(doc("reversed"), QueryAnswer("absent", "x"))] == ["cloud_unknown"]
     # The cloud shows the invoice normal again: the bridge's `reversed` is not what it holds.
@@ -89,18 +69,16 @@ def test_a_reversed_document_expects_its_invoices_voided_or_red_flushed() -> Non
 def test_the_bridges_per_invoice_standing_is_trusted_in_invoiced_documents() -> None:
     """A partial reversal keeps `invoiced`: an invoice the bridge already records as voided
     is no finding; one it still thinks normal is (a void whose callback was lost)."""
-    voided_here = BridgeInvoice("O1", "", "N1", "6", Decimal("100.00"), Decimal("113.00"), "voided")
-    second = BridgeInvoice("O2", "", "N2", "0", Decimal("100.00"), Decimal("113.00"))
+    voided_here = bridge("voided", status="6")
+    second = bridge(order="O2", number="N2")
     partly = QueryAnswer("present", items=[item("6"), item(invoiceNum="N2")])
     assert kinds(doc("invoiced", voided_here, second), partly) == []
-    normal_here = BridgeInvoice("O1", "", "N1", "0", Decimal("100.00"), Decimal("113.00"))
+    normal_here = bridge()
     assert [k for k, _ in kinds(doc("invoiced", normal_here, second), partly)] == ["state_mismatch"]
 
 
 def test_a_partial_red_flush_is_accounted_for_under_both_readings() -> None:
-    partly = BridgeInvoice(
-        "O1", "", "N1", "0", Decimal("100.00"), Decimal("113.00"), "partially_reversed"
-    )
+    partly = bridge("partially_reversed")
     for shown in ("0", "2"):  # dialect partial_red: keeps_0 / status_2
         answer = QueryAnswer("present", items=[item(shown)])
         assert kinds(doc("invoiced", partly), answer) == [], shown

@@ -6,36 +6,23 @@ about invoices the bridge holds; and how the findings they settle are reported
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from schemas.kingdee import InvoiceItem
 from schemas.reconciliation import FindingKind, Window
-from store.reconciliation import BridgeDocument, BridgeInvoice
+from store.reconciliation import BridgeDocument
+from tests.unit import reconciliation_builders as build
+from tests.unit.reconciliation_builders import NOW, bridge, doc
 from worker.services.query import QueryAnswer
 from worker.services.reconciliation import Healed, after_issuance_news
 
-NOW = datetime(2026, 12, 6, tzinfo=UTC)
-
-
-def doc(status: str, *invoices: BridgeInvoice) -> BridgeDocument:
-    return BridgeDocument(
-        1, "demo", "S1", "B-1", status, NOW, NOW, Decimal("100.00"), Decimal("113.00"),
-        list(invoices),
-    )  # fmt: skip
-
 
 def item(status: str | None = "0", **kw: Any) -> InvoiceItem:
-    values = {"billNo": "B-1", "invoiceNum": "N1", "invoiceStatus": status,
-              "totalAmount": "100.00", "includeTaxAmount": "113.00", **kw}  # fmt: skip
-    return InvoiceItem.model_validate(values)
-
-
-def bridge(standing: str = "normal", reds: tuple[str, ...] = ()) -> BridgeInvoice:
-    return BridgeInvoice("O1", "", "N1", "0", Decimal("100.00"), Decimal("113.00"), standing, reds)
+    """The shared item, with the amount without tax (100.00) unless given."""
+    return build.item(status, **{"totalAmount": "100.00", **kw})
 
 
 RED = {"invoiceNum": "R1", "invoiceProperty": 1, "originalInvoiceNumber": "N1",

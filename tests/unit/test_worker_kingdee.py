@@ -312,3 +312,71 @@ def test_a_wrong_base_url_is_named_whatever_the_call() -> None:
     assert "base_url" in caught.value.reason
     reason = config_reason("acme", "BILL.PUSH", http_status=404, error_code=None, message="")
     assert "base_url" in reason
+
+
+def test_every_request_url_is_what_httpx_builds_from_url_and_params() -> None:
+    """The client keeps the parsed URL per path and token: what is sent stays byte for byte
+    what ``post(url, params={"access_token": …})`` sends, and follows a new token at once."""
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(str(request.url))
+        if request.url.path.endswith("getAppToken.do"):
+            return httpx.Response(200, json=token_success_body("app_token", "app-tok", 10**13))
+        if request.url.path.endswith("login.do"):
+            return httpx.Response(200, json=token_success_body("access_token", "a+b/c=", 10**13))
+        return envelope(True, "0", "ok", [])
+
+    client, _ = client_for(handler)
+    fetch_access_token(client)
+    for token in ("tok-1", "tok-1", "a+b/c= x", "tok-1"):
+        client.query("B-1", "91310000MA1FL0001X", access_token=token, context=CallContext())
+        client.push(BILL, access_token=token, context=CallContext())
+    expected_http = httpx.Client()
+    try:
+
+        def built(path: str, token: str | None) -> str:
+            params = {} if token is None else {"access_token": token}
+            url = TENANT.url_for(path)
+            return str(expected_http.build_request("POST", url, params=params).url)
+
+        openapi = "/kapi/app/sim/openApi"
+        expected = [built("/api/getAppToken.do", None), built("/api/login.do", None)]
+        for token in ("tok-1", "tok-1", "a+b/c= x", "tok-1"):
+            expected += [built(openapi, token)] * 2
+    finally:
+        expected_http.close()
+    assert sent == expected
+    assert "access_token=a%2Bb%2Fc%3D+x" in sent[6]
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["base64", "plain-array"])
+def test_a_query_answer_is_read_once_with_exact_amounts(plain: bool) -> None:
+    """The client reads the answer with exact decimals once; reading its ``data`` again
+    (``query_results``) gives the same values without a second conversion walk."""
+    from schemas.kingdee import GatewayResponse, encode_data, query_results
+
+    item = {"billNo": "B-1", "invoiceNum": "0001", "totalAmount": "100.10", "extraMoney": 1}
+    data: Any = [{"billNo": "B-1", "invoiceList": [item]}]
+    raw = '{"success":true,"errorCode":"0","message":"ok","data":%s}' % (
+        '[{"billNo":"B-1","invoiceList":[{"billNo":"B-1","invoiceNum":"0001",'
+        '"totalAmount":100.10,"extraMoney":0.30}]}]'
+        if plain
+        else json.dumps(encode_data([{**data[0], "invoiceList": [{**item, "extraMoney": "x"}]}]))
+    )
+
+    client, _ = client_for(lambda request: httpx.Response(200, content=raw.encode()))
+    result = client.query("B-1", "91310000MA1FL0001X", access_token="t", context=CallContext())
+    assert result.outcome is OutcomeClass.ACCEPTED and result.response is not None
+    assert result.response.decoded_data() is result.response.data  # no second walk
+    [bill] = query_results(result.response)
+    [invoice] = bill.invoiceList
+    assert invoice.totalAmount == Decimal("100.10")
+    if plain:
+        extra = invoice.model_extra or {}
+        assert extra["extraMoney"] == Decimal("0.30")
+        assert isinstance(extra["extraMoney"], Decimal)
+    # A response built from floats (not read by the client) is still converted exactly.
+    built = GatewayResponse.model_validate({"success": True, "data": [{"v": 0.1}]})
+    assert built.decoded_data() == [{"v": Decimal("0.1")}]
+    assert isinstance(built.decoded_data()[0]["v"], Decimal)

@@ -164,3 +164,87 @@ def test_a_refresh_slower_than_the_lock_timeout_still_fetches_once(
     assert errors == []
     assert results == ["tok-slow"] * 6
     assert calls == 1
+
+
+def test_the_process_copy_serves_without_redis_until_the_margin(
+    redis: fakeredis.FakeRedis,
+) -> None:
+    """Two processes: the second's fresh copy is used as is; once due, it reads Redis, where
+    the first process's refresh is found (no second fetch)."""
+    clock = Clock()
+    issuer = Issuer(clock)
+    first = TokenCache(redis, refresh_margin=timedelta(minutes=5), clock=clock)
+    second = TokenCache(redis, refresh_margin=timedelta(minutes=5), clock=clock)
+    assert first.get("acme", issuer) == "tok-1"
+    assert second.get("acme", issuer) == "tok-1"  # read from Redis, now its own copy
+    redis.delete("fapiao:token:acme")
+    assert second.get("acme", issuer) == "tok-1"  # the copy: Redis was not asked
+    assert issuer.calls == 1
+    clock.now += 7200 - 299  # inside the margin for both
+    assert first.get("acme", issuer) == "tok-2"
+    assert second.get("acme", issuer) == "tok-2"  # due: Redis has the first one's refresh
+    assert issuer.calls == 2
+
+
+def test_a_stale_process_copy_is_dropped_on_the_expired_answer(
+    redis: fakeredis.FakeRedis,
+) -> None:
+    """The cloud refused the token this process still holds (another process already replaced
+    it): ``invalidate`` drops the copy, and the retry takes Redis's token, no new fetch."""
+    clock = Clock()
+    issuer = Issuer(clock)
+    first = TokenCache(redis, refresh_margin=timedelta(minutes=5), clock=clock)
+    second = TokenCache(redis, refresh_margin=timedelta(minutes=5), clock=clock)
+    stale = second.get("acme", issuer)
+    assert first.get("acme", issuer) == stale == "tok-1"
+    assert first.invalidate("acme", stale) is True  # the first process's expired answer
+    assert first.get("acme", issuer) == "tok-2"
+    assert second.get("acme", issuer) == stale  # its copy is still "fresh" by the clock
+    assert second.invalidate("acme", stale) is False  # Redis holds tok-2: kept there
+    assert second.get("acme", issuer) == "tok-2"
+    assert issuer.calls == 2
+    # A late report of the old token leaves the new copy alone.
+    assert second.invalidate("acme", stale) is False
+    assert second.get("acme", issuer) == "tok-2"
+    assert issuer.calls == 2
+
+
+def test_a_copy_refused_while_redis_still_holds_it_is_refreshed_once(
+    redis: fakeredis.FakeRedis,
+) -> None:
+    clock = Clock()
+    issuer = Issuer(clock)
+    cache = TokenCache(redis, refresh_margin=timedelta(minutes=5), clock=clock)
+    stale = cache.get("acme", issuer)
+    assert cache.invalidate("acme", stale) is True
+    assert cache.peek("acme") is None
+    assert cache.get("acme", issuer) == "tok-2"
+    assert issuer.calls == 2
+    assert cache.refreshes == 2
+
+
+def test_threads_sharing_a_cache_keep_the_newest_copy(redis: fakeredis.FakeRedis) -> None:
+    """Many threads failing with the same token: one refresh, and every thread then holds the
+    new token (a late reader of the old one cannot put it back)."""
+    import threading
+
+    clock = Clock()
+    issuer = Issuer(clock)
+    cache = TokenCache(redis, refresh_margin=timedelta(minutes=5), clock=clock)
+    stale = cache.get("acme", issuer)
+    barrier = threading.Barrier(8)
+    seen: list[str] = []
+
+    def call() -> None:
+        barrier.wait()
+        cache.invalidate("acme", stale)
+        seen.append(cache.get("acme", issuer))
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert seen == ["tok-2"] * 8
+    assert issuer.calls == 2
+    assert cache.get("acme", issuer) == "tok-2"

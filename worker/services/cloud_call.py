@@ -2,9 +2,11 @@
 
 | step | what                                                                            |
 |------|---------------------------------------------------------------------------------|
-| 1    | token from the cache (single-flight refresh when missing or about to expire)    |
+| 1    | token from the cache (the process's copy, else Redis; single-flight refresh     |
+|      | when missing or about to expire)                                                |
 | 2    | the call                                                                        |
-| 3    | ``auth_expired``? drop that token (only if still cached), get a fresh one, call |
+| 3    | ``auth_expired``? drop that token (only if still cached: the process's copy and |
+|      | Redis's), get a fresh one (Redis's, or a refresh), call                         |
 |      | once more; the result is marked ``auth_refreshed`` so the policy can tell a     |
 |      | stale token from wrong configuration                                            |
 
