@@ -73,6 +73,8 @@ class BenchOptions:
     pool: str = "prefork"  # celery --pool: prefork, threads, solo
     beat: bool = True
     api: bool = True
+    # Run the API under a wrapper module (e.g. ``("-m", "bench.cprofile_threads", OUT)``).
+    api_wrapper: tuple[str, ...] = ()
     callbacks: bool = True
     rate_limit_per_second: float = 10000.0
     settings: Mapping[str, str] = field(default_factory=dict)  # extra FAPIAO_* overrides
@@ -372,8 +374,8 @@ def running_bench_stack(options: BenchOptions) -> Iterator[BenchStack]:
         if options.api:
             api = processes.start(
                 "api",
-                [options.python, "-m", "producers.cli", "api", "--host", HOST, "--port",
-                 str(api_port), "--log-level", "warning"],
+                [options.python, *options.api_wrapper, "-m", "producers.cli", "api", "--host",
+                 HOST, "--port", str(api_port), "--log-level", "warning"],
                 env=env, log_path=workdir / "logs" / "api.log", cwd=REPO_ROOT,
             )  # fmt: skip
         stack = BenchStack(

@@ -15,8 +15,19 @@ from typing import Any
 import pytest
 import redis
 
-from bench import chaos, competent, fuzz, ingest, latency, scale, throughput
+from bench import (
+    chaos,
+    competent,
+    fuzz,
+    ingest,
+    latency,
+    paired_api,
+    profile_api,
+    scale,
+    throughput,
+)
 from bench.pgcluster import pg_bin_dir
+from bench.stack import REPO_ROOT
 from bench.workload import queued_documents
 from producers.testing import bridge_settings
 from schemas.kingdee import push_request
@@ -235,3 +246,25 @@ def test_fuzz_finds_no_500_and_no_state_change(
     assert figures["requests"] == 80
     assert figures["server_errors"] == 0
     assert figures["refused"] > 0
+
+
+def test_profile_api_profiles_each_kind_of_request_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _needs_initdb()
+    assert profile_api.main(["-n", "10", "--top", "40", "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    intake, callbacks = out.split("=== callbacks")
+    # One INSERT per one-document request (no SELECT, no SAVEPOINT); a callback: the inbox
+    # INSERT and the document's poll deferral. Each phase's profile holds only its requests.
+    assert "statements 1.00, pings 0.00, commits 1.00, BEGINs 1.00" in intake
+    assert "statements 2.00, pings 0.00, commits 1.00, BEGINs 1.00" in callbacks
+    assert "final: {'invoiced': 10}" in callbacks
+    assert "producers/intake.py" in intake and "producers/http.py" in callbacks
+
+
+def test_paired_api_runs_two_trees_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
+    _needs_initdb()
+    assert paired_api.main([str(REPO_ROOT), str(REPO_ROOT), "-n", "5", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "round 1: intake A " in out and "mean of 1: intake A " in out

@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -373,3 +373,46 @@ def test_batches_of_any_size_share_one_prepared_statement(
         session.close()
         connection.rollback()
     assert kinds == ["INSERT", "SELECT"]
+
+
+@pytest.mark.postgres_only
+def test_new_bills_are_created_by_one_statement_and_only_the_rest_are_judged(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    # The optimistic INSERT … ON CONFLICT DO NOTHING creates what is new; a bill it skips (a
+    # current revision exists) is judged by the SELECT path and gets no stray event.
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement.split(None, 1)[0].upper())
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with session_factory() as session:
+            created = _settled(accept_documents(session, [bill("ONE")], actor="erp", now=NOW))
+            first = list(sent)
+            sent.clear()
+            mixed = accept_documents(
+                session, [bill("ONE"), bill("TWO"), bill("ONE", "v2")], actor="erp", now=NOW
+            )
+            session.commit()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert created == [("created", "draft", 1)]
+    assert first == ["WITH"]  # no SELECT, no SAVEPOINT
+    assert _settled(mixed) == [
+        ("unchanged", "draft", 1),
+        ("created", "draft", 1),
+        ("conflict", "draft", 1),  # the second copy is judged in the next round
+    ]
+    # round 1: the insert (TWO created, ONE skipped), ONE's current revision read; round 2
+    # (a repeat: its identity is current by now) is judged at once
+    assert sent == ["WITH", "SELECT", "SELECT"]
+    with session_factory() as session:
+        counts = session.execute(
+            select(Document.bill_no, func.count(DocumentEvent.id))
+            .join(DocumentEvent, DocumentEvent.document_id == Document.id)
+            .group_by(Document.bill_no)
+            .order_by(Document.bill_no)
+        ).all()
+    assert [tuple(row) for row in counts] == [("ONE", 1), ("TWO", 1)]
