@@ -82,8 +82,8 @@ def test_a_one_bill_callback_is_nine_statements_and_one_transaction(
     with counted(_engine(world)) as counts:
         status, _ = _run_reconcile(world, inbox_id)
     assert status == "processed"
-    # Reads (inbox row; documents + tenant pause), each on its own (autocommit on
-    # PostgreSQL), then the transition's transaction (the query's ledger row, document,
+    # The claim (one UPDATE … RETURNING: the row and its lease) and the read of the
+    # documents + tenant pause, each on its own (autocommit on PostgreSQL), then the transition's transaction (the query's ledger row, document,
     # invoice upsert, invoices, transition: UPDATE, event — the document read at the start of
     # the transaction is not read again; inbox row settled). SQLite runs
     # every group in a transaction of its own, with its BEGIN IMMEDIATE. The new invoice and
@@ -94,15 +94,15 @@ def test_a_one_bill_callback_is_nine_statements_and_one_transaction(
     statements = [s for s in counts.statements if s != "BEGIN"]
     upsert = ["WITH"] if db_backend == "postgresql" else ["INSERT", "INSERT", "SELECT"]
     assert statements == [
-        "SELECT", "SELECT",
+        "UPDATE", "SELECT",
         "INSERT",
         "SELECT", "INSERT", *upsert, "UPDATE", "INSERT", "UPDATE",
     ]  # fmt: skip
     assert counts.commits == (1 if db_backend == "postgresql" else 2)
     if db_backend == "postgresql":
-        # Only the two reads stand alone: the query's ledger row (the first INSERT) is
-        # written in the transition's transaction.
-        assert counts.alone == ["SELECT", "SELECT"]
+        # Only the claim and the read stand alone: the query's ledger row (the first
+        # INSERT) is written in the transition's transaction.
+        assert counts.alone == ["UPDATE", "SELECT"]
     assert world.doc(_document_of(world, inbox_id)).status == "invoiced"
 
 
@@ -167,7 +167,7 @@ def test_a_repeat_of_stored_invoices_is_settled_without_a_query(
     assert _queries(world) == queries
     assert counts.commits == (0 if db_backend == "postgresql" else 1)
     assert [s for s in counts.statements if s != "BEGIN"] == [
-        "SELECT",
+        "UPDATE",  # the claim
         "SELECT",
         "SELECT",
         "INSERT",
