@@ -17,6 +17,7 @@ from worker.testing import drain, store_bill
 
 def stored_callbacks(world: World, prefix: str, count: int) -> list[int]:
     """``count`` pushed documents and their stored (not reconciled) callbacks' inbox ids."""
+    world.callbacks.clear()
     for i in range(count):
         doc_id = store_bill(world.sessions, "demo", make_bill(f"{prefix}-{i}", DEMO_SELLER))
         assert world.push(doc_id) == "pushed"
