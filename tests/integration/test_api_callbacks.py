@@ -72,12 +72,15 @@ def build_receiver(
     database_url: str,
     sessions: sessionmaker[Session],
     client: tuple[str, int] = ("127.0.0.1", 50000),
+    redis: Any = None,
     **settings: Any,
 ) -> Receiver:
     config = bridge_settings(database_url, **settings)
     enqueuer = RecordingEnqueuer()
-    redis = fakeredis.FakeRedis()
-    components = build_test_components(config, sessions, enqueuer=enqueuer, redis=redis)
+    redis = redis if redis is not None else fakeredis.FakeRedis()
+    components = build_test_components(
+        config, sessions, enqueuer=enqueuer, redis=redis, broker_redis=fakeredis.FakeRedis()
+    )
     app = create_app(config, components=components)
     return Receiver(TestClient(app, client=client), enqueuer, sessions, redis)
 
