@@ -83,10 +83,11 @@ def test_a_one_bill_callback_is_nine_statements_and_one_transaction(
         status, _ = _run_reconcile(world, inbox_id)
     assert status == "processed"
     # The claim (one UPDATE … RETURNING: the row and its lease) and the read of the
-    # documents + tenant pause, each on its own (autocommit on PostgreSQL), then the transition's transaction (the query's ledger row, document,
-    # invoice upsert, invoices, transition: UPDATE, event — the document read at the start of
-    # the transaction is not read again; inbox row settled). SQLite runs
-    # every group in a transaction of its own, with its BEGIN IMMEDIATE. The new invoice and
+    # documents + tenant pause, each on its own (autocommit on PostgreSQL), then the
+    # transition's transaction (the query's ledger row, document, invoice upsert, invoices,
+    # transition: UPDATE, event — the document read at the start of the transaction is not
+    # read again; inbox row settled). SQLite runs every group in a transaction of its own,
+    # with its BEGIN IMMEDIATE. The new invoice and
     # its invoice_documents row: one WITH … INSERT on PostgreSQL, two INSERTs on SQLite.
     # The callback's bizControl: one upsert of the tenant's quota row (store.quota.observe).
     # The document's first invoice: on PostgreSQL that WITH statement also says no invoice

@@ -224,16 +224,12 @@ def reconcile_callbacks(rt: Runtime, inbox_ids: list[int]) -> list[tuple[int, Re
         _judge(rt, job)
     _apply(rt, jobs)
 
-    by_id = {job.inbox_id: job for job in jobs}
-    results: list[tuple[int, ReconcileOutcome]] = []
-    for inbox_id in own:
-        job = by_id.pop(inbox_id, None)
-        if job is None or job.outcome is None:
-            results.append((inbox_id, ReconcileOutcome("skipped", skipped.get(inbox_id, ""))))
-        else:
-            results.append((inbox_id, job.outcome))
-    results += [(i, job.outcome) for i, job in by_id.items() if job.outcome is not None]
-    return results
+    outcomes = {job.inbox_id: job.outcome for job in jobs if job.outcome is not None}
+    results = [
+        (i, outcomes.pop(i) if i in outcomes else ReconcileOutcome("skipped", skipped.get(i, "")))
+        for i in own
+    ]
+    return results + list(outcomes.items())
 
 
 # ------------------------------------------------------------------------------------ claim
@@ -254,7 +250,7 @@ def _claim(
     """One UPDATE … RETURNING: the batch's rows, claimed until ``until`` (module docstring)."""
     claimable = _claimable(now, own)
     received = _INBOX.c.state == InboxState.received.value
-    order = [_INBOX.c.received_at, _INBOX.c.id]
+    order: list[Any] = [_INBOX.c.received_at, _INBOX.c.id]
     if own:
         order.insert(0, case((_INBOX.c.id.in_(own), 0), else_=1))
     chosen = (
