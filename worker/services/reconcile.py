@@ -253,17 +253,22 @@ def _claim(
     order: list[Any] = [_INBOX.c.received_at, _INBOX.c.id]
     if own:
         order.insert(0, case((_INBOX.c.id.in_(own), 0), else_=1))
+    # MATERIALIZED: picked once. As a plain ``IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)``
+    # PostgreSQL may run the subquery again while updating, and each run, seeing the rows
+    # already claimed as taken, picks n more: a batch of 2 claimed 5 in a test.
     chosen = (
         select(_INBOX.c.id)
         .where(received, claimable)
         .order_by(*order)
         .limit(size)
         .with_for_update(skip_locked=True)
+        .cte("chosen")
+        .prefix_with("MATERIALIZED")
     )
     rows = session.execute(
         update(_INBOX)
         # The conditions again: the row as it is when locked, not as the subquery saw it.
-        .where(_INBOX.c.id.in_(chosen.scalar_subquery()), received, claimable)
+        .where(_INBOX.c.id.in_(select(chosen.c.id)), received, claimable)
         .values(claimed_until=until, error=None)
         .returning(_INBOX.c.id, _INBOX.c.attempts, _INBOX.c.raw_body, _INBOX.c.received_at)
     ).all()
