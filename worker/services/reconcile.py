@@ -6,17 +6,19 @@ own row, and the batch is that row plus whatever else is waiting (one row is a b
 
 | phase | what                                                                        | commits |
 |-------|-----------------------------------------------------------------------------|---------|
-| claim | release the reconcile key (``worker.coalesce``), then ONE ``UPDATE … WHERE  | none    |
-|       | id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING``: the task's own rows    | (auto-  |
-|       | first, then waiting ``received`` rows oldest first, up to                   | commit) |
+| claim | release the reconcile key (``worker.coalesce``), then ONE ``WITH chosen AS  | none    |
+|       | MATERIALIZED (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) UPDATE … RETURNING`` | (auto-  |
+|       | (picked once: a plain ``IN (SELECT …)`` may be re-run): the task's own rows | commit) |
+|       | first, then waiting ``received`` rows oldest first, up to                   |         |
 |       | ``callbacks.batch_size``; each gets ``claimed_until`` = now + lease. Then   |         |
 |       | the documents of every bill of the batch with their tenants' pause flags,  |         |
 |       | one SELECT. A full batch sends a ``fapiao.reconcile`` for the next waiting  |         |
 |       | row at once (another worker takes it while this one asks the cloud)        |         |
 | ask   | the confirming BILL.INVOICE.QUERY calls of the batch, concurrently          | –       |
-|       | (``push.batch_concurrency`` threads, as ``fapiao.push_batch``)              |         |
-| apply | ONE transaction: the queries' ledger rows, then per row (a SAVEPOINT when   | 1       |
-|       | the batch applies more than one) its transitions and its inbox settle; a   |         |
+|       | (``push.batch_concurrency`` threads, as ``fapiao.push_batch``); each call's |         |
+|       | ledger row written when its answer comes                                    |         |
+| apply | ONE transaction: per row (a SAVEPOINT when the batch applies more than     | 1       |
+|       | one) its transitions and its inbox settle; a                                |         |
 |       | lost race or a late reason to wait defers that row only; then the batch's  |         |
 |       | deferred rows and unusable / orphan rows                                   |         |
 
@@ -112,7 +114,6 @@ from store.models import CallbackInbox, Document
 from store.states import DocumentStatus, Event, InboxState
 from worker import metrics, queues
 from worker.coalesce import ReconcileCoalescer
-from worker.ledger import HeldCallLedger, SqlCallLedger
 from worker.runtime import Followup, Runtime
 from worker.services.erp_outbox import owe_after_issuance, owe_notification
 from worker.services.invoices import all_known, apply_invoices
@@ -155,7 +156,6 @@ class _Step:
     document: Document
     tenant: TenantConfig | None
     query: bool = False  # a confirming query is owed
-    held: HeldCallLedger | None = None  # invoice callbacks: the query's row, in the apply
     answer: QueryAnswer | None = None
     apply: bool = True  # False: decided without a change (the note says why, if anything)
     note: str | None = None
@@ -431,11 +431,11 @@ def _plan(rt: Runtime, job: _Job) -> None:
             else:
                 if status in (DocumentStatus.draft, DocumentStatus.pushing):
                     raise _Defer(f"document is {status}; waiting for the push answer")
+                # The query's ledger row is written when its answer comes (the client's
+                # ledger, one autocommit INSERT), not held for the apply transaction: held
+                # for a batch, a worker killed before that commit would lose every row of
+                # the batch's calls (bench.chaos's ledger check), not just one in flight.
                 step.query = confirm
-                if confirm:
-                    # Written in the apply transaction (one commit less); if that rolls
-                    # back, on its own (worker.ledger.HeldCallLedger).
-                    step.held = HeldCallLedger(SqlCallLedger(rt.sessions))
             if step.query or job.parsed.style != "return":
                 if tenant is None:
                     raise _Defer(f"tenant {document.tenant!r} is not configured")
@@ -460,7 +460,7 @@ def _ask(rt: Runtime, steps: list[_Step]) -> None:
         try:
             return query_bill(
                 rt, step.tenant, bill_no=document.bill_no, seller_tax_id=document.seller_tax_id,
-                document_id=document.id, attempt=document.push_attempt, ledger=step.held,
+                document_id=document.id, attempt=document.push_attempt,
             )  # fmt: skip
         except Exception as exc:
             log.exception("confirming query failed", extra={"document_id": document.id})
@@ -577,22 +577,15 @@ def _apply(rt: Runtime, jobs: list[_Job]) -> None:
     jobs = [job for job in jobs if job.outcome is None]
     if not jobs:
         return
-    helds = [step.held for job in jobs for step in job.steps if step.held is not None]
     applying = [job for job in jobs if _applies(job)]
     try:
-        try:
-            with unit_of_work(rt.sessions) as session:
-                for held in helds:
-                    held.write(session)
-                for job in applying:
-                    _apply_job(rt, session, job, nested=len(applying) > 1)
-                _settle_rest(rt, session, jobs)
-        except _Rollback:
-            with unit_of_work(rt.sessions) as session:
-                _settle_rest(rt, session, jobs)
-    finally:
-        for held in helds:
-            held.flush()
+        with unit_of_work(rt.sessions) as session:
+            for job in applying:
+                _apply_job(rt, session, job, nested=len(applying) > 1)
+            _settle_rest(rt, session, jobs)
+    except _Rollback:
+        with unit_of_work(rt.sessions) as session:
+            _settle_rest(rt, session, jobs)
 
 
 def _applies(job: _Job) -> bool:
