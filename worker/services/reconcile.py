@@ -121,7 +121,7 @@ from worker.services.query import QueryAnswer, query_bill
 from worker.services.quota import observe_biz_control
 from worker.services.tenancy import documents_and_pauses, is_paused_from
 
-__all__ = ["ReconcileOutcome", "reconcile_callback", "reconcile_callbacks"]
+__all__ = ["ReconcileOutcome", "reconcile_callbacks"]
 
 log = logging.getLogger(__name__)
 
@@ -178,15 +178,6 @@ class _Job:
     defer: str | None = None
     labels: dict[str, str] = field(default_factory=dict)  # on a deferred message (Flower)
     outcome: ReconcileOutcome | None = None
-
-
-def reconcile_callback(rt: Runtime, inbox_id: int) -> ReconcileOutcome:
-    """``reconcile_callbacks`` of one row; the outcome of that row (the batch's rows it
-    gathered are settled too; their follow-ups ride on this outcome)."""
-    outcomes = reconcile_callbacks(rt, [inbox_id])
-    own = outcomes[0][1]
-    followups = [f for _, out in outcomes for f in out.followups]
-    return ReconcileOutcome(own.state, own.detail, followups)
 
 
 def reconcile_callbacks(rt: Runtime, inbox_ids: list[int]) -> list[tuple[int, ReconcileOutcome]]:
