@@ -55,6 +55,7 @@ The callback receiver (``/callbacks/kingdee/{secret}``) is a checklist, in this 
 | store raw body with its dedupe key, COMMIT | 503 when the database fails (the cloud retries) |
 | answer Kingdee's ACK (``CALLBACK_ACK``), 200 | duplicates are ACKed, not stored twice |
 | enqueue ``fapiao.reconcile`` (after the response) | a lost message is re-found by the sweeper |
+| — unless one is owed already (``worker.coalesce``) | the waiting task gathers this row          |
 
 Errors answer ``{"error": {"code", "message", "message_zh"}}`` (plus details); a failing
 database answers 503, never 500.
@@ -538,6 +539,7 @@ def create_app(
 ) -> FastAPI:
     """The HTTP app for ``settings`` (module docstring); ``components`` replaces any part."""
     # Here, not at the top: importing producers.http loads no worker code (test_cli_servers).
+    from worker.coalesce import ReconcileCoalescer
     from worker.enqueue import reconcile_message
 
     parts = components or Components.build(settings)
@@ -1042,11 +1044,18 @@ def create_app(
             if stored.orphan:
                 metrics.callbacks.labels(result="orphan").inc()
                 log.warning("callback for an unknown bill", extra={"inbox_id": stored.inbox_id})
-            background.add_task(
-                parts.enqueuer.send,
-                [reconcile_message(stored.inbox_id, bill_no=stored.bill_no, tenant=stored.tenant)],
-            )
+            background.add_task(_publish_reconcile, stored)
         return JSONAnswer(dict(CALLBACK_ACK), status_code=200)
+
+    reconcile_owed = ReconcileCoalescer(parts.redis) if parts.redis is not None else None
+
+    def _publish_reconcile(stored: StoredCallback) -> None:
+        # After the response, in a thread: the Redis SET and the send block.
+        if reconcile_owed is None or reconcile_owed.owe_reconcile():
+            message = reconcile_message(
+                stored.inbox_id, bill_no=stored.bill_no, tenant=stored.tenant
+            )
+            parts.enqueuer.send([message])
 
     # ------------------------------------------------------------------ operations
 

@@ -278,6 +278,8 @@ class CallbackSettings(_Group):
     ip_allowlist: NetworkList = Field(default_factory=list)
     confirm_with_query: bool = True
     poll_grace_seconds: int = Field(default=60, ge=0, le=3600)
+    # Stored callbacks one fapiao.reconcile task claims and confirms together.
+    batch_size: int = Field(default=20, ge=1, le=500)
 
     def allows(self, address: str) -> bool:
         """Is a caller address allowed? An empty allow-list admits everyone."""

@@ -329,6 +329,9 @@ class CallbackInbox(Base):
     error: Mapped[str | None] = mapped_column(Text)
     document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id"))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Lease / not-before (worker.services.reconcile): a task's batch claim, or a deferred
+    # row's retry time. Nobody gathers or re-offers the row before it; NULL: never claimed.
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ErpOutbox(Base):

@@ -20,7 +20,8 @@ here commits: call inside `store.db.unit_of_work` and enqueue AFTER the commit.
 | `due_for_poll`    | POLLED_STATUSES, `next_poll_at <= now`        | `next_poll_at`, poll_count+1 |
 | `expired_leases`  | pushing, `lease_expires_at <= now`            | `lease_expires_at`   |
 | `due_outbox`      | erp_outbox pending, `next_attempt_at <= now`  | `next_attempt_at`    |
-| `stale_inbox`     | inbox received, `received_at <= now - older`  | `attempts` + 1       |
+| `stale_inbox`     | inbox received, `received_at <= now - older`, | `attempts` + 1       |
+|                   | no live `claimed_until` (lease / not-before)  |                      |
 
 Operator lists (read only): `list_documents` pages current documents by the keyset
 `(status_changed_at, id)` ascending — a cursor names the last key seen, so rows inserted
@@ -50,6 +51,7 @@ from sqlalchemy import (
     exists,
     func,
     null,
+    or_,
     select,
     tuple_,
     type_coerce,
@@ -313,7 +315,12 @@ def stale_inbox(
     *,
     older_than: timedelta = DEFAULT_INTERVAL,
 ) -> list[DueRow]:
-    """Callbacks received more than `older_than` ago and still unprocessed; `attempts` + 1."""
+    """Callbacks received more than `older_than` ago and still unprocessed; `attempts` + 1.
+
+    A row under a live `claimed_until` (a reconcile task's lease, or a deferred row's
+    not-before) is left to the task that holds it or to its own re-sent message; once that
+    time has passed (the task died, the message was lost) the row is offered again.
+    """
     now = now or utcnow()
     if limit <= 0:
         return []
@@ -322,6 +329,7 @@ def stale_inbox(
         .where(
             _inbox.c.state == InboxState.received.value,
             _inbox.c.received_at <= now - older_than,
+            or_(_inbox.c.claimed_until.is_(None), _inbox.c.claimed_until <= now),
         )
         .order_by(_inbox.c.received_at, _inbox.c.id)
         .limit(limit)

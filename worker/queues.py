@@ -8,7 +8,9 @@
 | ``fapiao.withdraw``         | ``push``        | document_id, bill_no, tenant | producers,sweep|
 | ``fapiao.resolve_in_doubt`` | ``poll``        | document_id, bill_no, tenant | push, poll_due |
 | ``fapiao.poll``             | ``poll``        | document_id, bill_no, tenant | poll_due       |
-| ``fapiao.reconcile``        | ``callbacks``   | inbox_id                     | receiver, sweep|
+| ``fapiao.reconcile``        | ``callbacks``   | inbox_id (bill_no, tenant    | receiver (one  |
+|                             |                 | when known); the task        | owed at a time)|
+|                             |                 | gathers other waiting rows   | reconcile,sweep|
 | ``fapiao.notify_erp``       | ``erp``         | outbox_id, bill_no           | services, sweep|
 | ``fapiao.poll_due``         | ``maintenance`` | —                            | beat           |
 | ``fapiao.sweep``            | ``maintenance`` | —                            | beat           |
@@ -23,6 +25,10 @@ rides along as a keyword so Flower can find a document by its bill number.
 chunks of up to ``batch_size`` as ``fapiao.push_batch`` (one task pays the claim and apply
 transactions once for the chunk), a chunk of one as a plain ``fapiao.push``. Retries, replays
 and in-doubt re-pushes stay single ``fapiao.push`` messages.
+
+A ``fapiao.reconcile`` claims its row plus up to ``callbacks.batch_size`` waiting callbacks
+(``worker.services.reconcile``); the receiver sends one only when none is owed
+(``worker.coalesce``), and a task whose batch is full sends one for the next waiting row.
 """
 
 from __future__ import annotations

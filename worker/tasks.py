@@ -7,8 +7,8 @@
 | ``fapiao.resolve_in_doubt`` | ``services.in_doubt.resolve_in_doubt``    | bill by state     |
 | ``fapiao.poll``             | ``services.poll.poll_document``           | bill by state     |
 | ``fapiao.poll_due``         | ``services.poll.poll_due``                | tasks sent        |
-| ``fapiao.reconcile``        | ``services.reconcile.reconcile_callback`` | bill by inbox row |
-|                             |                                           | state             |
+| ``fapiao.reconcile``        | ``services.reconcile.reconcile_callbacks``| bill by inbox row |
+|                             | (its row + waiting ones)                  | state, gathered   |
 | ``fapiao.withdraw``         | ``services.withdraw.withdraw_document``   | bill by state     |
 | ``fapiao.notify_erp``       | ``services.notify.notify_erp``            | bill by outbox    |
 |                             |                                           | row state         |
@@ -234,7 +234,7 @@ def _handlers() -> dict[str, Handler]:
     from worker.services.notify import notify_erp
     from worker.services.poll import poll_document, poll_due
     from worker.services.push import push_documents
-    from worker.services.reconcile import reconcile_callback
+    from worker.services.reconcile import reconcile_callbacks
     from worker.services.reconciliation import reconcile_daily
     from worker.services.refresh import refresh_tokens
     from worker.services.sweep import sweep
@@ -266,8 +266,14 @@ def _handlers() -> dict[str, Handler]:
         return Handled(f"due={len(followups)}", followups, {"due": len(followups)})
 
     def reconcile(rt: Runtime, kw: Mapping[str, Any]) -> Handled:
-        out = reconcile_callback(rt, int(kw["inbox_id"]))
-        return Handled(out.state, out.followups, _one(kw, "inbox_id", out.state, out.detail))
+        # Gathers other waiting callbacks (reconcile_callbacks): one task, one batch.
+        (_, out), *others = reconcile_callbacks(rt, [int(kw["inbox_id"])])
+        followups = list(out.followups) + [f for _, o in others for f in o.followups]
+        summary = _one(kw, "inbox_id", out.state, out.detail)
+        if others:
+            counts = Counter(o.state for _, o in others)
+            summary["gathered"] = dict(sorted(counts.items()))
+        return Handled(out.state, followups, summary)
 
     def withdraw(rt: Runtime, kw: Mapping[str, Any]) -> Handled:
         out = withdraw_document(rt, int(kw["document_id"]))

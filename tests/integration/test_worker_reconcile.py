@@ -82,11 +82,12 @@ def test_a_one_bill_callback_is_nine_statements_and_one_transaction(
     with counted(_engine(world)) as counts:
         status, _ = _run_reconcile(world, inbox_id)
     assert status == "processed"
-    # Reads (inbox row; documents + tenant pause), each on its own (autocommit on
-    # PostgreSQL), then the transition's transaction (the query's ledger row, document,
-    # invoice upsert, invoices, transition: UPDATE, event — the document read at the start of
-    # the transaction is not read again; inbox row settled). SQLite runs
-    # every group in a transaction of its own, with its BEGIN IMMEDIATE. The new invoice and
+    # The claim (one WITH … UPDATE … RETURNING: the row and its lease) and the read of the
+    # documents + tenant pause, each on its own (autocommit on PostgreSQL), then the
+    # transition's transaction after the query's ledger row (document, invoice upsert, invoices,
+    # transition: UPDATE, event — the document read at the start of the transaction is not
+    # read again; inbox row settled). SQLite runs every group in a transaction of its own,
+    # with its BEGIN IMMEDIATE. The new invoice and
     # its invoice_documents row: one WITH … INSERT on PostgreSQL, two INSERTs on SQLite.
     # The callback's bizControl: one upsert of the tenant's quota row (store.quota.observe).
     # The document's first invoice: on PostgreSQL that WITH statement also says no invoice
@@ -94,15 +95,15 @@ def test_a_one_bill_callback_is_nine_statements_and_one_transaction(
     statements = [s for s in counts.statements if s != "BEGIN"]
     upsert = ["WITH"] if db_backend == "postgresql" else ["INSERT", "INSERT", "SELECT"]
     assert statements == [
-        "SELECT", "SELECT",
+        "WITH", "SELECT",
         "INSERT",
         "SELECT", "INSERT", *upsert, "UPDATE", "INSERT", "UPDATE",
     ]  # fmt: skip
-    assert counts.commits == (1 if db_backend == "postgresql" else 2)
+    assert counts.commits == (1 if db_backend == "postgresql" else 3)
     if db_backend == "postgresql":
-        # Only the two reads stand alone: the query's ledger row (the first INSERT) is
-        # written in the transition's transaction.
-        assert counts.alone == ["SELECT", "SELECT"]
+        # The claim, the read and the query's ledger row (the first INSERT, written when
+        # the answer comes: worker.services.reconcile) stand alone.
+        assert counts.alone == ["WITH", "SELECT", "INSERT"]
     assert world.doc(_document_of(world, inbox_id)).status == "invoiced"
 
 
@@ -167,7 +168,7 @@ def test_a_repeat_of_stored_invoices_is_settled_without_a_query(
     assert _queries(world) == queries
     assert counts.commits == (0 if db_backend == "postgresql" else 1)
     assert [s for s in counts.statements if s != "BEGIN"] == [
-        "SELECT",
+        "WITH",  # the claim: WITH chosen AS MATERIALIZED (…) UPDATE … RETURNING
         "SELECT",
         "SELECT",
         "INSERT",

@@ -7,7 +7,7 @@ with the follow-up messages to send after its transactions committed.
 |               |                                     | ``fapiao.push_batch``         |
 | ``in_doubt``  | ``resolve_in_doubt(rt, id)``        | ``fapiao.resolve_in_doubt``   |
 | ``poll``      | ``poll_document``, ``poll_due``     | ``fapiao.poll``, ``.poll_due``|
-| ``reconcile`` | ``reconcile_callback(rt, inbox)``   | ``fapiao.reconcile``          |
+| ``reconcile`` | ``reconcile_callbacks(rt, inboxes)``| ``fapiao.reconcile``          |
 | ``withdraw``  | ``withdraw_document(rt, id)``       | ``fapiao.withdraw``           |
 | ``notify``    | ``notify_erp(rt, outbox_id)``       | ``fapiao.notify_erp``         |
 | ``sweep``     | ``sweep(rt)``                       | ``fapiao.sweep``              |
