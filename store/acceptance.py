@@ -458,35 +458,17 @@ def _create_new_pg(
     (it has a current revision, or a concurrent submission created it meanwhile): those are
     returned, in order, to be judged. No SAVEPOINT: a skipped row is no error."""
     documents = [_document_row(bills[i], 1, now) for i in indexes]
-    names = ", ".join(documents[0])
     event = _first_event(None, actor, now)
-    event_names = [name for name in event if name != "document_id"]
-    statement = _statement_pg(
-        f"""
-WITH new AS (
-    INSERT INTO documents ({names}) SELECT {names}
-    FROM jsonb_populate_recordset(NULL::documents, CAST(:documents AS JSONB))
-         WITH ORDINALITY AS r
-    ORDER BY r.ordinality
-    ON CONFLICT DO NOTHING
-    RETURNING id, tenant, seller_tax_id, bill_no
-), first_events AS (
-    INSERT INTO document_events (document_id, {", ".join(event_names)})
-    SELECT n.id, {", ".join(f"e.{name}" for name in event_names)}
-    FROM new AS n
-    CROSS JOIN jsonb_populate_recordset(NULL::document_events, CAST(:event AS JSONB)) AS e
-    ORDER BY n.id
-)
-SELECT id, tenant, seller_tax_id, bill_no FROM new
-"""
-    )
+    statement = _documents_with_events_pg(documents, [event], skip_conflicts=True)
     inserted = {
         (tenant, seller, bill_no): document_id
         for document_id, tenant, seller, bill_no in session.execute(
             statement,
             {
                 "documents": _json_rows(_documents, documents, session),
-                "event": _json_rows(_events, [event], session),
+                # Every new bill's first event is the same `submit`: sent once.
+                "event_of": [1] * len(documents),
+                "events": _json_rows(_events, [event], session),
             },
         )
     }
@@ -520,28 +502,7 @@ def _insert_with_events_pg(
     """PostgreSQL: the documents and their first events in ONE statement, the rows as two JSON
     parameters. The n-th event belongs to the n-th document: ids are drawn in batch order,
     which the returned identities prove (else nothing is kept)."""
-    names = ", ".join(documents[0])
-    event_names = [name for name in events[0] if name != "document_id"]
-    statement = _statement_pg(
-        f"""
-WITH new AS (
-    INSERT INTO documents ({names}) SELECT {names}
-    FROM jsonb_populate_recordset(NULL::documents, CAST(:documents AS JSONB))
-         WITH ORDINALITY AS r
-    ORDER BY r.ordinality
-    RETURNING id, tenant, seller_tax_id, bill_no
-), first_events AS (
-    INSERT INTO document_events (document_id, {", ".join(event_names)})
-    SELECT n.id, {", ".join(f"e.{name}" for name in event_names)}
-    FROM (SELECT id, row_number() OVER (ORDER BY id) AS rank FROM new) AS n
-    JOIN unnest(CAST(:event_of AS INTEGER[])) WITH ORDINALITY AS k(shape, rank) USING (rank)
-    JOIN jsonb_populate_recordset(NULL::document_events, CAST(:events AS JSONB))
-         WITH ORDINALITY AS e ON e.ordinality = k.shape
-    ORDER BY n.id
-)
-SELECT id, tenant, seller_tax_id, bill_no FROM new ORDER BY id
-"""
-    )
+    statement = _documents_with_events_pg(documents, events, skip_conflicts=False)
     # A batch's first events are mostly alike (every new bill's is `submit`): each distinct
     # one is sent once, and `event_of[n]` numbers the n-th document's.
     distinct: list[dict[str, Any]] = []
@@ -565,6 +526,39 @@ SELECT id, tenant, seller_tax_id, bill_no FROM new ORDER BY id
     if [(tenant, seller, bill_no) for _, tenant, seller, bill_no in inserted] != keys:
         raise RuntimeError("documents were not numbered in batch order; nothing was kept")
     return [row[0] for row in inserted]
+
+
+def _documents_with_events_pg(
+    documents: list[dict[str, Any]], events: list[dict[str, Any]], *, skip_conflicts: bool
+) -> TextClause:
+    """The one PostgreSQL statement that inserts documents (`:documents`, a JSON array) with
+    their first events: the k-th document inserted gets event number `:event_of[k]` of the
+    distinct events `:events`. `skip_conflicts`: rows the unique indexes refuse are skipped
+    (ON CONFLICT DO NOTHING) instead of failing the statement; the ranks then count the
+    inserted rows only, so every `:event_of` entry must be the same event."""
+    names = ", ".join(documents[0])
+    event_names = [name for name in events[0] if name != "document_id"]
+    on_conflict = "\n    ON CONFLICT DO NOTHING" if skip_conflicts else ""
+    return _statement_pg(
+        f"""
+WITH new AS (
+    INSERT INTO documents ({names}) SELECT {names}
+    FROM jsonb_populate_recordset(NULL::documents, CAST(:documents AS JSONB))
+         WITH ORDINALITY AS r
+    ORDER BY r.ordinality{on_conflict}
+    RETURNING id, tenant, seller_tax_id, bill_no
+), first_events AS (
+    INSERT INTO document_events (document_id, {", ".join(event_names)})
+    SELECT n.id, {", ".join(f"e.{name}" for name in event_names)}
+    FROM (SELECT id, row_number() OVER (ORDER BY id) AS rank FROM new) AS n
+    JOIN unnest(CAST(:event_of AS INTEGER[])) WITH ORDINALITY AS k(shape, rank) USING (rank)
+    JOIN jsonb_populate_recordset(NULL::document_events, CAST(:events AS JSONB))
+         WITH ORDINALITY AS e ON e.ordinality = k.shape
+    ORDER BY n.id
+)
+SELECT id, tenant, seller_tax_id, bill_no FROM new ORDER BY id
+"""
+    )
 
 
 @functools.cache
