@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event, func, select
+from sqlalchemy import Connection, Engine, event, select
 
 from schemas.kingdee import BillReturn, build_callback, decode_data, encode_data
 from schemas.money import dumps_exact
@@ -23,7 +23,7 @@ from simulator.testing import CloudSession, make_bill
 from store.db import unit_of_work
 from store.models import CallbackInbox, CloudCall
 from store.tenants import pause_tenant, resume_tenant
-from tests.integration.worlds import DEMO_SELLER, SHOP_SELLER, World
+from tests.integration.worlds import DEMO_SELLER, SHOP_SELLER, World, ledger
 from worker import queues
 from worker.runtime import Followup
 from worker.tasks import run
@@ -231,15 +231,7 @@ def _run_reconcile(world: World, inbox_id: int) -> tuple[str, list[Followup]]:
 
 
 def _queries(world: World) -> int:
-    with world.sessions() as session:
-        return int(
-            session.scalar(
-                select(func.count())
-                .select_from(CloudCall)
-                .where(CloudCall.interface == "BILL.INVOICE.QUERY")
-            )
-            or 0
-        )
+    return len(ledger(world, "BILL.INVOICE.QUERY"))
 
 
 def _document_of(world: World, inbox_id: int) -> int:

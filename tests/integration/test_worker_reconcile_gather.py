@@ -5,11 +5,11 @@ batch sends a task for the next waiting row. Fixtures: tests/integration/conftes
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from simulator.testing import make_bill
-from store.models import CallbackInbox, CloudCall
-from tests.integration.worlds import DEMO_SELLER, World, WorldFactory
+from store.models import CallbackInbox
+from tests.integration.worlds import DEMO_SELLER, World, WorldFactory, ledger
 from worker import queues
 from worker.tasks import run, summarize
 from worker.testing import drain, store_bill
@@ -33,15 +33,7 @@ def states(world: World, inbox_ids: list[int]) -> list[str]:
 
 
 def queries(world: World) -> int:
-    with world.sessions() as session:
-        return int(
-            session.scalar(
-                select(func.count())
-                .select_from(CloudCall)
-                .where(CloudCall.interface == "BILL.INVOICE.QUERY")
-            )
-            or 0
-        )
+    return len(ledger(world, "BILL.INVOICE.QUERY"))
 
 
 def test_one_task_reconciles_every_waiting_callback(world: World) -> None:
