@@ -11,23 +11,52 @@
 |      | stale token from wrong configuration                                            |
 
 Every service that talks to the cloud (push, query, withdraw) goes through
-``call_with_token``.
+``call_with_token``. A batch's calls (a push batch's BILL.PUSH, a reconcile batch's confirming
+queries) run through ``call_each``: at most ``push.batch_concurrency`` at a time, on threads
+kept by the process, not started again for every batch.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from schemas.cloud_contract import OutcomeClass
 from worker.kingdee import CloudResult, CloudTransientError, KingdeeClient, fetch_access_token
 from worker.runtime import Runtime
 from worker.tokens import TokenUnavailable
 
-__all__ = ["call_with_token"]
+__all__ = ["call_each", "call_with_token"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+# (pid, size) -> pool: a pool inherited through fork has no threads, so each process builds its own.
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def call_each(rt: Runtime, call: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+    """``call`` on every item, at most ``push.batch_concurrency`` at a time; results in order.
+    ``call`` must not raise (each caller turns its failures into an answer)."""
+    workers = min(len(items), rt.settings.push.batch_concurrency)
+    if workers <= 1:
+        return [call(item) for item in items]
+    size = rt.settings.push.batch_concurrency
+    key = (os.getpid(), size)
+    pool = _pools.get(key)
+    if pool is None:
+        with _pools_lock:
+            pool = _pools.get(key)
+            if pool is None:
+                pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="fapiao-call")
+                _pools[key] = pool
+    return list(pool.map(call, items))
 
 
 def call_with_token(

@@ -91,7 +91,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -127,7 +126,7 @@ from worker.kingdee import (
 from worker.ledger import PrewrittenPush, PushBatchLedger, SqlCallLedger, prewrite_pushes
 from worker.retry_policy import Action, Decision, decide_push
 from worker.runtime import Followup, Runtime
-from worker.services.cloud_call import call_with_token
+from worker.services.cloud_call import call_each, call_with_token
 from worker.services.erp_outbox import owe_notification
 from worker.services.red_refusal import explain_red_refusal
 from worker.services.tenancy import is_tenant_paused, pause_tenant
@@ -616,11 +615,7 @@ def _call_all(
             )
             return None
 
-    workers = min(len(calls), rt.settings.push.batch_concurrency)
-    if workers <= 1:
-        return [one(pending) for pending in calls]
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fapiao-push") as pool:
-        return list(pool.map(one, calls))
+    return call_each(rt, one, calls)
 
 
 def _bill_or_problem(

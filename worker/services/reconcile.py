@@ -91,7 +91,6 @@ from __future__ import annotations
 
 import logging
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, cast
@@ -115,6 +114,7 @@ from store.states import DocumentStatus, Event, InboxState
 from worker import metrics, queues
 from worker.coalesce import ReconcileCoalescer
 from worker.runtime import Followup, Runtime
+from worker.services.cloud_call import call_each
 from worker.services.erp_outbox import owe_after_issuance, owe_notification
 from worker.services.invoices import all_known, apply_invoices
 from worker.services.query import QueryAnswer, query_bill
@@ -457,13 +457,7 @@ def _ask(rt: Runtime, steps: list[_Step]) -> None:
             log.exception("confirming query failed", extra={"document_id": document.id})
             return QueryAnswer("retry", f"{type(exc).__name__}: {exc}")
 
-    workers = min(len(steps), rt.settings.push.batch_concurrency)
-    if workers <= 1:
-        answers = [one(step) for step in steps]
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fapiao-reconcile") as pool:
-            answers = list(pool.map(one, steps))
-    for step, answer in zip(steps, answers, strict=True):
+    for step, answer in zip(steps, call_each(rt, one, steps), strict=True):
         step.answer = answer
 
 
