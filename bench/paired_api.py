@@ -26,7 +26,6 @@ thread) per request of A and B and B's difference.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import shutil
 import signal
@@ -43,6 +42,7 @@ import redis
 from sqlalchemy import text
 
 from bench.pgcluster import private_postgres
+from bench.stack import base_env
 from bench.workload import cpu_seconds
 from demo.processes import free_port
 from producers.testing import (
@@ -85,22 +85,8 @@ class _Api:
         self.database_url = database_url
         self.key, self.secret = "k-" + secrets.token_hex(8), "cb-" + secrets.token_hex(8)
         tenants = write_tenants_toml(workdir / "tenants.toml", bridge_tenants())
-        env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FAPIAO_")}
-        env.update(
-            {
-                "FAPIAO_ENVIRONMENT": "development",
-                "FAPIAO_DATABASE_URL": database_url,
-                "FAPIAO_BROKER_URL": redis_url,
-                "FAPIAO_REDIS_URL": redis_url,
-                "FAPIAO_TENANTS_FILE": str(tenants),
-                "FAPIAO_API_KEYS": self.key,
-                "FAPIAO_CALLBACK_SECRET": self.secret,
-                "FAPIAO_LOG_LEVEL": "WARNING",
-                "FAPIAO_LOG_FORMAT": "console",
-                "PYTHONPATH": str(tree),
-                "PYTHONDONTWRITEBYTECODE": "1",
-            }
-        )
+        env = base_env(database_url, redis_url, tenants, self.key, self.secret)
+        env.update({"PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"})
         subprocess.run(
             [sys.executable, "-m", "producers.cli", "db", "upgrade"],
             env=env, cwd=tree, check=True, capture_output=True, timeout=300,

@@ -251,9 +251,9 @@ def _proc_stats() -> Iterator[tuple[int, list[str]]]:
         yield int(entry), stat.rsplit(")", 1)[1].split()
 
 
-def _settings_env(
-    options: BenchOptions, database_url: str, redis_url: str, tenants: Path, key: str, cb: str
-) -> dict[str, str]:
+def base_env(database_url: str, redis_url: str, tenants: Path, key: str, cb: str) -> dict[str, str]:
+    """The caller's environment without its FAPIAO_ settings, plus what every bridge process
+    of a bench needs: database, Redis, tenants, API key, callback secret, quiet logs."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FAPIAO_")}
     env.update(
         {
@@ -266,6 +266,17 @@ def _settings_env(
             "FAPIAO_CALLBACK_SECRET": cb,
             "FAPIAO_LOG_FORMAT": "console",
             "FAPIAO_LOG_LEVEL": "WARNING",
+        }
+    )
+    return env
+
+
+def _settings_env(
+    options: BenchOptions, database_url: str, redis_url: str, tenants: Path, key: str, cb: str
+) -> dict[str, str]:
+    env = base_env(database_url, redis_url, tenants, key, cb)
+    env.update(
+        {
             "FAPIAO_TOKENS__REFRESH_MARGIN_SECONDS": "5",
             "FAPIAO_POLL__SCHEDULE_SECONDS": "2,3,5",
             "FAPIAO_POLL__CAP_SECONDS": "5",
